@@ -1,0 +1,3 @@
+from kares.cli import main
+
+raise SystemExit(main())

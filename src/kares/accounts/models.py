@@ -1,0 +1,172 @@
+"""Tables of the accounts domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kares.db import Base, UTCDateTime, new_id
+from kares.privacy.fields import Encrypted, not_personal, personal
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    phone: Mapped[str] = mapped_column(
+        Encrypted("accounts.phone"), info=personal("contact.phone")
+    )
+    phone_hash: Mapped[str] = mapped_column(
+        String(64), unique=True, info=personal("contact.phone")
+    )
+    name: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
+    # Not a foreign key (media_objects already points at accounts); the
+    # service replaces and deletes avatars together with this column.
+    avatar_media_id: Mapped[str | None] = mapped_column(String(32))
+    password_hash: Mapped[str | None] = mapped_column(
+        String(255), info=personal("account.credentials")
+    )
+    password_failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OtpChallenge(Base):
+    """One SMS code sent to one number. Only the newest per number is usable."""
+
+    __tablename__ = "otp_challenges"
+    __table_args__ = (
+        Index("ix_otp_challenges_phone_created", "phone_hash", "created_at"),
+        Index("ix_otp_challenges_ip_created", "ip", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    phone_hash: Mapped[str] = mapped_column(String(64), info=personal("contact.phone"))
+    purpose: Mapped[str] = mapped_column(String(16))
+    code_hash: Mapped[str] = mapped_column(
+        String(64), info=not_personal("keyed hash of a one-time code")
+    )
+    ip: Mapped[str] = mapped_column(String(64), info=personal("security.login_environment"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Session(Base):
+    """A signed-in device: a bearer token (apps, watches) or a portal cookie."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(64))
+    device_key: Mapped[str] = mapped_column(String(64), info=personal("device.identifier"))
+    device_model: Mapped[str | None] = mapped_column(String(64), info=personal("device.attributes"))
+    os: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
+    os_version: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
+    app_version: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
+    language: Mapped[str | None] = mapped_column(String(35), info=personal("device.attributes"))
+    user_agent: Mapped[str | None] = mapped_column(
+        String(256), info=personal("security.login_environment")
+    )
+    ip: Mapped[str] = mapped_column(String(64), info=personal("security.login_environment"))
+    place: Mapped[str | None] = mapped_column(
+        String(128), info=personal("security.login_environment")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class KnownDevice(Base):
+    """Devices an account has signed in from, to tell a new device from a known one."""
+
+    __tablename__ = "known_devices"
+    __table_args__ = (UniqueConstraint("account_id", "device_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    device_key: Mapped[str] = mapped_column(String(64), info=personal("device.identifier"))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LoginEvent(Base):
+    """The login environment of every sign-in attempt on an account (policy 1.4)."""
+
+    __tablename__ = "login_events"
+    __table_args__ = (Index("ix_login_events_account_time", "account_id", "occurred_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="SET NULL")
+    )
+    method: Mapped[str] = mapped_column(String(16))
+    success: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(String(48))
+    new_device: Mapped[bool] = mapped_column(Boolean, default=False)
+    device_key: Mapped[str] = mapped_column(String(64), info=personal("device.identifier"))
+    device_model: Mapped[str | None] = mapped_column(String(64), info=personal("device.attributes"))
+    os: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
+    os_version: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
+    app_version: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
+    language: Mapped[str | None] = mapped_column(String(35), info=personal("device.attributes"))
+    user_agent: Mapped[str | None] = mapped_column(
+        String(256), info=personal("security.login_environment")
+    )
+    ip: Mapped[str] = mapped_column(String(64), info=personal("security.login_environment"))
+    place: Mapped[str | None] = mapped_column(
+        String(128), info=personal("security.login_environment")
+    )
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ExternalIdentity(Base):
+    """A WeChat or Apple account linked to a Kares account."""
+
+    __tablename__ = "external_identities"
+    __table_args__ = (
+        UniqueConstraint("provider", "subject"),
+        UniqueConstraint("account_id", "provider"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(255), info=personal("account.external_id"))
+    nickname: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuthTicket(Base):
+    """Short-lived single-use secrets of the third-party sign-in flows.
+
+    kind ``nonce``: a server-issued nonce an Apple ID token must carry.
+    kind ``link``: a verified third-party identity waiting for the user to
+    prove a phone number, so it can be linked to that phone's account.
+    """
+
+    __tablename__ = "auth_tickets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(String(255), info=personal("account.external_id"))
+    nickname: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
+    avatar_url: Mapped[str | None] = mapped_column(String(512), info=personal("account.profile"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,178 @@
+"""Request and response shapes of the accounts API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class DeviceInfo(_In):
+    """What the client says about the device it runs on (policy 1.4).
+
+    ``id`` is the app's per-install identifier (IDFV on iOS, OAID on
+    Android); it is only ever stored hashed.
+    """
+
+    id: str | None = Field(default=None, min_length=1, max_length=128)
+    model: str | None = Field(default=None, max_length=64, examples=["iPhone15,2"])
+    os: str | None = Field(default=None, max_length=32, examples=["iOS"])
+    os_version: str | None = Field(default=None, max_length=32, examples=["18.1"])
+    app_version: str | None = Field(default=None, max_length=32, examples=["1.0.0"])
+    language: str | None = Field(default=None, max_length=35, examples=["zh-CN"])
+
+
+ClientKind = Literal["app", "web"]
+
+
+class SmsCodeRequest(_In):
+    phone: str = Field(min_length=1, max_length=32, examples=["+86 138 0013 8000"])
+
+
+class SmsCodeSent(BaseModel):
+    phone: str = Field(description="The number, masked", examples=["+86 138****8000"])
+    expires_in: int = Field(description="Seconds until the code expires")
+    resend_after: int = Field(description="Seconds until another code may be requested")
+
+
+class SmsVerifyRequest(_In):
+    phone: str = Field(min_length=1, max_length=32)
+    code: str = Field(min_length=1, max_length=16)
+    client: ClientKind = "app"
+    device: DeviceInfo = Field(default_factory=DeviceInfo)
+    link_ticket: str | None = Field(
+        default=None,
+        max_length=128,
+        description="From a third-party sign-in that answered `phone_required`: "
+        "links that WeChat/Apple identity to this phone's account.",
+    )
+
+
+class PasswordLoginRequest(_In):
+    phone: str = Field(min_length=1, max_length=32)
+    password: str = Field(min_length=1, max_length=1024)
+    client: ClientKind = "app"
+    device: DeviceInfo = Field(default_factory=DeviceInfo)
+
+
+class AccountOut(BaseModel):
+    id: str
+    phone: str = Field(description="E.164; shown only to the account itself")
+    name: str | None
+    avatar_url: str | None
+    has_password: bool
+    identities: list[str] = Field(description="Linked third-party providers")
+    created_at: datetime
+
+
+class SignedIn(BaseModel):
+    account: AccountOut
+    created: bool = Field(description="True when this sign-in registered a new account")
+    new_device: bool
+    session_id: str
+    token: str | None = Field(
+        description="Bearer token (apps and devices); null for the web portal, "
+        "which gets an HttpOnly cookie instead"
+    )
+    expires_at: datetime
+
+
+class PhoneRequired(BaseModel):
+    status: Literal["phone_required"] = "phone_required"
+    provider: str
+    link_ticket: str = Field(
+        description="Pass to POST /api/v1/auth/sms/verify with the phone's code"
+    )
+    expires_in: int
+    nickname: str | None
+
+
+class ProfilePatch(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class PasswordSet(_In):
+    new_password: str = Field(min_length=1, max_length=1024)
+    current_password: str | None = Field(default=None, max_length=1024)
+    code: str | None = Field(
+        default=None, max_length=16, description="SMS code, instead of the current password"
+    )
+
+
+class SessionOut(BaseModel):
+    id: str
+    current: bool
+    kind: str
+    method: str
+    label: str | None
+    device_model: str | None
+    os: str | None
+    os_version: str | None
+    app_version: str | None
+    language: str | None
+    ip: str
+    place: str | None
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class LoginEventOut(BaseModel):
+    id: str
+    method: str
+    success: bool
+    reason: str | None
+    new_device: bool
+    device_model: str | None
+    os: str | None
+    app_version: str | None
+    ip: str
+    place: str | None
+    occurred_at: datetime
+
+
+class RevokedCount(BaseModel):
+    revoked: int
+
+
+class WeChatLogin(_In):
+    code: str = Field(min_length=1, max_length=256)
+    client: ClientKind = "app"
+    device: DeviceInfo = Field(default_factory=DeviceInfo)
+
+
+class AppleNonce(BaseModel):
+    nonce: str
+    expires_in: int
+
+
+class AppleName(_In):
+    given_name: str | None = Field(default=None, max_length=64, alias="givenName")
+    family_name: str | None = Field(default=None, max_length=64, alias="familyName")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True)
+
+
+class AppleLogin(_In):
+    id_token: str = Field(min_length=1, max_length=8192)
+    nonce: str = Field(min_length=1, max_length=128)
+    name: AppleName | None = Field(
+        default=None,
+        description="The name Apple handed the app on the first authorisation, if the "
+        "user chose to share it",
+    )
+    client: ClientKind = "app"
+    device: DeviceInfo = Field(default_factory=DeviceInfo)
+
+
+class WeChatLink(_In):
+    code: str = Field(min_length=1, max_length=256)
+
+
+class AppleLink(_In):
+    id_token: str = Field(min_length=1, max_length=8192)
+    nonce: str = Field(min_length=1, max_length=128)

@@ -1,0 +1,934 @@
+"""Account actions: codes, sign-in, sessions, profile, third-party identities.
+
+Each public ``async def`` is one action: it checks everything first, then
+writes and commits, so a refused request leaves stored data as it was (the
+only writes a refusal makes are security counters: a wrong code's attempt,
+a wrong password's failure and its login record).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anyio
+import phonenumbers
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares import clock, crypto, events
+from kares.accounts.models import (
+    Account,
+    AuthTicket,
+    ExternalIdentity,
+    KnownDevice,
+    LoginEvent,
+    OtpChallenge,
+    Session,
+)
+from kares.accounts.oauth import ExternalProfile, fetch_avatar, wechat_avatar_allowed
+from kares.accounts.schemas import DeviceInfo
+from kares.errors import Problem
+from kares.logs import mask_phone
+from kares.media import service as media
+from kares.notify import service as notify
+from kares.notify.sms import SmsError, SmsMessage
+from kares.runtime import Runtime
+
+log = logging.getLogger("kares.accounts")
+
+TOKEN_PREFIX = "kares_"
+PURPOSES = ("login", "reauth")
+
+
+# --- phone numbers -----------------------------------------------------------
+
+
+def parse_phone(raw: str, region: str) -> str:
+    """Validate and normalise to E.164 (``+8613800138000``), or a 422 Problem."""
+    try:
+        num = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise Problem(422, "phone.invalid", "That is not a phone number.") from exc
+    if not phonenumbers.is_valid_number(num):
+        raise Problem(422, "phone.invalid", "That is not a valid phone number.")
+    kind = phonenumbers.number_type(num)
+    if kind not in (
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
+        raise Problem(
+            422, "phone.not_mobile", "Codes are sent by SMS, so the number must be a mobile number."
+        )
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_index(e164: str) -> str:
+    return crypto.blind_index(e164, purpose="phone")
+
+
+# --- SMS one-time codes ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodeSent:
+    phone: str
+    expires_in: int
+    resend_after: int
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, int(seconds + 0.999)))}
+
+
+def _code_hash(challenge_id: str, code: str) -> str:
+    return crypto.blind_index(f"{challenge_id}:{code}", purpose="otp")
+
+
+async def request_code(
+    s: AsyncSession, rt: Runtime, *, phone: str, purpose: str, ip: str
+) -> CodeSent:
+    """Send a fresh code by SMS, within the cooldown and hourly caps."""
+    cfg = rt.settings
+    e164 = parse_phone(phone, cfg.default_region)
+    ph = phone_index(e164)
+    now = clock.utcnow()
+    hour_ago = now - timedelta(hours=1)
+
+    latest = (
+        await s.execute(
+            select(OtpChallenge.created_at)
+            .where(OtpChallenge.phone_hash == ph)
+            .order_by(OtpChallenge.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if latest is not None and (now - latest).total_seconds() < cfg.otp_resend_cooldown_seconds:
+        wait = cfg.otp_resend_cooldown_seconds - (now - latest).total_seconds()
+        raise Problem(
+            429,
+            "otp.cooldown",
+            f"A code was just sent. You can ask for another in {int(wait + 0.999)} s.",
+            headers=_retry_after(wait),
+        )
+    by_number = (
+        await s.execute(
+            select(func.count(), func.min(OtpChallenge.created_at)).where(
+                OtpChallenge.phone_hash == ph, OtpChallenge.created_at > hour_ago
+            )
+        )
+    ).one()
+    if by_number[0] >= cfg.otp_per_number_per_hour:
+        wait = (by_number[1] + timedelta(hours=1) - now).total_seconds()
+        raise Problem(
+            429,
+            "otp.number_limit",
+            "Too many codes were sent to this number in the last hour.",
+            headers=_retry_after(wait),
+        )
+    by_ip = (
+        await s.execute(
+            select(func.count(), func.min(OtpChallenge.created_at)).where(
+                OtpChallenge.ip == ip, OtpChallenge.created_at > hour_ago
+            )
+        )
+    ).one()
+    if by_ip[0] >= cfg.otp_per_ip_per_hour:
+        wait = (by_ip[1] + timedelta(hours=1) - now).total_seconds()
+        raise Problem(
+            429,
+            "otp.ip_limit",
+            "Too many codes were requested from this network in the last hour.",
+            headers=_retry_after(wait),
+        )
+
+    code = f"{secrets.randbelow(10**cfg.otp_length):0{cfg.otp_length}d}"
+    challenge = OtpChallenge(
+        id=secrets.token_hex(16),
+        phone_hash=ph,
+        purpose=purpose,
+        ip=ip,
+        created_at=now,
+        expires_at=now + timedelta(seconds=cfg.otp_ttl_seconds),
+        attempts=0,
+    )
+    challenge.code_hash = _code_hash(challenge.id, code)
+    s.add(challenge)
+    await s.commit()
+
+    minutes = max(1, cfg.otp_ttl_seconds // 60)
+    msg = SmsMessage(
+        to=e164,
+        template="otp",
+        params={"code": code, "minutes": str(minutes)},
+        text=f"[Kares] Your verification code is {code}. It expires in {minutes} minutes. "
+        "Never share it with anyone.",
+    )
+    try:
+        await rt.sms.send(msg)
+    except SmsError as exc:
+        # Not sent: take the challenge back so it neither counts nor blocks a retry.
+        await s.delete(challenge)
+        await s.commit()
+        log.warning("SMS to %s failed: %s", e164, exc)
+        raise Problem(502, "sms.unavailable", "The code could not be sent. Try again.") from exc
+    log.info("code sent to %s for %s", e164, purpose)
+    return CodeSent(mask_phone(e164), cfg.otp_ttl_seconds, cfg.otp_resend_cooldown_seconds)
+
+
+async def _check_code(s: AsyncSession, rt: Runtime, *, ph: str, purpose: str, code: str) -> str:
+    """Check a code without consuming it; returns the challenge id. Wrong guesses count."""
+    cfg = rt.settings
+    if not re.fullmatch(rf"\d{{{cfg.otp_length}}}", code):
+        raise Problem(422, "otp.malformed", f"A code is {cfg.otp_length} digits.")
+    ch = (
+        await s.execute(
+            select(OtpChallenge)
+            .where(OtpChallenge.phone_hash == ph, OtpChallenge.purpose == purpose)
+            .order_by(OtpChallenge.created_at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    now = clock.utcnow()
+    if ch is None:
+        raise Problem(400, "otp.not_requested", "No code was sent to this number. Ask for one.")
+    if ch.consumed_at is not None:
+        raise Problem(400, "otp.used", "That code was already used. Ask for a new one.")
+    if ch.attempts >= cfg.otp_max_attempts:
+        raise Problem(
+            429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one."
+        )
+    if now >= ch.expires_at:
+        raise Problem(400, "otp.expired", "That code has expired. Ask for a new one.")
+    if not crypto.constant_time_equal(ch.code_hash, _code_hash(ch.id, code)):
+        res = await s.execute(
+            update(OtpChallenge)
+            .where(OtpChallenge.id == ch.id)
+            .values(attempts=OtpChallenge.attempts + 1)
+            .returning(OtpChallenge.attempts)
+        )
+        attempts = int(res.scalar_one())
+        await s.commit()
+        left = cfg.otp_max_attempts - attempts
+        if left <= 0:
+            raise Problem(
+                429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one."
+            )
+        raise Problem(
+            400, "otp.invalid", "That code is not right.", remaining_attempts=left
+        )
+    return ch.id
+
+
+async def _consume_code(s: AsyncSession, rt: Runtime, challenge_id: str) -> None:
+    """Mark the code used; exactly one concurrent caller wins."""
+    res = await s.execute(
+        update(OtpChallenge)
+        .where(
+            OtpChallenge.id == challenge_id,
+            OtpChallenge.consumed_at.is_(None),
+            OtpChallenge.attempts < rt.settings.otp_max_attempts,
+        )
+        .values(consumed_at=clock.utcnow())
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        await s.rollback()
+        raise Problem(400, "otp.used", "That code was already used. Ask for a new one.")
+
+
+# --- sign-in -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a sign-in comes from (policy 1.4)."""
+
+    ip: str
+    user_agent: str | None
+    device: DeviceInfo
+    client: str  # "app" | "web"
+
+
+@dataclass
+class SignInResult:
+    account: Account
+    session: Session
+    token: str
+    created: bool
+    new_device: bool
+
+
+def _device_key(env: Environment) -> str:
+    d = env.device
+    if d.id:
+        return crypto.blind_index(f"id:{d.id}", purpose="device")
+    return crypto.blind_index(
+        f"fp:{d.model or ''}|{d.os or ''}|{env.user_agent or ''}", purpose="device"
+    )
+
+
+async def _find_by_phone(s: AsyncSession, e164: str) -> Account | None:
+    q = select(Account).where(Account.phone_hash == phone_index(e164))
+    return (await s.execute(q)).scalar_one_or_none()
+
+
+async def _new_account(s: AsyncSession, e164: str) -> Account:
+    now = clock.utcnow()
+    acc = Account(
+        phone=e164,
+        phone_hash=phone_index(e164),
+        status="active",
+        password_failures=0,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(acc)
+    await s.flush()
+    return acc
+
+
+def _login_event(account_id: str, env: Environment, method: str, **kw: object) -> LoginEvent:
+    d = env.device
+    return LoginEvent(
+        account_id=account_id,
+        method=method,
+        device_key=_device_key(env),
+        device_model=d.model,
+        os=d.os,
+        os_version=d.os_version,
+        app_version=d.app_version,
+        language=d.language,
+        user_agent=(env.user_agent or "")[:256] or None,
+        ip=env.ip,
+        occurred_at=clock.utcnow(),
+        **kw,
+    )
+
+
+async def _complete_sign_in(
+    s: AsyncSession,
+    rt: Runtime,
+    *,
+    account: Account,
+    created: bool,
+    method: str,
+    env: Environment,
+    label: str | None = None,
+) -> SignInResult:
+    """Issue a session, record the login environment, alert on a new device; commit."""
+    now = clock.utcnow()
+    key = _device_key(env)
+    place = rt.places.place(env.ip)
+    known = (
+        await s.execute(
+            select(KnownDevice).where(
+                KnownDevice.account_id == account.id, KnownDevice.device_key == key
+            )
+        )
+    ).scalar_one_or_none()
+    new_device = known is None and not created
+    if known is None:
+        s.add(KnownDevice(account_id=account.id, device_key=key, first_seen_at=now,
+                          last_seen_at=now))
+    else:
+        known.last_seen_at = now
+
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    d = env.device
+    sess = Session(
+        account_id=account.id,
+        token_hash=crypto.token_hash(token),
+        kind="cookie" if env.client == "web" else "bearer",
+        method=method,
+        label=label,
+        device_key=key,
+        device_model=d.model,
+        os=d.os,
+        os_version=d.os_version,
+        app_version=d.app_version,
+        language=d.language,
+        user_agent=(env.user_agent or "")[:256] or None,
+        ip=env.ip,
+        place=place,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(days=rt.settings.session_ttl_days),
+    )
+    s.add(sess)
+    await s.flush()
+    event = _login_event(account.id, env, method, success=True, new_device=new_device)
+    event.session_id = sess.id
+    event.place = place
+    s.add(event)
+    if account.password_failures:
+        account.password_failures = 0
+        account.locked_until = None
+    if new_device:
+        what = " ".join(p for p in (d.model, d.os, d.os_version) if p) or "an unknown device"
+        where = place or env.ip
+        await notify.add(
+            s,
+            account_id=account.id,
+            category="security",
+            title="New sign-in to your Kares account",
+            body=f"Your account was just signed in on {what} ({where}). If this was not you, "
+            "sign that device out under Signed-in devices and change your password.",
+            data={"session_id": sess.id, "method": method, "ip": env.ip, "place": place},
+        )
+    await s.commit()
+    if new_device:
+        await events.publish(
+            events.Event("accounts.new_device_sign_in", account.id, {"session_id": sess.id})
+        )
+    return SignInResult(account, sess, token, created, new_device)
+
+
+async def _ticket(s: AsyncSession, secret: str, kind: str) -> AuthTicket:
+    t = (
+        await s.execute(
+            select(AuthTicket).where(AuthTicket.secret_hash == crypto.token_hash(secret))
+        )
+    ).scalar_one_or_none()
+    if t is None or t.kind != kind:
+        raise Problem(400, "oauth.ticket_invalid", "That sign-in ticket is not valid.")
+    if t.used_at is not None:
+        raise Problem(400, "oauth.ticket_used", "That sign-in ticket was already used.")
+    if clock.utcnow() >= t.expires_at:
+        raise Problem(400, "oauth.ticket_expired", "That sign-in ticket has expired.")
+    return t
+
+
+async def _use_ticket(s: AsyncSession, ticket: AuthTicket) -> None:
+    res = await s.execute(
+        update(AuthTicket)
+        .where(AuthTicket.id == ticket.id, AuthTicket.used_at.is_(None))
+        .values(used_at=clock.utcnow())
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        await s.rollback()
+        raise Problem(400, "oauth.ticket_used", "That sign-in ticket was already used.")
+
+
+async def sign_in_with_code(
+    s: AsyncSession,
+    rt: Runtime,
+    *,
+    phone: str,
+    code: str,
+    env: Environment,
+    link_ticket: str | None = None,
+) -> SignInResult:
+    """Register or sign in with an SMS code; optionally link a third-party identity."""
+    e164 = parse_phone(phone, rt.settings.default_region)
+    ticket = await _ticket(s, link_ticket, "link") if link_ticket else None
+    account = await _find_by_phone(s, e164)
+    if ticket is not None:
+        await _check_identity_free(s, ticket.provider, ticket.subject or "", account)
+    challenge_id = await _check_code(s, rt, ph=phone_index(e164), purpose="login", code=code)
+    await _consume_code(s, rt, challenge_id)
+    created = account is None
+    if account is None:
+        account = await _new_account(s, e164)
+        log.info("registered account for %s", e164)
+    elif account.status != "active":
+        await s.rollback()
+        raise Problem(403, "account.inactive", "This account cannot sign in.")
+    if ticket is not None:
+        await _use_ticket(s, ticket)
+        profile = ExternalProfile(
+            ticket.provider, ticket.subject or "", ticket.nickname, ticket.avatar_url
+        )
+        await _attach_identity(s, rt, account, profile)
+    return await _complete_sign_in(
+        s, rt, account=account, created=created, method="sms", env=env
+    )
+
+
+_DUMMY_HASH: str | None = None
+
+
+async def _verify_password(rt: Runtime, hashed: str | None, password: str) -> bool:
+    global _DUMMY_HASH
+    if hashed is None:
+        # Same work for unknown numbers, so timing does not reveal who has an account.
+        if _DUMMY_HASH is None:
+            _DUMMY_HASH = rt.passwords.hash(secrets.token_hex(8))
+        hashed = _DUMMY_HASH
+        password = password + "\x00"
+    target = hashed
+
+    def _check() -> bool:
+        try:
+            return rt.passwords.verify(target, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await anyio.to_thread.run_sync(_check)
+
+
+async def sign_in_with_password(
+    s: AsyncSession, rt: Runtime, *, phone: str, password: str, env: Environment
+) -> SignInResult:
+    cfg = rt.settings
+    e164 = parse_phone(phone, cfg.default_region)
+    account = await _find_by_phone(s, e164)
+    now = clock.utcnow()
+    if account is not None and account.locked_until is not None and account.locked_until > now:
+        wait = (account.locked_until - now).total_seconds()
+        s.add(_login_event(account.id, env, "password", success=False, reason="locked"))
+        await s.commit()
+        raise Problem(
+            423,
+            "auth.locked",
+            "Too many wrong passwords. Sign in with an SMS code, or try again later.",
+            headers=_retry_after(wait),
+        )
+    ok = await _verify_password(rt, account.password_hash if account else None, password)
+    if account is None or account.password_hash is None or not ok:
+        if account is not None:
+            account.password_failures += 1
+            reason = "bad_password" if account.password_hash else "no_password"
+            if account.password_failures >= cfg.password_max_failures:
+                account.locked_until = now + timedelta(seconds=cfg.password_lockout_seconds)
+                account.password_failures = 0
+                reason = "locked_now"
+            s.add(_login_event(account.id, env, "password", success=False, reason=reason))
+            await s.commit()
+        raise Problem(401, "auth.invalid_credentials", "The phone number or password is wrong.")
+    if account.status != "active":
+        raise Problem(403, "account.inactive", "This account cannot sign in.")
+    if rt.passwords.check_needs_rehash(account.password_hash):
+        account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
+    return await _complete_sign_in(
+        s, rt, account=account, created=False, method="password", env=env
+    )
+
+
+# --- sessions ------------------------------------------------------------------
+
+
+async def authenticate(
+    s: AsyncSession, rt: Runtime, token: str
+) -> tuple[Account, Session] | None:
+    """The live session and account a token belongs to, or None."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+        return None
+    row = (
+        await s.execute(
+            select(Session, Account)
+            .join(Account, Account.id == Session.account_id)
+            .where(Session.token_hash == crypto.token_hash(token))
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    sess, account = row
+    now = clock.utcnow()
+    if sess.revoked_at is not None or sess.expires_at <= now or account.status != "active":
+        return None
+    if (now - sess.last_seen_at).total_seconds() >= rt.settings.session_touch_seconds:
+        await s.execute(
+            update(Session)
+            .where(Session.id == sess.id)
+            .values(
+                last_seen_at=now,
+                expires_at=now + timedelta(days=rt.settings.session_ttl_days),
+            )
+        )
+        await s.commit()
+        sess.last_seen_at = now
+    return account, sess
+
+
+async def list_sessions(s: AsyncSession, *, account_id: str) -> list[Session]:
+    now = clock.utcnow()
+    q = (
+        select(Session)
+        .where(
+            Session.account_id == account_id,
+            Session.revoked_at.is_(None),
+            Session.expires_at > now,
+        )
+        .order_by(Session.last_seen_at.desc())
+    )
+    return list((await s.execute(q)).scalars())
+
+
+async def revoke_session(s: AsyncSession, *, account_id: str, session_id: str) -> None:
+    res = await s.execute(
+        update(Session)
+        .where(
+            Session.id == session_id,
+            Session.account_id == account_id,
+            Session.revoked_at.is_(None),
+        )
+        .values(revoked_at=clock.utcnow())
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        raise Problem(404, "session.not_found", "No such signed-in device.")
+    await s.commit()
+
+
+async def revoke_all_sessions(
+    s: AsyncSession, *, account_id: str, keep_session_id: str | None
+) -> int:
+    q = update(Session).where(Session.account_id == account_id, Session.revoked_at.is_(None))
+    if keep_session_id is not None:
+        q = q.where(Session.id != keep_session_id)
+    res = await s.execute(q.values(revoked_at=clock.utcnow()))
+    await s.commit()
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def list_logins(s: AsyncSession, *, account_id: str, limit: int) -> list[LoginEvent]:
+    q = (
+        select(LoginEvent)
+        .where(LoginEvent.account_id == account_id)
+        .order_by(LoginEvent.occurred_at.desc(), LoginEvent.id)
+        .limit(limit)
+    )
+    return list((await s.execute(q)).scalars())
+
+
+# --- profile -------------------------------------------------------------------
+
+
+async def identities_of(s: AsyncSession, account_id: str) -> list[ExternalIdentity]:
+    q = select(ExternalIdentity).where(ExternalIdentity.account_id == account_id)
+    return list((await s.execute(q.order_by(ExternalIdentity.provider))).scalars())
+
+
+async def update_profile(s: AsyncSession, account: Account, *, name: str | None) -> Account:
+    if name is not None:
+        _check_name(name)
+        account.name = name
+        account.updated_at = clock.utcnow()
+    await s.commit()
+    return account
+
+
+def _check_name(name: str) -> None:
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in name):
+        raise Problem(422, "profile.invalid_name", "Names cannot contain control characters.")
+
+
+async def set_avatar(s: AsyncSession, rt: Runtime, account: Account, raw: bytes) -> Account:
+    cfg = rt.settings
+    obj = await media.store_image(
+        s,
+        owner_account_id=account.id,
+        purpose="avatar",
+        raw=raw,
+        max_bytes=cfg.image_max_bytes,
+        max_pixels=cfg.image_max_pixels,
+        max_side=cfg.avatar_max_side,
+    )
+    old = account.avatar_media_id
+    account.avatar_media_id = obj.id
+    account.updated_at = clock.utcnow()
+    await s.flush()
+    if old:
+        await media.delete_media(s, old)
+    await s.commit()
+    return account
+
+
+async def remove_avatar(s: AsyncSession, account: Account) -> Account:
+    old = account.avatar_media_id
+    if old:
+        account.avatar_media_id = None
+        account.updated_at = clock.utcnow()
+        await s.flush()
+        await media.delete_media(s, old)
+        await s.commit()
+    return account
+
+
+def check_password_strength(password: str, *, min_length: int, phone: str) -> None:
+    if len(password) < min_length:
+        raise Problem(
+            422, "password.too_weak", f"A password needs at least {min_length} characters."
+        )
+    kinds = sum(
+        (
+            any(c.isalpha() for c in password),
+            any(c.isdigit() for c in password),
+            any(not c.isalnum() for c in password),
+        )
+    )
+    if kinds < 2:
+        raise Problem(
+            422,
+            "password.too_weak",
+            "Mix at least two of letters, digits and symbols.",
+        )
+    digits = re.sub(r"\D", "", phone)
+    if digits[-8:] and digits[-8:] in password:
+        raise Problem(422, "password.too_weak", "A password cannot contain your phone number.")
+
+
+async def set_password(
+    s: AsyncSession,
+    rt: Runtime,
+    account: Account,
+    current_session_id: str,
+    *,
+    new_password: str,
+    current_password: str | None,
+    code: str | None,
+) -> int:
+    """Set or change the password; other sessions are signed out. Returns how many."""
+    check_password_strength(
+        new_password, min_length=rt.settings.password_min_length, phone=account.phone
+    )
+    challenge_id = None
+    if account.password_hash is not None:
+        if code:
+            challenge_id = await _check_code(
+                s, rt, ph=account.phone_hash, purpose="reauth", code=code
+            )
+        elif current_password is None or not await _verify_password(
+            rt, account.password_hash, current_password
+        ):
+            raise Problem(
+                403,
+                "auth.reauth_required",
+                "Give your current password, or a code sent to your phone, to change it.",
+            )
+    if challenge_id:
+        await _consume_code(s, rt, challenge_id)
+    account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, new_password)
+    account.password_failures = 0
+    account.locked_until = None
+    account.updated_at = clock.utcnow()
+    await notify.add(
+        s,
+        account_id=account.id,
+        category="security",
+        title="Your password was changed",
+        body="Your Kares password was set or changed. Other devices were signed out.",
+    )
+    await s.flush()
+    return await revoke_all_sessions(s, account_id=account.id, keep_session_id=current_session_id)
+
+
+async def request_reauth_code(s: AsyncSession, rt: Runtime, account: Account, ip: str) -> CodeSent:
+    return await request_code(s, rt, phone=account.phone, purpose="reauth", ip=ip)
+
+
+# --- third-party identities ----------------------------------------------------
+
+
+async def issue_nonce(s: AsyncSession, rt: Runtime, *, provider: str) -> tuple[str, int]:
+    secret = secrets.token_urlsafe(24)
+    now = clock.utcnow()
+    ttl = rt.settings.oauth_nonce_ttl_seconds
+    s.add(
+        AuthTicket(
+            secret_hash=crypto.token_hash(secret),
+            kind="nonce",
+            provider=provider,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+    )
+    await s.commit()
+    return secret, ttl
+
+
+async def check_nonce(s: AsyncSession, nonce: str, provider: str) -> AuthTicket:
+    t = await _ticket(s, nonce, "nonce")
+    if t.provider != provider:
+        raise Problem(400, "oauth.ticket_invalid", "That nonce is not for this provider.")
+    return t
+
+
+async def use_nonce(s: AsyncSession, t: AuthTicket) -> None:
+    await _use_ticket(s, t)
+
+
+async def _check_identity_free(
+    s: AsyncSession, provider: str, subject: str, account: Account | None
+) -> None:
+    owner = (
+        await s.execute(
+            select(ExternalIdentity).where(
+                ExternalIdentity.provider == provider, ExternalIdentity.subject == subject
+            )
+        )
+    ).scalar_one_or_none()
+    if owner is not None and (account is None or owner.account_id != account.id):
+        raise Problem(
+            409, "identity.taken", f"That {provider} account is linked to another Kares account."
+        )
+    if account is not None and owner is None:
+        other = (
+            await s.execute(
+                select(ExternalIdentity).where(
+                    ExternalIdentity.account_id == account.id,
+                    ExternalIdentity.provider == provider,
+                )
+            )
+        ).scalar_one_or_none()
+        if other is not None:
+            raise Problem(
+                409,
+                "identity.already_linked",
+                f"This Kares account is already linked to another {provider} account.",
+            )
+
+
+async def _attach_identity(
+    s: AsyncSession, rt: Runtime, account: Account, profile: ExternalProfile
+) -> None:
+    """Link, and import the authorised public profile into empty profile fields only."""
+    existing = (
+        await s.execute(
+            select(ExternalIdentity).where(
+                ExternalIdentity.provider == profile.provider,
+                ExternalIdentity.subject == profile.subject,
+            )
+        )
+    ).scalar_one_or_none()
+    if existing is None:
+        s.add(
+            ExternalIdentity(
+                account_id=account.id,
+                provider=profile.provider,
+                subject=profile.subject,
+                nickname=profile.nickname,
+                linked_at=clock.utcnow(),
+            )
+        )
+    if profile.nickname and not account.name:
+        account.name = profile.nickname[:64]
+    if profile.avatar_url and not account.avatar_media_id:
+        await _import_avatar(s, rt, account, profile.avatar_url)
+    try:
+        await s.flush()
+    except IntegrityError as exc:
+        await s.rollback()
+        raise Problem(409, "identity.taken", "That account was linked elsewhere just now.") from exc
+
+
+async def _import_avatar(s: AsyncSession, rt: Runtime, account: Account, url: str) -> None:
+    if not wechat_avatar_allowed(rt.settings, url):
+        log.info("provider avatar host not allowed; skipped")
+        return
+    raw = await fetch_avatar(rt.http, url, rt.settings.image_max_bytes)
+    if raw is None:
+        return
+    try:
+        obj = await media.store_image(
+            s,
+            owner_account_id=account.id,
+            purpose="avatar",
+            raw=raw,
+            max_bytes=rt.settings.image_max_bytes,
+            max_pixels=rt.settings.image_max_pixels,
+            max_side=rt.settings.avatar_max_side,
+        )
+    except Problem:
+        log.info("provider avatar was not a usable image; skipped")
+        return
+    account.avatar_media_id = obj.id
+
+
+async def sign_in_with_identity(
+    s: AsyncSession, rt: Runtime, *, profile: ExternalProfile, env: Environment
+) -> SignInResult | tuple[str, int, ExternalProfile]:
+    """Sign in a linked identity, or hand back a link ticket (phone needed first)."""
+    ident = (
+        await s.execute(
+            select(ExternalIdentity).where(
+                ExternalIdentity.provider == profile.provider,
+                ExternalIdentity.subject == profile.subject,
+            )
+        )
+    ).scalar_one_or_none()
+    if ident is not None:
+        account = await s.get(Account, ident.account_id)
+        if account is None or account.status != "active":
+            raise Problem(403, "account.inactive", "This account cannot sign in.")
+        if profile.nickname:
+            ident.nickname = profile.nickname
+        return await _complete_sign_in(
+            s, rt, account=account, created=False, method=profile.provider, env=env
+        )
+    secret = secrets.token_urlsafe(24)
+    now = clock.utcnow()
+    ttl = rt.settings.oauth_nonce_ttl_seconds
+    s.add(
+        AuthTicket(
+            secret_hash=crypto.token_hash(secret),
+            kind="link",
+            provider=profile.provider,
+            subject=profile.subject,
+            nickname=profile.nickname,
+            avatar_url=profile.avatar_url,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+    )
+    await s.commit()
+    return secret, ttl, profile
+
+
+async def link_identity(
+    s: AsyncSession, rt: Runtime, account: Account, profile: ExternalProfile
+) -> None:
+    await _check_identity_free(s, profile.provider, profile.subject, account)
+    await _attach_identity(s, rt, account, profile)
+    await s.commit()
+
+
+async def unlink_identity(s: AsyncSession, account: Account, provider: str) -> None:
+    ident = (
+        await s.execute(
+            select(ExternalIdentity).where(
+                ExternalIdentity.account_id == account.id, ExternalIdentity.provider == provider
+            )
+        )
+    ).scalar_one_or_none()
+    if ident is None:
+        raise Problem(404, "identity.not_linked", f"No {provider} account is linked.")
+    await s.delete(ident)
+    await s.commit()
+
+
+# --- demo ------------------------------------------------------------------------
+
+
+async def demo_member(
+    s: AsyncSession, rt: Runtime, *, phone: str, name: str, password: str
+) -> tuple[Account, str]:
+    """Create (or reuse) a demo account and give it a fresh bearer token."""
+    e164 = parse_phone(phone, rt.settings.default_region)
+    account = await _find_by_phone(s, e164)
+    if account is None:
+        account = await _new_account(s, e164)
+    account.name = name
+    account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
+    account.password_failures = 0
+    account.locked_until = None
+    await s.execute(
+        update(Session)
+        .where(Session.account_id == account.id, Session.label == "demo",
+               Session.revoked_at.is_(None))
+        .values(revoked_at=clock.utcnow())
+    )
+    env = Environment(
+        ip="127.0.0.1",
+        user_agent="kares-demo",
+        device=DeviceInfo(id="kares-demo", model="Demo", os="kares"),
+        client="app",
+    )
+    res = await _complete_sign_in(
+        s, rt, account=account, created=True, method="demo", env=env, label="demo"
+    )
+    return res.account, res.token

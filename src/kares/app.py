@@ -1,0 +1,168 @@
+"""Builds the ASGI app: settings -> runtime -> routers, error handlers, middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kares import __version__, migrations
+from kares.accounts import api as accounts_api
+from kares.config import Settings, get_settings
+from kares.errors import install_handlers, problem_response
+from kares.logs import setup_logging
+from kares.media import api as media_api
+from kares.notify import api as notify_api
+from kares.runtime import Runtime
+
+log = logging.getLogger("kares.app")
+
+JSON_BODY_LIMIT = 1024 * 1024
+UPLOAD_PATHS = ("/api/v1/me/avatar",)
+
+
+class BodyLimit:
+    """Refuses request bodies over a limit with 413, before or while they stream in.
+
+    JSON bodies are capped at 1 MiB; image uploads at the image cap plus room
+    for the multipart envelope.
+    """
+
+    def __init__(self, app: ASGIApp, upload_limit: int) -> None:
+        self.app = app
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.upload_limit if scope["path"] in UPLOAD_PATHS else JSON_BODY_LIMIT
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    resp = problem_response(
+                        413, "request.too_large", f"Request bodies here may be at most {limit} bytes."
+                    )
+                    await resp(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise StarletteHTTPException(
+                        413, f"Request bodies here may be at most {limit} bytes."
+                    )
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Ready(BaseModel):
+    status: str
+    database: str
+    migration: str | None
+    expected_migration: str
+
+
+def create_app(settings: Settings | None = None, *, migrate_embedded: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = Runtime.build(settings)
+        if migrate_embedded and settings.is_embedded_db:
+            await anyio.to_thread.run_sync(migrations.upgrade, settings.effective_database_url)
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    app = FastAPI(
+        title="Kares API",
+        version=__version__,
+        description="The Kares family-care service. Errors are application/problem+json "
+        "(RFC 9457) with a stable `code`.",
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "accounts", "description": "Registration, sign-in, sessions (policy 1.1, 1.4)"},
+            {"name": "notifications", "description": "The in-app inbox"},
+            {"name": "media", "description": "Uploaded images"},
+            {"name": "ops", "description": "Liveness and readiness"},
+        ],
+    )
+    install_handlers(app)
+    app.add_middleware(BodyLimit, upload_limit=settings.image_max_bytes + 64 * 1024)
+
+    @app.middleware("http")
+    async def security_headers(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/healthz", response_model=Health, tags=["ops"], summary="The process is up")
+    async def healthz() -> Health:
+        return Health(status="ok", version=__version__)
+
+    @app.get(
+        "/readyz",
+        response_model=Ready,
+        tags=["ops"],
+        summary="The database is reachable and its migrations are current",
+        responses={503: {"model": Ready, "description": "Not ready"}},
+    )
+    async def readyz() -> Any:
+        rt: Runtime = app.state.runtime
+        expected = migrations.head_revision()
+        try:
+            current = await migrations.current_revision(rt.db.engine)
+            db = "ok"
+        except Exception as exc:  # unreachable database
+            log.warning("readiness: database unreachable: %s", type(exc).__name__)
+            current, db = None, "unreachable"
+        ready = db == "ok" and current == expected
+        body = Ready(
+            status="ready" if ready else "not_ready",
+            database=db,
+            migration=current,
+            expected_migration=expected,
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    app.include_router(accounts_api.router)
+    app.include_router(notify_api.router)
+    app.include_router(media_api.router)
+
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory kares.app:app_factory``."""
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)

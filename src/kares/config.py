@@ -1,0 +1,154 @@
+"""Configuration: every setting is a ``KARES_*`` environment variable.
+
+With nothing set, Kares runs embedded: SQLite under ``./var``, in-process
+events, console SMS sender, development keys generated on first run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the configuration cannot be used."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KARES_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    # Keys. data_keys: "kid:base64key,kid2:base64key" (first one encrypts);
+    # index_key: base64 key for keyed hashes (blind indexes, code hashes).
+    data_keys: str = ""
+    index_key: str = ""
+
+    # Phone numbers
+    default_region: str = "CN"
+
+    # SMS one-time codes
+    otp_length: int = 6
+    otp_ttl_seconds: int = 300
+    otp_max_attempts: int = 5
+    otp_resend_cooldown_seconds: int = 60
+    otp_per_number_per_hour: int = 5
+    otp_per_ip_per_hour: int = 20
+    sms_sender: Literal["console", "file", "http"] = "console"
+    sms_file: Path | None = None
+    sms_http_url: str = ""
+    sms_http_token: str = ""
+    sms_http_timeout_seconds: float = 5.0
+
+    # Passwords
+    password_min_length: int = 8
+    password_max_failures: int = 5
+    password_lockout_seconds: int = 900
+    argon2_time_cost: int = 3
+    argon2_memory_cost_kib: int = 65536
+    argon2_parallelism: int = 2
+
+    # Sessions
+    session_cookie_name: str = "kares_session"
+    session_cookie_secure: bool = True
+    session_ttl_days: int = 90
+    session_touch_seconds: int = 60
+    trusted_proxies: list[str] = Field(default_factory=list)
+    ip_places_csv: Path | None = None
+
+    # Uploaded images
+    image_max_bytes: int = 5 * 1024 * 1024
+    image_max_pixels: int = 40_000_000
+    avatar_max_side: int = 1024
+
+    # WeChat OAuth2 (authorization-code exchange)
+    wechat_app_id: str = ""
+    wechat_app_secret: str = ""
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_avatar_hosts: list[str] = Field(
+        default_factory=lambda: ["thirdwx.qlogo.cn", "wx.qlogo.cn"]
+    )
+    wechat_avatar_scheme: Literal["https", "http"] = "https"
+
+    # Sign in with Apple (ID-token verification)
+    apple_client_ids: list[str] = Field(default_factory=list)
+    apple_issuer: str = "https://appleid.apple.com"
+    apple_jwks_url: str = "https://appleid.apple.com/auth/keys"
+    apple_jwks_cache_seconds: int = 3600
+    oauth_nonce_ttl_seconds: int = 600
+    oauth_http_timeout_seconds: float = 5.0
+
+    @field_validator("trusted_proxies", "wechat_avatar_hosts", "apple_client_ids", mode="before")
+    @classmethod
+    def _split_csv(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                return json.loads(v)
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'kares.db').as_posix()}"
+
+    @property
+    def is_embedded_db(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+def _generate_dev_keys(path: Path) -> dict[str, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = {
+        "data_keys": "dev1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        "index_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(keys, fh)
+    os.replace(tmp, path)
+    return keys
+
+
+def resolve_keys(settings: Settings) -> tuple[str, str]:
+    """Return (data_keys, index_key), generating development keys on first run.
+
+    Production never falls back to generated keys: missing keys are an error.
+    """
+    if settings.data_keys and settings.index_key:
+        return settings.data_keys, settings.index_key
+    if settings.is_production:
+        raise ConfigError(
+            "KARES_DATA_KEYS and KARES_INDEX_KEY must be set when KARES_ENV=production"
+        )
+    path = settings.var_dir / "dev-keys.json"
+    if path.exists():
+        keys = json.loads(path.read_text())
+    else:
+        keys = _generate_dev_keys(path)
+    return (settings.data_keys or keys["data_keys"], settings.index_key or keys["index_key"])
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

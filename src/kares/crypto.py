@@ -1,0 +1,101 @@
+"""Field encryption and keyed hashes for personal information at rest.
+
+* ``encrypt``/``decrypt``: AES-256-GCM with a key ring. The ciphertext names
+  the key that made it (``v1.<kid>.<base64>``), so keys can be rotated: new
+  writes use the first key, old rows stay readable until re-encrypted.
+* ``blind_index``: HMAC-SHA256 under a separate key, so equality look-ups
+  (find an account by phone number) work without decrypting every row.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+class KeyError_(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    keys: dict[str, bytes]
+    active: str
+    index_key: bytes
+
+    @classmethod
+    def parse(cls, data_keys: str, index_key: str) -> KeyRing:
+        keys: dict[str, bytes] = {}
+        order: list[str] = []
+        for part in data_keys.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            kid, sep, b64 = part.partition(":")
+            if not sep or not kid.isalnum():
+                raise KeyError_(f"data key entry {kid!r} must look like kid:base64key")
+            raw = base64.b64decode(b64)
+            if len(raw) != 32:
+                raise KeyError_(f"data key {kid!r} must be 32 bytes (AES-256)")
+            keys[kid] = raw
+            order.append(kid)
+        if not order:
+            raise KeyError_("no data keys configured")
+        ikey = base64.b64decode(index_key)
+        if len(ikey) < 32:
+            raise KeyError_("index key must be at least 32 bytes")
+        return cls(keys=keys, active=order[0], index_key=ikey)
+
+
+_ring: KeyRing | None = None
+
+
+def install(ring: KeyRing) -> None:
+    global _ring
+    _ring = ring
+
+
+def ring() -> KeyRing:
+    if _ring is None:
+        raise RuntimeError("crypto key ring not installed (kares.crypto.install)")
+    return _ring
+
+
+def encrypt(plaintext: str, *, context: str) -> str:
+    """Encrypt; ``context`` (e.g. table.column) is bound as associated data."""
+    r = ring()
+    nonce = secrets.token_bytes(12)
+    ct = AESGCM(r.keys[r.active]).encrypt(nonce, plaintext.encode(), context.encode())
+    return f"v1.{r.active}.{base64.urlsafe_b64encode(nonce + ct).decode()}"
+
+
+def decrypt(token: str, *, context: str) -> str:
+    r = ring()
+    version, kid, b64 = token.split(".", 2)
+    if version != "v1" or kid not in r.keys:
+        raise KeyError_(f"cannot decrypt: unknown key {kid!r}")
+    blob = base64.urlsafe_b64decode(b64)
+    return AESGCM(r.keys[kid]).decrypt(blob[:12], blob[12:], context.encode()).decode()
+
+
+def key_id_of(token: str) -> str:
+    return token.split(".", 2)[1]
+
+
+def blind_index(value: str, *, purpose: str) -> str:
+    mac = hmac.new(ring().index_key, f"{purpose}\x00{value}".encode(), hashlib.sha256)
+    return mac.hexdigest()
+
+
+def token_hash(token: str) -> str:
+    """Hash of a high-entropy secret (session token) for storage and look-up."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

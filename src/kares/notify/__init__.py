@@ -1,0 +1,1 @@
+"""Notifications: the in-app inbox and outbound channels (SMS now; push in step 3)."""
