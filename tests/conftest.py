@@ -1,0 +1,177 @@
+"""Test fixtures: a real database (SQLite by default, PostgreSQL with
+``KARES_TEST_DB=postgresql``), the app driven through its HTTP API, and fake
+outside services as real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from kares import clock, migrations
+from kares.app import create_app
+from kares.config import Settings
+from kares.db import make_engine
+from kares.models import metadata
+from tests.support.fakes import FakeSmsGateway
+from tests.support.pgserver import PgServer
+
+TEST_DATA_KEYS = "t1:" + base64.b64encode(b"k" * 32).decode()
+TEST_INDEX_KEY = base64.b64encode(b"i" * 32).decode()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"kares database tier: {os.environ.get('KARES_TEST_DB', 'sqlite')}"
+
+
+@pytest.fixture(scope="session")
+def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("KARES_TEST_DB", "sqlite") == "postgresql":
+        srv = PgServer.start()
+        try:
+            migrations.upgrade(srv.url)
+            yield srv.url
+        finally:
+            srv.stop()
+    else:
+        path = tmp_path_factory.mktemp("db") / "kares-test.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        migrations.upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sms_gateway() -> Iterator[FakeSmsGateway]:
+    gw = FakeSmsGateway()
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+def sms(sms_gateway: FakeSmsGateway) -> FakeSmsGateway:
+    sms_gateway.messages.clear()
+    sms_gateway.requests.clear()
+    sms_gateway.fail_with = None
+    return sms_gateway
+
+
+def make_settings(db_url: str, var_dir: Path, sms_url: str, **over: Any) -> Settings:
+    base: dict[str, Any] = dict(
+        env="test",
+        var_dir=var_dir,
+        database_url=db_url,
+        data_keys=TEST_DATA_KEYS,
+        index_key=TEST_INDEX_KEY,
+        sms_sender="http",
+        sms_http_url=sms_url + "/send",
+        sms_http_token="sms-secret",
+        argon2_time_cost=1,
+        argon2_memory_cost_kib=1024,
+        argon2_parallelism=1,
+        trusted_proxies=["127.0.0.1"],
+    )
+    base.update(over)
+    return Settings(**base)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change settings for its tests."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    db_url: str, tmp_path: Path, sms: FakeSmsGateway, settings_overrides: dict[str, Any]
+) -> Settings:
+    return make_settings(db_url, tmp_path, sms.base, **settings_overrides)
+
+
+async def _wipe(db_url: str) -> None:
+    engine = make_engine(db_url)
+    async with engine.begin() as conn:
+        names = [t.name for t in reversed(metadata.sorted_tables)]
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("TRUNCATE " + ", ".join(names) + " CASCADE"))
+        else:
+            for name in names:
+                await conn.execute(text(f"DELETE FROM {name}"))  # noqa: S608
+    await engine.dispose()
+
+
+@pytest.fixture
+async def app(settings: Settings, db_url: str) -> AsyncIterator[Any]:
+    clock.reset()
+    application = create_app(settings, migrate_embedded=False)
+    async with application.router.lifespan_context(application):
+        yield application
+    clock.reset()
+    await _wipe(db_url)
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def db(app: Any) -> Any:
+    """Direct database access for assertions about what is (not) stored."""
+    return app.state.runtime.db
+
+
+PHONE = "+8613812345678"
+
+
+async def sign_up(
+    client: httpx.AsyncClient,
+    sms: FakeSmsGateway,
+    phone: str = PHONE,
+    device: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Register (or sign in) through the public API; returns the SignedIn body."""
+    r = await client.post("/api/v1/auth/sms/send", json={"phone": phone})
+    assert r.status_code == 202, r.text
+    code = sms.last_code(phone)
+    body = {"phone": phone, "code": code, **extra}
+    if device is not None:
+        body["device"] = device
+    r = await client.post("/api/v1/auth/sms/verify", json=body)
+    assert r.status_code in (200, 201), r.text
+    clock.advance(61)  # past the resend cooldown, for the next code to this number
+    return dict(r.json())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def count_rows(db: Any, table: str) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())  # noqa: S608
+
+
+# Bookkeeping that any authenticated request may move (a session's "last seen"
+# slides with use); it is not data a refused request could have changed.
+VOLATILE = {"sessions": {"last_seen_at", "expires_at"}}
+
+
+async def snapshot(db: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, to assert that a refused request changed nothing."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    async with db.engine.connect() as conn:
+        for t in metadata.sorted_tables:
+            skip = VOLATILE.get(t.name, set())
+            cols = [c for c in t.columns if c.name not in skip]
+            rows = (await conn.execute(select(*cols))).all()
+            out[t.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out

@@ -1,0 +1,94 @@
+"""Liveness, readiness, OpenAPI and the error format."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from kares import migrations
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+async def test_readyz_reports_current_migration(client: httpx.AsyncClient) -> None:
+    r = await client.get("/readyz")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ready"
+    assert body["migration"] == migrations.head_revision() == body["expected_migration"]
+
+
+async def test_readyz_not_ready_when_migrations_behind(client: httpx.AsyncClient, db) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = 'older'"))
+    try:
+        r = await client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["status"] == "not_ready"
+        assert r.json()["migration"] == "older"
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE alembic_version SET version_num = :v"),
+                {"v": migrations.head_revision()},
+            )
+
+
+async def test_unknown_route_is_problem_json(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/nope")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "not_found"
+
+
+async def test_wrong_method_is_problem_json(client: httpx.AsyncClient) -> None:
+    r = await client.delete("/healthz")
+    assert r.status_code == 405
+    assert r.json()["code"] == "method_not_allowed"
+
+
+async def test_openapi_documents_every_route_with_shapes_and_errors(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "ProblemDoc" in spec["components"]["schemas"]
+    paths = spec["paths"]
+    assert "/api/v1/auth/sms/send" in paths
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            ok = [c for c in op["responses"] if c.startswith("2")]
+            assert ok, f"{where} documents no success response"
+            if path.startswith("/api/"):
+                errors = [c for c in op["responses"] if c[0] in "45"]
+                assert errors, f"{where} documents no error responses"
+                for c in errors:
+                    content = op["responses"][c].get("content", {})
+                    assert "application/problem+json" in content, f"{where} {c} is not a problem"
+                    assert "code:" in op["responses"][c]["description"]
+            if "requestBody" in op:
+                assert op["requestBody"]["content"], f"{where} has no request schema"
+
+
+@pytest.mark.parametrize("body", [b"", b"null", b"[]", b"{}", b'{"phone": 5}', b"\xff\xfe"])
+async def test_odd_bodies_get_4xx(client: httpx.AsyncClient, body: bytes) -> None:
+    r = await client.post(
+        "/api/v1/auth/sms/send", content=body, headers={"content-type": "application/json"}
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["code"] in ("request.invalid", "request.malformed_json")
+
+
+async def test_oversize_json_body_is_413(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/auth/sms/send",
+        content=b'{"phone": "' + b"1" * (2 * 1024 * 1024) + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert r.json()["code"] == "request.too_large"
