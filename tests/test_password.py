@@ -41,10 +41,16 @@ async def test_sign_in_with_password(client: httpx.AsyncClient, sms) -> None:
 
 @pytest.mark.parametrize(
     ("password", "why"),
-    [("short1!", "length"), ("onlyletters", "kinds"), ("1234567890", "kinds"),
-     ("ab13812345678", "phone")],
+    [
+        ("short1!", "length"),
+        ("onlyletters", "kinds"),
+        ("1234567890", "kinds"),
+        ("ab13812345678", "phone"),
+    ],
 )
-async def test_weak_passwords_are_refused(client: httpx.AsyncClient, sms, db, password, why) -> None:
+async def test_weak_passwords_are_refused(
+    client: httpx.AsyncClient, sms, db, password, why
+) -> None:
     me = await sign_up(client, sms)
     before = await snapshot(db)
     r = await client.put(

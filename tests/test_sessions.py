@@ -7,10 +7,22 @@ import httpx
 from kares import clock
 from tests.conftest import PHONE, bearer, sign_up, snapshot
 
-IPHONE = {"id": "IDFV-1111", "model": "iPhone15,2", "os": "iOS", "os_version": "18.1",
-          "app_version": "1.2.0", "language": "zh-CN"}
-ANDROID = {"id": "OAID-2222", "model": "SM-G9910", "os": "Android", "os_version": "14",
-           "app_version": "1.2.0", "language": "en-GB"}
+IPHONE = {
+    "id": "IDFV-1111",
+    "model": "iPhone15,2",
+    "os": "iOS",
+    "os_version": "18.1",
+    "app_version": "1.2.0",
+    "language": "zh-CN",
+}
+ANDROID = {
+    "id": "OAID-2222",
+    "model": "SM-G9910",
+    "os": "Android",
+    "os_version": "14",
+    "app_version": "1.2.0",
+    "language": "en-GB",
+}
 
 
 async def test_sessions_list_shows_device_and_environment(client: httpx.AsyncClient, sms) -> None:
@@ -99,7 +111,9 @@ async def test_revoke_all_others_then_all(client: httpx.AsyncClient, sms) -> Non
 
 async def test_logout(client: httpx.AsyncClient, sms) -> None:
     me = await sign_up(client, sms)
-    assert (await client.post("/api/v1/auth/logout", headers=bearer(me["token"]))).status_code == 204
+    assert (
+        await client.post("/api/v1/auth/logout", headers=bearer(me["token"]))
+    ).status_code == 204
     assert (await client.get("/api/v1/me", headers=bearer(me["token"]))).status_code == 401
 
 

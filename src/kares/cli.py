@@ -85,7 +85,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"    token     {m['token']}")
     print(
         "\nTry:  curl -H 'Authorization: Bearer <token>' http://127.0.0.1:8000/api/v1/me\n"
-        "Or sign in:  POST /api/v1/auth/password {\"phone\": ..., \"password\": ...}"
+        'Or sign in:  POST /api/v1/auth/password {"phone": ..., "password": ...}'
     )
     return 0
 
@@ -112,9 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.set_defaults(func=_cmd_migrate)
 
-    demo = sub.add_parser(
-        "demo", help="seed demo accounts and print how to sign in as each member"
-    )
+    demo = sub.add_parser("demo", help="seed demo accounts and print how to sign in as each member")
     demo.add_argument("--json", action="store_true", help="print JSON for scripts")
     demo.set_defaults(func=_cmd_demo)
     return p

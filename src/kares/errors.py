@@ -22,7 +22,7 @@ log = logging.getLogger("kares.errors")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
-class Problem(Exception):  # noqa: N818 - it is the RFC's name
+class Problem(Exception):
     def __init__(
         self,
         status: int,
@@ -99,8 +99,11 @@ def responses(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
     for status, names in sorted(by_status.items()):
         out[status] = {
             "model": ProblemDoc,
-            "description": f"{_TITLES.get(status, 'Error')}; code: " + ", ".join(sorted(set(names))),
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDoc"}}},
+            "description": f"{_TITLES.get(status, 'Error')}; code: "
+            + ", ".join(sorted(set(names))),
+            "content": {
+                PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDoc"}}
+            },
         }
     return out
 
@@ -121,9 +124,7 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_req: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra
-        )
+        return problem_response(exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,10 @@ import re
 
 import phonenumbers
 
-_PHONE_RE = re.compile(r"(?<![\w.])\+?\d[\d \-()]{7,18}\d(?![\w.])")
+# An international number (+ and 7-15 digits, spaces or dashes allowed), or a
+# bare mainland mobile number (11 digits starting 13-19).
+_INTL_RE = re.compile(r"(?<![\w+])\+\d(?:[ \-]?\d){6,14}(?!\d)")
+_CN_MOBILE_RE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 
 
 def mask_phone(e164: str) -> str:
@@ -29,14 +32,8 @@ def mask_phone(e164: str) -> str:
 
 
 def mask_phones_in(text: str) -> str:
-    def _sub(m: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", m.group(0))
-        if len(digits) < 7:
-            return m.group(0)
-        raw = m.group(0)
-        return mask_phone(raw if raw.startswith("+") else "+" + digits)
-
-    return _PHONE_RE.sub(_sub, text)
+    text = _INTL_RE.sub(lambda m: mask_phone("+" + re.sub(r"\D", "", m.group(0))), text)
+    return _CN_MOBILE_RE.sub(lambda m: mask_phone("+86" + m.group(0)), text)
 
 
 class PhoneMaskFilter(logging.Filter):

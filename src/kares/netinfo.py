@@ -71,7 +71,9 @@ class PlaceResolver:
                 if not rec or rec[0].startswith("#"):
                     continue
                 try:
-                    rows.append((ipaddress.ip_network(rec[0].strip(), strict=False), rec[1].strip()))
+                    rows.append(
+                        (ipaddress.ip_network(rec[0].strip(), strict=False), rec[1].strip())
+                    )
                 except (ValueError, IndexError):
                     log.warning("ip places csv line %d skipped: not cidr,place", n)
         return cls(rows)
@@ -85,7 +87,9 @@ class PlaceResolver:
             return "This machine"
         if addr.is_private or addr.is_link_local:
             return "Local network"
-        table, starts = (self._v4, self._v4_starts) if addr.version == 4 else (self._v6, self._v6_starts)
+        table, starts = (
+            (self._v4, self._v4_starts) if addr.version == 4 else (self._v6, self._v6_starts)
+        )
         i = bisect_right(starts, int(addr)) - 1
         if i >= 0 and table[i][0] <= int(addr) <= table[i][1]:
             return table[i][2]

@@ -19,8 +19,9 @@ Route = Callable[["Request"], tuple[int, dict[str, str], bytes]]
 
 
 class Request:
-    def __init__(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
-                 body: bytes) -> None:
+    def __init__(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> None:
         self.method = method
         self.path = path
         self.query = query
@@ -62,8 +63,8 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = _handle  # noqa: N815
-            do_POST = _handle  # noqa: N815
+            do_GET = _handle
+            do_POST = _handle
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -64,19 +64,50 @@ class PgServer:
             os.chown(root, pw.pw_uid, pw.pw_gid)
         srv = cls(root=root, port=_free_port(), user=user)
         data = root / "data"
-        srv._run(_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                 "-E", "UTF8", "--locale=C.UTF-8")
+        srv._run(
+            _bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
         opts = (
             f"-p {srv.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        srv._run(_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w",
-                 "-t", "60", "start")
+        srv._run(
+            _bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
-                srv._run(_bin("psql"), "-h", "127.0.0.1", "-p", str(srv.port), "-U", "postgres",
-                         "-d", "postgres", "-c", "CREATE DATABASE kares_test")
+                srv._run(
+                    _bin("psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(srv.port),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    "CREATE DATABASE kares_test",
+                )
                 break
             except subprocess.CalledProcessError:
                 if time.monotonic() > deadline:

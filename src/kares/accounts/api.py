@@ -135,7 +135,9 @@ def login_out(e: LoginEvent) -> LoginEventOut:
     ),
     summary="Send a one-time sign-in code by SMS",
 )
-async def send_code(body: SmsCodeRequest, request: Request, rt: RuntimeDep, s: DbDep) -> SmsCodeSent:
+async def send_code(
+    body: SmsCodeRequest, request: Request, rt: RuntimeDep, s: DbDep
+) -> SmsCodeSent:
     sent = await service.request_code(
         s, rt, phone=body.phone, purpose="login", ip=request_ip(request, rt)
     )
@@ -307,8 +309,12 @@ async def logout(caller: CallerDep, rt: RuntimeDep, s: DbDep, response: Response
 # --- the caller's own account -------------------------------------------------------
 
 
-@router.get("/me", response_model=AccountOut, responses=responses(*AUTH_ERRORS),
-            summary="The signed-in account")
+@router.get(
+    "/me",
+    response_model=AccountOut,
+    responses=responses(*AUTH_ERRORS),
+    summary="The signed-in account",
+)
 async def me(caller: CallerDep, s: DbDep) -> AccountOut:
     return await account_out(s, caller.account)
 
@@ -350,8 +356,12 @@ async def put_avatar(
     return await account_out(s, account)
 
 
-@router.delete("/me/avatar", response_model=AccountOut, responses=responses(*AUTH_ERRORS),
-               summary="Remove the avatar")
+@router.delete(
+    "/me/avatar",
+    response_model=AccountOut,
+    responses=responses(*AUTH_ERRORS),
+    summary="Remove the avatar",
+)
 async def delete_avatar(caller: CallerDep, s: DbDep) -> AccountOut:
     account = await service.remove_avatar(s, caller.account)
     return await account_out(s, account)
@@ -361,11 +371,18 @@ async def delete_avatar(caller: CallerDep, s: DbDep) -> AccountOut:
     "/me/password/code",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SmsCodeSent,
-    responses=responses(*AUTH_ERRORS, (429, "otp.cooldown"), (429, "otp.number_limit"),
-                        (429, "otp.ip_limit"), (502, "sms.unavailable")),
+    responses=responses(
+        *AUTH_ERRORS,
+        (429, "otp.cooldown"),
+        (429, "otp.number_limit"),
+        (429, "otp.ip_limit"),
+        (502, "sms.unavailable"),
+    ),
     summary="Send a code to the account's phone, to change the password without the old one",
 )
-async def password_code(request: Request, caller: CallerDep, rt: RuntimeDep, s: DbDep) -> SmsCodeSent:
+async def password_code(
+    request: Request, caller: CallerDep, rt: RuntimeDep, s: DbDep
+) -> SmsCodeSent:
     sent = await service.request_reauth_code(s, rt, caller.account, request_ip(request, rt))
     return SmsCodeSent(phone=sent.phone, expires_in=sent.expires_in, resend_after=sent.resend_after)
 
@@ -373,11 +390,14 @@ async def password_code(request: Request, caller: CallerDep, rt: RuntimeDep, s: 
 @router.put(
     "/me/password",
     response_model=RevokedCount,
-    responses=responses(*AUTH_ERRORS, *CODE_ERRORS, (403, "auth.reauth_required"),
-                        (422, "password.too_weak")),
+    responses=responses(
+        *AUTH_ERRORS, *CODE_ERRORS, (403, "auth.reauth_required"), (422, "password.too_weak")
+    ),
     summary="Set or change the password; signs out every other session",
 )
-async def put_password(body: PasswordSet, caller: CallerDep, rt: RuntimeDep, s: DbDep) -> RevokedCount:
+async def put_password(
+    body: PasswordSet, caller: CallerDep, rt: RuntimeDep, s: DbDep
+) -> RevokedCount:
     n = await service.set_password(
         s,
         rt,
@@ -390,8 +410,12 @@ async def put_password(body: PasswordSet, caller: CallerDep, rt: RuntimeDep, s: 
     return RevokedCount(revoked=n)
 
 
-@router.get("/me/sessions", response_model=list[SessionOut], responses=responses(*AUTH_ERRORS),
-            summary="Signed-in devices")
+@router.get(
+    "/me/sessions",
+    response_model=list[SessionOut],
+    responses=responses(*AUTH_ERRORS),
+    summary="Signed-in devices",
+)
 async def sessions(caller: CallerDep, s: DbDep) -> list[SessionOut]:
     rows = await service.list_sessions(s, account_id=caller.account.id)
     return [session_out(x, caller.session.id) for x in rows]
@@ -435,12 +459,20 @@ async def logins(
     return [login_out(e) for e in rows]
 
 
-LINK_ERRORS = (*AUTH_ERRORS, *OAUTH_ERRORS, (409, "identity.taken"),
-               (409, "identity.already_linked"))
+LINK_ERRORS = (
+    *AUTH_ERRORS,
+    *OAUTH_ERRORS,
+    (409, "identity.taken"),
+    (409, "identity.already_linked"),
+)
 
 
-@router.post("/me/identities/wechat", response_model=AccountOut,
-             responses=responses(*LINK_ERRORS), summary="Link a WeChat account")
+@router.post(
+    "/me/identities/wechat",
+    response_model=AccountOut,
+    responses=responses(*LINK_ERRORS),
+    summary="Link a WeChat account",
+)
 async def link_wechat(body: WeChatLink, caller: CallerDep, rt: RuntimeDep, s: DbDep) -> AccountOut:
     profile = await oauth.wechat_exchange(rt.settings, rt.http, body.code)
     await service.link_identity(s, rt, caller.account, profile)
@@ -450,8 +482,13 @@ async def link_wechat(body: WeChatLink, caller: CallerDep, rt: RuntimeDep, s: Db
 @router.post(
     "/me/identities/apple",
     response_model=AccountOut,
-    responses=responses(*LINK_ERRORS, (400, "oauth.ticket_invalid"), (400, "oauth.ticket_used"),
-                        (400, "oauth.ticket_expired"), (401, "oauth.invalid_token")),
+    responses=responses(
+        *LINK_ERRORS,
+        (400, "oauth.ticket_invalid"),
+        (400, "oauth.ticket_used"),
+        (400, "oauth.ticket_expired"),
+        (401, "oauth.invalid_token"),
+    ),
     summary="Link an Apple ID",
 )
 async def link_apple(body: AppleLink, caller: CallerDep, rt: RuntimeDep, s: DbDep) -> AccountOut:
@@ -466,8 +503,6 @@ async def link_apple(body: AppleLink, caller: CallerDep, rt: RuntimeDep, s: DbDe
     responses=responses(*AUTH_ERRORS, (404, "identity.not_linked")),
     summary="Unlink a third-party account",
 )
-async def unlink(
-    provider: Literal["wechat", "apple"], caller: CallerDep, s: DbDep
-) -> AccountOut:
+async def unlink(provider: Literal["wechat", "apple"], caller: CallerDep, s: DbDep) -> AccountOut:
     await service.unlink_identity(s, caller.account, provider)
     return await account_out(s, caller.account)

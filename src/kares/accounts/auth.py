@@ -47,7 +47,9 @@ def request_ip(request: Request, rt: Runtime) -> str:
     return client_ip(peer, request.headers.get("x-forwarded-for"), rt.settings.trusted_proxies)
 
 
-def environment(request: Request, rt: Runtime, device: DeviceInfo, client: str) -> service.Environment:
+def environment(
+    request: Request, rt: Runtime, device: DeviceInfo, client: str
+) -> service.Environment:
     return service.Environment(
         ip=request_ip(request, rt),
         user_agent=request.headers.get("user-agent"),

@@ -15,12 +15,8 @@ class Account(Base):
     __tablename__ = "accounts"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    phone: Mapped[str] = mapped_column(
-        Encrypted("accounts.phone"), info=personal("contact.phone")
-    )
-    phone_hash: Mapped[str] = mapped_column(
-        String(64), unique=True, info=personal("contact.phone")
-    )
+    phone: Mapped[str] = mapped_column(Encrypted("accounts.phone"), info=personal("contact.phone"))
+    phone_hash: Mapped[str] = mapped_column(String(64), unique=True, info=personal("contact.phone"))
     name: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
     # Not a foreign key (media_objects already points at accounts); the
     # service replaces and deletes avatars together with this column.
@@ -110,9 +106,7 @@ class LoginEvent(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    session_id: Mapped[str | None] = mapped_column(
-        ForeignKey("sessions.id", ondelete="SET NULL")
-    )
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id", ondelete="SET NULL"))
     method: Mapped[str] = mapped_column(String(16))
     success: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str | None] = mapped_column(String(48))

@@ -15,8 +15,12 @@ router = APIRouter(prefix="/api/v1", tags=["notifications"])
 AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
 
 
-@router.get("/notifications", response_model=list[NotificationOut], responses=responses(*AUTH),
-            summary="The inbox, newest first")
+@router.get(
+    "/notifications",
+    response_model=list[NotificationOut],
+    responses=responses(*AUTH),
+    summary="The inbox, newest first",
+)
 async def list_notifications(
     caller: CallerDep,
     s: DbDep,
@@ -26,31 +30,49 @@ async def list_notifications(
     rows = await service.list_for(s, account_id=caller.account.id, limit=limit, before=before)
     return [
         NotificationOut(
-            id=n.id, category=n.category, title=n.title, body=n.body, data=n.data,
-            created_at=n.created_at, read_at=n.read_at,
+            id=n.id,
+            category=n.category,
+            title=n.title,
+            body=n.body,
+            data=n.data,
+            created_at=n.created_at,
+            read_at=n.read_at,
         )
         for n in rows
     ]
 
 
-@router.get("/notifications/unread-count", response_model=UnreadCount,
-            responses=responses(*AUTH), summary="How many are unread")
+@router.get(
+    "/notifications/unread-count",
+    response_model=UnreadCount,
+    responses=responses(*AUTH),
+    summary="How many are unread",
+)
 async def unread(caller: CallerDep, s: DbDep) -> UnreadCount:
     return UnreadCount(unread=await service.unread_count(s, account_id=caller.account.id))
 
 
-@router.post("/notifications/{notification_id}/read", response_model=MarkedRead,
-             responses=responses(*AUTH, (404, "notification.not_found")), summary="Mark one read")
+@router.post(
+    "/notifications/{notification_id}/read",
+    response_model=MarkedRead,
+    responses=responses(*AUTH, (404, "notification.not_found")),
+    summary="Mark one read",
+)
 async def mark_one(notification_id: str, caller: CallerDep, s: DbDep) -> MarkedRead:
     n = await service.mark_read(s, account_id=caller.account.id, notification_id=notification_id)
-    if n == 0 and not await service.exists(s, account_id=caller.account.id,
-                                           notification_id=notification_id):
+    if n == 0 and not await service.exists(
+        s, account_id=caller.account.id, notification_id=notification_id
+    ):
         raise Problem(404, "notification.not_found", "No such notification.")
     return MarkedRead(marked=n)
 
 
-@router.post("/notifications/read-all", response_model=MarkedRead, responses=responses(*AUTH),
-             summary="Mark every notification read")
+@router.post(
+    "/notifications/read-all",
+    response_model=MarkedRead,
+    responses=responses(*AUTH),
+    summary="Mark every notification read",
+)
 async def mark_all(caller: CallerDep, s: DbDep) -> MarkedRead:
     return MarkedRead(
         marked=await service.mark_read(s, account_id=caller.account.id, notification_id=None)

@@ -1,0 +1,170 @@
+"""The ``kares`` command as a new user meets it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY, _wipe
+
+
+def run_kares(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kares", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_help_lists_every_command() -> None:
+    r = run_kares("--help", env={})
+    assert r.returncode == 0
+    for cmd in ("serve", "migrate", "demo"):
+        assert cmd in r.stdout
+    r = run_kares("serve", "--help", env={})
+    assert "--host" in r.stdout and "--port" in r.stdout
+
+
+@pytest.fixture
+def kares_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    env = {
+        "KARES_VAR_DIR": str(tmp_path / "var"),
+        "KARES_ARGON2_MEMORY_COST_KIB": "1024",
+        "KARES_ARGON2_TIME_COST": "1",
+    }
+    if db_url.startswith("postgresql"):
+        env.update(
+            KARES_DATABASE_URL=db_url,
+            KARES_DATA_KEYS=TEST_DATA_KEYS,
+            KARES_INDEX_KEY=TEST_INDEX_KEY,
+        )
+    return env
+
+
+async def test_demo_is_idempotent_and_tokens_work(
+    kares_env: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    try:
+        first = run_kares("demo", "--json", env=kares_env)
+        assert first.returncode == 0, first.stderr
+        members = json.loads(first.stdout)["members"]
+        assert len(members) >= 3
+        for m in members:
+            assert set(m) == {"name", "phone", "password", "token"}
+        second = run_kares("demo", "--json", env=kares_env)
+        assert second.returncode == 0, second.stderr
+        again = json.loads(second.stdout)["members"]
+        assert [m["phone"] for m in again] == [m["phone"] for m in members]
+
+        from kares.app import create_app
+        from kares.config import Settings
+
+        settings = Settings(
+            var_dir=Path(kares_env["KARES_VAR_DIR"]),
+            database_url=kares_env.get("KARES_DATABASE_URL", ""),
+            data_keys=kares_env.get("KARES_DATA_KEYS", ""),
+            index_key=kares_env.get("KARES_INDEX_KEY", ""),
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
+                ids = set()
+                for m in again:
+                    r = await c.get("/api/v1/me", headers={"Authorization": f"Bearer {m['token']}"})
+                    assert r.status_code == 200, r.text
+                    assert r.json()["name"] == m["name"]
+                    ids.add(r.json()["id"])
+                    sessions = await c.get(
+                        "/api/v1/me/sessions", headers={"Authorization": f"Bearer {m['token']}"}
+                    )
+                    assert len(sessions.json()) == 1  # the first run's token was replaced
+                    r = await c.post(
+                        "/api/v1/auth/password",
+                        json={"phone": m["phone"], "password": m["password"]},
+                    )
+                    assert r.status_code == 200, r.text
+                assert len(ids) == len(again)
+                # the first run's tokens no longer work: nothing piles up
+                r = await c.get(
+                    "/api/v1/me", headers={"Authorization": f"Bearer {members[0]['token']}"}
+                )
+                assert r.status_code == 401
+    finally:
+        if db_url.startswith("postgresql"):
+            await _wipe(db_url)
+
+
+def test_demo_plain_output_says_how_to_sign_in(kares_env: dict[str, str], db_url: str) -> None:
+    r = run_kares("demo", env=kares_env)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "password" in r.stdout and "token" in r.stdout and "+8613800000001" in r.stdout
+    finally:
+        if db_url.startswith("postgresql"):
+            import asyncio
+
+            asyncio.run(_wipe(db_url))
+
+
+def test_migrate_command(tmp_path: Path) -> None:
+    env = {"KARES_VAR_DIR": str(tmp_path / "v")}
+    r = run_kares("migrate", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "0001" in r.stdout
+    assert (tmp_path / "v" / "kares.db").exists()
+
+
+def test_production_without_keys_is_a_clear_error(tmp_path: Path) -> None:
+    r = run_kares("demo", env={"KARES_ENV": "production", "KARES_VAR_DIR": str(tmp_path)})
+    assert r.returncode == 2
+    assert "KARES_DATA_KEYS" in r.stderr
+
+
+def test_serve_runs_embedded_and_applies_migrations(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "KARES_VAR_DIR": str(tmp_path / "var")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kares", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert ready is not None, "server did not start"
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        assert (tmp_path / "var" / "kares.db").exists()
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/sms/send", json={"phone": "13812345678"}
+        )
+        assert r.status_code == 202
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    # the console SMS sender shows the code, with the number masked everywhere
+    assert "Your verification code is" in out
+    assert "+86 138****5678" in out
+    assert "13812345678" not in out
