@@ -305,3 +305,29 @@ async def test_unknown_fields_are_refused(client: httpx.AsyncClient, sms, db) ->
     assert r.status_code == 422
     assert r.json()["code"] == "request.invalid"
     assert sms.messages == []
+
+
+@pytest.mark.parametrize("settings_overrides", [{"sms_sender": "file"}])
+async def test_file_sender_writes_json_lines(client: httpx.AsyncClient, settings, sms) -> None:
+    import json
+
+    r = await client.post(SEND, json={"phone": PHONE})
+    assert r.status_code == 202
+    outbox = settings.var_dir / "sms-outbox.jsonl"
+    [line] = outbox.read_text().splitlines()
+    msg = json.loads(line)
+    assert msg["to"] == PHONE and msg["template"] == "otp"
+    assert sms.messages == []  # nothing went to the HTTP gateway
+    r = await client.post(VERIFY, json={"phone": PHONE, "code": msg["params"]["code"]})
+    assert r.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"sms_http_url": "http://127.0.0.1:9/unreachable"}]
+)
+async def test_unreachable_sms_gateway_is_502(client: httpx.AsyncClient, db) -> None:
+    before = await snapshot(db)
+    r = await client.post(SEND, json={"phone": PHONE})
+    assert r.status_code == 502
+    assert r.json()["code"] == "sms.unavailable"
+    assert await snapshot(db) == before
