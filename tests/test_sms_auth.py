@@ -322,9 +322,7 @@ async def test_file_sender_writes_json_lines(client: httpx.AsyncClient, settings
     assert r.status_code == 201
 
 
-@pytest.mark.parametrize(
-    "settings_overrides", [{"sms_http_url": "http://127.0.0.1:9/unreachable"}]
-)
+@pytest.mark.parametrize("settings_overrides", [{"sms_http_url": "http://127.0.0.1:9/unreachable"}])
 async def test_unreachable_sms_gateway_is_502(client: httpx.AsyncClient, db) -> None:
     before = await snapshot(db)
     r = await client.post(SEND, json={"phone": PHONE})

@@ -53,7 +53,9 @@ class BodyLimit:
                     too_big = False
                 if too_big:
                     resp = problem_response(
-                        413, "request.too_large", f"Request bodies here may be at most {limit} bytes."
+                        413,
+                        "request.too_large",
+                        f"Request bodies here may be at most {limit} bytes.",
                     )
                     await resp(scope, receive, send)
                     return
@@ -106,7 +108,10 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         "(RFC 9457) with a stable `code`.",
         lifespan=lifespan,
         openapi_tags=[
-            {"name": "accounts", "description": "Registration, sign-in, sessions (policy 1.1, 1.4)"},
+            {
+                "name": "accounts",
+                "description": "Registration, sign-in, sessions (policy 1.1, 1.4)",
+            },
             {"name": "notifications", "description": "The in-app inbox"},
             {"name": "media", "description": "Uploaded images"},
             {"name": "ops", "description": "Liveness and readiness"},

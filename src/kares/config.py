@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     apple_jwks_url: str = "https://appleid.apple.com/auth/keys"
     apple_jwks_cache_seconds: int = 3600
     oauth_nonce_ttl_seconds: int = 600
+    oauth_nonce_per_ip_per_hour: int = 60
     oauth_http_timeout_seconds: float = 5.0
 
     @field_validator("trusted_proxies", "wechat_avatar_hosts", "apple_client_ids", mode="before")

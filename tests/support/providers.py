@@ -34,8 +34,9 @@ from tests.support.fakes import FakeServer, Request, json_reply
 Reply = tuple[int, dict[str, str], bytes]
 
 
-def make_image(fmt: str = "PNG", size: tuple[int, int] = (48, 32),
-               color: tuple[int, int, int] = (200, 40, 90)) -> bytes:
+def make_image(
+    fmt: str = "PNG", size: tuple[int, int] = (48, 32), color: tuple[int, int, int] = (200, 40, 90)
+) -> bytes:
     """A small real image, encoded with Pillow."""
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, format=fmt)
@@ -60,8 +61,9 @@ class FakeWeChat(FakeServer):
     TOKEN_PATH = "/sns/oauth2/access_token"
     USERINFO_PATH = "/sns/userinfo"
 
-    def __init__(self, app_id: str = "wx0123456789abcdef",
-                 app_secret: str = "fake-wechat-secret") -> None:
+    def __init__(
+        self, app_id: str = "wx0123456789abcdef", app_secret: str = "fake-wechat-secret"
+    ) -> None:
         super().__init__()
         self.app_id = app_id
         self.app_secret = app_secret
@@ -74,6 +76,7 @@ class FakeWeChat(FakeServer):
         self.used_codes: set[str] = set()
         self.tokens: dict[str, WeChatUser] = {}
         self.fail_with: int | None = None  # answer every API call with this status
+        self.fail_on: dict[str, int] = {}  # path -> status, to fail one endpoint only
         self.garbage = False  # answer API calls with a non-JSON page
         self.requests.clear()
         for key in [k for k in self.routes if k[1].startswith("/mmopen/")]:
@@ -116,15 +119,16 @@ class FakeWeChat(FakeServer):
 
     # -- the API
 
-    def _failure(self) -> Reply | None:
-        if self.fail_with is not None:
-            return json_reply({"errcode": -1, "errmsg": "system error"}, self.fail_with)
+    def _failure(self, path: str) -> Reply | None:
+        status = self.fail_on.get(path, self.fail_with)
+        if status is not None:
+            return json_reply({"errcode": -1, "errmsg": "system error"}, status)
         if self.garbage:
             return 200, {"Content-Type": "text/html"}, b"<html>upstream proxy error</html>"
         return None
 
     def _access_token(self, req: Request) -> Reply:
-        failed = self._failure()
+        failed = self._failure(req.path)
         if failed:
             return failed
         if req.q("appid") != self.app_id:
@@ -154,7 +158,7 @@ class FakeWeChat(FakeServer):
         return json_reply(body)
 
     def _userinfo(self, req: Request) -> Reply:
-        failed = self._failure()
+        failed = self._failure(req.path)
         if failed:
             return failed
         user = self.tokens.get(req.q("access_token") or "")
@@ -200,8 +204,9 @@ class FakeAppleID(FakeServer):
     KEYS_PATH = "/auth/keys"
     ISSUER = "https://appleid.apple.com"
 
-    def __init__(self, client_id: str = "com.kares.app",
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client_id: str = "com.kares.app", now: Callable[[], float] = time.time
+    ) -> None:
         super().__init__()
         self.client_id = client_id
         self.now = now

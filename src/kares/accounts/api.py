@@ -244,11 +244,11 @@ async def wechat_login(
 @router.post(
     "/auth/apple/nonce",
     response_model=AppleNonce,
-    responses=responses(),
+    responses=responses((429, "oauth.nonce_limit")),
     summary="Get a single-use nonce for Sign in with Apple",
 )
-async def apple_nonce(rt: RuntimeDep, s: DbDep) -> AppleNonce:
-    nonce, ttl = await service.issue_nonce(s, rt, provider="apple")
+async def apple_nonce(request: Request, rt: RuntimeDep, s: DbDep) -> AppleNonce:
+    nonce, ttl = await service.issue_nonce(s, rt, provider="apple", ip=request_ip(request, rt))
     return AppleNonce(nonce=nonce, expires_in=ttl)
 
 

@@ -153,6 +153,7 @@ class AuthTicket(Base):
     """
 
     __tablename__ = "auth_tickets"
+    __table_args__ = (Index("ix_auth_tickets_ip_created", "ip", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -161,6 +162,7 @@ class AuthTicket(Base):
     subject: Mapped[str | None] = mapped_column(String(255), info=personal("account.external_id"))
     nickname: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
     avatar_url: Mapped[str | None] = mapped_column(String(512), info=personal("account.profile"))
+    ip: Mapped[str | None] = mapped_column(String(64), info=personal("security.login_environment"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

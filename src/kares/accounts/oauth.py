@@ -30,12 +30,32 @@ from kares.errors import Problem
 log = logging.getLogger("kares.accounts.oauth")
 
 
+# Column sizes the profile is stored in (external_identities, auth_tickets).
+MAX_SUBJECT = 255
+MAX_NICKNAME = 64
+MAX_AVATAR_URL = 512
+
+
+def clean_nickname(raw: object) -> str | None:
+    """A provider's display name fit to be an account name: no control characters
+    (the rule PATCH /me enforces), trimmed, at most 64 characters; None if nothing is left."""
+    if not isinstance(raw, str):
+        return None
+    text = "".join(c for c in raw if not (ord(c) < 32 or 0x7F <= ord(c) < 0xA0))
+    return text.strip()[:MAX_NICKNAME].strip() or None
+
+
 @dataclass(frozen=True)
 class ExternalProfile:
     provider: str
     subject: str
     nickname: str | None = None
     avatar_url: str | None = None
+
+
+# errcodes that blame our configuration, not the user's code: invalid appid,
+# invalid appsecret, appid missing, secret missing, caller IP not whitelisted.
+WECHAT_SERVER_SIDE_ERRORS = frozenset({40013, 40125, 41002, 41004, 40164, 61004})
 
 
 def _unavailable(provider: str, why: str) -> Problem:
@@ -47,7 +67,9 @@ def _unavailable(provider: str, why: str) -> Problem:
 # --- WeChat ----------------------------------------------------------------
 
 
-async def wechat_exchange(settings: Settings, http: httpx.AsyncClient, code: str) -> ExternalProfile:
+async def wechat_exchange(
+    settings: Settings, http: httpx.AsyncClient, code: str
+) -> ExternalProfile:
     """Exchange an authorization code for the user's identity and public profile."""
     if not (settings.wechat_app_id and settings.wechat_app_secret):
         raise Problem(
@@ -70,16 +92,18 @@ async def wechat_exchange(settings: Settings, http: httpx.AsyncClient, code: str
         raise Problem(400, "oauth.invalid_code", "WeChat did not accept that authorization code.")
     unionid = token.get("unionid")
     subject = unionid if isinstance(unionid, str) and unionid else openid
+    if len(subject) > MAX_SUBJECT:
+        raise _unavailable("WeChat", "unexpected reply")
     scopes = str(token.get("scope", "")).split(",")
     nickname = avatar = None
     if "snsapi_userinfo" in scopes:
         info = await _wechat_get(
             http, f"{base}/sns/userinfo", {"access_token": access_token, "openid": openid}
         )
-        if isinstance(info.get("nickname"), str):
-            nickname = info["nickname"][:64] or None
-        if isinstance(info.get("headimgurl"), str):
-            avatar = info["headimgurl"] or None
+        nickname = clean_nickname(info.get("nickname"))
+        url = info.get("headimgurl")
+        if isinstance(url, str) and len(url) <= MAX_AVATAR_URL:
+            avatar = url or None
     return ExternalProfile("wechat", subject, nickname, avatar)
 
 
@@ -97,6 +121,13 @@ async def _wechat_get(http: httpx.AsyncClient, url: str, params: dict[str, str])
     if not isinstance(body, dict):
         raise _unavailable("WeChat", "unexpected reply")
     errcode = body.get("errcode")
+    if errcode in WECHAT_SERVER_SIDE_ERRORS:
+        log.error("WeChat refused our app credentials (errcode %s): check KARES_WECHAT_*", errcode)
+        raise Problem(
+            503,
+            "oauth.provider_not_configured",
+            "WeChat sign-in is not set up correctly on this server.",
+        )
     if errcode not in (None, 0):
         # 40029 invalid code, 40163 code been used, 42003 code expired, ...
         raise Problem(
@@ -108,9 +139,13 @@ async def _wechat_get(http: httpx.AsyncClient, url: str, params: dict[str, str])
 
 
 def wechat_avatar_allowed(settings: Settings, url: str) -> bool:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # e.g. a port out of range
+        return False
     host = parts.hostname or ""
-    if parts.port and f"{host}:{parts.port}" in settings.wechat_avatar_hosts:
+    if port and f"{host}:{port}" in settings.wechat_avatar_hosts:
         return parts.scheme == settings.wechat_avatar_scheme
     return parts.scheme == settings.wechat_avatar_scheme and host in settings.wechat_avatar_hosts
 
@@ -127,7 +162,7 @@ async def fetch_avatar(http: httpx.AsyncClient, url: str, max_bytes: int) -> byt
                 if len(buf) > max_bytes:
                     return None
             return bytes(buf)
-    except httpx.HTTPError:
+    except (httpx.HTTPError, httpx.InvalidURL):
         log.info("provider avatar download failed")
         return None
 
@@ -146,8 +181,10 @@ class AppleKeys:
     async def get(self, settings: Settings, http: httpx.AsyncClient, kid: str) -> PyJWK | None:
         now = time.monotonic()
         stale = now - self._fetched_at > settings.apple_jwks_cache_seconds
-        if self._url != settings.apple_jwks_url or stale or (
-            kid not in self._keys and now - self._fetched_at > 10
+        if (
+            self._url != settings.apple_jwks_url
+            or stale
+            or (kid not in self._keys and now - self._fetched_at > 10)
         ):
             await self._refresh(settings, http)
         return self._keys.get(kid)
@@ -213,8 +250,11 @@ async def apple_verify(
             algorithms=["RS256"],
             audience=settings.apple_client_ids,
             issuer=settings.apple_issuer,
-            options={"require": ["iss", "aud", "exp", "iat", "sub"], "verify_exp": False,
-                     "verify_iat": False},
+            options={
+                "require": ["iss", "aud", "exp", "iat", "sub"],
+                "verify_exp": False,
+                "verify_iat": False,
+            },
         )
     except jwt.InvalidAudienceError as exc:
         raise _bad_token("issued for another app") from exc

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import anyio
 import phonenumbers
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +31,12 @@ from kares.accounts.models import (
     OtpChallenge,
     Session,
 )
-from kares.accounts.oauth import ExternalProfile, fetch_avatar, wechat_avatar_allowed
+from kares.accounts.oauth import (
+    ExternalProfile,
+    clean_nickname,
+    fetch_avatar,
+    wechat_avatar_allowed,
+)
 from kares.accounts.schemas import DeviceInfo
 from kares.errors import Problem
 from kares.logs import mask_phone
@@ -200,9 +205,7 @@ async def _check_code(s: AsyncSession, rt: Runtime, *, ph: str, purpose: str, co
     if ch.consumed_at is not None:
         raise Problem(400, "otp.used", "That code was already used. Ask for a new one.")
     if ch.attempts >= cfg.otp_max_attempts:
-        raise Problem(
-            429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one."
-        )
+        raise Problem(429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one.")
     if now >= ch.expires_at:
         raise Problem(400, "otp.expired", "That code has expired. Ask for a new one.")
     if not crypto.constant_time_equal(ch.code_hash, _code_hash(ch.id, code)):
@@ -216,12 +219,8 @@ async def _check_code(s: AsyncSession, rt: Runtime, *, ph: str, purpose: str, co
         await s.commit()
         left = cfg.otp_max_attempts - attempts
         if left <= 0:
-            raise Problem(
-                429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one."
-            )
-        raise Problem(
-            400, "otp.invalid", "That code is not right.", remaining_attempts=left
-        )
+            raise Problem(429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one.")
+        raise Problem(400, "otp.invalid", "That code is not right.", remaining_attempts=left)
     return ch.id
 
 
@@ -333,8 +332,9 @@ async def _complete_sign_in(
     ).scalar_one_or_none()
     new_device = known is None and not created
     if known is None:
-        s.add(KnownDevice(account_id=account.id, device_key=key, first_seen_at=now,
-                          last_seen_at=now))
+        s.add(
+            KnownDevice(account_id=account.id, device_key=key, first_seen_at=now, last_seen_at=now)
+        )
     else:
         known.last_seen_at = now
 
@@ -404,10 +404,13 @@ async def _ticket(s: AsyncSession, secret: str, kind: str) -> AuthTicket:
 
 
 async def _use_ticket(s: AsyncSession, ticket: AuthTicket) -> None:
+    """Mark a ticket used (one winner) and drop the profile it carried: once
+    used, nothing needs the third-party subject, nickname or avatar URL."""
     res = await s.execute(
         update(AuthTicket)
         .where(AuthTicket.id == ticket.id, AuthTicket.used_at.is_(None))
-        .values(used_at=clock.utcnow())
+        .values(used_at=clock.utcnow(), subject=None, nickname=None, avatar_url=None)
+        .execution_options(synchronize_session=False)
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         await s.rollback()
@@ -439,14 +442,12 @@ async def sign_in_with_code(
         await s.rollback()
         raise Problem(403, "account.inactive", "This account cannot sign in.")
     if ticket is not None:
-        await _use_ticket(s, ticket)
         profile = ExternalProfile(
             ticket.provider, ticket.subject or "", ticket.nickname, ticket.avatar_url
         )
+        await _use_ticket(s, ticket)
         await _attach_identity(s, rt, account, profile)
-    return await _complete_sign_in(
-        s, rt, account=account, created=created, method="sms", env=env
-    )
+    return await _complete_sign_in(s, rt, account=account, created=created, method="sms", env=env)
 
 
 _DUMMY_HASH: str | None = None
@@ -512,9 +513,7 @@ async def sign_in_with_password(
 # --- sessions ------------------------------------------------------------------
 
 
-async def authenticate(
-    s: AsyncSession, rt: Runtime, token: str
-) -> tuple[Account, Session] | None:
+async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Account, Session] | None:
     """The live session and account a token belongs to, or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
@@ -628,24 +627,22 @@ async def set_avatar(s: AsyncSession, rt: Runtime, account: Account, raw: bytes)
         max_pixels=cfg.image_max_pixels,
         max_side=cfg.avatar_max_side,
     )
-    old = account.avatar_media_id
     account.avatar_media_id = obj.id
     account.updated_at = clock.utcnow()
+    # The account row is written first: a concurrent upload waits on it, so
+    # whichever commits last both wins the column and deletes the other image.
     await s.flush()
-    if old:
-        await media.delete_media(s, old)
+    await media.delete_owned(s, owner_account_id=account.id, purpose="avatar", keep_id=obj.id)
     await s.commit()
     return account
 
 
 async def remove_avatar(s: AsyncSession, account: Account) -> Account:
-    old = account.avatar_media_id
-    if old:
-        account.avatar_media_id = None
-        account.updated_at = clock.utcnow()
-        await s.flush()
-        await media.delete_media(s, old)
-        await s.commit()
+    account.avatar_media_id = None
+    account.updated_at = clock.utcnow()
+    await s.flush()
+    await media.delete_owned(s, owner_account_id=account.id, purpose="avatar")
+    await s.commit()
     return account
 
 
@@ -724,15 +721,40 @@ async def request_reauth_code(s: AsyncSession, rt: Runtime, account: Account, ip
 # --- third-party identities ----------------------------------------------------
 
 
-async def issue_nonce(s: AsyncSession, rt: Runtime, *, provider: str) -> tuple[str, int]:
-    secret = secrets.token_urlsafe(24)
+async def _purge_tickets(s: AsyncSession, now: datetime) -> None:
+    """Tickets live minutes; anything over an hour old is of no use to anyone."""
+    await s.execute(delete(AuthTicket).where(AuthTicket.created_at < now - timedelta(hours=1)))
+
+
+async def issue_nonce(s: AsyncSession, rt: Runtime, *, provider: str, ip: str) -> tuple[str, int]:
     now = clock.utcnow()
+    cap = rt.settings.oauth_nonce_per_ip_per_hour
+    issued = (
+        await s.execute(
+            select(func.count(), func.min(AuthTicket.created_at)).where(
+                AuthTicket.ip == ip,
+                AuthTicket.kind == "nonce",
+                AuthTicket.created_at > now - timedelta(hours=1),
+            )
+        )
+    ).one()
+    if issued[0] >= cap:
+        wait = (issued[1] + timedelta(hours=1) - now).total_seconds()
+        raise Problem(
+            429,
+            "oauth.nonce_limit",
+            "Too many sign-in attempts from this network. Try again later.",
+            headers=_retry_after(wait),
+        )
+    await _purge_tickets(s, now)
+    secret = secrets.token_urlsafe(24)
     ttl = rt.settings.oauth_nonce_ttl_seconds
     s.add(
         AuthTicket(
             secret_hash=crypto.token_hash(secret),
             kind="nonce",
             provider=provider,
+            ip=ip,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
         )
@@ -843,6 +865,7 @@ async def sign_in_with_identity(
     s: AsyncSession, rt: Runtime, *, profile: ExternalProfile, env: Environment
 ) -> SignInResult | tuple[str, int, ExternalProfile]:
     """Sign in a linked identity, or hand back a link ticket (phone needed first)."""
+    profile = replace(profile, nickname=clean_nickname(profile.nickname))
     ident = (
         await s.execute(
             select(ExternalIdentity).where(
@@ -882,6 +905,7 @@ async def sign_in_with_identity(
 async def link_identity(
     s: AsyncSession, rt: Runtime, account: Account, profile: ExternalProfile
 ) -> None:
+    profile = replace(profile, nickname=clean_nickname(profile.nickname))
     await _check_identity_free(s, profile.provider, profile.subject, account)
     await _attach_identity(s, rt, account, profile)
     await s.commit()
@@ -918,8 +942,9 @@ async def demo_member(
     account.locked_until = None
     await s.execute(
         update(Session)
-        .where(Session.account_id == account.id, Session.label == "demo",
-               Session.revoked_at.is_(None))
+        .where(
+            Session.account_id == account.id, Session.label == "demo", Session.revoked_at.is_(None)
+        )
         .values(revoked_at=clock.utcnow())
     )
     env = Environment(

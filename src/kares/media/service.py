@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from dataclasses import dataclass
 
 import anyio
@@ -36,20 +35,20 @@ def clean_image(raw: bytes, *, max_bytes: int, max_pixels: int, max_side: int) -
     if not raw:
         raise Problem(422, "media.empty", "The upload is empty.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw), formats=ACCEPTED_FORMATS)
-            if img.width * img.height > max_pixels:
-                raise Problem(
-                    422, "media.too_many_pixels", f"Images may have at most {max_pixels} pixels."
-                )
-            img.load()
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            img = ImageOps.exif_transpose(img)
+        # Opening reads only the header, so the pixel cap is checked before any
+        # pixel is decoded (no process-wide warning filter needed).
+        img: Image.Image = Image.open(io.BytesIO(raw), formats=ACCEPTED_FORMATS)
+        if img.width * img.height > max_pixels:
+            raise Problem(
+                422, "media.too_many_pixels", f"Images may have at most {max_pixels} pixels."
+            )
+        img.load()
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img = ImageOps.exif_transpose(img)
     except Problem:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise Problem(
             422, "media.too_many_pixels", f"Images may have at most {max_pixels} pixels."
         ) from exc
@@ -61,7 +60,9 @@ def clean_image(raw: bytes, *, max_bytes: int, max_pixels: int, max_side: int) -
         ) from exc
 
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    has_alpha = img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info)
+    # Alpha is an alpha band, or a transparent palette index / colour key (PNG tRNS,
+    # GIF transparency) in any mode.
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or img.info.get("transparency") is not None
     # A fresh image with only pixel data: no info dict, no EXIF, no ICC, no text.
     if has_alpha:
         clean = Image.new("RGBA", img.size)
@@ -110,8 +111,21 @@ async def store_image(
 
 
 async def get_media(s: AsyncSession, media_id: str) -> MediaObject | None:
-    return (await s.execute(select(MediaObject).where(MediaObject.id == media_id))).scalar_one_or_none()
+    q = select(MediaObject).where(MediaObject.id == media_id)
+    return (await s.execute(q)).scalar_one_or_none()
 
 
-async def delete_media(s: AsyncSession, media_id: str) -> None:
-    await s.execute(delete(MediaObject).where(MediaObject.id == media_id))
+async def delete_owned(
+    s: AsyncSession, *, owner_account_id: str, purpose: str, keep_id: str | None = None
+) -> None:
+    """Delete an owner's images of one purpose, but ``keep_id``.
+
+    Deleting by owner and purpose, not by "the previous id", means two
+    uploads racing each other cannot leave an orphaned image behind.
+    """
+    q = delete(MediaObject).where(
+        MediaObject.owner_account_id == owner_account_id, MediaObject.purpose == purpose
+    )
+    if keep_id is not None:
+        q = q.where(MediaObject.id != keep_id)
+    await s.execute(q)

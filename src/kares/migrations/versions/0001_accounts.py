@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 16:41:58.754175
+Create Date: 2026-11-27
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ def upgrade() -> None:
         sa.Column("subject", sa.String(length=255), nullable=True),
         sa.Column("nickname", sa.String(length=64), nullable=True),
         sa.Column("avatar_url", sa.String(length=512), nullable=True),
+        sa.Column("ip", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_auth_tickets")),
         sa.UniqueConstraint("secret_hash", name=op.f("uq_auth_tickets_secret_hash")),
     )
+    with op.batch_alter_table("auth_tickets", schema=None) as batch_op:
+        batch_op.create_index("ix_auth_tickets_ip_created", ["ip", "created_at"], unique=False)
+
     op.create_table(
         "otp_challenges",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -251,5 +255,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_otp_challenges_ip_created")
 
     op.drop_table("otp_challenges")
+    with op.batch_alter_table("auth_tickets", schema=None) as batch_op:
+        batch_op.drop_index("ix_auth_tickets_ip_created")
+
     op.drop_table("auth_tickets")
     op.drop_table("accounts")
