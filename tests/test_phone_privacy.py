@@ -119,3 +119,24 @@ async def test_logs_never_carry_the_full_number(
     assert "138****5678" in text_out
     assert DIGITS not in text_out and "13812345678" not in text_out
     assert root is logging.getLogger()
+
+
+def test_tracebacks_are_masked_too() -> None:
+    import io
+
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.addFilter(PhoneMaskFilter())
+    log = logging.getLogger("kares.test.traceback")
+    log.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"cannot reach {PHONE}")
+        except ValueError:
+            log.exception("failed for %s", PHONE)
+    finally:
+        log.removeHandler(handler)
+    out = buf.getvalue()
+    assert "ValueError" in out and "Traceback" in out
+    assert DIGITS not in out
+    assert out.count("+86 138****5678") == 2

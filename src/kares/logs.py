@@ -37,6 +37,8 @@ def mask_phones_in(text: str) -> str:
 
 
 class PhoneMaskFilter(logging.Filter):
+    """Masks phone numbers in the message and in any attached traceback."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()
@@ -46,6 +48,12 @@ class PhoneMaskFilter(logging.Filter):
         if masked != msg:
             record.msg = masked
             record.args = None
+        if record.exc_info and record.exc_info[0] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = mask_phones_in(text)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = mask_phones_in(record.exc_text)
         return True
 
 
