@@ -19,6 +19,7 @@ from kares.app import create_app
 from kares.config import Settings
 from kares.db import make_engine
 from kares.models import metadata
+from kares.privacy import catalog
 from tests.support.fakes import FakeSmsGateway
 from tests.support.pgserver import PgServer
 
@@ -100,6 +101,9 @@ async def _wipe(db_url: str) -> None:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("TRUNCATE " + ", ".join(names) + " CASCADE"))
         else:
+            # Consent receipts may only go with an account being deleted.
+            await conn.execute(text("UPDATE accounts SET status = 'deleting'"))
+            await conn.execute(text("DELETE FROM accounts"))
             for name in names:
                 await conn.execute(text(f"DELETE FROM {name}"))
     await engine.dispose()
@@ -129,6 +133,9 @@ def db(app: Any) -> Any:
 
 
 PHONE = "+8613812345678"
+POLICY_VERSION = catalog.load().policy.version
+# What a new account gives when it registers (ignored for existing numbers).
+REGISTRATION = {"accept_policy": POLICY_VERSION, "age_bracket": "adult"}
 
 
 async def sign_up(
@@ -142,7 +149,7 @@ async def sign_up(
     r = await client.post("/api/v1/auth/sms/send", json={"phone": phone})
     assert r.status_code == 202, r.text
     code = sms.last_code(phone)
-    body = {"phone": phone, "code": code, **extra}
+    body = {"phone": phone, "code": code, **REGISTRATION, **extra}
     if device is not None:
         body["device"] = device
     r = await client.post("/api/v1/auth/sms/verify", json=body)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from kares import clock
-from tests.conftest import PHONE, bearer, count_rows, sign_up, snapshot
+from tests.conftest import PHONE, REGISTRATION, bearer, count_rows, sign_up, snapshot
 from tests.support.fakes import FakeSmsGateway
 
 SEND = "/api/v1/auth/sms/send"
@@ -26,7 +26,7 @@ async def test_register_with_code_normalises_number(client: httpx.AsyncClient, s
     assert len(code) == 6 and code.isdigit()
     assert code in msg["text"]
 
-    r = await client.post(VERIFY, json={"phone": "+86 13812345678", "code": code})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": "+86 13812345678", "code": code})
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["created"] is True
@@ -71,14 +71,14 @@ async def test_wrong_code_is_refused_and_counts(client: httpx.AsyncClient, sms, 
     await client.post(SEND, json={"phone": PHONE})
     right = sms.last_code(PHONE)
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": wrong})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": wrong})
     assert r.status_code == 400
     assert r.json()["code"] == "otp.invalid"
     assert r.json()["remaining_attempts"] == 4
     assert await count_rows(db, "accounts") == 0
     assert await count_rows(db, "sessions") == 0
     # the right code still works afterwards
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": right})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": right})
     assert r.status_code == 201
 
 
@@ -86,7 +86,7 @@ async def test_malformed_code_is_not_an_attempt(client: httpx.AsyncClient, sms, 
     await client.post(SEND, json={"phone": PHONE})
     before = await snapshot(db)
     for bad in ("12345", "1234567", "abcdef", "12 456"):
-        r = await client.post(VERIFY, json={"phone": PHONE, "code": bad})
+        r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": bad})
         assert r.status_code == 422
         assert r.json()["code"] == "otp.malformed"
     assert await snapshot(db) == before
@@ -98,7 +98,7 @@ async def test_code_expires_after_five_minutes(client: httpx.AsyncClient, sms, d
     clock.advance(299)
     clock.advance(1.5)
     before = await snapshot(db)
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": code})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": code})
     assert r.status_code == 400
     assert r.json()["code"] == "otp.expired"
     assert await snapshot(db) == before
@@ -107,16 +107,20 @@ async def test_code_expires_after_five_minutes(client: httpx.AsyncClient, sms, d
 async def test_code_valid_just_before_expiry(client: httpx.AsyncClient, sms) -> None:
     await client.post(SEND, json={"phone": PHONE})
     clock.advance(295)
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": sms.last_code(PHONE)})
+    r = await client.post(
+        VERIFY, json={**REGISTRATION, "phone": PHONE, "code": sms.last_code(PHONE)}
+    )
     assert r.status_code == 201
 
 
 async def test_code_is_single_use(client: httpx.AsyncClient, sms, db) -> None:
     await client.post(SEND, json={"phone": PHONE})
     code = sms.last_code(PHONE)
-    assert (await client.post(VERIFY, json={"phone": PHONE, "code": code})).status_code == 201
+    assert (
+        await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": code})
+    ).status_code == 201
     before = await snapshot(db)
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": code})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": code})
     assert r.status_code == 400
     assert r.json()["code"] == "otp.used"
     assert await snapshot(db) == before
@@ -127,7 +131,10 @@ async def test_concurrent_use_of_one_code_signs_in_once(client: httpx.AsyncClien
     await client.post(SEND, json={"phone": PHONE})
     code = sms.last_code(PHONE)
     results = await asyncio.gather(
-        *[client.post(VERIFY, json={"phone": PHONE, "code": code}) for _ in range(5)]
+        *[
+            client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": code})
+            for _ in range(5)
+        ]
     )
     ok = [r for r in results if r.status_code in (200, 201)]
     assert len(ok) == 1, [r.text for r in results]
@@ -143,17 +150,19 @@ async def test_five_wrong_tries_burn_the_code(client: httpx.AsyncClient, sms, db
     wrong = f"{(int(right) + 7) % 1_000_000:06d}"
     codes = []
     for _ in range(5):
-        r = await client.post(VERIFY, json={"phone": PHONE, "code": wrong})
+        r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": wrong})
         codes.append(r.json()["code"])
     assert codes == ["otp.invalid"] * 4 + ["otp.too_many_attempts"]
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": right})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": right})
     assert r.status_code == 429
     assert r.json()["code"] == "otp.too_many_attempts"
     assert await count_rows(db, "accounts") == 0
     # a new code works
     clock.advance(61)
     await client.post(SEND, json={"phone": PHONE})
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": sms.last_code(PHONE)})
+    r = await client.post(
+        VERIFY, json={**REGISTRATION, "phone": PHONE, "code": sms.last_code(PHONE)}
+    )
     assert r.status_code == 201
 
 
@@ -166,7 +175,7 @@ async def test_brute_force_over_many_codes_is_bounded(client: httpx.AsyncClient,
             assert r.json()["code"] == "otp.number_limit"
             break
         for g in range(10):
-            r = await client.post(VERIFY, json={"phone": PHONE, "code": f"{g:06d}"})
+            r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": f"{g:06d}"})
             if r.status_code == 429:
                 break
             if r.status_code == 201:  # astronomically unlikely; would be a real code
@@ -184,15 +193,15 @@ async def test_only_the_newest_code_counts(client: httpx.AsyncClient, sms) -> No
     await client.post(SEND, json={"phone": PHONE})
     new = sms.last_code(PHONE)
     if old != new:
-        r = await client.post(VERIFY, json={"phone": PHONE, "code": old})
+        r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": old})
         assert r.status_code == 400
         assert r.json()["code"] == "otp.invalid"
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": new})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": new})
     assert r.status_code == 201
 
 
 async def test_verify_without_request(client: httpx.AsyncClient, sms, db) -> None:
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": "123456"})
+    r = await client.post(VERIFY, json={**REGISTRATION, "phone": PHONE, "code": "123456"})
     assert r.status_code == 400
     assert r.json()["code"] == "otp.not_requested"
     assert await count_rows(db, "accounts") == 0
@@ -275,7 +284,7 @@ async def test_sms_provider_down_is_502_and_retryable(
 async def test_web_client_gets_secure_httponly_cookie(client: httpx.AsyncClient, sms) -> None:
     await client.post(SEND, json={"phone": PHONE})
     r = await client.post(
-        VERIFY, json={"phone": PHONE, "code": sms.last_code(PHONE), "client": "web"}
+        VERIFY, json={**REGISTRATION, "phone": PHONE, "code": sms.last_code(PHONE), "client": "web"}
     )
     assert r.status_code == 201
     assert r.json()["token"] is None
@@ -318,7 +327,9 @@ async def test_file_sender_writes_json_lines(client: httpx.AsyncClient, settings
     msg = json.loads(line)
     assert msg["to"] == PHONE and msg["template"] == "otp"
     assert sms.messages == []  # nothing went to the HTTP gateway
-    r = await client.post(VERIFY, json={"phone": PHONE, "code": msg["params"]["code"]})
+    r = await client.post(
+        VERIFY, json={**REGISTRATION, "phone": PHONE, "code": msg["params"]["code"]}
+    )
     assert r.status_code == 201
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from sqlalchemy import text
 
 from kares import clock
-from tests.conftest import PHONE, bearer, count_rows, sign_up, snapshot
+from tests.conftest import PHONE, REGISTRATION, bearer, count_rows, sign_up, snapshot
 from tests.support.fakes import FakeServer, FakeSmsGateway
 from tests.support.providers import (
     FakeAppleID,
@@ -167,7 +167,7 @@ async def send_code(client: httpx.AsyncClient, sms: FakeSmsGateway, phone: str) 
 async def verify(
     client: httpx.AsyncClient, phone: str, code: str, link_ticket: str | None = None
 ) -> httpx.Response:
-    body: dict[str, Any] = {"phone": phone, "code": code}
+    body: dict[str, Any] = {"phone": phone, "code": code, **REGISTRATION}
     if link_ticket is not None:
         body["link_ticket"] = link_ticket
     return await client.post("/api/v1/auth/sms/verify", json=body)

@@ -17,10 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kares import __version__, migrations
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
+from kares.devices import api as devices_api
 from kares.errors import install_handlers, problem_response
 from kares.logs import setup_logging
 from kares.media import api as media_api
 from kares.notify import api as notify_api
+from kares.privacy import api as privacy_api
+from kares.privacy import catalog, consent_api, guard
+from kares.privacy import service as privacy
 from kares.runtime import Runtime
 
 log = logging.getLogger("kares.app")
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         rt = Runtime.build(settings)
         if migrate_embedded and settings.is_embedded_db:
             await anyio.to_thread.run_sync(migrations.upgrade, settings.effective_database_url)
+        await privacy.sync_at_start(rt)
         app.state.runtime = rt
         try:
             yield
@@ -130,12 +135,19 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    @app.get("/healthz", response_model=Health, tags=["ops"], summary="The process is up")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["ops"],
+        summary="The process is up",
+        dependencies=[guard.guard("operations")],
+    )
     async def healthz() -> Health:
         return Health(status="ok", version=__version__)
 
     @app.get(
         "/readyz",
+        dependencies=[guard.guard("operations")],
         response_model=Ready,
         tags=["ops"],
         summary="The database is reachable and its migrations are current",
@@ -162,6 +174,13 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(accounts_api.router)
     app.include_router(notify_api.router)
     app.include_router(media_api.router)
+    app.include_router(privacy_api.router)
+    app.include_router(consent_api.router)
+    app.include_router(devices_api.router)
+    # Every route's declared function must be in the catalog: checked here, so
+    # a bad declaration stops the service from starting.
+    guard.check_routes(app, catalog.load(settings.privacy_catalog))
+    guard.document_routes(app)
 
     return app
 

@@ -1,4 +1,4 @@
-"""The ``kares`` command: serve, migrate, demo."""
+"""The ``kares`` command: serve, migrate, demo, policy."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from kares import __version__
@@ -54,6 +55,7 @@ async def _demo() -> list[dict[str, Any]]:
     from kares import migrations
     from kares.accounts import service
     from kares.config import get_settings
+    from kares.privacy import service as privacy
     from kares.runtime import Runtime
 
     settings = get_settings()
@@ -61,6 +63,7 @@ async def _demo() -> list[dict[str, Any]]:
     rt = Runtime.build(settings)
     out = []
     try:
+        await privacy.sync_at_start(rt)
         async with rt.db.sessions() as s:
             for name, phone, password in DEMO_MEMBERS:
                 _account, token = await service.demo_member(
@@ -90,6 +93,75 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog_path(args: argparse.Namespace) -> Path | None:
+    if args.catalog is not None:
+        return Path(args.catalog)
+    from kares.config import get_settings
+
+    return get_settings().privacy_catalog
+
+
+def _cmd_policy_check(args: argparse.Namespace) -> int:
+    from kares.privacy import catalog as catalog_mod
+    from kares.privacy import render
+    from kares.privacy.datamap import DataMapError, data_map
+
+    path = _catalog_path(args)
+    try:
+        cat = catalog_mod.load(path)
+        rows = data_map(cat)
+    except (catalog_mod.CatalogError, DataMapError) as exc:
+        print(f"kares: catalog error: {exc}", file=sys.stderr)
+        return 2
+    for lang in render.LANGS:  # the readable policy renders in every language
+        doc = render.document(cat, lang, rows)
+        render.html(doc)
+        render.text(doc)
+    p = cat.policy
+    functions = list(cat.functions.values())
+    print(f"catalog OK: {path or catalog_mod.DEFAULT_PATH}")
+    print(
+        f"  policy {p.version} of {p.date}, effective {p.effective}"
+        + (", significant" if p.significant else "")
+    )
+    print(
+        f"  {len(cat.legal_bases)} legal bases, {len(cat.categories)} categories "
+        f"({sum(c.sensitive for c in cat.categories.values())} sensitive), "
+        f"{len(cat.permissions)} device permissions"
+    )
+    print(
+        f"  {len(functions)} functions ({sum(f.kind == 'basic' for f in functions)} basic, "
+        f"{sum(f.kind == 'extended' for f in functions)} extended), "
+        f"{len(cat.cookies)} cookies, {len(cat.sdks)} SDKs, "
+        f"{len(cat.third_parties)} third parties"
+    )
+    print(f"  data map: {len(rows)} personal columns in {len({r.table for r in rows})} tables")
+    print(f"  digest {cat.digest()}")
+    return 0
+
+
+def _cmd_policy_render(args: argparse.Namespace) -> int:
+    from kares.privacy import catalog as catalog_mod
+    from kares.privacy import render
+
+    try:
+        cat = catalog_mod.load(_catalog_path(args))
+    except catalog_mod.CatalogError as exc:
+        print(f"kares: catalog error: {exc}", file=sys.stderr)
+        return 2
+    doc = render.document(cat, args.lang)
+    if args.format == "json":
+        out = json.dumps(render.to_json(doc), ensure_ascii=False, indent=2) + "\n"
+    elif args.format == "html":
+        out = render.html(doc)
+    else:
+        out = render.text(doc)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(out.encode("utf-8"))
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kares",
@@ -115,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="seed demo accounts and print how to sign in as each member")
     demo.add_argument("--json", action="store_true", help="print JSON for scripts")
     demo.set_defaults(func=_cmd_demo)
+
+    policy = sub.add_parser("policy", help="the privacy policy: check the catalog, render the text")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    catalog_help = "the catalog file (default: KARES_PRIVACY_CATALOG, else the built-in one)"
+    check = policy_sub.add_parser(
+        "check", help="validate the privacy catalog; exit 2 naming the bad entry"
+    )
+    check.add_argument("--catalog", metavar="PATH", default=None, help=catalog_help)
+    check.set_defaults(func=_cmd_policy_check)
+    rend = policy_sub.add_parser("render", help="print the readable privacy policy")
+    rend.add_argument("--lang", choices=["en", "zh"], default="en", help="language (default en)")
+    rend.add_argument(
+        "--format", choices=["text", "html", "json"], default="text", help="default text"
+    )
+    rend.add_argument("--catalog", metavar="PATH", default=None, help=catalog_help)
+    rend.set_defaults(func=_cmd_policy_render)
     return p
 
 

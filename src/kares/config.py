@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     data_keys: str = ""
     index_key: str = ""
 
+    # The privacy catalog (the policy as data); default: the one in the package
+    privacy_catalog: Path | None = None
+
     # Phone numbers
     default_region: str = "CN"
 

@@ -2,9 +2,18 @@
 
 from kares.accounts import models as accounts_models
 from kares.db import Base
+from kares.devices import models as devices_models
 from kares.media import models as media_models
 from kares.notify import models as notify_models
+from kares.privacy import models as privacy_models
 
 metadata = Base.metadata
 
-__all__ = ["accounts_models", "media_models", "metadata", "notify_models"]
+__all__ = [
+    "accounts_models",
+    "devices_models",
+    "media_models",
+    "metadata",
+    "notify_models",
+    "privacy_models",
+]

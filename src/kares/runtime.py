@@ -14,6 +14,8 @@ from kares.config import Settings, resolve_keys
 from kares.db import Database
 from kares.netinfo import PlaceResolver
 from kares.notify.sms import SmsSender, make_sender
+from kares.privacy import catalog as catalog_mod
+from kares.privacy.catalog import Catalog
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Runtime:
     places: PlaceResolver
     http: httpx.AsyncClient
     passwords: PasswordHasher
+    catalog: Catalog
     apple_keys: AppleKeys = field(default_factory=AppleKeys)
 
     @classmethod
@@ -46,6 +49,7 @@ class Runtime:
                 timeout=settings.oauth_http_timeout_seconds, follow_redirects=False
             ),
             passwords=hasher,
+            catalog=catalog_mod.load(settings.privacy_catalog),
         )
 
     async def close(self) -> None:

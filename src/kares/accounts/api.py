@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kares import clock
 from kares.accounts import oauth, service
 from kares.accounts.auth import CallerDep, DbDep, RuntimeDep, environment, request_ip
 from kares.accounts.models import Account, LoginEvent, Session
@@ -30,6 +31,8 @@ from kares.accounts.schemas import (
     WeChatLogin,
 )
 from kares.errors import responses
+from kares.privacy import service as privacy
+from kares.privacy.guard import guard
 from kares.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
@@ -48,10 +51,15 @@ CODE_ERRORS = (
 
 async def account_out(s: AsyncSession, account: Account) -> AccountOut:
     idents = await service.identities_of(s, account.id)
+    minor = privacy.is_minor(account)
     return AccountOut(
         id=account.id,
         phone=account.phone,
         name=account.name,
+        age_bracket=privacy.bracket_of(
+            account.birth_date, account.age_bracket, clock.utcnow().date()
+        ),
+        needs_guardian=minor and not await privacy.has_guardian(s, account.id),
         avatar_url=f"/api/v1/media/{account.avatar_media_id}" if account.avatar_media_id else None,
         has_password=account.password_hash is not None,
         identities=[i.provider for i in idents],
@@ -79,6 +87,7 @@ async def signed_in(
         created=res.created,
         new_device=res.new_device,
         session_id=res.session.id,
+        device_id=res.session.device_id or "",
         token=token,
         expires_at=res.session.expires_at,
     )
@@ -87,6 +96,7 @@ async def signed_in(
 def session_out(x: Session, current_id: str) -> SessionOut:
     return SessionOut(
         id=x.id,
+        device_id=x.device_id,
         current=x.id == current_id,
         kind=x.kind,
         method=x.method,
@@ -124,6 +134,7 @@ def login_out(e: LoginEvent) -> LoginEventOut:
 
 @router.post(
     "/auth/sms/send",
+    dependencies=[guard("account", "sign_in")],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SmsCodeSent,
     responses=responses(
@@ -146,6 +157,7 @@ async def send_code(
 
 @router.post(
     "/auth/sms/verify",
+    dependencies=[guard("account", "sign_in")],
     response_model=SignedIn,
     responses=responses(
         *PHONE_ERRORS,
@@ -156,6 +168,9 @@ async def send_code(
         (403, "account.inactive"),
         (409, "identity.taken"),
         (409, "identity.already_linked"),
+        (400, "consent.policy_required"),
+        (422, "account.age_required"),
+        (422, "account.invalid_birth_date"),
     ),
     summary="Register or sign in with the SMS code",
     description="Creates the account on first use of a number. With `client=web` the "
@@ -171,6 +186,11 @@ async def verify_code(
         code=body.code,
         env=environment(request, rt, body.device, body.client),
         link_ticket=body.link_ticket,
+        registration=service.Registration(
+            accept_policy=body.accept_policy,
+            birth_date=body.birth_date,
+            age_bracket=body.age_bracket,
+        ),
     )
     if res.created:
         response.status_code = status.HTTP_201_CREATED
@@ -179,6 +199,7 @@ async def verify_code(
 
 @router.post(
     "/auth/password",
+    dependencies=[guard("account", "sign_in")],
     response_model=SignedIn,
     responses=responses(
         *PHONE_ERRORS,
@@ -227,6 +248,7 @@ async def _identity_sign_in(
 
 @router.post(
     "/auth/wechat",
+    dependencies=[guard("account", "sign_in")],
     response_model=SignedIn | PhoneRequired,
     responses=responses(*OAUTH_ERRORS),
     summary="Sign in with WeChat (OAuth2 authorization code)",
@@ -243,6 +265,7 @@ async def wechat_login(
 
 @router.post(
     "/auth/apple/nonce",
+    dependencies=[guard("account", "sign_in")],
     response_model=AppleNonce,
     responses=responses((429, "oauth.nonce_limit")),
     summary="Get a single-use nonce for Sign in with Apple",
@@ -263,6 +286,7 @@ async def _apple_profile(
 
 @router.post(
     "/auth/apple",
+    dependencies=[guard("account", "sign_in")],
     response_model=SignedIn | PhoneRequired,
     responses=responses(
         *OAUTH_ERRORS,
@@ -289,6 +313,7 @@ async def apple_login(
 
 @router.post(
     "/auth/logout",
+    dependencies=[guard("account_security", "sign_out")],
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(*AUTH_ERRORS),
     summary="Sign out this session",
@@ -311,6 +336,7 @@ async def logout(caller: CallerDep, rt: RuntimeDep, s: DbDep, response: Response
 
 @router.get(
     "/me",
+    dependencies=[guard("account", "profile")],
     response_model=AccountOut,
     responses=responses(*AUTH_ERRORS),
     summary="The signed-in account",
@@ -321,17 +347,26 @@ async def me(caller: CallerDep, s: DbDep) -> AccountOut:
 
 @router.patch(
     "/me",
+    dependencies=[guard("account", "profile")],
     response_model=AccountOut,
-    responses=responses(*AUTH_ERRORS, (422, "profile.invalid_name")),
+    responses=responses(
+        *AUTH_ERRORS,
+        (422, "profile.invalid_name"),
+        (422, "account.invalid_birth_date"),
+        (403, "guardian.consent_required"),
+    ),
     summary="Change the account name",
 )
 async def patch_me(body: ProfilePatch, caller: CallerDep, s: DbDep) -> AccountOut:
-    account = await service.update_profile(s, caller.account, name=body.name)
+    account = await service.update_profile(
+        s, caller.account, name=body.name, birth_date=body.birth_date, age_bracket=body.age_bracket
+    )
     return await account_out(s, account)
 
 
 @router.put(
     "/me/avatar",
+    dependencies=[guard("account", "avatar_upload")],
     response_model=AccountOut,
     responses=responses(
         *AUTH_ERRORS,
@@ -358,6 +393,7 @@ async def put_avatar(
 
 @router.delete(
     "/me/avatar",
+    dependencies=[guard("account", "profile")],
     response_model=AccountOut,
     responses=responses(*AUTH_ERRORS),
     summary="Remove the avatar",
@@ -369,6 +405,7 @@ async def delete_avatar(caller: CallerDep, s: DbDep) -> AccountOut:
 
 @router.post(
     "/me/password/code",
+    dependencies=[guard("account", "profile")],
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SmsCodeSent,
     responses=responses(
@@ -389,6 +426,7 @@ async def password_code(
 
 @router.put(
     "/me/password",
+    dependencies=[guard("account", "profile")],
     response_model=RevokedCount,
     responses=responses(
         *AUTH_ERRORS, *CODE_ERRORS, (403, "auth.reauth_required"), (422, "password.too_weak")
@@ -412,6 +450,7 @@ async def put_password(
 
 @router.get(
     "/me/sessions",
+    dependencies=[guard("account_security", "sessions")],
     response_model=list[SessionOut],
     responses=responses(*AUTH_ERRORS),
     summary="Signed-in devices",
@@ -423,6 +462,7 @@ async def sessions(caller: CallerDep, s: DbDep) -> list[SessionOut]:
 
 @router.delete(
     "/me/sessions/{session_id}",
+    dependencies=[guard("account_security", "sessions")],
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(*AUTH_ERRORS, (404, "session.not_found")),
     summary="Sign out one device",
@@ -434,6 +474,7 @@ async def revoke_one(session_id: str, caller: CallerDep, s: DbDep) -> Response:
 
 @router.delete(
     "/me/sessions",
+    dependencies=[guard("account_security", "sessions")],
     response_model=RevokedCount,
     responses=responses(*AUTH_ERRORS),
     summary="Sign out every device (all but this one unless include_current=true)",
@@ -448,6 +489,7 @@ async def revoke_all(
 
 @router.get(
     "/me/logins",
+    dependencies=[guard("account_security", "sessions")],
     response_model=list[LoginEventOut],
     responses=responses(*AUTH_ERRORS),
     summary="Recent sign-ins and failed attempts, with their login environment",
@@ -469,6 +511,7 @@ LINK_ERRORS = (
 
 @router.post(
     "/me/identities/wechat",
+    dependencies=[guard("account", "profile")],
     response_model=AccountOut,
     responses=responses(*LINK_ERRORS),
     summary="Link a WeChat account",
@@ -481,6 +524,7 @@ async def link_wechat(body: WeChatLink, caller: CallerDep, rt: RuntimeDep, s: Db
 
 @router.post(
     "/me/identities/apple",
+    dependencies=[guard("account", "profile")],
     response_model=AccountOut,
     responses=responses(
         *LINK_ERRORS,
@@ -499,6 +543,7 @@ async def link_apple(body: AppleLink, caller: CallerDep, rt: RuntimeDep, s: DbDe
 
 @router.delete(
     "/me/identities/{provider}",
+    dependencies=[guard("account", "profile")],
     response_model=AccountOut,
     responses=responses(*AUTH_ERRORS, (404, "identity.not_linked")),
     summary="Unlink a third-party account",

@@ -69,6 +69,17 @@ _UNAUTH = {"WWW-Authenticate": 'Bearer realm="kares"'}
 
 
 async def current_caller(request: Request, rt: RuntimeDep, s: DbDep) -> Caller:
+    """The signed-in caller; resolved once per request (the guard and a handler
+    may both ask)."""
+    cached = getattr(request.state, "kares_caller", None)
+    if cached is not None:
+        return cached
+    caller = await _resolve_caller(request, rt, s)
+    request.state.kares_caller = caller
+    return caller
+
+
+async def _resolve_caller(request: Request, rt: Runtime, s: AsyncSession) -> Caller:
     header = request.headers.get("authorization")
     token: str | None = None
     via_cookie = False

@@ -8,11 +8,25 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstr
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import Encrypted, not_personal, personal
+from kares.privacy.fields import Encrypted, not_personal, personal, table_info
 
 
 class Account(Base):
     __tablename__ = "accounts"
+    __table_args__ = (
+        table_info(
+            subject="id",
+            not_personal=(
+                "id",
+                "password_failures",
+                "locked_until",
+                "status",
+                "created_at",
+                "updated_at",
+                "avatar_media_id",
+            ),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     phone: Mapped[str] = mapped_column(Encrypted("accounts.phone"), info=personal("contact.phone"))
@@ -24,6 +38,11 @@ class Account(Base):
     password_hash: Mapped[str | None] = mapped_column(
         String(255), info=personal("account.credentials")
     )
+    # Policy 6: a birth date (stored encrypted) or a declared age bracket.
+    birth_date: Mapped[str | None] = mapped_column(
+        Encrypted("accounts.birth_date"), info=personal("account.age")
+    )
+    age_bracket: Mapped[str | None] = mapped_column(String(16), info=personal("account.age"))
     password_failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), default="active")
@@ -38,6 +57,11 @@ class OtpChallenge(Base):
     __table_args__ = (
         Index("ix_otp_challenges_phone_created", "phone_hash", "created_at"),
         Index("ix_otp_challenges_ip_created", "ip", "created_at"),
+        table_info(
+            subject=None,
+            why="one-time codes: keyed by a hash of the number, kept minutes",
+            not_personal=("id", "purpose", "created_at", "expires_at", "attempts", "consumed_at"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -57,12 +81,30 @@ class Session(Base):
     """A signed-in device: a bearer token (apps, watches) or a portal cookie."""
 
     __tablename__ = "sessions"
+    __table_args__ = (
+        table_info(
+            subject="account_id",
+            not_personal=(
+                "id",
+                "token_hash",
+                "device_id",
+                "kind",
+                "method",
+                "label",
+                "expires_at",
+                "revoked_at",
+            ),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    device_id: Mapped[str | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
     kind: Mapped[str] = mapped_column(String(16))
     method: Mapped[str] = mapped_column(String(16))
     label: Mapped[str | None] = mapped_column(String(64))
@@ -79,30 +121,27 @@ class Session(Base):
     place: Mapped[str | None] = mapped_column(
         String(128), info=personal("security.login_environment")
     )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), info=personal("security.login_environment")
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), info=personal("security.login_environment")
+    )
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-
-class KnownDevice(Base):
-    """Devices an account has signed in from, to tell a new device from a known one."""
-
-    __tablename__ = "known_devices"
-    __table_args__ = (UniqueConstraint("account_id", "device_key"),)
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    device_key: Mapped[str] = mapped_column(String(64), info=personal("device.identifier"))
-    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class LoginEvent(Base):
     """The login environment of every sign-in attempt on an account (policy 1.4)."""
 
     __tablename__ = "login_events"
-    __table_args__ = (Index("ix_login_events_account_time", "account_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_login_events_account_time", "account_id", "occurred_at"),
+        table_info(
+            subject="account_id",
+            not_personal=("id", "session_id", "method", "success", "reason", "new_device"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -124,7 +163,9 @@ class LoginEvent(Base):
     place: Mapped[str | None] = mapped_column(
         String(128), info=personal("security.login_environment")
     )
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    occurred_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), info=personal("security.login_environment")
+    )
 
 
 class ExternalIdentity(Base):
@@ -134,6 +175,7 @@ class ExternalIdentity(Base):
     __table_args__ = (
         UniqueConstraint("provider", "subject"),
         UniqueConstraint("account_id", "provider"),
+        table_info(subject="account_id", not_personal=("id", "provider")),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -141,7 +183,7 @@ class ExternalIdentity(Base):
     provider: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(255), info=personal("account.external_id"))
     nickname: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
-    linked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("account.external_id"))
 
 
 class AuthTicket(Base):
@@ -153,7 +195,22 @@ class AuthTicket(Base):
     """
 
     __tablename__ = "auth_tickets"
-    __table_args__ = (Index("ix_auth_tickets_ip_created", "ip", "created_at"),)
+    __table_args__ = (
+        Index("ix_auth_tickets_ip_created", "ip", "created_at"),
+        table_info(
+            subject=None,
+            why="sign-in tickets: not linked to an account, purged within an hour",
+            not_personal=(
+                "id",
+                "secret_hash",
+                "kind",
+                "provider",
+                "created_at",
+                "expires_at",
+                "used_at",
+            ),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,9 +40,22 @@ class SmsCodeSent(BaseModel):
     resend_after: int = Field(description="Seconds until another code may be requested")
 
 
+AgeBracket = Literal["under_14", "14_to_17", "adult"]
+
+
 class SmsVerifyRequest(_In):
     phone: str = Field(min_length=1, max_length=32)
     code: str = Field(min_length=1, max_length=16)
+    accept_policy: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Registering: the policy version the user accepted (GET "
+        "/api/v1/privacy/policy). Ignored when the number already has an account.",
+    )
+    birth_date: date | None = Field(
+        default=None, description="Registering: birth date, or give age_bracket instead"
+    )
+    age_bracket: AgeBracket | None = None
     client: ClientKind = "app"
     device: DeviceInfo = Field(default_factory=DeviceInfo)
     link_ticket: str | None = Field(
@@ -64,6 +77,10 @@ class AccountOut(BaseModel):
     id: str
     phone: str = Field(description="E.164; shown only to the account itself")
     name: str | None
+    age_bracket: str | None = Field(description="under_14, 14_to_17, adult, or null if unknown")
+    needs_guardian: bool = Field(
+        description="A child under 14 whose guardian has not consented yet"
+    )
     avatar_url: str | None
     has_password: bool
     identities: list[str] = Field(description="Linked third-party providers")
@@ -75,6 +92,7 @@ class SignedIn(BaseModel):
     created: bool = Field(description="True when this sign-in registered a new account")
     new_device: bool
     session_id: str
+    device_id: str = Field(description="This device, for PUT /api/v1/devices/{id}/permissions")
     token: str | None = Field(
         description="Bearer token (apps and devices); null for the web portal, "
         "which gets an HttpOnly cookie instead"
@@ -94,6 +112,8 @@ class PhoneRequired(BaseModel):
 
 class ProfilePatch(_In):
     name: str | None = Field(default=None, min_length=1, max_length=64)
+    birth_date: date | None = None
+    age_bracket: AgeBracket | None = None
 
 
 class PasswordSet(_In):
@@ -106,6 +126,7 @@ class PasswordSet(_In):
 
 class SessionOut(BaseModel):
     id: str
+    device_id: str | None
     current: bool
     kind: str
     method: str

@@ -12,7 +12,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import anyio
 import phonenumbers
@@ -26,7 +26,6 @@ from kares.accounts.models import (
     Account,
     AuthTicket,
     ExternalIdentity,
-    KnownDevice,
     LoginEvent,
     OtpChallenge,
     Session,
@@ -38,17 +37,19 @@ from kares.accounts.oauth import (
     wechat_avatar_allowed,
 )
 from kares.accounts.schemas import DeviceInfo
+from kares.devices import service as devices
 from kares.errors import Problem
 from kares.logs import mask_phone
 from kares.media import service as media
 from kares.notify import service as notify
 from kares.notify.sms import SmsError, SmsMessage
+from kares.privacy import service as privacy
 from kares.runtime import Runtime
 
 log = logging.getLogger("kares.accounts")
 
 TOKEN_PREFIX = "kares_"
-PURPOSES = ("login", "reauth")
+PURPOSES = ("login", "reauth", "guardian")
 
 
 # --- phone numbers -----------------------------------------------------------
@@ -186,7 +187,7 @@ async def request_code(
     return CodeSent(mask_phone(e164), cfg.otp_ttl_seconds, cfg.otp_resend_cooldown_seconds)
 
 
-async def _check_code(s: AsyncSession, rt: Runtime, *, ph: str, purpose: str, code: str) -> str:
+async def check_code(s: AsyncSession, rt: Runtime, *, ph: str, purpose: str, code: str) -> str:
     """Check a code without consuming it; returns the challenge id. Wrong guesses count."""
     cfg = rt.settings
     if not re.fullmatch(rf"\d{{{cfg.otp_length}}}", code):
@@ -224,7 +225,7 @@ async def _check_code(s: AsyncSession, rt: Runtime, *, ph: str, purpose: str, co
     return ch.id
 
 
-async def _consume_code(s: AsyncSession, rt: Runtime, challenge_id: str) -> None:
+async def consume_code(s: AsyncSession, rt: Runtime, challenge_id: str) -> None:
     """Mark the code used; exactly one concurrent caller wins."""
     res = await s.execute(
         update(OtpChallenge)
@@ -276,11 +277,15 @@ async def _find_by_phone(s: AsyncSession, e164: str) -> Account | None:
     return (await s.execute(q)).scalar_one_or_none()
 
 
-async def _new_account(s: AsyncSession, e164: str) -> Account:
+async def _new_account(
+    s: AsyncSession, e164: str, *, birth_date: str | None, age_bracket: str | None
+) -> Account:
     now = clock.utcnow()
     acc = Account(
         phone=e164,
         phone_hash=phone_index(e164),
+        birth_date=birth_date,
+        age_bracket=age_bracket,
         status="active",
         password_failures=0,
         created_at=now,
@@ -318,31 +323,33 @@ async def _complete_sign_in(
     method: str,
     env: Environment,
     label: str | None = None,
+    accept_policy: str | None = None,
 ) -> SignInResult:
-    """Issue a session, record the login environment, alert on a new device; commit."""
+    """Issue a session, record the login environment (and, on registration, the
+    policy acceptance), alert on a new device; commit."""
     now = clock.utcnow()
     key = _device_key(env)
     place = rt.places.place(env.ip)
-    known = (
-        await s.execute(
-            select(KnownDevice).where(
-                KnownDevice.account_id == account.id, KnownDevice.device_key == key
-            )
-        )
-    ).scalar_one_or_none()
-    new_device = known is None and not created
-    if known is None:
-        s.add(
-            KnownDevice(account_id=account.id, device_key=key, first_seen_at=now, last_seen_at=now)
-        )
-    else:
-        known.last_seen_at = now
+    d = env.device
+    device, first_time = await devices.touch(
+        s,
+        account_id=account.id,
+        device_key=key,
+        kind="browser" if env.client == "web" else "app",
+        model=d.model,
+        os=d.os,
+        os_version=d.os_version,
+        app_version=d.app_version,
+        language=d.language,
+        now=now,
+    )
+    new_device = first_time and not created
 
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    d = env.device
     sess = Session(
         account_id=account.id,
         token_hash=crypto.token_hash(token),
+        device_id=device.id,
         kind="cookie" if env.client == "web" else "bearer",
         method=method,
         label=label,
@@ -365,6 +372,17 @@ async def _complete_sign_in(
     event.session_id = sess.id
     event.place = place
     s.add(event)
+    if accept_policy is not None:
+        await privacy.record(
+            s,
+            account_id=account.id,
+            subject="policy",
+            action="grant",
+            policy_version=accept_policy,
+            via="web" if env.client == "web" else "app",
+            session_id=sess.id,
+            device_id=device.id,
+        )
     if account.password_failures:
         account.password_failures = 0
         account.locked_until = None
@@ -417,6 +435,28 @@ async def _use_ticket(s: AsyncSession, ticket: AuthTicket) -> None:
         raise Problem(400, "oauth.ticket_used", "That sign-in ticket was already used.")
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What a new account must give (policy 6, 7): the accepted policy version
+    and a birth date or age bracket."""
+
+    accept_policy: str | None = None
+    birth_date: date | None = None
+    age_bracket: str | None = None
+
+
+def _check_registration(rt: Runtime, reg: Registration) -> tuple[str | None, str]:
+    version = rt.catalog.policy.version
+    if reg.accept_policy != version:
+        raise Problem(
+            400,
+            "consent.policy_required",
+            f"Registering means accepting the privacy policy in force (version {version}).",
+            policy_version=version,
+        )
+    return privacy.check_age(reg.birth_date, reg.age_bracket, clock.utcnow().date())
+
+
 async def sign_in_with_code(
     s: AsyncSession,
     rt: Runtime,
@@ -425,18 +465,26 @@ async def sign_in_with_code(
     code: str,
     env: Environment,
     link_ticket: str | None = None,
+    registration: Registration | None = None,
 ) -> SignInResult:
     """Register or sign in with an SMS code; optionally link a third-party identity."""
     e164 = parse_phone(phone, rt.settings.default_region)
     ticket = await _ticket(s, link_ticket, "link") if link_ticket else None
     account = await _find_by_phone(s, e164)
+    age: tuple[str | None, str] | None = None
+    if account is None:
+        age = _check_registration(rt, registration or Registration())
     if ticket is not None:
         await _check_identity_free(s, ticket.provider, ticket.subject or "", account)
-    challenge_id = await _check_code(s, rt, ph=phone_index(e164), purpose="login", code=code)
-    await _consume_code(s, rt, challenge_id)
+    challenge_id = await check_code(s, rt, ph=phone_index(e164), purpose="login", code=code)
+    await consume_code(s, rt, challenge_id)
     created = account is None
+    accept: str | None = None
     if account is None:
-        account = await _new_account(s, e164)
+        assert age is not None
+        account = await _new_account(s, e164, birth_date=age[0], age_bracket=age[1])
+        # A child's own acceptance is not consent (policy 6): a guardian's is.
+        accept = None if age[1] == "under_14" else rt.catalog.policy.version
         log.info("registered account for %s", e164)
     elif account.status != "active":
         await s.rollback()
@@ -447,7 +495,9 @@ async def sign_in_with_code(
         )
         await _use_ticket(s, ticket)
         await _attach_identity(s, rt, account, profile)
-    return await _complete_sign_in(s, rt, account=account, created=created, method="sms", env=env)
+    return await _complete_sign_in(
+        s, rt, account=account, created=created, method="sms", env=env, accept_policy=accept
+    )
 
 
 _DUMMY_HASH: str | None = None
@@ -602,11 +652,31 @@ async def identities_of(s: AsyncSession, account_id: str) -> list[ExternalIdenti
     return list((await s.execute(q.order_by(ExternalIdentity.provider))).scalars())
 
 
-async def update_profile(s: AsyncSession, account: Account, *, name: str | None) -> Account:
+async def update_profile(
+    s: AsyncSession,
+    account: Account,
+    *,
+    name: str | None,
+    birth_date: date | None = None,
+    age_bracket: str | None = None,
+) -> Account:
     if name is not None:
         _check_name(name)
+    age: tuple[str | None, str] | None = None
+    if birth_date is not None or age_bracket is not None:
+        if privacy.is_minor(account):
+            # A child grows out of needing a guardian by the birth date alone.
+            raise Problem(
+                403,
+                "guardian.consent_required",
+                "A child's age cannot be changed here; ask your guardian.",
+            )
+        age = privacy.check_age(birth_date, age_bracket, clock.utcnow().date())
+    if age is not None:
+        account.birth_date, account.age_bracket = age
+    if name is not None:
         account.name = name
-        account.updated_at = clock.utcnow()
+    account.updated_at = clock.utcnow()
     await s.commit()
     return account
 
@@ -686,7 +756,7 @@ async def set_password(
     challenge_id = None
     if account.password_hash is not None:
         if code:
-            challenge_id = await _check_code(
+            challenge_id = await check_code(
                 s, rt, ph=account.phone_hash, purpose="reauth", code=code
             )
         elif current_password is None or not await _verify_password(
@@ -698,7 +768,7 @@ async def set_password(
                 "Give your current password, or a code sent to your phone, to change it.",
             )
     if challenge_id:
-        await _consume_code(s, rt, challenge_id)
+        await consume_code(s, rt, challenge_id)
     account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, new_password)
     account.password_failures = 0
     account.locked_until = None
@@ -935,7 +1005,7 @@ async def demo_member(
     e164 = parse_phone(phone, rt.settings.default_region)
     account = await _find_by_phone(s, e164)
     if account is None:
-        account = await _new_account(s, e164)
+        account = await _new_account(s, e164, birth_date=None, age_bracket="adult")
     account.name = name
     account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
     account.password_failures = 0
@@ -956,4 +1026,19 @@ async def demo_member(
     res = await _complete_sign_in(
         s, rt, account=account, created=True, method="demo", env=env, label="demo"
     )
+    # Demo members have agreed to everything, so the demo shows every function.
+    st = await privacy.state(s, account.id)
+    for subject in privacy.consentable(rt.catalog):
+        if subject not in st or st[subject].action != "grant":
+            await privacy.record(
+                s,
+                account_id=account.id,
+                subject=subject,
+                action="grant",
+                policy_version=rt.catalog.policy.version,
+                via="app",
+                session_id=res.session.id,
+                device_id=res.session.device_id,
+            )
+    await s.commit()
     return res.account, res.token

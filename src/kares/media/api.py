@@ -7,12 +7,14 @@ from fastapi import APIRouter, Response
 from kares.accounts.auth import CallerDep, DbDep
 from kares.errors import Problem, responses
 from kares.media import service
+from kares.privacy.guard import guard
 
 router = APIRouter(prefix="/api/v1", tags=["media"])
 
 
 @router.get(
     "/media/{media_id}",
+    dependencies=[guard("account", "profile")],
     response_class=Response,
     responses={
         200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The image"},

@@ -8,13 +8,28 @@ from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import personal
+from kares.privacy.fields import personal, table_info
 
 
 class MediaObject(Base):
     """A re-encoded image. Only the re-encoded bytes are kept, never the upload."""
 
     __tablename__ = "media_objects"
+    __table_args__ = (
+        table_info(
+            subject="owner_account_id",
+            not_personal=(
+                "id",
+                "purpose",
+                "content_type",
+                "width",
+                "height",
+                "byte_size",
+                "sha256",
+                "created_at",
+            ),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_account_id: Mapped[str] = mapped_column(

@@ -10,6 +10,7 @@ from kares.accounts.auth import CallerDep, DbDep
 from kares.errors import Problem, responses
 from kares.notify import service
 from kares.notify.schemas import MarkedRead, NotificationOut, UnreadCount
+from kares.privacy.guard import guard
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
@@ -17,6 +18,7 @@ AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
 
 @router.get(
     "/notifications",
+    dependencies=[guard("notifications", "inbox")],
     response_model=list[NotificationOut],
     responses=responses(*AUTH),
     summary="The inbox, newest first",
@@ -44,6 +46,7 @@ async def list_notifications(
 
 @router.get(
     "/notifications/unread-count",
+    dependencies=[guard("notifications", "inbox")],
     response_model=UnreadCount,
     responses=responses(*AUTH),
     summary="How many are unread",
@@ -54,6 +57,7 @@ async def unread(caller: CallerDep, s: DbDep) -> UnreadCount:
 
 @router.post(
     "/notifications/{notification_id}/read",
+    dependencies=[guard("notifications", "inbox")],
     response_model=MarkedRead,
     responses=responses(*AUTH, (404, "notification.not_found")),
     summary="Mark one read",
@@ -69,6 +73,7 @@ async def mark_one(notification_id: str, caller: CallerDep, s: DbDep) -> MarkedR
 
 @router.post(
     "/notifications/read-all",
+    dependencies=[guard("notifications", "inbox")],
     response_model=MarkedRead,
     responses=responses(*AUTH),
     summary="Mark every notification read",

@@ -49,3 +49,16 @@ class Encrypted(TypeDecorator[str]):
         if value is None:
             return None
         return crypto.decrypt(value, context=self.context)
+
+
+def table_info(
+    *, subject: str | None, not_personal: tuple[str, ...] = (), why: str = ""
+) -> dict[str, Any]:
+    """``__table_args__`` entry: whose data the table holds and which columns are
+    explicitly not personal.
+
+    ``subject`` names the column holding the account id the rows are about (None
+    for tables about no account, with ``why``). A test fails on any column that
+    is neither ``personal(...)``, ``not_personal(...)`` nor listed here.
+    """
+    return {"info": {"subject_column": subject, "not_personal": list(not_personal), "why": why}}

@@ -1,0 +1,33 @@
+"""Request and response shapes of the devices API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PermissionsReport(BaseModel):
+    """The OS permission states the app read on this device, e.g.
+    ``{"location": "approximate", "notifications": "denied"}``. Permissions not
+    named keep their last reported state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    permissions: dict[str, str] = Field(
+        max_length=64, examples=[{"location": "granted", "microphone": "denied"}]
+    )
+
+
+class DeviceOut(BaseModel):
+    id: str
+    current: bool
+    kind: str
+    model: str | None
+    os: str | None
+    os_version: str | None
+    app_version: str | None
+    language: str | None
+    permissions: dict[str, str]
+    first_seen_at: datetime
+    last_seen_at: datetime

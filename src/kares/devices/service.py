@@ -1,0 +1,114 @@
+"""Device actions: recognise a device at sign-in, record its permission states."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares import clock
+from kares.devices.models import Device, DevicePermission
+from kares.errors import Problem
+from kares.privacy.catalog import Catalog
+
+
+async def touch(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    device_key: str,
+    kind: str,
+    model: str | None,
+    os: str | None,
+    os_version: str | None,
+    app_version: str | None,
+    language: str | None,
+    now: datetime,
+) -> tuple[Device, bool]:
+    """The account's device with this key, created if new; returns (device, created)."""
+    dev = (
+        await s.execute(
+            select(Device).where(Device.account_id == account_id, Device.device_key == device_key)
+        )
+    ).scalar_one_or_none()
+    created = dev is None
+    if dev is None:
+        dev = Device(account_id=account_id, device_key=device_key, kind=kind, first_seen_at=now)
+        s.add(dev)
+    dev.last_seen_at = now
+    for attr, value in (
+        ("model", model),
+        ("os", os),
+        ("os_version", os_version),
+        ("app_version", app_version),
+        ("language", language),
+    ):
+        if value is not None:
+            setattr(dev, attr, value)
+    await s.flush()
+    return dev, created
+
+
+async def list_for(s: AsyncSession, *, account_id: str) -> list[Device]:
+    q = select(Device).where(Device.account_id == account_id)
+    return list((await s.execute(q.order_by(Device.last_seen_at.desc()))).scalars())
+
+
+async def get_owned(s: AsyncSession, *, account_id: str, device_id: str) -> Device:
+    dev = await s.get(Device, device_id)
+    if dev is None or dev.account_id != account_id:
+        raise Problem(404, "device.not_found", "No such device.")
+    return dev
+
+
+async def permissions_of(s: AsyncSession, device_id: str) -> dict[str, str]:
+    q = select(DevicePermission).where(DevicePermission.device_id == device_id)
+    return {p.permission: p.state for p in (await s.execute(q)).scalars()}
+
+
+async def permissions_for_many(s: AsyncSession, device_ids: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {d: {} for d in device_ids}
+    if not device_ids:
+        return out
+    q = select(DevicePermission).where(DevicePermission.device_id.in_(device_ids))
+    for p in (await s.execute(q)).scalars():
+        out[p.device_id][p.permission] = p.state
+    return out
+
+
+async def report_permissions(
+    s: AsyncSession, cat: Catalog, *, account_id: str, device_id: str, states: dict[str, str]
+) -> dict[str, str]:
+    """Record reported states (all checked first: one bad entry changes nothing)."""
+    dev = await get_owned(s, account_id=account_id, device_id=device_id)
+    for name, state in states.items():
+        perm = cat.permissions.get(name)
+        if perm is None:
+            raise Problem(
+                422,
+                "permission.unknown",
+                f"Unknown permission {name!r}; known: {', '.join(cat.permissions)}.",
+            )
+        if state not in perm.states:
+            raise Problem(
+                422,
+                "permission.invalid_state",
+                f"{name} can be {', '.join(perm.states)}, not {state!r}.",
+            )
+    now = clock.utcnow()
+    current = {
+        p.permission: p
+        for p in (
+            await s.execute(select(DevicePermission).where(DevicePermission.device_id == dev.id))
+        ).scalars()
+    }
+    for name, state in states.items():
+        row = current.get(name)
+        if row is None:
+            s.add(DevicePermission(device_id=dev.id, permission=name, state=state, reported_at=now))
+        else:
+            row.state = state
+            row.reported_at = now
+    await s.commit()
+    return await permissions_of(s, dev.id)

@@ -1,0 +1,111 @@
+"""Public routes of the policy (the ``transparency`` function; no sign-in).
+
+- ``GET /privacy/policy``: the policy as an HTML page.
+- ``GET /privacy/cookies``: the cookie page (policy section 2), HTML.
+- ``GET /api/v1/privacy/policy``: the policy as JSON, section by section.
+- ``GET /api/v1/privacy/data-map``: every column that holds personal information.
+
+Language: ``?lang=en|zh`` if given, else the best match of Accept-Language
+(``zh*`` -> zh), else English. An unknown ``?lang`` is refused (422
+``request.invalid``) rather than silently answered in another language;
+an Accept-Language we cannot serve falls back to English.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from kares.accounts.auth import RuntimeDep
+from kares.errors import responses
+from kares.privacy import render
+from kares.privacy.datamap import data_map
+from kares.privacy.guard import guard
+from kares.privacy.schemas import DataMapRowOut, PolicyOut
+
+router = APIRouter(tags=["privacy"])
+
+LangQuery = Annotated[
+    Literal["en", "zh"] | None,
+    Query(
+        description="en or zh (Simplified Chinese); without it, Accept-Language decides "
+        "(zh* -> zh), else English"
+    ),
+]
+
+# The pages load nothing from anywhere: inline styles only, no scripts.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+HTML_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "An HTML page"}
+}
+
+
+def _lang(request: Request, lang: str | None) -> str:
+    return lang or render.negotiate(request.headers.get("accept-language"))
+
+
+def _headers(lang: str) -> dict[str, str]:
+    return {"Content-Language": render.HTML_LANG[lang], "Vary": "Accept-Language"}
+
+
+def _page(body: str, lang: str) -> HTMLResponse:
+    return HTMLResponse(body, headers={**_headers(lang), "Content-Security-Policy": PAGE_CSP})
+
+
+@router.get(
+    "/privacy/policy",
+    dependencies=[guard("transparency")],
+    response_class=HTMLResponse,
+    responses={**HTML_DOC, **responses()},
+    summary="The privacy policy (HTML)",
+)
+async def policy_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
+    chosen = _lang(request, lang)
+    return _page(render.html(render.document(rt.catalog, chosen)), chosen)
+
+
+@router.get(
+    "/privacy/cookies",
+    dependencies=[guard("transparency")],
+    response_class=HTMLResponse,
+    responses={**HTML_DOC, **responses()},
+    summary="The cookies Kares sets and why (HTML; policy section 2)",
+)
+async def cookies_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
+    chosen = _lang(request, lang)
+    return _page(render.cookies_html(render.document(rt.catalog, chosen)), chosen)
+
+
+@router.get(
+    "/api/v1/privacy/policy",
+    dependencies=[guard("transparency")],
+    response_model=PolicyOut,
+    responses=responses(),
+    summary="The privacy policy in force, section by section",
+)
+async def policy_json(
+    request: Request, response: Response, rt: RuntimeDep, lang: LangQuery = None
+) -> dict[str, Any]:
+    chosen = _lang(request, lang)
+    response.headers.update(_headers(chosen))
+    return render.to_json(render.document(rt.catalog, chosen))
+
+
+@router.get(
+    "/api/v1/privacy/data-map",
+    dependencies=[guard("transparency")],
+    response_model=list[DataMapRowOut],
+    responses=responses(),
+    summary="Every column that holds personal information: category, functions, retention",
+)
+async def data_map_json(
+    request: Request, response: Response, rt: RuntimeDep, lang: LangQuery = None
+) -> list[dict[str, Any]]:
+    chosen = _lang(request, lang)
+    response.headers.update(_headers(chosen))
+    return [row.to_dict(chosen) for row in data_map(rt.catalog)]
