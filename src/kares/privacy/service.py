@@ -638,3 +638,15 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
             }
         )
     return items
+
+
+# --- minimum necessity for location ---------------------------------------------------------
+
+
+def coarsen(cat: Catalog, category: str, lat: float, lon: float) -> tuple[float, float]:
+    """Round a position to the precision the catalog states for ``category``
+    (location.approximate: 2 decimals, about 1.1 km), before it is stored or shown."""
+    decimals = cat.categories[category].rounding_decimals
+    if decimals is None:
+        raise ValueError(f"{category} states no rounding")
+    return round(lat, decimals), round(lon, decimals)
