@@ -4,7 +4,7 @@ refuses exactly what needs it (driven by the catalog itself)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -13,8 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from kares.app import create_app
+from kares.errors import Problem
 from kares.models import metadata
 from kares.privacy import catalog as catalog_mod
+from kares.privacy import guard as guard_mod
 from kares.privacy import service as privacy
 from kares.privacy.guard import Guard, api_routes, guard, route_guards
 from tests.conftest import PHONE, POLICY_VERSION, REGISTRATION, bearer, sign_up, snapshot
@@ -394,3 +396,49 @@ def test_coarsen_rounds_as_the_catalog_says() -> None:
     assert privacy.coarsen(CAT, "location.approximate", 39.904211, 116.407395) == (39.9, 116.41)
     with pytest.raises(ValueError):
         privacy.coarsen(CAT, "contact.phone", 1.0, 2.0)
+
+
+# --- data about another person ---------------------------------------------------------------
+
+
+async def test_reading_about_another_person_asks_the_registered_checks(
+    settings: Any, sms: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(settings, migrate_embedded=False)
+    probe = APIRouter()
+
+    @probe.get("/api/v1/probe/{account_id}")
+    async def read(
+        account_id: str,
+        ctx: Annotated[guard_mod.Allowed, guard("family", "circles", about="account_id")],
+    ) -> dict[str, str]:
+        return {"about": account_id, "by": ctx.account_id}
+
+    app.include_router(probe)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40002))
+        async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
+            me = await sign_up(c, sms)
+            other = await sign_up(c, sms, phone="+8613900000099")
+            h = bearer(me["token"])
+            own = await c.get(f"/api/v1/probe/{me['account']['id']}", headers=h)
+            assert own.status_code == 200
+            # nobody said this person may be seen: it does not exist for the caller
+            r = await c.get(f"/api/v1/probe/{other['account']['id']}", headers=h)
+            assert r.status_code == 404
+
+            async def sharing_off(_s: Any, allowed: Any, subject: str) -> None:
+                assert allowed.function == "family"
+                raise Problem(403, "sharing.off", "This member does not share this with you.")
+
+            monkeypatch.setattr(guard_mod, "_subject_checks", [sharing_off])
+            r = await c.get(f"/api/v1/probe/{other['account']['id']}", headers=h)
+            assert r.status_code == 403
+            assert r.json()["code"] == "sharing.off"
+
+            async def sharing_on(_s: Any, _allowed: Any, _subject: str) -> None:
+                return None
+
+            monkeypatch.setattr(guard_mod, "_subject_checks", [sharing_on])
+            r = await c.get(f"/api/v1/probe/{other['account']['id']}", headers=h)
+            assert r.status_code == 200
