@@ -402,8 +402,9 @@ def test_coarsen_rounds_as_the_catalog_says() -> None:
 
 
 async def test_reading_about_another_person_asks_the_registered_checks(
-    settings: Any, sms: Any, monkeypatch: pytest.MonkeyPatch
+    app: Any, settings: Any, sms: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # `app` is here for its teardown: it wipes the database this test writes to
     app = create_app(settings, migrate_embedded=False)
     probe = APIRouter()
 
@@ -442,3 +443,26 @@ async def test_reading_about_another_person_asks_the_registered_checks(
             monkeypatch.setattr(guard_mod, "_subject_checks", [sharing_on])
             r = await c.get(f"/api/v1/probe/{other['account']['id']}", headers=h)
             assert r.status_code == 200
+
+
+async def test_jobs_stop_at_once_when_consent_is_withdrawn(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    from kares.accounts.models import Account
+
+    me = await sign_up(client, sms)
+    await _consent(client, me["token"], "category:health.vitals", "grant")
+
+    async def job() -> dict[str, str] | str:
+        async with db.sessions() as s:
+            account = await s.get(Account, me["account"]["id"])
+            try:
+                return await privacy.check_for_job(s, CAT, account, "health", "readings")
+            except Problem as exc:
+                return exc.code
+
+    assert await job() == {}
+    await _consent(client, me["token"], "category:health.vitals", "withdraw")
+    assert await job() == "consent.required"
+    await _consent(client, me["token"], "category:health.vitals", "grant")
+    assert await job() == {}

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
 from kares.devices.models import Device, DevicePermission
 from kares.errors import Problem
 from kares.privacy.catalog import Catalog
+
+
+def _insert(s: AsyncSession) -> Any:
+    """INSERT with ON CONFLICT for the session's database (PostgreSQL or SQLite)."""
+    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 async def touch(
@@ -27,15 +34,25 @@ async def touch(
     now: datetime,
 ) -> tuple[Device, bool]:
     """The account's device with this key, created if new; returns (device, created)."""
+    # Insert-if-absent, so two first sign-ins from one device at once do not
+    # collide on (account_id, device_key): exactly one of them creates it.
+    stmt = (
+        _insert(s)(Device)
+        .values(
+            account_id=account_id,
+            device_key=device_key,
+            kind=kind,
+            first_seen_at=now,
+            last_seen_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[Device.account_id, Device.device_key])
+    )
+    created = (await s.execute(stmt)).rowcount == 1  # type: ignore[attr-defined]
     dev = (
         await s.execute(
             select(Device).where(Device.account_id == account_id, Device.device_key == device_key)
         )
-    ).scalar_one_or_none()
-    created = dev is None
-    if dev is None:
-        dev = Device(account_id=account_id, device_key=device_key, kind=kind, first_seen_at=now)
-        s.add(dev)
+    ).scalar_one()
     dev.last_seen_at = now
     for attr, value in (
         ("model", model),
@@ -63,17 +80,23 @@ async def get_owned(s: AsyncSession, *, account_id: str, device_id: str) -> Devi
 
 
 async def permissions_of(s: AsyncSession, device_id: str) -> dict[str, str]:
-    q = select(DevicePermission).where(DevicePermission.device_id == device_id)
-    return {p.permission: p.state for p in (await s.execute(q)).scalars()}
+    # Columns, not ORM objects: rows are written by an upsert the identity map
+    # does not see.
+    q = select(DevicePermission.permission, DevicePermission.state).where(
+        DevicePermission.device_id == device_id
+    )
+    return {p: st for p, st in (await s.execute(q)).all()}
 
 
 async def permissions_for_many(s: AsyncSession, device_ids: list[str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {d: {} for d in device_ids}
     if not device_ids:
         return out
-    q = select(DevicePermission).where(DevicePermission.device_id.in_(device_ids))
-    for p in (await s.execute(q)).scalars():
-        out[p.device_id][p.permission] = p.state
+    q = select(
+        DevicePermission.device_id, DevicePermission.permission, DevicePermission.state
+    ).where(DevicePermission.device_id.in_(device_ids))
+    for dev, p, st in (await s.execute(q)).all():
+        out[dev][p] = st
     return out
 
 
@@ -97,18 +120,18 @@ async def report_permissions(
                 f"{name} can be {', '.join(perm.states)}, not {state!r}.",
             )
     now = clock.utcnow()
-    current = {
-        p.permission: p
-        for p in (
-            await s.execute(select(DevicePermission).where(DevicePermission.device_id == dev.id))
-        ).scalars()
-    }
-    for name, state in states.items():
-        row = current.get(name)
-        if row is None:
-            s.add(DevicePermission(device_id=dev.id, permission=name, state=state, reported_at=now))
-        else:
-            row.state = state
-            row.reported_at = now
+    if states:
+        # One upsert, in a fixed order: concurrent reports from the same device
+        # neither collide on the primary key nor deadlock; the last one wins.
+        rows = [
+            {"device_id": dev.id, "permission": name, "state": states[name], "reported_at": now}
+            for name in sorted(states)
+        ]
+        stmt = _insert(s)(DevicePermission).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[DevicePermission.device_id, DevicePermission.permission],
+            set_={"state": stmt.excluded.state, "reported_at": stmt.excluded.reported_at},
+        )
+        await s.execute(stmt)
     await s.commit()
     return await permissions_of(s, dev.id)

@@ -66,7 +66,7 @@ def _page(body: str, lang: str) -> HTMLResponse:
 )
 async def policy_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
     chosen = _lang(request, lang)
-    return _page(render.html(render.document(rt.catalog, chosen)), chosen)
+    return _page(render.rendered(rt.catalog, chosen, "html"), chosen)
 
 
 @router.get(
@@ -78,7 +78,7 @@ async def policy_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) 
 )
 async def cookies_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
     chosen = _lang(request, lang)
-    return _page(render.cookies_html(render.document(rt.catalog, chosen)), chosen)
+    return _page(render.rendered(rt.catalog, chosen, "cookies_html"), chosen)
 
 
 @router.get(
@@ -93,7 +93,7 @@ async def policy_json(
 ) -> dict[str, Any]:
     chosen = _lang(request, lang)
     response.headers.update(_headers(chosen))
-    return render.to_json(render.document(rt.catalog, chosen))
+    return dict(render.rendered(rt.catalog, chosen, "json"))
 
 
 @router.get(

@@ -13,11 +13,11 @@ true when the new terms take nothing more than the old ones did.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
 import re
-import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal

@@ -337,7 +337,9 @@ async def ward_receipts(minor_id: str, ctx: GuardianCtx, s: DbDep) -> list[Recei
     "/guardian/wards/{minor_id}/consents",
     status_code=status.HTTP_201_CREATED,
     response_model=ReceiptOut,
-    responses=responses(*AUTH, *CHANGE_ERRORS, (404, "guardian.not_found")),
+    responses=responses(
+        *AUTH, *CHANGE_ERRORS, (404, "guardian.not_found"), (403, "guardian.not_adult")
+    ),
     summary="The guardian gives or withdraws a consent for the child",
 )
 async def change_ward_consent(
@@ -345,6 +347,13 @@ async def change_ward_consent(
 ) -> ReceiptOut:
     assert ctx.caller is not None
     await service.require_ward(s, ctx.caller.account, minor_id)
+    if body.action == "grant" and not service.is_adult(ctx.caller.account):
+        # Only an adult consents for a child; withdrawing stays possible.
+        raise Problem(
+            403,
+            "guardian.not_adult",
+            "Only an adult account can consent for a child. Declare your age under your profile.",
+        )
     minor = await s.get(Account, minor_id)
     assert minor is not None
     return await _change(s, rt, ctx, minor, body, by_guardian=True)

@@ -126,6 +126,7 @@ class _Builder:
         self.lang = lang
         self.rows = rows
         self.p = cat.policy
+        self.digest = cat.digest()
 
     # --- small helpers -----------------------------------------------------------
 
@@ -376,7 +377,7 @@ class _Builder:
             "operator": self.tx(p.operator),
             "contact_email": p.contact_email,
             "response_working_days": p.response_working_days,
-            "catalog_digest": self.cat.digest(),
+            "catalog_digest": self.digest,
         }
         return Document(
             lang=self.lang,
@@ -542,11 +543,11 @@ class _Builder:
                     "Openness in practice: this policy is generated from the machine-readable "
                     "catalog that the Kares software itself enforces, so the text and what the "
                     f"software does cannot disagree (catalog version {self.p.version}, digest "
-                    f"{self.cat.digest()[:16]}). The same policy is published as JSON at "
+                    f"{self.digest[:16]}). The same policy is published as JSON at "
                     "/api/v1/privacy/policy, and the data map at /api/v1/privacy/data-map.",
                     "公开透明的落实：本政策由 Kares 软件自身执行的机器可读目录生成，"
                     "因此政策文本与软件的实际行为不会不一致（目录版本 "
-                    f"{self.p.version}，摘要 {self.cat.digest()[:16]}）。"
+                    f"{self.p.version}，摘要 {self.digest[:16]}）。"
                     "本政策同时以 JSON 格式发布于 /api/v1/privacy/policy，数据清单发布于 "
                     "/api/v1/privacy/data-map。",
                 )
@@ -1168,7 +1169,7 @@ class _Builder:
                 Paragraph(
                     self.t(
                         "We may share your personal information with the following third parties:",
-                        "在下列情况下，我们可能会与以下第三方共享您的个人信息：",
+                        "我们可能会与以下第三方共享您的个人信息：",
                     )
                 ),
                 self.tp_table("third-parties-sharing", "sharing"),
@@ -1931,13 +1932,13 @@ class _Builder:
                         f"information. We ask for the {self.cat_inline(AGE_CATEGORY)} when an "
                         "account is created. When an account belongs to a child under 14, we "
                         "process the child's personal information only after a parent or other "
-                        f"guardian has consented{via}. We keep the record of that consent as "
-                        f"{self.cat_inline(MINOR_CATEGORY)}: "
+                        f"guardian has consented{via}. The record of that consent "
+                        f"({self.cat_inline(MINOR_CATEGORY)}) is "
                         f"{self.retention(cats[MINOR_CATEGORY].retention)}.",
                         "不满十四周岁未成年人的个人信息属于敏感个人信息。创建账号时，我们会询问"
                         f"{self.cat_name(AGE_CATEGORY)}。账号属于不满十四周岁的儿童时，"
                         f"我们仅在其父母或其他监护人同意后{via}处理该儿童的个人信息。"
-                        f"该同意记录作为“{self.cat_name(MINOR_CATEGORY)}”保存："
+                        f"该同意记录（{self.cat_name(MINOR_CATEGORY)}）"
                         f"{self.retention(cats[MINOR_CATEGORY].retention)}。",
                     )
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "document",
     "html",
     "negotiate",
+    "rendered",
     "text",
     "to_json",
 ]
@@ -47,6 +49,28 @@ def document(cat: Catalog, lang: str, rows: list[DataMapRow] | None = None) -> D
 
 def to_json(doc: Document) -> dict[str, Any]:
     return doc.to_dict()
+
+
+_rendered: dict[int, tuple[Catalog, dict[tuple[str, str], Any]]] = {}
+
+
+def rendered(cat: Catalog, lang: str, form: str) -> Any:
+    """``html``, ``cookies_html`` or ``json`` of the policy, rendered once per catalog
+    and language (the catalog is immutable; the routes are public)."""
+    entry = _rendered.get(id(cat))
+    if entry is None or entry[0] is not cat:
+        if len(_rendered) >= 8:
+            _rendered.clear()
+        entry = _rendered[id(cat)] = (cat, {})
+    cache = entry[1]
+    if (lang, form) not in cache:
+        make: dict[str, Callable[[Document], Any]] = {
+            "html": html,
+            "cookies_html": cookies_html,
+            "json": to_json,
+        }
+        cache[(lang, form)] = make[form](document(cat, lang))
+    return cache[(lang, form)]
 
 
 # --- language negotiation ---------------------------------------------------------------
@@ -162,6 +186,7 @@ WIDTH = 78
 _CJK = "\u2e80-\u9fff\u3000-\u303f\uf900-\ufaff\uff00-\uffef"
 _TOKENS = re.compile(rf"\s+|[{_CJK}]|[^\s{_CJK}]+")
 _NO_LINE_START = set("，。；：、）」』》！？,.;:)!?")
+_NO_LINE_END = set("（「『《")
 
 
 def _width(s: str) -> int:
@@ -170,15 +195,20 @@ def _width(s: str) -> int:
 
 def wrap(value: str, width: int = WIDTH, indent: str = "", hanging: str | None = None) -> str:
     """Wrap by display width: Latin text breaks at spaces, Chinese between characters
-    (never before closing punctuation)."""
+    (never before closing punctuation, never after opening punctuation)."""
     hanging = indent if hanging is None else hanging
     lines: list[str] = []
     line, used, space = indent, _width(indent), False
     fresh = True
+    opening = ""
     for tok in _TOKENS.findall(value):
         if tok.isspace():
             space = not fresh
             continue
+        if tok in _NO_LINE_END:
+            opening += tok  # glued to what follows it
+            continue
+        tok, opening = opening + tok, ""
         w = _width(tok)
         gap = 1 if space else 0
         if not fresh and used + gap + w > width and tok[0] not in _NO_LINE_START:
@@ -187,6 +217,7 @@ def wrap(value: str, width: int = WIDTH, indent: str = "", hanging: str | None =
         line += " " * gap + tok
         used += gap + w
         fresh, space = False, False
+    line += opening
     lines.append(line)
     return "\n".join(lines)
 

@@ -219,24 +219,12 @@ async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:
     cat = rt.catalog
     caller = allowed.caller
     assert caller is not None
-    account = caller.account
-    fn = cat.functions[allowed.function]
     feat = cat.feature(allowed.function, allowed.feature)
+    await _check_account(s, cat, caller.account, allowed)
 
-    if account.status != "active":
-        raise _refuse(403, "account.inactive", "This account is not active.")
-    if not (fn.minor_allowed or feat.minor_allowed) and is_minor(account):
-        if not await has_guardian(s, account.id):
-            raise _refuse(
-                403,
-                "guardian.consent_required",
-                "A child under 14 needs a guardian's consent before using Kares.",
-            )
-    if not fn.consent_exempt:
-        await _check_consent(s, cat, account.id, allowed, fn.kind, feat.categories)
-
+    degradable = {c for p in cat.permissions.values() for cs in p.degrade.values() for c in cs}
     device_id = caller.session.device_id
-    if device_id and (feat.permissions or feat.any_permission or feat.categories):
+    if device_id and (feat.permissions or feat.any_permission or degradable & set(feat.categories)):
         perms = await devices.permissions_of(s, device_id)
         closed = [p for p in feat.permissions if perms.get(p) == "denied"]
         if feat.any_permission and all(perms.get(p) == "denied" for p in feat.any_permission):
@@ -256,6 +244,38 @@ async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:
                 fb = cat.categories[c].fallback
                 if c in feat.categories and fb:
                     allowed.degraded[c] = fb
+
+
+async def check_for_job(
+    s: AsyncSession, cat: Catalog, account: Account, function: str, feature: str | None = None
+) -> dict[str, str]:
+    """What a background job must ask before it processes an account's data for
+    a function: the same account, minor and consent checks as the guard (there
+    is no device). Raises the same 403 Problem when refused; returns the
+    categories to coarsen. Jobs call it per account per run, so a withdrawal
+    stops them at their next item (policy 5.3)."""
+    from kares.privacy.guard import Allowed
+
+    allowed = Allowed(function, feature, None)
+    await _check_account(s, cat, account, allowed)
+    return allowed.degraded
+
+
+async def _check_account(s: AsyncSession, cat: Catalog, account: Account, allowed: Allowed) -> None:
+    """Account state, a guardian for children under 14, and consent."""
+    fn = cat.functions[allowed.function]
+    feat = cat.feature(allowed.function, allowed.feature)
+    if account.status != "active":
+        raise _refuse(403, "account.inactive", "This account is not active.")
+    if not (fn.minor_allowed or feat.minor_allowed) and is_minor(account):
+        if not await has_guardian(s, account.id):
+            raise _refuse(
+                403,
+                "guardian.consent_required",
+                "A child under 14 needs a guardian's consent before using Kares.",
+            )
+    if not fn.consent_exempt:
+        await _check_consent(s, cat, account.id, allowed, fn.kind, feat.categories)
 
 
 async def _check_consent(
@@ -573,9 +593,25 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
     for table in metadata.sorted_tables:
         info = table.info or {}
         subject_col = info.get("subject_column")
-        if not subject_col:
-            continue
-        subject = table.c[subject_col]
+        source: Any = table
+        if subject_col:
+            subject = table.c[subject_col]
+        else:
+            # A table about no account directly may be about one through a
+            # foreign key (device_permissions -> devices.account_id).
+            fk = next(
+                (
+                    f
+                    for f in table.foreign_keys
+                    if (f.column.table.info or {}).get("subject_column")
+                ),
+                None,
+            )
+            if fk is None:
+                continue
+            parent = fk.column.table
+            subject = parent.c[parent.info["subject_column"]]
+            source = table.join(parent, fk.parent == fk.column)
         time_col = next(
             (
                 table.c[n]
@@ -596,7 +632,11 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
             if not cat_key:
                 continue
             oldest = sa_func.min(time_col) if time_col is not None else literal(None)
-            q = sa_select(sa_func.count(), oldest).where(subject == account.id, col.is_not(None))
+            q = (
+                sa_select(sa_func.count(), oldest)
+                .select_from(source)
+                .where(subject == account.id, col.is_not(None))
+            )
             count, first = (await s.execute(q)).one()
             if count:
                 prev = held.get(cat_key)
