@@ -170,3 +170,40 @@ def test_serve_runs_embedded_and_applies_migrations(tmp_path: Path) -> None:
     assert "Your verification code is" in out
     assert "+86 138****5678" in out
     assert "13812345678" not in out
+
+
+def test_policy_check_compares_with_published_versions(
+    kares_env: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import yaml
+
+    from kares.privacy import catalog as catalog_mod
+
+    try:
+        assert run_kares("demo", "--json", env=kares_env).returncode == 0  # publishes
+        ok = run_kares("policy", "check", env=kares_env)
+        assert ok.returncode == 0, ok.stderr
+        assert "already served" in ok.stdout
+        data = yaml.safe_load(catalog_mod.DEFAULT_PATH.read_text(encoding="utf-8"))
+        data["categories"]["calls.records"]["retention"] = {"days": 400, "then": "delete"}
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        r = run_kares("policy", "check", "--catalog", str(changed), env=kares_env)
+        assert r.returncode == 2
+        assert "already published" in r.stderr
+        data["policy"]["version"] = "2099-01-01"
+        data["policy"]["significant"] = False
+        changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        r = run_kares("policy", "check", "--catalog", str(changed), env=kares_env)
+        assert r.returncode == 2
+        assert "significant" in r.stderr
+        data["policy"]["significant"] = True
+        changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        r = run_kares("policy", "check", "--catalog", str(changed), env=kares_env)
+        assert r.returncode == 0, r.stderr
+        assert "category:calls.records" in r.stdout and "function:calls" in r.stdout
+    finally:
+        if db_url.startswith("postgresql"):
+            asyncio.run(_wipe(db_url))

@@ -137,7 +137,40 @@ def _cmd_policy_check(args: argparse.Namespace) -> int:
     )
     print(f"  data map: {len(rows)} personal columns in {len({r.table for r in rows})} tables")
     print(f"  digest {cat.digest()}")
+    try:
+        published = asyncio.run(_check_against_published(cat))
+    except catalog_mod.CatalogError as exc:
+        print(f"kares: catalog error: {exc}", file=sys.stderr)
+        return 2
+    print(f"  {published}")
     return 0
+
+
+async def _check_against_published(cat: Any) -> str:
+    """Compare with the versions the database has served (nothing is written)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kares.config import get_settings
+    from kares.db import Database
+    from kares.privacy import service as privacy
+
+    db = Database(get_settings().effective_database_url)
+    try:
+        async with db.sessions() as s:
+            try:
+                versions = await privacy.list_versions(s)
+            except (SQLAlchemyError, OSError):
+                return "published versions: unknown (database not reachable or not migrated)"
+            row = await privacy.sync_policy(s, cat, dry_run=True)
+            if any(v.version == cat.policy.version for v in versions):
+                return f"published versions: {len(versions)}; this version is already served"
+            asks = ", ".join(row.reductions) or "nothing"
+            return (
+                f"published versions: {len(versions)}; this version is new and asks users "
+                f"again about: {asks}"
+            )
+    finally:
+        await db.dispose()
 
 
 def _cmd_policy_render(args: argparse.Namespace) -> int:

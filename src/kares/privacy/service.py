@@ -44,7 +44,9 @@ GUARDIAN_REQUEST_HOURS = 24
 _versions: dict[str, dict[str, Any]] = {}  # version -> terms; versions never change
 
 
-async def sync_policy(s: AsyncSession, cat: Catalog, *, text_hash: str = "") -> PolicyVersion:
+async def sync_policy(
+    s: AsyncSession, cat: Catalog, *, text_hash: str = "", dry_run: bool = False
+) -> PolicyVersion:
     """Publish the catalog's version if it is new; refuse a changed one.
 
     A version, once served, is immutable: changing the catalog without a new
@@ -60,7 +62,8 @@ async def sync_policy(s: AsyncSession, cat: Catalog, *, text_hash: str = "") -> 
                 f"policy.version: {meta.version!r} was already published with different "
                 "content; give the revision a new version number"
             )
-        _versions[row.version] = row.terms
+        if not dry_run:
+            _versions[row.version] = row.terms
         return row
     prev = (
         await s.execute(
@@ -85,6 +88,8 @@ async def sync_policy(s: AsyncSession, cat: Catalog, *, text_hash: str = "") -> 
         reductions=reduced,
         first_served_at=clock.utcnow(),
     )
+    if dry_run:
+        return row
     s.add(row)
     await s.commit()
     _versions[row.version] = terms
