@@ -201,3 +201,19 @@ def test_covers_is_the_reduction_rule() -> None:
     assert not catalog_mod.covers(t, {**t, "purpose": "something else"})
     assert not catalog_mod.covers(t, {**t, "third_parties": ["someone"]})
     assert not catalog_mod.covers(None, t)
+
+
+async def test_versions_list_what_each_revision_asked_again(
+    client: httpx.AsyncClient, sms: Any, settings: Any, tmp_path: Path
+) -> None:
+    await sign_up(client, sms)
+    v2 = revision(tmp_path, "2025-05-01", True, add_category_to_messaging)
+    async with serving(settings, v2) as c2:
+        r = await c2.get("/api/v1/privacy/versions")
+        assert r.status_code == 200
+        first, second = r.json()
+        assert first["version"] == POLICY_VERSION and first["asks_again_about"] == []
+        assert second["version"] == "2025-05-01" and second["significant"] is True
+        # messaging takes a new category, and that category serves a new function
+        assert second["asks_again_about"] == ["category:device.attributes", "function:messaging"]
+        assert second["changes"] == [{"en": "Revision 2025-05-01.", "zh": "修订 2025-05-01。"}]

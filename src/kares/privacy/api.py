@@ -18,12 +18,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kares.accounts.auth import RuntimeDep
+from kares.accounts.auth import DbDep, RuntimeDep
 from kares.errors import responses
 from kares.privacy import render
+from kares.privacy import service as privacy_service
 from kares.privacy.datamap import data_map
 from kares.privacy.guard import guard
-from kares.privacy.schemas import DataMapRowOut, PolicyOut
+from kares.privacy.schemas import DataMapRowOut, PolicyOut, VersionOut
 
 router = APIRouter(tags=["privacy"])
 
@@ -109,3 +110,24 @@ async def data_map_json(
     chosen = _lang(request, lang)
     response.headers.update(_headers(chosen))
     return [row.to_dict(chosen) for row in data_map(rt.catalog)]
+
+
+@router.get(
+    "/api/v1/privacy/versions",
+    dependencies=[guard("transparency")],
+    response_model=list[VersionOut],
+    responses=responses(),
+    summary="Every version of the policy served so far, oldest first, with its changes",
+)
+async def versions(s: DbDep) -> list[VersionOut]:
+    return [
+        VersionOut(
+            version=v.version,
+            published_on=v.published_on,
+            significant=v.significant,
+            changes=v.changes,
+            asks_again_about=v.reductions,
+            first_served_at=v.first_served_at,
+        )
+        for v in await privacy_service.list_versions(s)
+    ]

@@ -58,3 +58,16 @@ class DataMapRowOut(BaseModel):
     functions: list[str] = Field(examples=[["account"]])
     retention: RetentionOut
     encrypted_at_rest: bool
+
+
+class VersionOut(BaseModel):
+    """A published version of the policy and what it changed."""
+
+    version: str
+    published_on: dt.date
+    significant: bool
+    changes: list[dict[str, str]] = Field(description="What changed, in en and zh")
+    asks_again_about: list[str] = Field(
+        description="Consents this version stretched: users agree again before these apply"
+    )
+    first_served_at: dt.datetime
