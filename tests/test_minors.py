@@ -593,3 +593,89 @@ async def test_child_turning_14_no_longer_needs_a_guardian(client: httpx.AsyncCl
     assert r.json()["by_guardian"] is False
     r = await client.get("/api/v1/notifications", headers=auth)
     assert r.status_code == 200, r.text
+
+
+# --- corner cases -----------------------------------------------------------------------------
+
+
+async def test_an_adult_cannot_turn_into_a_child(client: httpx.AsyncClient, sms, db) -> None:
+    adult = await sign_up(client, sms, GUARDIAN)
+    auth = bearer(adult["token"])
+    await client.get("/api/v1/me", headers=auth)
+    before = await snapshot(db)
+    for body in ({"age_bracket": "under_14"}, {"birth_date": child_birth_date()}):
+        problem(
+            await client.patch("/api/v1/me", json=body, headers=auth),
+            422,
+            "account.age_change_refused",
+        )
+    assert await snapshot(db) == before
+    assert (await client.get("/api/v1/me", headers=auth)).status_code == 200
+
+
+async def test_one_of_two_guardians_leaving_keeps_the_child_approved(
+    client: httpx.AsyncClient, sms
+) -> None:
+    guardian, child = await approved_pair(client, sms)
+    second = await sign_up(client, sms, STRANGER)
+    code = await ask_guardian(client, sms, child, STRANGER)
+    r = await client.post(
+        "/api/v1/guardian/approve", json={"code": code}, headers=bearer(second["token"])
+    )
+    assert r.status_code == 200, r.text
+    r = await client.delete(
+        f"/api/v1/guardian/wards/{child['account']['id']}", headers=bearer(guardian["token"])
+    )
+    assert r.status_code == 204
+    assert (await client.get("/api/v1/me", headers=bearer(child["token"]))).status_code == 200
+    r = await client.delete(
+        f"/api/v1/guardian/wards/{child['account']['id']}", headers=bearer(second["token"])
+    )
+    assert r.status_code == 204
+    problem(
+        await client.get("/api/v1/me", headers=bearer(child["token"])),
+        403,
+        "guardian.consent_required",
+    )
+
+
+async def test_guardian_sees_who_asks_and_approves_that_child(
+    client: httpx.AsyncClient, sms
+) -> None:
+    guardian = await sign_up(client, sms, GUARDIAN)
+    first = await sign_up_child(client, sms, CHILD)
+    second = await sign_up_child(client, sms, TEEN)
+    await ask_guardian(client, sms, first)
+    clock.advance(61)
+    code = await ask_guardian(client, sms, second)
+    pending = (
+        await client.get("/api/v1/guardian/requests", headers=bearer(guardian["token"]))
+    ).json()
+    assert len(pending) == 2
+    # the newest request comes first; each names the child by their masked number
+    assert [p["child_phone"] for p in pending] == ["+86 139****0404", "+86 139****0101"]
+    named = pending[1]
+    r = await client.post(
+        "/api/v1/guardian/approve",
+        json={"code": code, "request_id": named["id"]},
+        headers=bearer(guardian["token"]),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["account_id"] == first["account"]["id"]
+    assert (await client.get("/api/v1/me", headers=bearer(first["token"]))).status_code == 200
+    problem(
+        await client.get("/api/v1/me", headers=bearer(second["token"])),
+        403,
+        "guardian.consent_required",
+    )
+
+
+async def test_the_guardian_is_told_they_hold_a_guardianship(
+    client: httpx.AsyncClient, sms
+) -> None:
+    guardian, _child = await approved_pair(client, sms)
+    items = (await client.get("/api/v1/me/processing", headers=bearer(guardian["token"]))).json()[
+        "items"
+    ]
+    item = next(i for i in items if i["category"] == "minors.guardianship")
+    assert item["held"] is True

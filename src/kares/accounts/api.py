@@ -353,6 +353,7 @@ async def me(caller: CallerDep, s: DbDep) -> AccountOut:
         *AUTH_ERRORS,
         (422, "profile.invalid_name"),
         (422, "account.invalid_birth_date"),
+        (422, "account.age_change_refused"),
         (403, "guardian.consent_required"),
     ),
     summary="Change the account name",

@@ -672,6 +672,15 @@ async def update_profile(
                 "A child's age cannot be changed here; ask your guardian.",
             )
         age = privacy.check_age(birth_date, age_bracket, clock.utcnow().date())
+        if age[1] == "under_14":
+            # An account cannot turn itself into a child's account (it would lock
+            # itself out with nobody able to undo it); a child registers their own.
+            raise Problem(
+                422,
+                "account.age_change_refused",
+                "An existing account cannot become a child's account; a child under 14 "
+                "registers their own account.",
+            )
     if age is not None:
         account.birth_date, account.age_bracket = age
     if name is not None:

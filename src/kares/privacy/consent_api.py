@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kares.accounts.auth import DbDep, RuntimeDep, request_ip
 from kares.accounts.models import Account
 from kares.errors import Problem, responses
+from kares.logs import mask_phone
 from kares.privacy import service
 from kares.privacy.catalog import Catalog
 from kares.privacy.consent_schemas import (
@@ -22,6 +23,7 @@ from kares.privacy.consent_schemas import (
     GuardianApprove,
     GuardianAsk,
     GuardianRequestOut,
+    PendingRequestOut,
     ProcessingItem,
     ProcessingOut,
     ReceiptOut,
@@ -280,6 +282,7 @@ async def approve(body: GuardianApprove, ctx: GuardianCtx, rt: RuntimeDep, s: Db
         code=body.code,
         session_id=ctx.caller.session.id,
         device_id=ctx.caller.session.device_id,
+        request_id=body.request_id,
     )
     minor = await s.get(Account, g.minor_account_id)
     return WardOut(
@@ -287,6 +290,32 @@ async def approve(body: GuardianApprove, ctx: GuardianCtx, rt: RuntimeDep, s: Db
         name=minor.name if minor else None,
         approved_at=g.approved_at,
     )
+
+
+@router.get(
+    "/guardian/requests",
+    response_model=list[PendingRequestOut],
+    responses=responses(*AUTH),
+    summary="Children who asked this account's phone number to be their guardian",
+    description="So the guardian sees who is asking before approving with the code.",
+)
+async def guardian_requests(ctx: GuardianCtx, s: DbDep) -> list[PendingRequestOut]:
+    assert ctx.caller is not None
+    out = []
+    for r in await service.pending_requests(s, ctx.caller.account):
+        child = await s.get(Account, r.minor_account_id)
+        if child is None:
+            continue
+        out.append(
+            PendingRequestOut(
+                id=r.id,
+                child_name=child.name,
+                child_phone=mask_phone(child.phone),
+                created_at=r.created_at,
+                expires_at=r.expires_at,
+            )
+        )
+    return out
 
 
 @router.get(

@@ -68,6 +68,19 @@ class GuardianAsk(_In):
 
 class GuardianApprove(_In):
     code: str = Field(min_length=1, max_length=16)
+    request_id: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Which child's request (GET /api/v1/guardian/requests); default: the newest",
+    )
+
+
+class PendingRequestOut(BaseModel):
+    id: str
+    child_name: str | None
+    child_phone: str = Field(description="Masked, e.g. +86 139****0078")
+    created_at: datetime
+    expires_at: datetime
 
 
 class GuardianRequestOut(BaseModel):

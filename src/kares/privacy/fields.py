@@ -52,13 +52,26 @@ class Encrypted(TypeDecorator[str]):
 
 
 def table_info(
-    *, subject: str | None, not_personal: tuple[str, ...] = (), why: str = ""
+    *,
+    subject: str | None,
+    not_personal: tuple[str, ...] = (),
+    why: str = "",
+    also_about: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``__table_args__`` entry: whose data the table holds and which columns are
     explicitly not personal.
 
     ``subject`` names the column holding the account id the rows are about (None
-    for tables about no account, with ``why``). A test fails on any column that
-    is neither ``personal(...)``, ``not_personal(...)`` nor listed here.
+    for tables about no account, with ``why``); ``also_about`` names further
+    account columns whose account the rows also concern (a guardian). A test
+    fails on any column that is neither ``personal(...)``, ``not_personal(...)``
+    nor listed here.
     """
-    return {"info": {"subject_column": subject, "not_personal": list(not_personal), "why": why}}
+    return {
+        "info": {
+            "subject_column": subject,
+            "not_personal": list(not_personal),
+            "why": why,
+            "also_about": list(also_about),
+        }
+    }

@@ -97,7 +97,13 @@ class Guardianship(Base):
     """An adult account's verified guardianship of a child's account."""
 
     __tablename__ = "guardianships"
-    __table_args__ = (table_info(subject="minor_account_id", not_personal=("id",)),)
+    __table_args__ = (
+        table_info(
+            subject="minor_account_id",
+            also_about=("guardian_account_id",),
+            not_personal=("id",),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     minor_account_id: Mapped[str] = mapped_column(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -489,6 +489,7 @@ async def approve_guardian(
     code: str,
     session_id: str | None,
     device_id: str | None,
+    request_id: str | None = None,
 ) -> Guardianship:
     """The guardian, signed in on their own adult account, proves the code sent to
     their phone; the child's account is approved and the policy accepted for it."""
@@ -502,20 +503,12 @@ async def approve_guardian(
             "Only an adult account can be a guardian. Declare your age under your profile.",
         )
     now = clock.utcnow()
-    req = (
-        await s.execute(
-            select(GuardianRequest)
-            .where(
-                GuardianRequest.guardian_phone_hash == guardian.phone_hash,
-                GuardianRequest.status == "pending",
-                GuardianRequest.expires_at > now,
-            )
-            .order_by(GuardianRequest.created_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if req is None:
+    pending = await pending_requests(s, guardian)
+    if request_id is not None:
+        pending = [r for r in pending if r.id == request_id]
+    if not pending:
         raise Problem(404, "guardian.no_request", "No child has asked you to be their guardian.")
+    req = pending[0]
     challenge = await accounts.check_code(
         s, rt, ph=guardian.phone_hash, purpose="guardian", code=code
     )
@@ -549,6 +542,20 @@ async def approve_guardian(
     return g
 
 
+async def pending_requests(s: AsyncSession, guardian: Account) -> list[GuardianRequest]:
+    """Children's requests addressed to this account's phone, newest first."""
+    q = (
+        select(GuardianRequest)
+        .where(
+            GuardianRequest.guardian_phone_hash == guardian.phone_hash,
+            GuardianRequest.status == "pending",
+            GuardianRequest.expires_at > clock.utcnow(),
+        )
+        .order_by(GuardianRequest.created_at.desc())
+    )
+    return list((await s.execute(q)).scalars())
+
+
 async def end_guardianship(
     s: AsyncSession, rt: Runtime, guardian: Account, minor_id: str, *, session_id: str | None
 ) -> None:
@@ -557,16 +564,19 @@ async def end_guardianship(
     if g is None:
         raise Problem(404, "guardian.not_found", "You are not this account's guardian.")
     g.ended_at = clock.utcnow()
-    await record(
-        s,
-        account_id=minor_id,
-        subject="policy",
-        action="withdraw",
-        policy_version=rt.catalog.policy.version,
-        via="guardian",
-        actor_account_id=guardian.id,
-        session_id=session_id,
-    )
+    await s.flush()
+    if not await has_guardian(s, minor_id):
+        # the last guardian's approval carried the policy acceptance: it goes too
+        await record(
+            s,
+            account_id=minor_id,
+            subject="policy",
+            action="withdraw",
+            policy_version=rt.catalog.policy.version,
+            via="guardian",
+            actor_account_id=guardian.id,
+            session_id=session_id,
+        )
     await s.commit()
 
 
@@ -617,6 +627,10 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
             parent = fk.column.table
             subject = parent.c[parent.info["subject_column"]]
             source = table.join(parent, fk.parent == fk.column)
+        # tables about two accounts (guardianships) name the second one too
+        about = or_(
+            subject == account.id, *(table.c[c] == account.id for c in info.get("also_about", ()))
+        )
         time_col = next(
             (
                 table.c[n]
@@ -640,7 +654,7 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
             q = (
                 sa_select(sa_func.count(), oldest)
                 .select_from(source)
-                .where(subject == account.id, col.is_not(None))
+                .where(about, col.is_not(None))
             )
             count, first = (await s.execute(q)).one()
             if count:
