@@ -99,9 +99,16 @@ async def sync_policy(
 
 async def sync_at_start(rt: Runtime) -> None:
     """Start-up: publish the catalog's version (skipped until migrations ran)."""
+    import hashlib
+
+    from kares.privacy import render
+
+    # the hash of the readable text users were shown, in every language
+    text = "\n".join(render.rendered(rt.catalog, lang, "html") for lang in render.LANGS)
+    text_hash = hashlib.sha256(text.encode()).hexdigest()
     async with rt.db.sessions() as s:
         try:
-            await sync_policy(s, rt.catalog)
+            await sync_policy(s, rt.catalog, text_hash=text_hash)
         except (OperationalError, ProgrammingError):
             log.warning("policy not synced: database not migrated yet (run `kares migrate`)")
 
