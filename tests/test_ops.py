@@ -92,3 +92,22 @@ async def test_oversize_json_body_is_413(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 413
     assert r.json()["code"] == "request.too_large"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("GET", "/api/v1/devices/%00", None),
+        ("GET", "/api/v1/notifications?before=a%00b", None),
+        ("POST", "/api/v1/auth/sms/send", b'{"phone": "138\\u00001234"}'),
+        ("POST", "/api/v1/sos", b'{"note": "help\\u0000"}'),
+    ],
+)
+async def test_nul_characters_are_refused_before_any_database_sees_them(
+    client: httpx.AsyncClient, method: str, url: str, body: bytes | None
+) -> None:
+    r = await client.request(
+        method, url, content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "request.nul_character"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,11 +15,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kares import __version__, migrations
+from kares import __version__, jobs, migrations
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
 from kares.devices import api as devices_api
 from kares.errors import install_handlers, problem_response
+from kares.families import api as families_api
 from kares.logs import setup_logging
 from kares.media import api as media_api
 from kares.notify import api as notify_api
@@ -26,15 +28,21 @@ from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
 from kares.runtime import Runtime
+from kares.sos import api as sos_api
 
 log = logging.getLogger("kares.app")
 
 JSON_BODY_LIMIT = 1024 * 1024
-UPLOAD_PATHS = ("/api/v1/me/avatar",)
+# Image uploads: the avatar and a family's group photo.
+UPLOAD_PATH = re.compile(r"^/api/v1/(me/avatar|families/[^/]+/photo)$")
+NUL_CODE = "request.nul_character"
+NUL_DETAIL = "Text may not contain NUL characters."
 
 
 class BodyLimit:
-    """Refuses request bodies over a limit with 413, before or while they stream in.
+    """Refuses request bodies over a limit with 413, before or while they stream in,
+    and NUL characters in a path, query or JSON body with 400 (no database stores
+    them in text, and none of our text needs them).
 
     JSON bodies are capped at 1 MiB; image uploads at the image cap plus room
     for the multipart envelope.
@@ -48,7 +56,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.upload_limit if scope["path"] in UPLOAD_PATHS else JSON_BODY_LIMIT
+        upload = bool(UPLOAD_PATH.match(scope["path"]))
+        limit = self.upload_limit if upload else JSON_BODY_LIMIT
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+        query = scope.get("query_string", b"")
+        if b"\x00" in raw_path or b"%00" in raw_path or b"\x00" in query or b"%00" in query:
+            await problem_response(400, NUL_CODE, NUL_DETAIL)(scope, receive, send)
+            return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -64,16 +78,23 @@ class BodyLimit:
                     await resp(scope, receive, send)
                     return
         seen = 0
+        tail = b""
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, tail
             msg = await receive()
             if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
+                chunk = msg.get("body", b"")
+                seen += len(chunk)
                 if seen > limit:
                     raise StarletteHTTPException(
                         413, f"Request bodies here may be at most {limit} bytes."
                     )
+                if not upload:
+                    window = tail + chunk
+                    if b"\\u0000" in window or b"\x00" in chunk:
+                        raise StarletteHTTPException(400, NUL_DETAIL)
+                    tail = window[-5:]
             return msg
 
         await self.app(scope, limited, send)
@@ -101,9 +122,12 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
             await anyio.to_thread.run_sync(migrations.upgrade, settings.effective_database_url)
         await privacy.sync_at_start(rt)
         app.state.runtime = rt
+        worker = jobs.Worker(rt).start() if settings.jobs_worker_enabled else None
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             await rt.close()
 
     app = FastAPI(
@@ -117,7 +141,10 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
                 "name": "accounts",
                 "description": "Registration, sign-in, sessions (policy 1.1, 1.4)",
             },
-            {"name": "notifications", "description": "The in-app inbox"},
+            {
+                "name": "notifications",
+                "description": "The in-app inbox, push channels and preferences (policy 1.6.1)",
+            },
             {"name": "media", "description": "Uploaded images"},
             {"name": "ops", "description": "Liveness and readiness"},
         ],
@@ -177,6 +204,8 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(privacy_api.router)
     app.include_router(consent_api.router)
     app.include_router(devices_api.router)
+    app.include_router(families_api.router)
+    app.include_router(sos_api.router)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))

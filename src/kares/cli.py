@@ -1,4 +1,4 @@
-"""The ``kares`` command: serve, migrate, demo, policy."""
+"""The ``kares`` command: serve, worker, migrate, demo, policy."""
 
 from __future__ import annotations
 
@@ -31,6 +31,52 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+async def _worker(once: bool) -> int:
+    import signal
+
+    from kares import jobs, migrations
+    from kares.config import get_settings
+    from kares.runtime import Runtime
+
+    settings = get_settings()
+    rt = Runtime.build(settings)
+    try:
+        current = await migrations.current_revision(rt.db.engine)
+        if current != migrations.head_revision():
+            print(
+                f"kares: the database is at migration {current}, not "
+                f"{migrations.head_revision()}: run `kares migrate` first",
+                file=sys.stderr,
+            )
+            return 2
+        if once:
+            stats = await jobs.run_due(rt)
+            print(
+                f"ran {stats.ran} jobs: {stats.done} done, {stats.retried} to retry, "
+                f"{stats.deferred} held, {stats.dead} gave up"
+            )
+            return 0
+        worker = jobs.Worker(rt).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"kares worker {worker.name} running; Ctrl-C to stop", file=sys.stderr)
+        await stop.wait()
+        await worker.stop()
+        return 0
+    finally:
+        await rt.close()
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from kares.config import get_settings
+    from kares.logs import setup_logging
+
+    setup_logging(get_settings().log_level)
+    return asyncio.run(_worker(args.once))
 
 
 def _cmd_migrate(_args: argparse.Namespace) -> int:
@@ -213,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not apply pending migrations on the embedded database at start",
     )
     serve.set_defaults(func=_cmd_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run background jobs (push delivery, ...) outside the API process; "
+        "set KARES_JOBS_WORKER=false on `kares serve` to leave them all to workers",
+    )
+    worker.add_argument("--once", action="store_true", help="run the jobs due now, then exit")
+    worker.set_defaults(func=_cmd_worker)
 
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.set_defaults(func=_cmd_migrate)

@@ -95,7 +95,54 @@ class Settings(BaseSettings):
     oauth_nonce_per_ip_per_hour: int = 60
     oauth_http_timeout_seconds: float = 5.0
 
-    @field_validator("trusted_proxies", "wechat_avatar_hosts", "apple_client_ids", mode="before")
+    # Background jobs (kares.jobs). The in-process worker runs inside the app
+    # unless turned off (then run `kares worker`); None: on, except with env=test,
+    # where tests run due jobs themselves (jobs.run_due).
+    jobs_worker: bool | None = None
+    jobs_poll_seconds: float = 2.0
+    jobs_batch_size: int = Field(default=20, ge=1, le=500)
+    jobs_concurrency: int = Field(default=8, ge=1, le=100)
+    jobs_lease_seconds: int = Field(default=300, ge=5)
+    jobs_max_attempts: int = Field(default=12, ge=1)
+    jobs_backoff_base_seconds: float = Field(default=10.0, gt=0)
+    jobs_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+
+    # Push notifications (notify/push.py). A provider without its credentials is
+    # unavailable in production; elsewhere its pushes go to the console sink.
+    push_sink: Literal["console", "file"] = "console"
+    push_file: Path | None = None
+    push_ttl_seconds: int = Field(default=86400, ge=60)
+    push_http_timeout_seconds: float = 10.0
+    # APNs, token-based auth: the .p8 key (a file or its PEM text), key id, team id
+    apns_key_file: Path | None = None
+    apns_key: str = ""
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""  # the app's bundle id
+    apns_base_url: str = "https://api.push.apple.com"  # sandbox: api.sandbox.push.apple.com
+    # FCM HTTP v1: a service-account JSON (a file or the JSON text)
+    fcm_service_account_file: Path | None = None
+    fcm_service_account: str = ""
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_token_uri: str = ""  # default: the service account's token_uri
+    # Web Push: the VAPID private key (PEM, or the raw key in base64url); a
+    # development key is generated under var_dir when unset outside production
+    webpush_vapid_key: str = ""
+    webpush_vapid_subject: str = "mailto:support@auroraKare.com"
+    # Subscription endpoints may point only at these push services (no SSRF)
+    webpush_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "fcm.googleapis.com",
+            "updates.push.services.mozilla.com",
+            "*.push.apple.com",
+            "*.notify.windows.com",
+        ]
+    )
+    webpush_allow_http: bool = False  # tests only: plain-http endpoints
+
+    @field_validator(
+        "trusted_proxies", "wechat_avatar_hosts", "apple_client_ids", "webpush_hosts", mode="before"
+    )
     @classmethod
     def _split_csv(cls, v: object) -> object:
         if isinstance(v, str):
@@ -108,6 +155,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def jobs_worker_enabled(self) -> bool:
+        return self.jobs_worker if self.jobs_worker is not None else self.env != "test"
 
     @property
     def effective_database_url(self) -> str:

@@ -145,6 +145,8 @@ def install_handlers(app: FastAPI) -> None:
             400: "request.bad",
             413: "request.too_large",
         }.get(exc.status_code, f"http.{exc.status_code}")
+        if exc.status_code == 400 and exc.detail == "Text may not contain NUL characters.":
+            code = "request.nul_character"
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
         return problem_response(
             exc.status_code, code, detail, headers=getattr(exc, "headers", None)

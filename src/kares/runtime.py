@@ -13,6 +13,7 @@ from kares.accounts.oauth import AppleKeys
 from kares.config import Settings, resolve_keys
 from kares.db import Database
 from kares.netinfo import PlaceResolver
+from kares.notify.push import Push
 from kares.notify.sms import SmsSender, make_sender
 from kares.privacy import catalog as catalog_mod
 from kares.privacy.catalog import Catalog
@@ -27,6 +28,7 @@ class Runtime:
     http: httpx.AsyncClient
     passwords: PasswordHasher
     catalog: Catalog
+    push: Push
     apple_keys: AppleKeys = field(default_factory=AppleKeys)
 
     @classmethod
@@ -50,8 +52,10 @@ class Runtime:
             ),
             passwords=hasher,
             catalog=catalog_mod.load(settings.privacy_catalog),
+            push=Push(settings),
         )
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.push.aclose()
         await self.db.dispose()

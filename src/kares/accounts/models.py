@@ -29,8 +29,14 @@ class Account(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    phone: Mapped[str] = mapped_column(Encrypted("accounts.phone"), info=personal("contact.phone"))
-    phone_hash: Mapped[str] = mapped_column(String(64), unique=True, info=personal("contact.phone"))
+    # None only for a managed profile (a dependant added by a guardian, status
+    # "managed"): it never signs in, so no caller's account lacks a phone.
+    phone: Mapped[str] = mapped_column(
+        Encrypted("accounts.phone"), nullable=True, info=personal("contact.phone")
+    )
+    phone_hash: Mapped[str] = mapped_column(
+        String(64), unique=True, nullable=True, info=personal("contact.phone")
+    )
     name: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
     # Not a foreign key (media_objects already points at accounts); the
     # service replaces and deletes avatars together with this column.

@@ -75,7 +75,9 @@ class PasswordLoginRequest(_In):
 
 class AccountOut(BaseModel):
     id: str
-    phone: str = Field(description="E.164; shown only to the account itself")
+    phone: str | None = Field(
+        description="E.164; shown only to the account itself; null for a managed profile"
+    )
     name: str | None
     age_bracket: str | None = Field(description="under_14, 14_to_17, adult, or null if unknown")
     needs_guardian: bool = Field(

@@ -296,6 +296,28 @@ async def _new_account(
     return acc
 
 
+async def new_managed_account(
+    s: AsyncSession, *, name: str, birth_date: str | None, age_bracket: str
+) -> Account:
+    """A managed profile (a dependant a guardian adds to a family): no phone,
+    no password, status "managed", so nothing can sign in to it (the families
+    domain adds it and records its guardian). Flushed, not committed."""
+    _check_name(name)
+    now = clock.utcnow()
+    acc = Account(
+        name=name,
+        birth_date=birth_date,
+        age_bracket=age_bracket,
+        status="managed",
+        password_failures=0,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(acc)
+    await s.flush()
+    return acc
+
+
 def _login_event(account_id: str, env: Environment, method: str, **kw: object) -> LoginEvent:
     d = env.device
     return LoginEvent(
@@ -578,7 +600,10 @@ async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Accoun
         return None
     sess, account = row
     now = clock.utcnow()
-    if sess.revoked_at is not None or sess.expires_at <= now or account.status != "active":
+    # a managed profile (a child or elder run by a guardian) has no sign-in of its
+    # own: only the session of its paired watch works
+    usable = account.status == "active" or (account.status == "managed" and sess.kind == "watch")
+    if sess.revoked_at is not None or sess.expires_at <= now or not usable:
         return None
     if (now - sess.last_seen_at).total_seconds() >= rt.settings.session_touch_seconds:
         await s.execute(

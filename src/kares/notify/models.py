@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import personal, table_info
+from kares.privacy.fields import Encrypted, personal, table_info
 
 
 class Notification(Base):
@@ -29,3 +29,51 @@ class Notification(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, info=personal("notification.content"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PushToken(Base):
+    """A device's push channel: one per device, replaced when it registers again.
+
+    ``token`` is the provider's address for the device (an APNs device token, an
+    FCM registration token, or a Web Push subscription as JSON), encrypted at
+    rest; ``token_hash`` finds it again (a token moves with the device: when
+    another account registers it, the old registration goes).
+    """
+
+    __tablename__ = "push_tokens"
+    __table_args__ = (table_info(subject="account_id", not_personal=("id",)),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        unique=True,
+        info=personal("device.push_token"),
+    )
+    provider: Mapped[str] = mapped_column(String(16), info=personal("device.push_token"))
+    token: Mapped[str] = mapped_column(
+        Encrypted("push_tokens.token"), info=personal("device.push_token")
+    )
+    token_hash: Mapped[str] = mapped_column(
+        String(64), unique=True, info=personal("device.push_token")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("device.push_token"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("device.push_token"))
+
+
+class NotificationPreference(Base):
+    """An account's push choices: categories turned off, and quiet hours."""
+
+    __tablename__ = "notification_preferences"
+    __table_args__ = (table_info(subject="account_id", not_personal=("updated_at",)),)
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    muted: Mapped[list[str]] = mapped_column(JSON, info=personal("account.profile"))
+    quiet_start: Mapped[str | None] = mapped_column(String(5), info=personal("account.profile"))
+    quiet_end: Mapped[str | None] = mapped_column(String(5), info=personal("account.profile"))
+    time_zone: Mapped[str | None] = mapped_column(String(64), info=personal("account.profile"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -277,7 +277,7 @@ async def _check_account(s: AsyncSession, cat: Catalog, account: Account, allowe
     """Account state, a guardian for children under 14, and consent."""
     fn = cat.functions[allowed.function]
     feat = cat.feature(allowed.function, allowed.feature)
-    if account.status != "active":
+    if account.status not in ("active", "managed"):
         raise _refuse(403, "account.inactive", "This account is not active.")
     if not (fn.minor_allowed or feat.minor_allowed) and is_minor(account):
         if not await has_guardian(s, account.id):

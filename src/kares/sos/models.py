@@ -1,0 +1,59 @@
+"""Tables of the SOS domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Float, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from kares.db import Base, UTCDateTime, new_id
+from kares.privacy.fields import personal, table_info
+
+
+class SosAlert(Base):
+    __tablename__ = "sos_alerts"
+    __table_args__ = (
+        table_info(
+            subject="account_id",
+            also_about=("acknowledged_by",),
+            not_personal=("id", "status", "device_id", "reminders_sent"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    lat: Mapped[float | None] = mapped_column(Float, info=personal("location.precise"))
+    lon: Mapped[float | None] = mapped_column(Float, info=personal("location.precise"))
+    accuracy_m: Mapped[float | None] = mapped_column(Float, info=personal("location.precise"))
+    precision: Mapped[str] = mapped_column(String(16), info=personal("location.approximate"))
+    battery: Mapped[int | None] = mapped_column(Integer, info=personal("device.attributes"))
+    note: Mapped[str | None] = mapped_column(String(200), info=personal("notification.content"))
+    status: Mapped[str] = mapped_column(String(16))
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), info=personal("notification.content")
+    )
+    acknowledged_by: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), info=personal("family.membership")
+    )
+    acknowledged_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), info=personal("notification.content")
+    )
+
+
+class SosRecipient(Base):
+    """Who was told of an alert (and may answer it)."""
+
+    __tablename__ = "sos_recipients"
+    __table_args__ = (table_info(subject="account_id", not_personal=("alert_id",)),)
+
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("sos_alerts.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

@@ -1,0 +1,34 @@
+"""Request and response shapes of the SOS API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SosRaise(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    accuracy_m: float | None = Field(default=None, ge=0, le=100_000)
+    battery: int | None = Field(default=None, ge=0, le=100)
+    note: str | None = Field(default=None, max_length=200)
+
+
+class SosOut(BaseModel):
+    id: str
+    account_id: str
+    status: Literal["open", "acknowledged"]
+    lat: float | None
+    lon: float | None
+    accuracy_m: float | None
+    precision: str = Field(description="precise, approximate (consent or permission), or none")
+    battery: int | None
+    note: str | None
+    recipients: list[str]
+    created_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None

@@ -1,0 +1,180 @@
+"""SOS actions: raise, answer, list; the reminders and SMS run as jobs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares import clock, jobs
+from kares.accounts.models import Account
+from kares.errors import Problem
+from kares.families import service as families
+from kares.notify import service as notify
+from kares.privacy import service as privacy
+from kares.privacy.catalog import Catalog
+from kares.sos.models import SosAlert, SosRecipient
+
+SMS_JOB = "sos.sms"
+REMIND_JOB = "sos.remind"
+REMIND_EVERY_SECONDS = 120
+REMIND_AT_MOST = 10
+
+
+async def recipients_for(s: AsyncSession, account: Account) -> list[str]:
+    """Every guardian of the person; someone with no guardian is looked after by
+    the other members of their families."""
+    ids = [a.id for a in await families.guardians_of(s, account.id)]
+    if not ids:
+        for fam in await families.families_of(s, account.id):
+            for m, acc in await families.members_of(s, fam.family.id):
+                if acc.id != account.id and m.role != "dependant":
+                    ids.append(acc.id)
+    return list(dict.fromkeys(ids))
+
+
+def _who(account: Account) -> str:
+    return account.name or "A family member"
+
+
+async def raise_alert(
+    s: AsyncSession,
+    cat: Catalog,
+    *,
+    account: Account,
+    device_id: str | None,
+    degraded: dict[str, str],
+    lat: float | None,
+    lon: float | None,
+    accuracy_m: float | None,
+    battery: int | None,
+    note: str | None,
+) -> SosAlert:
+    precision = "precise"
+    if lat is not None and lon is not None and "location.precise" in degraded:
+        lat, lon = privacy.coarsen(cat, "location.approximate", lat, lon)
+        accuracy_m, precision = None, "approximate"
+    if lat is None or lon is None:
+        lat = lon = accuracy_m = None
+        precision = "none"
+    recipients = await recipients_for(s, account)
+    now = clock.utcnow()
+    alert = SosAlert(
+        account_id=account.id,
+        device_id=device_id,
+        lat=lat,
+        lon=lon,
+        accuracy_m=accuracy_m,
+        precision=precision,
+        battery=battery,
+        note=note,
+        status="open",
+        reminders_sent=0,
+        created_at=now,
+    )
+    s.add(alert)
+    await s.flush()
+    s.add_all(SosRecipient(alert_id=alert.id, account_id=r) for r in recipients)
+    await _tell(s, alert, account, recipients, reminder=False)
+    for r in recipients:
+        jobs.enqueue(s, SMS_JOB, {"alert_id": alert.id, "to": r}, account_id=r)
+    jobs.enqueue(
+        s,
+        REMIND_JOB,
+        {"alert_id": alert.id},
+        account_id=account.id,
+        run_at=now + timedelta(seconds=REMIND_EVERY_SECONDS),
+    )
+    await s.commit()
+    return alert
+
+
+async def _tell(
+    s: AsyncSession, alert: SosAlert, person: Account, recipients: list[str], *, reminder: bool
+) -> None:
+    where = f" near {alert.lat:.5f}, {alert.lon:.5f}" if alert.lat is not None else ""
+    await notify.send(
+        s,
+        account_ids=recipients,
+        category="sos",
+        title=("Still waiting: " if reminder else "") + f"SOS from {_who(person)}",
+        body=f"{_who(person)} asked for help{where}. Open Kares to respond.",
+        data={
+            "sos_id": alert.id,
+            "account_id": person.id,
+            "lat": alert.lat,
+            "lon": alert.lon,
+            "precision": alert.precision,
+            "battery": alert.battery,
+        },
+    )
+
+
+async def recipients_of(s: AsyncSession, alert_id: str) -> list[str]:
+    q = select(SosRecipient.account_id).where(SosRecipient.alert_id == alert_id)
+    return list((await s.execute(q)).scalars())
+
+
+async def visible_alert(s: AsyncSession, *, account_id: str, alert_id: str) -> SosAlert:
+    """The alert if the caller raised it or was told of it; 404 otherwise."""
+    alert = await s.get(SosAlert, alert_id)
+    if alert is None or (
+        alert.account_id != account_id and account_id not in await recipients_of(s, alert_id)
+    ):
+        raise Problem(404, "sos.not_found", "No such SOS alert.")
+    return alert
+
+
+async def acknowledge(s: AsyncSession, *, responder: Account, alert_id: str) -> SosAlert:
+    alert = await visible_alert(s, account_id=responder.id, alert_id=alert_id)
+    if alert.account_id == responder.id:
+        raise Problem(
+            403, "sos.not_recipient", "A guardian answers an SOS; the person who raised it cannot."
+        )
+    if alert.status == "open":
+        alert.status = "acknowledged"
+        alert.acknowledged_by = responder.id
+        alert.acknowledged_at = clock.utcnow()
+        person = await s.get(Account, alert.account_id)
+        others = [r for r in await recipients_of(s, alert.id) if r != responder.id]
+        await notify.send(
+            s,
+            account_ids=[alert.account_id, *others],
+            category="sos",
+            title=f"{_who(responder)} is responding",
+            body=f"{_who(responder)} answered the SOS from "
+            f"{_who(person) if person else 'a member'}.",
+            data={"sos_id": alert.id, "acknowledged_by": responder.id},
+        )
+        await s.commit()
+    return alert
+
+
+async def alerts_for(s: AsyncSession, *, account_id: str, status: str | None) -> list[SosAlert]:
+    told = select(SosRecipient.alert_id).where(SosRecipient.account_id == account_id)
+    q = select(SosAlert).where((SosAlert.account_id == account_id) | SosAlert.id.in_(told))
+    if status is not None:
+        q = q.where(SosAlert.status == status)
+    return list((await s.execute(q.order_by(SosAlert.created_at.desc()).limit(100))).scalars())
+
+
+async def remind(s: AsyncSession, *, alert_id: str) -> None:
+    """While nobody answered, tell the guardians again (a bounded number of times)."""
+    alert = await s.get(SosAlert, alert_id)
+    if alert is None or alert.status != "open" or alert.reminders_sent >= REMIND_AT_MOST:
+        return
+    person = await s.get(Account, alert.account_id)
+    if person is None:
+        return
+    alert.reminders_sent += 1
+    await _tell(s, alert, person, await recipients_of(s, alert.id), reminder=True)
+    if alert.reminders_sent < REMIND_AT_MOST:
+        jobs.enqueue(
+            s,
+            REMIND_JOB,
+            {"alert_id": alert.id},
+            account_id=alert.account_id,
+            run_at=clock.utcnow() + timedelta(seconds=REMIND_EVERY_SECONDS),
+        )
+    await s.commit()
