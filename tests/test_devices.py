@@ -415,3 +415,25 @@ async def test_concurrent_first_sign_ins_from_one_new_device(
     assert len(devs) == 2
     inbox = (await client.get("/api/v1/notifications", headers=bearer(me["token"]))).json()
     assert sum(n["title"] == "New sign-in to your Kares account" for n in inbox) == 1
+
+
+async def test_devices_report_their_battery(client: httpx.AsyncClient, sms, db) -> None:
+    me = await sign_up(client, sms, device={"id": "battery-1", "model": "Kid W1"})
+    h = bearer(me["token"])
+    r = await client.put(
+        f"/api/v1/devices/{me['device_id']}/status",
+        json={"battery": 23, "charging": False},
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["battery"], r.json()["charging"]) == (23, False)
+    assert r.json()["battery_at"] is not None
+    listed = (await client.get("/api/v1/devices", headers=h)).json()
+    assert listed[0]["battery"] == 23
+    before = await snapshot(db)
+    for body in ({"battery": 101}, {"battery": -1}, {"battery": "full"}, {}):
+        r = await client.put(f"/api/v1/devices/{me['device_id']}/status", json=body, headers=h)
+        assert r.status_code == 422 and r.json()["code"] == "request.invalid"
+    r = await client.put("/api/v1/devices/nope/status", json={"battery": 5}, headers=h)
+    assert r.status_code == 404 and r.json()["code"] == "device.not_found"
+    assert await snapshot(db) == before

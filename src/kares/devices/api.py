@@ -13,6 +13,7 @@ from kares.devices.models import Device, Watch
 from kares.devices.schemas import (
     DeviceOut,
     PermissionsReport,
+    StatusReport,
     WatchCredentials,
     WatchHello,
     WatchOut,
@@ -36,6 +37,9 @@ def device_out(d: Device, perms: dict[str, str], current_device: str | None) -> 
         app_version=d.app_version,
         language=d.language,
         permissions=perms,
+        battery=d.battery,
+        charging=d.charging,
+        battery_at=d.battery_at,
         first_seen_at=d.first_seen_at,
         last_seen_at=d.last_seen_at,
     )
@@ -92,6 +96,25 @@ async def put_permissions(
         s, rt.catalog, account_id=ctx.account_id, device_id=device_id, states=body.permissions
     )
     d = await service.get_owned(s, account_id=ctx.account_id, device_id=device_id)
+    return device_out(d, perms, ctx.caller.session.device_id)
+
+
+@router.put(
+    "/devices/{device_id}/status",
+    response_model=DeviceOut,
+    responses=responses(*AUTH, (404, "device.not_found")),
+    summary="Report a device's battery (apps and watches, regularly)",
+)
+async def put_status(device_id: str, body: StatusReport, ctx: DevicesCtx, s: DbDep) -> DeviceOut:
+    assert ctx.caller is not None
+    d = await service.report_status(
+        s,
+        account_id=ctx.account_id,
+        device_id=device_id,
+        battery=body.battery,
+        charging=body.charging,
+    )
+    perms = await service.permissions_of(s, d.id)
     return device_out(d, perms, ctx.caller.session.device_id)
 
 

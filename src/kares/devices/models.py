@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
@@ -31,6 +31,11 @@ class Device(Base):
     os_version: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
     app_version: Mapped[str | None] = mapped_column(String(32), info=personal("device.attributes"))
     language: Mapped[str | None] = mapped_column(String(35), info=personal("device.attributes"))
+    battery: Mapped[int | None] = mapped_column(Integer, info=personal("device.attributes"))
+    charging: Mapped[bool | None] = mapped_column(Boolean, info=personal("device.attributes"))
+    battery_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), info=personal("device.attributes")
+    )
     first_seen_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), info=personal("device.attributes")
     )

@@ -29,6 +29,9 @@ class DeviceOut(BaseModel):
     app_version: str | None
     language: str | None
     permissions: dict[str, str]
+    battery: int | None = Field(description="Last reported battery level, percent")
+    charging: bool | None
+    battery_at: datetime | None
     first_seen_at: datetime
     last_seen_at: datetime
 
@@ -65,3 +68,12 @@ class WatchOut(BaseModel):
     device_id: str | None
     paired_at: datetime | None
     last_seen_at: datetime | None
+
+
+class StatusReport(BaseModel):
+    """What a device says about itself now (apps and watches report it regularly)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    battery: int = Field(ge=0, le=100)
+    charging: bool | None = None

@@ -306,3 +306,13 @@ async def family_watches(s: AsyncSession, *, actor_id: str, family_id: str) -> l
     await families.require_member(s, family_id, actor_id)
     q = select(Watch).where(Watch.family_id == family_id, Watch.status == "paired")
     return list((await s.execute(q.order_by(Watch.paired_at))).scalars())
+
+
+async def report_status(
+    s: AsyncSession, *, account_id: str, device_id: str, battery: int, charging: bool | None
+) -> Device:
+    dev = await get_owned(s, account_id=account_id, device_id=device_id)
+    now = clock.utcnow()
+    dev.battery, dev.charging, dev.battery_at, dev.last_seen_at = battery, charging, now, now
+    await s.commit()
+    return dev
