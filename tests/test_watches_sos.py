@@ -176,6 +176,12 @@ async def test_sos_from_a_watch_reaches_every_guardian_until_answered(
     assert alert["status"] == "open" and alert["account_id"] == ctx["dependant_id"]
     assert alert["recipients"] == [ctx["guardian"]["account"]["id"]]
     assert alert["precision"] == "precise"
+    watch_device = next(
+        d
+        for d in (await client.get("/api/v1/devices", headers=bearer(ctx["watch"]["token"]))).json()
+        if d["current"]
+    )
+    assert watch_device["battery"] == 41  # the SOS also reported the watch's battery
     # in-app at once
     inbox = (await client.get("/api/v1/notifications", headers=g)).json()
     sos = [n for n in inbox if n["category"] == "sos"]

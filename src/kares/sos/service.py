@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, jobs
 from kares.accounts.models import Account
+from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
 from kares.notify import service as notify
@@ -60,6 +61,10 @@ async def raise_alert(
         precision = "none"
     recipients = await recipients_for(s, account)
     now = clock.utcnow()
+    if device_id is not None and battery is not None:
+        device = await s.get(Device, device_id)
+        if device is not None:
+            device.battery, device.battery_at = battery, now
     alert = SosAlert(
         account_id=account.id,
         device_id=device_id,
