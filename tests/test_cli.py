@@ -94,6 +94,13 @@ async def test_demo_is_idempotent_and_tokens_work(
                     )
                     assert r.status_code == 200, r.text
                 assert len(ids) == len(again)
+                # one demo family, whatever the number of runs, with every member
+                fams = await c.get(
+                    "/api/v1/families", headers={"Authorization": f"Bearer {again[0]['token']}"}
+                )
+                assert [(f["name"], f["member_count"]) for f in fams.json()] == [
+                    ("Li family", len(again) + 1)
+                ]
                 # the first run's tokens no longer work: nothing piles up
                 r = await c.get(
                     "/api/v1/me", headers={"Authorization": f"Bearer {members[0]['token']}"}

@@ -111,14 +111,51 @@ async def _demo() -> list[dict[str, Any]]:
     try:
         await privacy.sync_at_start(rt)
         async with rt.db.sessions() as s:
+            accounts = []
             for name, phone, password in DEMO_MEMBERS:
-                _account, token = await service.demo_member(
+                account, token = await service.demo_member(
                     s, rt, phone=phone, name=name, password=password
                 )
+                accounts.append(account)
                 out.append({"name": name, "phone": phone, "password": password, "token": token})
+            await _demo_family(s, rt, accounts)
     finally:
         await rt.close()
     return out
+
+
+DEMO_FAMILY = "Li family"
+DEMO_DEPENDANT = "Doudou"
+
+
+async def _demo_family(s: Any, rt: Any, accounts: list[Any]) -> None:
+    """The demo family, once: the first member owns it, the second is a guardian,
+    the others are members, and a child's managed profile is a dependant."""
+    from kares.families import service as families
+
+    owner, *others = accounts
+    mine = [m for m in await families.families_of(s, owner.id) if m.family.name == DEMO_FAMILY]
+    if mine:
+        return
+    fam = await families.create_family(s, owner=owner, name=DEMO_FAMILY)
+    inv = await families.create_invitation(
+        s, family_id=fam.id, actor_id=owner.id, expires_in_days=1, max_uses=len(others)
+    )
+    for account in others:
+        await families.accept(s, account_id=account.id, text=families.invitation_text(inv))
+    await families.set_role(
+        s, family_id=fam.id, actor_id=owner.id, account_id=others[0].id, role="guardian"
+    )
+    await families.add_dependant(
+        s,
+        rt,
+        family_id=fam.id,
+        actor=owner,
+        session_id=None,
+        device_id=None,
+        name=DEMO_DEPENDANT,
+        age_bracket="under_14",
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -126,7 +163,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"members": members}, indent=2))
         return 0
-    print("Demo accounts (run again to get fresh tokens; nothing is duplicated):\n")
+    print(
+        f"Demo family '{DEMO_FAMILY}' (with {DEMO_DEPENDANT}, a child's managed profile) "
+        "and its members (run again for fresh tokens; nothing is duplicated):\n"
+    )
     for m in members:
         print(f"  {m['name']}")
         print(f"    phone     {m['phone']}")
