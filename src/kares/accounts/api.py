@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
 from kares.accounts import oauth, service
-from kares.accounts.auth import CallerDep, DbDep, RuntimeDep, environment, request_ip
+from kares.accounts.auth import AUTH_ERRORS, CallerDep, DbDep, RuntimeDep, environment, request_ip
 from kares.accounts.models import Account, LoginEvent, Session
 from kares.accounts.schemas import (
     AccountOut,
@@ -37,7 +37,6 @@ from kares.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
-AUTH_ERRORS = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
 PHONE_ERRORS = ((422, "phone.invalid"), (422, "phone.not_mobile"))
 CODE_ERRORS = (
     (400, "otp.not_requested"),

@@ -24,6 +24,8 @@ from kares.netinfo import client_ip
 from kares.runtime import Runtime
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The refusals every signed-in route can give, for its OpenAPI ``responses``.
+AUTH_ERRORS = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
 CSRF_HEADER = "X-Kares-CSRF"
 
 

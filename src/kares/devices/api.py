@@ -7,7 +7,7 @@ from typing import Annotated
 import segno
 from fastapi import APIRouter, Request, Response
 
-from kares.accounts.auth import DbDep, RuntimeDep
+from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep
 from kares.devices import service
 from kares.devices.models import Device, Watch
 from kares.devices.schemas import (
@@ -23,7 +23,7 @@ from kares.errors import Problem, responses
 from kares.privacy.guard import Allowed, guard
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
-AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
+AUTH = AUTH_ERRORS
 
 
 def device_out(d: Device, perms: dict[str, str], current_device: str | None) -> DeviceOut:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Request, Response, UploadFile, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
-from kares.accounts.auth import DbDep, RuntimeDep
+from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep
 from kares.errors import responses
 from kares.families import service
 from kares.families.schemas import (
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 router = APIRouter(prefix="/api/v1", tags=["families"])
 
-AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
+AUTH = AUTH_ERRORS
 NOT_FOUND = (404, "family.not_found")
 FORBIDDEN = (403, "family.forbidden")
 MEMBER_NOT_FOUND = (404, "family.member_not_found")

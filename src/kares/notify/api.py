@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
 
-from kares.accounts.auth import CallerDep, DbDep, RuntimeDep
+from kares.accounts.auth import AUTH_ERRORS, CallerDep, DbDep, RuntimeDep
 from kares.errors import Problem, responses
 from kares.notify import service
 from kares.notify.schemas import (
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from kares.notify.models import PushToken
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
-AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
+AUTH = AUTH_ERRORS
 # Ids are hex; anything else (a NUL byte, say) is refused before it reaches the database.
 ID = r"^[A-Za-z0-9_-]+$"
 DeviceId = Annotated[str, Path(max_length=64, pattern=ID)]

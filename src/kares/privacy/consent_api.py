@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares.accounts.auth import DbDep, RuntimeDep, request_ip
+from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep, request_ip
 from kares.accounts.models import Account
 from kares.errors import Problem, responses
 from kares.logs import mask_phone
@@ -33,7 +33,7 @@ from kares.privacy.guard import Allowed, Guard, guard
 from kares.privacy.models import ConsentReceipt
 
 router = APIRouter(prefix="/api/v1", tags=["privacy"])
-AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
+AUTH = AUTH_ERRORS
 CHANGE_ERRORS = (
     (422, "consent.unknown_subject"),
     (409, "consent.policy_version_mismatch"),

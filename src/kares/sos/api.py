@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares.accounts.auth import DbDep, RuntimeDep
+from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep
 from kares.errors import responses
 from kares.privacy.guard import Allowed, guard
 from kares.sos import service
@@ -15,7 +15,7 @@ from kares.sos.models import SosAlert
 from kares.sos.schemas import SosOut, SosRaise
 
 router = APIRouter(prefix="/api/v1", tags=["sos"])
-AUTH = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
+AUTH = AUTH_ERRORS
 
 
 async def sos_out(s: AsyncSession, a: SosAlert) -> SosOut:
