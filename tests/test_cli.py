@@ -59,7 +59,8 @@ async def test_demo_is_idempotent_and_tokens_work(
         members = json.loads(first.stdout)["members"]
         assert len(members) >= 3
         for m in members:
-            assert set(m) == {"name", "phone", "password", "token"}
+            assert set(m) == {"name", "phone", "password", "token", "tracker"}
+            assert set(m["tracker"]) == {"id", "kind", "username", "secret"}
         second = run_kares("demo", "--json", env=kares_env)
         assert second.returncode == 0, second.stderr
         again = json.loads(second.stdout)["members"]
@@ -88,6 +89,20 @@ async def test_demo_is_idempotent_and_tokens_work(
                         "/api/v1/me/sessions", headers={"Authorization": f"Bearer {m['token']}"}
                     )
                     assert len(sessions.json()) == 1  # the first run's token was replaced
+                    # the demo OwnTracks credential works; the first run's was revoked
+                    t = m["tracker"]
+                    fix = {"_type": "location", "lat": 31.23, "lon": 121.47, "tst": 1}
+                    r = await c.post("/owntracks", json=fix, auth=(t["username"], t["secret"]))
+                    assert r.status_code == 200, r.text
+                    assert r.headers["x-kares-refused"] == "fix.too_old"  # 1970 is past keeping
+                    old = next(x for x in members if x["phone"] == m["phone"])["tracker"]
+                    r = await c.post("/owntracks", json=fix, auth=(old["username"], old["secret"]))
+                    assert r.status_code == 401
+                    trackers = await c.get(
+                        "/api/v1/location/trackers",
+                        headers={"Authorization": f"Bearer {m['token']}"},
+                    )
+                    assert [x["revoked"] for x in trackers.json()] == [True, False]
                     r = await c.post(
                         "/api/v1/auth/password",
                         json={"phone": m["phone"], "password": m["password"]},

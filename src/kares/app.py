@@ -21,6 +21,7 @@ from kares.config import Settings, get_settings
 from kares.devices import api as devices_api
 from kares.errors import install_handlers, problem_response
 from kares.families import api as families_api
+from kares.location import api as location_api
 from kares.logs import setup_logging
 from kares.media import api as media_api
 from kares.notify import api as notify_api
@@ -35,6 +36,9 @@ log = logging.getLogger("kares.app")
 JSON_BODY_LIMIT = 1024 * 1024
 # Image uploads: the avatar and a family's group photo.
 UPLOAD_PATH = re.compile(r"^/api/v1/(me/avatar|families/[^/]+/photo)$")
+# GPX / GeoJSON route files: larger than JSON bodies, checked point by point
+IMPORT_PATH = "/api/v1/location/import"
+IMPORT_BODY_LIMIT = 32 * 1024 * 1024
 NUL_CODE = "request.nul_character"
 NUL_DETAIL = "Text may not contain NUL characters."
 
@@ -58,6 +62,8 @@ class BodyLimit:
             return
         upload = bool(UPLOAD_PATH.match(scope["path"]))
         limit = self.upload_limit if upload else JSON_BODY_LIMIT
+        if scope["path"] == IMPORT_PATH:
+            limit = IMPORT_BODY_LIMIT
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
         query = scope.get("query_string", b"")
         if b"\x00" in raw_path or b"%00" in raw_path or b"\x00" in query or b"%00" in query:
@@ -123,9 +129,17 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         await privacy.sync_at_start(rt)
         app.state.runtime = rt
         worker = jobs.Worker(rt).start() if settings.jobs_worker_enabled else None
+        watches = None
+        if settings.watch_port:
+            from kares.location.watch_server import WatchServer
+
+            watches = WatchServer(rt)
+            app.state.watch_port = await watches.start(settings.watch_host, settings.watch_port)
         try:
             yield
         finally:
+            if watches is not None:
+                await watches.stop()
             if worker is not None:
                 await worker.stop()
             await rt.close()
@@ -146,6 +160,11 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
                 "description": "The in-app inbox, push channels and preferences (policy 1.6.1)",
             },
             {"name": "media", "description": "Uploaded images"},
+            {
+                "name": "location",
+                "description": "Location uploads (apps, OwnTracks, Overland, watches), the "
+                "family map, tracks, timelines and places (policy 1.3)",
+            },
             {"name": "ops", "description": "Liveness and readiness"},
         ],
     )
@@ -206,6 +225,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(devices_api.router)
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
+    app.include_router(location_api.router)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))

@@ -20,6 +20,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from kares.logs import setup_logging
 
     settings = get_settings()
+    if args.watch_port is not None:
+        settings = settings.model_copy(update={"watch_port": args.watch_port})
     setup_logging(settings.log_level)
     app = create_app(settings, migrate_embedded=not args.no_migrate)
     uvicorn.run(
@@ -117,11 +119,37 @@ async def _demo() -> list[dict[str, Any]]:
                     s, rt, phone=phone, name=name, password=password
                 )
                 accounts.append(account)
-                out.append({"name": name, "phone": phone, "password": password, "token": token})
+                tracker = await _demo_tracker(s, account.id)
+                out.append(
+                    {
+                        "name": name,
+                        "phone": phone,
+                        "password": password,
+                        "token": token,
+                        "tracker": tracker,
+                    }
+                )
             await _demo_family(s, rt, accounts)
     finally:
         await rt.close()
     return out
+
+
+DEMO_TRACKER = "Demo OwnTracks"
+
+
+async def _demo_tracker(s: Any, account_id: str) -> dict[str, str]:
+    """A fresh OwnTracks credential per demo member (the previous one is revoked:
+    secrets are shown once and never stored)."""
+    from kares.location import trackers
+
+    for v in await trackers.list_for(s, account_id=account_id):
+        if v.tracker.name == DEMO_TRACKER and not v.revoked:
+            await trackers.revoke(s, account_id=account_id, tracker_id=v.tracker.id)
+    t, secret = await trackers.create(
+        s, account_id=account_id, name=DEMO_TRACKER, kind="owntracks", ip="127.0.0.1"
+    )
+    return {"id": t.id, "kind": t.kind, "username": t.username, "secret": secret}
 
 
 DEMO_FAMILY = "Li family"
@@ -172,9 +200,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"    phone     {m['phone']}")
         print(f"    password  {m['password']}")
         print(f"    token     {m['token']}")
+        t = m["tracker"]
+        print(f"    owntracks user {t['username']}  password {t['secret']}")
     print(
         "\nTry:  curl -H 'Authorization: Bearer <token>' http://127.0.0.1:8000/api/v1/me\n"
-        'Or sign in:  POST /api/v1/auth/password {"phone": ..., "password": ...}'
+        'Or sign in:  POST /api/v1/auth/password {"phone": ..., "password": ...}\n'
+        "OwnTracks (HTTP mode): URL http://127.0.0.1:8000/owntracks with the user and password "
+        "above;\n"
+        "  or: curl -u <user>:<password> -H 'Content-Type: application/json' -d "
+        '\'{"_type":"location","lat":31.23,"lon":121.47,"tst":\'$(date +%s)\'}\' '
+        "http://127.0.0.1:8000/owntracks"
     )
     return 0
 
@@ -281,6 +316,16 @@ def _cmd_policy_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is between 0 and 65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kares",
@@ -297,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-migrate",
         action="store_true",
         help="do not apply pending migrations on the embedded database at start",
+    )
+    serve.add_argument(
+        "--watch-port",
+        type=_port,
+        default=None,
+        help="also listen for kids' watches (the [3G*id*len*...] TCP protocol) on this port "
+        "(KARES_WATCH_PORT; bound to KARES_WATCH_HOST, default 127.0.0.1)",
     )
     serve.set_defaults(func=_cmd_serve)
 

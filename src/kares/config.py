@@ -140,6 +140,24 @@ class Settings(BaseSettings):
     )
     webpush_allow_http: bool = False  # tests only: plain-http endpoints
 
+    # Location (docs/LOCATION.md). A fix whose accuracy is worse than this is
+    # kept but flagged, never used as good; one dated further ahead than the
+    # tolerance is refused; speeds above the ceiling (about Mach 1) are flagged.
+    location_max_accuracy_m: float = Field(default=2000.0, gt=0)
+    location_future_tolerance_seconds: int = Field(default=300, ge=0)
+    location_max_speed_mps: float = Field(default=340.0, gt=0)
+    location_batch_max: int = Field(default=1000, ge=1, le=10000)
+    # Local geolocation tables for fixes that carry only cell towers or Wi-Fi
+    # access points: an OpenCellID-format CSV and a `mac,lat,lon,range_m` CSV
+    geo_cells_csv: Path | None = None
+    geo_wifi_csv: Path | None = None
+    # The kids'-watch TCP protocol listener (`kares serve --watch-port`); 0: off
+    watch_host: str = "127.0.0.1"
+    watch_port: int = Field(default=0, ge=0, le=65535)
+    watch_idle_seconds: int = Field(default=600, ge=10)
+    # Arrive/leave at places: a crossing counts once the fixes agree for this long
+    place_confirm_seconds: int = Field(default=60, ge=0)
+
     @field_validator(
         "trusted_proxies", "wechat_avatar_hosts", "apple_client_ids", "webpush_hosts", mode="before"
     )

@@ -5,6 +5,7 @@ from kares.accounts import models as accounts_models
 from kares.db import Base
 from kares.devices import models as devices_models
 from kares.families import models as families_models
+from kares.location import models as location_models
 from kares.media import models as media_models
 from kares.notify import models as notify_models
 from kares.privacy import models as privacy_models
@@ -17,6 +18,7 @@ __all__ = [
     "devices_models",
     "families_models",
     "jobs_models",
+    "location_models",
     "media_models",
     "metadata",
     "notify_models",

@@ -9,6 +9,7 @@ preflight we never grant).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -27,6 +28,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The refusals every signed-in route can give, for its OpenAPI ``responses``.
 AUTH_ERRORS = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
 CSRF_HEADER = "X-Kares-CSRF"
+# sessions of this kind are tracker credentials (OwnTracks, Overland, ...):
+# the guard lets them call only the routes that upload locations
+TRACKER_KIND = "tracker"
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -68,6 +72,8 @@ class Caller:
 
 
 _UNAUTH = {"WWW-Authenticate": 'Bearer realm="kares"'}
+# tracking apps send Basic: offer both schemes (Bearer first: it is what a person uses)
+_UNAUTH_BASIC = {"WWW-Authenticate": 'Bearer realm="kares", Basic realm="kares", charset="UTF-8"'}
 
 
 async def current_caller(request: Request, rt: RuntimeDep, s: DbDep) -> Caller:
@@ -81,11 +87,34 @@ async def current_caller(request: Request, rt: RuntimeDep, s: DbDep) -> Caller:
     return caller
 
 
+def _basic_password(value: str) -> tuple[str, str] | None:
+    """User and password of an HTTP Basic credential (tracking apps use it)."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, sep, password = raw.partition(":")
+    return (user, password) if sep and password else None
+
+
 async def _resolve_caller(request: Request, rt: Runtime, s: AsyncSession) -> Caller:
     header = request.headers.get("authorization")
     token: str | None = None
     via_cookie = False
-    if header:
+    basic = False
+    if header and header[:6].lower() == "basic ":
+        # tracker credentials only: the password is the credential's secret
+        pair = _basic_password(header[6:])
+        if pair is None:
+            raise Problem(
+                401,
+                "auth.invalid_token",
+                "Use 'Authorization: Basic' with the tracker's user name and secret.",
+                headers=_UNAUTH_BASIC,
+            )
+        request.state.basic_user = pair[0]
+        token, basic = pair[1], True
+    elif header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Problem(
@@ -98,12 +127,14 @@ async def _resolve_caller(request: Request, rt: Runtime, s: AsyncSession) -> Cal
     if not token:
         raise Problem(401, "auth.required", "Sign in first.", headers=_UNAUTH)
     found = await service.authenticate(s, rt, token)
+    if found is not None and basic and found[1].kind != TRACKER_KIND:
+        found = None
     if found is None:
         raise Problem(
             401,
             "auth.invalid_token",
             "This session has ended or the token is not valid. Sign in again.",
-            headers=_UNAUTH,
+            headers=_UNAUTH_BASIC if basic else _UNAUTH,
         )
     if via_cookie and request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
         raise Problem(

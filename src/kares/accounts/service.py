@@ -49,6 +49,8 @@ from kares.runtime import Runtime
 log = logging.getLogger("kares.accounts")
 
 TOKEN_PREFIX = "kares_"
+# session kinds that are devices, not people: they do not expire after a month unused
+LONG_LIVED = frozenset({"watch", "tracker"})
 PURPOSES = ("login", "reauth", "guardian")
 
 
@@ -606,13 +608,14 @@ async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Accoun
     if sess.revoked_at is not None or sess.expires_at <= now or not usable:
         return None
     if (now - sess.last_seen_at).total_seconds() >= rt.settings.session_touch_seconds:
+        # watches and trackers keep the long life they were given; a person's
+        # sessions live ``session_ttl_days`` past their last use
+        ttl = timedelta(days=rt.settings.session_ttl_days)
+        expires = max(sess.expires_at, now + ttl) if sess.kind in LONG_LIVED else now + ttl
         await s.execute(
             update(Session)
             .where(Session.id == sess.id)
-            .values(
-                last_seen_at=now,
-                expires_at=now + timedelta(days=rt.settings.session_ttl_days),
-            )
+            .values(last_seen_at=now, expires_at=expires)
         )
         await s.commit()
         sess.last_seen_at = now
@@ -620,6 +623,8 @@ async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Accoun
 
 
 async def list_sessions(s: AsyncSession, *, account_id: str) -> list[Session]:
+    """Signed-in devices. Tracker credentials are listed with the trackers
+    (/api/v1/location/trackers), though signing out everywhere revokes them too."""
     now = clock.utcnow()
     q = (
         select(Session)
@@ -627,6 +632,7 @@ async def list_sessions(s: AsyncSession, *, account_id: str) -> list[Session]:
             Session.account_id == account_id,
             Session.revoked_at.is_(None),
             Session.expires_at > now,
+            Session.kind != "tracker",
         )
         .order_by(Session.last_seen_at.desc())
     )

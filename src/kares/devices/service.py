@@ -194,6 +194,14 @@ async def watch_hello(s: AsyncSession, *, imei: str, model: str | None) -> tuple
     return w, token, secret
 
 
+async def watch_by_imei(s: AsyncSession, imei: str) -> Watch | None:
+    """The watch that introduced itself with this IMEI (or protocol id)."""
+    if not _IMEI_RE.match(imei):
+        return None
+    q = select(Watch).where(Watch.imei_hash == _imei_hash(imei))
+    return (await s.execute(q)).scalar_one_or_none()
+
+
 async def watch_by_token(s: AsyncSession, token: str) -> Watch | None:
     if not token.startswith(WATCH_TOKEN_PREFIX) or len(token) > 128:
         return None

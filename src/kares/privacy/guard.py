@@ -37,7 +37,7 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares.accounts.auth import Caller, DbDep, RuntimeDep, current_caller
+from kares.accounts.auth import TRACKER_KIND, Caller, DbDep, RuntimeDep, current_caller
 from kares.errors import Problem
 from kares.privacy.catalog import Catalog
 
@@ -71,10 +71,19 @@ def register_subject_check(check: SubjectCheck) -> None:
 
 
 class Guard:
-    def __init__(self, function: str, feature: str | None = None, *, about: str | None = None):
+    def __init__(
+        self,
+        function: str,
+        feature: str | None = None,
+        *,
+        about: str | None = None,
+        trackers: bool = False,
+    ):
         self.function = function
         self.feature = feature
         self.about = about  # name of the path parameter holding another account's id
+        # a tracker credential (OwnTracks, Overland, ...) may call this route
+        self.trackers = trackers
         # public functions need no sign-in (known from the catalog at start-up)
         self.public_hint = False
 
@@ -103,6 +112,12 @@ class Guard:
         if self.is_public(cat):
             return Allowed(self.function, self.feature, None)
         caller = await current_caller(request, rt, s)
+        if caller.session.kind == TRACKER_KIND and not self.trackers:
+            raise Problem(
+                403,
+                "auth.tracker_scope",
+                "A tracker credential can only upload locations. Sign in to use the rest.",
+            )
         allowed = Allowed(self.function, self.feature, caller)
         await privacy.check(s, rt, allowed)
         if self.about is not None:
@@ -115,9 +130,15 @@ class Guard:
         return allowed
 
 
-def guard(function: str, feature: str | None = None, *, about: str | None = None) -> Any:
-    """A FastAPI dependency declaring the function a route performs."""
-    return Depends(Guard(function, feature, about=about))
+def guard(
+    function: str, feature: str | None = None, *, about: str | None = None, trackers: bool = False
+) -> Any:
+    """A FastAPI dependency declaring the function a route performs.
+
+    ``about`` names the path parameter holding the account the data is about;
+    ``trackers`` lets tracker credentials (sessions of kind ``tracker``) call it.
+    """
+    return Depends(Guard(function, feature, about=about, trackers=trackers))
 
 
 def route_guards(route: APIRoute) -> list[Guard]:
@@ -159,6 +180,7 @@ def check_routes(app: Any, cat: Catalog) -> None:
 
 GUARD_ERRORS = (
     (403, "account.inactive"),
+    (403, "auth.tracker_scope"),
     (403, "guardian.consent_required"),
     (403, "consent.policy_required"),
     (403, "consent.required"),

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Float, ForeignKey, Integer, String
+from sqlalchemy import Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import personal, table_info
+from kares.privacy.fields import not_personal, personal, table_info
 
 
 class SosAlert(Base):
     __tablename__ = "sos_alerts"
     __table_args__ = (
+        Index("uq_sos_alerts_account_id_source_key", "account_id", "source_key", unique=True),
         table_info(
             subject="account_id",
             also_about=("acknowledged_by",),
@@ -42,6 +43,11 @@ class SosAlert(Base):
     )
     acknowledged_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), info=personal("notification.content")
+    )
+    # the device's own id of the alarm (a watch's frame): a repeated alarm whose
+    # answer was lost raises nothing twice
+    source_key: Mapped[str | None] = mapped_column(
+        String(96), info=not_personal("the device's id of the alarm")
     )
 
 

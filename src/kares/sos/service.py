@@ -12,6 +12,7 @@ from kares.accounts.models import Account
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
+from kares.location import service as location
 from kares.notify import service as notify
 from kares.privacy import service as privacy
 from kares.privacy.catalog import Catalog
@@ -21,6 +22,9 @@ SMS_JOB = "sos.sms"
 REMIND_JOB = "sos.remind"
 REMIND_EVERY_SECONDS = 120
 REMIND_AT_MOST = 10
+
+# an SOS without a position uses the last fix if it is at most this old
+LAST_FIX_MAX_AGE_MS = 15 * 60 * 1000
 
 
 async def recipients_for(s: AsyncSession, account: Account) -> list[str]:
@@ -51,16 +55,34 @@ async def raise_alert(
     accuracy_m: float | None,
     battery: int | None,
     note: str | None,
+    source_key: str | None = None,
 ) -> SosAlert:
+    """Raise an alert and tell every guardian. ``source_key`` is the device's own
+    id of the alarm: raising the same key again returns the first alert."""
+    if source_key is not None:
+        q = select(SosAlert).where(
+            SosAlert.account_id == account.id, SosAlert.source_key == source_key
+        )
+        same = (await s.execute(q)).scalar_one_or_none()
+        if same is not None:
+            return same
     precision = "precise"
     if lat is not None and lon is not None and "location.precise" in degraded:
         lat, lon = privacy.coarsen(cat, "location.approximate", lat, lon)
         accuracy_m, precision = None, "approximate"
+    now = clock.utcnow()
     if lat is None or lon is None:
         lat = lon = accuracy_m = None
         precision = "none"
+        # no position in the alert: the person's last known one, if it is recent
+        last = (await location.last_locations(s, [account.id])).get(account.id)
+        if last is not None and now.timestamp() * 1000 - last.recorded_ms <= LAST_FIX_MAX_AGE_MS:
+            lat, lon, accuracy_m = last.lat, last.lon, last.accuracy_m
+            precision = "precise" if last.precise else "approximate"
+            if precision == "precise" and "location.precise" in degraded:
+                lat, lon = privacy.coarsen(cat, "location.approximate", lat, lon)
+                accuracy_m, precision = None, "approximate"
     recipients = await recipients_for(s, account)
-    now = clock.utcnow()
     if device_id is not None and battery is not None:
         device = await s.get(Device, device_id)
         if device is not None:
@@ -74,6 +96,7 @@ async def raise_alert(
         precision=precision,
         battery=battery,
         note=note,
+        source_key=source_key,
         status="open",
         reminders_sent=0,
         created_at=now,

@@ -1,0 +1,235 @@
+"""GPX and GeoJSON: exporting a track, and importing one a person recorded
+elsewhere (pure: bytes in, fixes out; bytes out).
+
+Import reads what common tools write: GPX 1.0/1.1 track points and
+timestamped waypoints (``gpxpy``); GeoJSON Point features with a
+``timestamp`` or ``time`` property (Overland, our own export), and
+LineString / MultiLineString features with per-coordinate times in
+``properties.coordTimes`` or ``properties.coordinateProperties.times`` (the
+convention of togeojson, used by Strava and Google exports). A point without
+a time cannot be placed in anyone's history and is counted as rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import gpxpy
+import gpxpy.gpx
+
+from kares.errors import Problem
+from kares.location.compat import _num, _positive
+from kares.location.service import FixIn, StoredFix
+
+MAX_IMPORT_POINTS = 200_000
+GPX_CREATOR = "Kares"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_geojson(account_id: str, fixes: Sequence[StoredFix]) -> dict[str, Any]:
+    return {
+        "type": "FeatureCollection",
+        "properties": {"account_id": account_id, "generator": GPX_CREATOR},
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [f.lon, f.lat]},
+                "properties": {
+                    "timestamp": _iso(f.t_ms),
+                    "horizontal_accuracy": f.accuracy_m,
+                    "altitude": f.altitude_m,
+                    "speed": f.speed_mps,
+                    "course": f.course_deg,
+                    "precise": f.precise,
+                },
+            }
+            for f in fixes
+        ],
+    }
+
+
+def to_gpx(name: str, fixes: Sequence[StoredFix]) -> str:
+    doc = gpxpy.gpx.GPX()
+    doc.creator = GPX_CREATOR
+    track = gpxpy.gpx.GPXTrack(name=name)
+    seg = gpxpy.gpx.GPXTrackSegment()
+    for f in fixes:
+        seg.points.append(
+            gpxpy.gpx.GPXTrackPoint(
+                latitude=f.lat,
+                longitude=f.lon,
+                elevation=f.altitude_m,
+                time=datetime.fromtimestamp(f.t_ms / 1000, UTC),
+                horizontal_dilution=None,
+                speed=f.speed_mps,
+            )
+        )
+    track.segments.append(seg)
+    doc.tracks.append(track)
+    return str(doc.to_xml(version="1.1"))
+
+
+@dataclass
+class Parsed:
+    format: str
+    fixes: list[FixIn]
+    points: int
+    untimed: int
+
+
+def _ms(t: datetime | None) -> int | None:
+    if t is None:
+        return None
+    if t.tzinfo is None:  # GPX times are UTC by definition
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _parse_time(v: Any) -> int | None:
+    if isinstance(v, str) and len(v) <= 40:
+        try:
+            return _ms(datetime.fromisoformat(v.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    n = _num(v)
+    if n is not None and 0 < n < 2**33:  # epoch seconds
+        return int(n * 1000)
+    if n is not None and 2**33 <= n < 2**43:  # epoch milliseconds
+        return int(n)
+    return None
+
+
+def _too_many() -> Problem:
+    return Problem(
+        413, "import.too_many_points", f"A file may hold at most {MAX_IMPORT_POINTS} points."
+    )
+
+
+def parse_gpx(data: bytes, tag: str) -> Parsed:
+    try:
+        doc = gpxpy.parse(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, gpxpy.gpx.GPXException, ValueError) as exc:
+        raise Problem(422, "import.invalid_gpx", "This is not a GPX file we can read.") from exc
+    out: list[FixIn] = []
+    points = untimed = 0
+    pts: list[Any] = [p for t in doc.tracks for seg in t.segments for p in seg.points]
+    pts += [p for r in doc.routes for p in r.points]
+    pts += list(doc.waypoints)
+    for p in pts:
+        points += 1
+        if points > MAX_IMPORT_POINTS:
+            raise _too_many()
+        t_ms = _ms(p.time)
+        if t_ms is None:
+            untimed += 1
+            continue
+        out.append(
+            FixIn(
+                t_ms=t_ms,
+                lat=float(p.latitude),
+                lon=float(p.longitude),
+                client_id=f"import:{tag}:{len(out)}",
+                altitude_m=float(p.elevation) if p.elevation is not None else None,
+                speed_mps=float(p.speed) if getattr(p, "speed", None) is not None else None,
+                source="import",
+            )
+        )
+    return Parsed("gpx", out, points, untimed)
+
+
+def _features(doc: Any) -> list[dict[str, Any]]:
+    if not isinstance(doc, dict):
+        return []
+    if doc.get("type") == "FeatureCollection" and isinstance(doc.get("features"), list):
+        return [f for f in doc["features"] if isinstance(f, dict)]
+    if doc.get("type") == "Feature":
+        return [doc]
+    return []
+
+
+def parse_geojson(data: bytes, tag: str) -> Parsed:
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Problem(422, "import.invalid_geojson", "This is not JSON.") from exc
+    feats = _features(doc)
+    if not feats:
+        raise Problem(
+            422, "import.invalid_geojson", "Expected a GeoJSON Feature or FeatureCollection."
+        )
+    out: list[FixIn] = []
+    points = untimed = 0
+
+    def add(coord: Any, t_ms: int | None, props: dict[str, Any]) -> None:
+        nonlocal points, untimed
+        points += 1
+        if points > MAX_IMPORT_POINTS:
+            raise _too_many()
+        if not isinstance(coord, list) or len(coord) < 2:
+            untimed += 1
+            return
+        lon, lat = _num(coord[0]), _num(coord[1])
+        if lon is None or lat is None or t_ms is None:
+            untimed += 1
+            return
+        alt = _num(coord[2]) if len(coord) > 2 else _num(props.get("altitude"))
+        out.append(
+            FixIn(
+                t_ms=t_ms,
+                lat=lat,
+                lon=lon,
+                client_id=f"import:{tag}:{len(out)}",
+                accuracy_m=_positive(props.get("horizontal_accuracy") or props.get("accuracy")),
+                altitude_m=alt,
+                speed_mps=_num(props.get("speed")),
+                source="import",
+            )
+        )
+
+    for f in feats:
+        geom = f.get("geometry") if isinstance(f.get("geometry"), dict) else {}
+        props = f.get("properties") if isinstance(f.get("properties"), dict) else {}
+        assert isinstance(geom, dict) and isinstance(props, dict)
+        gtype = geom.get("type")
+        coords = geom.get("coordinates")
+        if gtype == "Point":
+            add(coords, _parse_time(props.get("timestamp", props.get("time"))), props)
+            continue
+        if gtype not in ("LineString", "MultiLineString") or not isinstance(coords, list):
+            continue
+        times: Any = props.get("coordTimes")
+        if times is None and isinstance(props.get("coordinateProperties"), dict):
+            times = props["coordinateProperties"].get("times")
+        # a LineString's times are one list; a MultiLineString's, one list per line
+        lines, per_line = ([coords], [times]) if gtype == "LineString" else (coords, times)
+        if not isinstance(per_line, list):
+            per_line = []
+        for li, line in enumerate(lines):
+            if not isinstance(line, list):
+                continue
+            lt = per_line[li] if li < len(per_line) else None
+            for k, c in enumerate(line):
+                t = lt[k] if isinstance(lt, list) and k < len(lt) else None
+                add(c, _parse_time(t), props)
+    return Parsed("geojson", out, points, untimed)
+
+
+def parse(data: bytes, content_type: str | None) -> Parsed:
+    """Sniff GPX (XML) or GeoJSON (JSON) and read it. The ids of the fixes come
+    from the file's hash, so importing the same file twice stores it once."""
+    tag = hashlib.sha256(data).hexdigest()[:16]
+    head = data.lstrip()[:1]
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if head == b"<" or ctype in ("application/gpx+xml", "application/xml", "text/xml"):
+        return parse_gpx(data, tag)
+    if head in (b"{", b"[") or ctype in ("application/geo+json", "application/json"):
+        return parse_geojson(data, tag)
+    raise Problem(415, "import.unsupported", "Send a GPX (application/gpx+xml) or GeoJSON file.")

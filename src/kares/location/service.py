@@ -1,0 +1,510 @@
+"""Location: storing fixes, and reading them back as maps, tracks and timelines.
+
+Every way in (our apps' batch API, OwnTracks, Overland, imported files, the
+watch TCP listener) ends in :func:`ingest`, which validates each fix, applies
+the person's precision (precise location withdrawn -> rounded as the catalog
+says before anything is stored), stores the batch idempotently, keeps each
+person's last location and tells the live map and the places.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares import clock, events, live
+from kares.location.geo import haversine_m
+from kares.location.models import LastLocation, LocationFix
+from kares.location.points import Point
+from kares.location.resolver import Cell, WifiAp
+from kares.privacy import service as privacy
+from kares.runtime import Runtime
+
+log = logging.getLogger("kares.location")
+
+PRECISE = "location.precise"
+APPROXIMATE = "location.approximate"
+SOURCES = frozenset({"gps", "wifi", "cell", "network", "manual", "import"})
+EVENT_UPDATED = "location.updated"
+# an "approximate" fix is as good as its rounding: 0.01 degree is about 1.1 km
+APPROXIMATE_ACCURACY_M = 1100.0
+
+
+@dataclass
+class FixIn:
+    """A fix as a client reported it, before validation."""
+
+    t_ms: int
+    lat: float | None
+    lon: float | None
+    client_id: str | None = None
+    accuracy_m: float | None = None
+    altitude_m: float | None = None
+    speed_mps: float | None = None
+    course_deg: float | None = None
+    battery: int | None = None
+    source: str = "gps"
+    cells: tuple[Cell, ...] = ()
+    wifi: tuple[WifiAp, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    index: int
+    client_id: str | None
+    code: str
+    detail: str
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    flagged: list[Refusal] = field(default_factory=list)
+    rejected: list[Refusal] = field(default_factory=list)
+    unresolved: int = 0
+    precision: str = "precise"
+    last_updated: bool = False
+
+
+REJECT_DETAIL = {
+    "fix.no_position": "The fix has no coordinates and no cell towers or Wi-Fi access points.",
+    "fix.invalid_coordinates": "Latitude and longitude must be finite numbers.",
+    "fix.out_of_range": "Latitude must be within ±90 and longitude within ±180 degrees.",
+    "fix.null_island": "0,0 is what devices send when they have no position; it is not stored.",
+    "fix.future": "The fix is dated in the future.",
+    "fix.too_old": "The fix is older than location history is kept.",
+    "fix.invalid_accuracy": "Accuracy must be a positive number of metres.",
+    "fix.invalid_time": "The fix's time is not a valid time.",
+    "fix.invalid_source": "Unknown source; use gps, wifi, cell, network or manual.",
+    "fix.duplicate_in_batch": "The same client id appears twice in this batch.",
+    "fix.unresolvable": (
+        "Only approximate location may be kept, and the cell towers or Wi-Fi access points "
+        "could not be turned into a position."
+    ),
+}
+FLAG_DETAIL = {
+    "fix.poor_accuracy": "Accuracy worse than the service keeps as good.",
+    "fix.impossible_speed": "The reported speed is faster than any vehicle.",
+    "fix.implied_speed": "Reaching this fix from the one before needs an impossible speed.",
+}
+
+
+def _insert(s: AsyncSession) -> Any:
+    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _clean_optional(v: float | None, lo: float, hi: float) -> float | None:
+    """Optional measurements: unknown (None, NaN, negative sentinels) -> None."""
+    if v is None or not math.isfinite(v) or v < lo or v > hi:
+        return None
+    return float(v)
+
+
+def _retention_ms(rt: Runtime) -> int:
+    days = rt.catalog.categories[PRECISE].retention.days
+    return int((days if days is not None else 3650) * 86_400_000)
+
+
+def _resolve(rt: Runtime, fix: FixIn, wifi_allowed: bool) -> tuple[float, float, float, str] | None:
+    from kares.location.lookup import resolver_for
+
+    wifi = fix.wifi if wifi_allowed else ()
+    if not fix.cells and not wifi:
+        return None
+    found = resolver_for(rt).resolve(fix.cells, wifi)
+    if found is None:
+        return None
+    return found.lat, found.lon, found.accuracy_m, found.source
+
+
+def _radio_json(fix: FixIn, wifi_allowed: bool) -> str | None:
+    cells = [[c.mcc, c.mnc, c.lac, c.cid, c.rssi] for c in fix.cells]
+    wifi = [[w.mac, w.rssi] for w in fix.wifi] if wifi_allowed else []
+    if not cells and not wifi:
+        return None
+    return json.dumps({"cells": cells, "wifi": wifi}, separators=(",", ":"))
+
+
+async def ingest(
+    s: AsyncSession,
+    rt: Runtime,
+    *,
+    account_id: str,
+    device_id: str | None,
+    fixes: Sequence[FixIn],
+    degraded: dict[str, str],
+    wifi_allowed: bool = True,
+) -> IngestResult:
+    """Validate, store (once per client id) and publish a batch of fixes."""
+    settings = rt.settings
+    now_ms = int(clock.utcnow().timestamp() * 1000)
+    approximate = PRECISE in degraded
+    res = IngestResult(precision="approximate" if approximate else "precise")
+    oldest_ms = now_ms - _retention_ms(rt)
+    newest_ms = now_ms + settings.location_future_tolerance_seconds * 1000
+    rows: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
+
+    def reject(i: int, fix: FixIn, code: str) -> None:
+        res.rejected.append(Refusal(i, fix.client_id, code, REJECT_DETAIL[code]))
+
+    for i, fix in enumerate(fixes):
+        if fix.client_id is not None:
+            if fix.client_id in seen_ids:
+                res.duplicates += 1
+                continue
+            seen_ids.add(fix.client_id)
+        if fix.source not in SOURCES:
+            reject(i, fix, "fix.invalid_source")
+            continue
+        if fix.t_ms > newest_ms:
+            reject(i, fix, "fix.future")
+            continue
+        if fix.t_ms < oldest_ms:
+            reject(i, fix, "fix.too_old")
+            continue
+        if fix.accuracy_m is not None and (
+            not math.isfinite(fix.accuracy_m) or fix.accuracy_m <= 0
+        ):
+            reject(i, fix, "fix.invalid_accuracy")
+            continue
+        lat, lon, acc, source = fix.lat, fix.lon, fix.accuracy_m, fix.source
+        status, flag, radio = "ok", None, None
+        if lat is None or lon is None:
+            resolved = _resolve(rt, fix, wifi_allowed)
+            if resolved is not None:
+                lat, lon, acc, source = resolved
+            elif approximate:
+                # what was heard is itself precise location: without a position
+                # there is nothing approximate to keep
+                reject(i, fix, "fix.unresolvable")
+                continue
+            else:
+                radio = _radio_json(fix, wifi_allowed)
+                if radio is None:
+                    reject(i, fix, "fix.no_position")
+                    continue
+                status = "unresolved"
+        if lat is not None and lon is not None:
+            if not (math.isfinite(lat) and math.isfinite(lon)):
+                reject(i, fix, "fix.invalid_coordinates")
+                continue
+            if abs(lat) > 90 or abs(lon) > 180:
+                reject(i, fix, "fix.out_of_range")
+                continue
+            if lat == 0 and lon == 0:
+                reject(i, fix, "fix.null_island")
+                continue
+        speed = _clean_optional(fix.speed_mps, 0, 1e6)
+        course = _clean_optional(fix.course_deg, 0, 360)
+        altitude = _clean_optional(fix.altitude_m, -1000, 100_000)
+        battery = fix.battery if fix.battery is not None and 0 <= fix.battery <= 100 else None
+        if status == "ok":
+            if acc is not None and acc > settings.location_max_accuracy_m:
+                status, flag = "flagged", "fix.poor_accuracy"
+            elif speed is not None and speed > settings.location_max_speed_mps:
+                status, flag = "flagged", "fix.impossible_speed"
+        if approximate and lat is not None and lon is not None:
+            lat, lon = privacy.coarsen(rt.catalog, APPROXIMATE, lat, lon)
+            acc = max(acc or 0.0, APPROXIMATE_ACCURACY_M)
+            speed = course = altitude = None
+        rows.append(
+            {
+                "_i": i,
+                "account_id": account_id,
+                "device_id": device_id,
+                "client_id": fix.client_id,
+                "recorded_ms": fix.t_ms,
+                "received_ms": now_ms,
+                "lat": lat,
+                "lon": lon,
+                "accuracy_m": acc,
+                "altitude_m": altitude,
+                "speed_mps": speed,
+                "course_deg": course,
+                "battery": battery,
+                "source": source,
+                "precise": not approximate,
+                "status": status,
+                "flag": flag,
+                "radio": radio,
+            }
+        )
+
+    # a retried batch: what is already stored is a duplicate, not an error
+    ids = [r["client_id"] for r in rows if r["client_id"] is not None]
+    if ids:
+        stored: set[str] = set()
+        for k in range(0, len(ids), 500):
+            q = select(LocationFix.client_id).where(
+                LocationFix.account_id == account_id, LocationFix.client_id.in_(ids[k : k + 500])
+            )
+            stored.update(c for c in (await s.execute(q)).scalars() if c is not None)
+        if stored:
+            res.duplicates += sum(1 for r in rows if r["client_id"] in stored)
+            rows = [r for r in rows if r["client_id"] not in stored]
+
+    last = await s.get(LastLocation, account_id)
+    _flag_implied_speeds(rows, last, settings.location_max_speed_mps)
+    for r in rows:
+        i = r.pop("_i")
+        if r["status"] == "flagged":
+            code = r["flag"]
+            res.flagged.append(Refusal(i, r["client_id"], code, FLAG_DETAIL[code]))
+        elif r["status"] == "unresolved":
+            res.unresolved += 1
+    if rows:
+        ins = _insert(s)(LocationFix).on_conflict_do_nothing(
+            index_elements=["account_id", "client_id"]
+        )
+        await s.execute(ins, rows)
+    res.accepted = len(rows)
+
+    newest = max(
+        (r for r in rows if r["status"] == "ok"), key=lambda r: r["recorded_ms"], default=None
+    )
+    if newest is not None and (last is None or newest["recorded_ms"] > last.recorded_ms):
+        await _set_last(s, account_id, newest)
+        res.last_updated = True
+    await s.commit()
+
+    good = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["recorded_ms"])
+    if good:
+        from kares.location import places
+
+        await places.observe(s, rt, account_id=account_id, fixes=good)
+    if res.last_updated and newest is not None:
+        if live.hub.any_connected():
+            # the connected streams of everyone who shares a family re-read it
+            # under their own rights (kares.live)
+            audience = live.hub.connected(await co_members(s, account_id))
+            live.hub.deliver(audience, kind="location", about=account_id)
+        await events.publish(
+            events.Event(EVENT_UPDATED, account_id, {"recorded_ms": newest["recorded_ms"]})
+        )
+    return res
+
+
+def _flag_implied_speeds(
+    rows: list[dict[str, Any]], last: LastLocation | None, max_speed: float
+) -> None:
+    """Flag a fix that no vehicle could reach from the good fix before it (in
+    time order, within the batch, starting from the stored last location)."""
+    prev: tuple[int, float, float] | None = None
+    if last is not None:
+        prev = (last.recorded_ms, last.lat, last.lon)
+    for r in sorted(rows, key=lambda r: r["recorded_ms"]):
+        if r["status"] != "ok":
+            continue
+        if prev is not None and r["recorded_ms"] > prev[0]:
+            dt = (r["recorded_ms"] - prev[0]) / 1000
+            d = haversine_m(prev[1], prev[2], r["lat"], r["lon"])
+            # a few km of slack: two fixes of poor accuracy a second apart
+            if d > 2000 and d / dt > max_speed:
+                r["status"], r["flag"] = "flagged", "fix.implied_speed"
+                continue
+        if prev is None or r["recorded_ms"] >= prev[0]:
+            prev = (r["recorded_ms"], r["lat"], r["lon"])
+
+
+async def _set_last(s: AsyncSession, account_id: str, r: dict[str, Any]) -> None:
+    values = {
+        "account_id": account_id,
+        "device_id": r["device_id"],
+        "recorded_ms": r["recorded_ms"],
+        "lat": r["lat"],
+        "lon": r["lon"],
+        "accuracy_m": r["accuracy_m"],
+        "speed_mps": r["speed_mps"],
+        "course_deg": r["course_deg"],
+        "battery": r["battery"],
+        "precise": r["precise"],
+    }
+    ins = _insert(s)(LastLocation).values(**values)
+    upd = {k: getattr(ins.excluded, k) for k in values if k != "account_id"}
+    # a concurrent batch with a newer fix wins, whichever commits first
+    await s.execute(
+        ins.on_conflict_do_update(
+            index_elements=["account_id"],
+            set_=upd,
+            where=LastLocation.recorded_ms < ins.excluded.recorded_ms,
+        )
+    )
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+async def last_locations(s: AsyncSession, account_ids: Sequence[str]) -> dict[str, LastLocation]:
+    if not account_ids:
+        return {}
+    q = select(LastLocation).where(LastLocation.account_id.in_(list(account_ids)))
+    return {x.account_id: x for x in (await s.execute(q)).scalars()}
+
+
+def shown(
+    rt: Runtime, lat: float, lon: float, acc: float | None, precise: bool, degraded: dict[str, str]
+) -> tuple[float, float, float | None, bool]:
+    """A stored position as the caller may see it: rounded when it was stored
+    approximately or the caller may only see approximate location."""
+    if precise and PRECISE not in degraded:
+        return lat, lon, acc, True
+    la, lo = privacy.coarsen(rt.catalog, APPROXIMATE, lat, lon)
+    return la, lo, max(acc or 0.0, APPROXIMATE_ACCURACY_M), False
+
+
+@dataclass(frozen=True)
+class StoredFix:
+    id: int
+    t_ms: int
+    lat: float
+    lon: float
+    accuracy_m: float | None
+    altitude_m: float | None
+    speed_mps: float | None
+    course_deg: float | None
+    battery: int | None
+    source: str
+    precise: bool
+
+
+async def fixes_between(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    from_ms: int,
+    to_ms: int,
+    after: tuple[int, int] | None = None,
+    limit: int | None = None,
+) -> list[StoredFix]:
+    """Good fixes of one person in [from_ms, to_ms), in time order; ``after`` is
+    the (time, id) of the last fix of the previous page."""
+    c = LocationFix.__table__.c
+    q = (
+        select(
+            c.id,
+            c.recorded_ms,
+            c.lat,
+            c.lon,
+            c.accuracy_m,
+            c.altitude_m,
+            c.speed_mps,
+            c.course_deg,
+            c.battery,
+            c.source,
+            c.precise,
+        )
+        .where(
+            c.account_id == account_id,
+            c.recorded_ms >= from_ms,
+            c.recorded_ms < to_ms,
+            c.status == "ok",
+        )
+        .order_by(c.recorded_ms, c.id)
+    )
+    if after is not None:
+        q = q.where(or_(c.recorded_ms > after[0], and_(c.recorded_ms == after[0], c.id > after[1])))
+    if limit is not None:
+        q = q.limit(limit)
+    rows = (await s.execute(q)).all()
+    return [StoredFix(*r) for r in rows]
+
+
+def to_points(fixes: Sequence[StoredFix]) -> list[Point]:
+    return [Point(f.t_ms / 1000, f.lat, f.lon, f.accuracy_m, f.speed_mps) for f in fixes]
+
+
+# --- the family map --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberPosition:
+    account_id: str
+    name: str | None
+    role: str
+    sharing: str  # live | history | off | paused
+    last: LastLocation | None
+    battery: int | None
+    battery_at: datetime | None
+
+
+async def family_map(s: AsyncSession, *, family_id: str, viewer_id: str) -> list[MemberPosition]:
+    """Every member of the family, with their last position when they share it
+    with the family now (the viewer always sees their own)."""
+    from kares.devices.models import Device
+    from kares.families import service as families
+
+    await families.require_member(s, family_id, viewer_id)
+    members = await families.members_of(s, family_id)
+    now = clock.utcnow()
+    ids = [acc.id for _, acc in members]
+    lasts = await last_locations(s, ids)
+    batteries: dict[str, tuple[int, datetime]] = {}
+    q = select(Device.account_id, Device.battery, Device.battery_at).where(
+        Device.account_id.in_(ids), Device.battery.is_not(None), Device.battery_at.is_not(None)
+    )
+    for acc_id, battery, at in (await s.execute(q)).all():
+        if battery is None or at is None:
+            continue
+        if acc_id not in batteries or at > batteries[acc_id][1]:
+            batteries[acc_id] = (battery, at)
+    out = []
+    for m, acc in members:
+        sharing = "paused" if families.is_paused(m, now) else m.location
+        visible = acc.id == viewer_id or sharing in ("live", "history")
+        last = lasts.get(acc.id) if visible else None
+        batt = batteries.get(acc.id) if visible else None
+        if last is not None and last.battery is not None:
+            fix_at = datetime.fromtimestamp(last.recorded_ms / 1000, UTC)
+            if batt is None or fix_at > batt[1]:
+                batt = (last.battery, fix_at)
+        out.append(
+            MemberPosition(
+                account_id=acc.id,
+                name=acc.name,
+                role=m.role,
+                sharing=sharing,
+                last=last,
+                battery=batt[0] if batt else None,
+                battery_at=batt[1] if batt else None,
+            )
+        )
+    return out
+
+
+async def may_see_live(s: AsyncSession, viewer_id: str, subject_id: str) -> bool:
+    """The live map's rule, for one pair: oneself, or a shared family where the
+    subject shares location (live or history) and is not paused."""
+    from kares.families import service as families
+    from kares.families.models import FamilyMember
+
+    if viewer_id == subject_id:
+        return True
+    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == viewer_id)
+    q = select(FamilyMember).where(
+        FamilyMember.account_id == subject_id, FamilyMember.family_id.in_(mine)
+    )
+    now = clock.utcnow()
+    return any(
+        families.effective(m, now).location in ("live", "history")
+        for m in (await s.execute(q)).scalars()
+    )
+
+
+async def co_members(s: AsyncSession, account_id: str) -> set[str]:
+    """Everyone who shares a family with the account (the account included)."""
+    from kares.families.models import FamilyMember
+
+    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == account_id)
+    q = select(FamilyMember.account_id).where(FamilyMember.family_id.in_(mine))
+    return {account_id, *(await s.execute(q)).scalars()}

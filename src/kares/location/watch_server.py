@@ -1,0 +1,300 @@
+"""The TCP listener for the kids'-watch text protocol (``kares serve --watch-port``).
+
+Each connection feeds its bytes to a :class:`FrameReader`; every frame is
+handled, *then* answered, so a reply the watch treats as an acknowledgement
+(``AL`` for an alarm) is sent only once what it acknowledges is stored and
+the guardians are being told. A watch is recognised by the id in its frames:
+it must have introduced itself with that id (``POST /api/v1/watches/hello``,
+the id as its IMEI, the answer's pairing code printed on its box) and be
+paired with a family's dependant. Everything it reports then goes through
+the same guard as an HTTP request of that watch: the dependant's account
+state and consents, the watch's reported permissions, precise -> approximate.
+
+An unknown or unpaired watch gets its ``LK`` answered (so it stays connected
+until it is paired) and nothing it sends is stored; its alarms are *not*
+answered, so the watch keeps trying (and falls back to calling its SOS
+numbers) instead of believing someone was told.
+
+Health readings are parsed and, until step 6 builds their store, published
+on the event bus as ``health.reading`` and not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares import clock, events
+from kares.accounts.auth import Caller
+from kares.accounts.models import Account, Session
+from kares.devices import service as devices
+from kares.devices.models import Watch
+from kares.errors import Problem
+from kares.location import service
+from kares.location import watch_protocol as wp
+from kares.privacy import service as privacy
+from kares.privacy.guard import Allowed
+from kares.runtime import Runtime
+
+log = logging.getLogger("kares.watch")
+READ_CHUNK = 4096
+TOLD_MAX = 10_000
+# alarms that are emergencies: every guardian is told at once, until one answers
+SOS_ALARMS = {"sos": "SOS from the watch", "fall": "The watch detected a fall"}
+NOTICE_ALARMS = {
+    "removed": ("location", "took off the watch"),
+    "low_battery": ("system", "'s watch battery is low"),
+}
+
+
+@dataclass
+class Wearer:
+    watch: Watch
+    account: Account
+    session: Session
+
+
+async def wearer(s: AsyncSession, device_id: str) -> Wearer | None:
+    """The paired watch with this protocol id and its live credential, or None."""
+    w = await devices.watch_by_imei(s, device_id)
+    if w is None or w.status != "paired" or w.account_id is None or w.session_id is None:
+        return None
+    sess = await s.get(Session, w.session_id)
+    acc = await s.get(Account, w.account_id)
+    if sess is None or acc is None or sess.revoked_at is not None:
+        return None
+    if sess.expires_at <= clock.utcnow():
+        return None
+    return Wearer(w, acc, sess)
+
+
+class WatchServer:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.server: asyncio.Server | None = None
+        self.connections: set[asyncio.Task[None]] = set()
+        self.frames = 0
+        self.errors = 0
+        # notices already sent per alarm key: a resent alarm tells nobody twice
+        # (SOS alerts are deduplicated in the database, by the same key)
+        self._told: dict[tuple[str, str], None] = {}
+
+    async def start(self, host: str, port: int) -> int:
+        self.server = await asyncio.start_server(self._serve, host, port, limit=wp.MAX_FRAME)
+        sock = self.server.sockets[0]
+        bound = int(sock.getsockname()[1])
+        log.info("watch protocol listening on %s:%s", host, bound)
+        return bound
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for t in list(self.connections):
+                t.cancel()
+            await asyncio.gather(*self.connections, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.connections.add(task)
+        frames = wp.FrameReader()
+        idle = self.rt.settings.watch_idle_seconds
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout=idle)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                for frame in frames.feed(data):
+                    self.frames += 1
+                    reply = await self.handle(frame)
+                    if reply is not None:
+                        writer.write(reply)
+                        # a watch that never reads must not hold the task forever
+                        await asyncio.wait_for(writer.drain(), timeout=idle)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            if task is not None:
+                self.connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def handle(self, frame: wp.Frame) -> bytes | None:
+        """Handle one frame; return the bytes to answer (None: no answer)."""
+        try:
+            msg: wp.Message | None = wp.parse(frame)
+        except wp.FrameError as exc:
+            self.errors += 1
+            log.info("watch frame refused (%s): %s", exc.code, frame.command)
+            msg = None
+        try:
+            async with self.rt.db.sessions() as s:
+                who = await wearer(s, frame.device_id)
+                if who is None:
+                    # only a keep-alive is answered for a watch we cannot attribute
+                    return wp.reply_for(frame, msg) if frame.command.upper() == "LK" else None
+                handled = await self._process(s, who, frame, msg)
+        except Exception:
+            self.errors += 1
+            log.exception("watch frame %s failed", frame.command)
+            return None
+        return wp.reply_for(frame, msg) if handled else None
+
+    async def _allowed(self, s: AsyncSession, who: Wearer, feature: str) -> Allowed | None:
+        allowed = Allowed("driving_tracks", feature, Caller(who.account, who.session, False))
+        try:
+            await privacy.check(s, self.rt, allowed)
+        except Problem as exc:
+            log.info("watch report not kept: %s", exc.code)
+            return None
+        return allowed
+
+    async def _process(
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, msg: wp.Message | None
+    ) -> bool:
+        """Store what the frame says; True when it may be acknowledged."""
+        now = clock.utcnow()
+        who.watch.last_seen_at = now
+        device_id = who.session.device_id
+        if isinstance(msg, wp.KeepAlive):
+            if msg.battery is not None and device_id is not None and 0 <= msg.battery <= 100:
+                await devices.report_status(
+                    s,
+                    account_id=who.account.id,
+                    device_id=device_id,
+                    battery=msg.battery,
+                    charging=None,
+                )
+            await s.commit()
+            return True
+        if isinstance(msg, wp.Health):
+            await s.commit()
+            await events.publish(
+                events.Event(
+                    "health.reading",
+                    who.account.id,
+                    {"kind": msg.kind, "values": dict(msg.values), "source": "watch"},
+                )
+            )
+            return True
+        if isinstance(msg, wp.Position):
+            return await self._position(s, who, frame, msg)
+        await s.commit()
+        return msg is not None or frame.command.upper() == "LK"
+
+    async def _position(
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position
+    ) -> bool:
+        device_id = who.session.device_id
+        t_ms = int(pos.time.timestamp() * 1000)
+        if pos.kind == "AL":
+            # the alarm first: its answer is what the watch waits for, and a
+            # resend (our answer was lost) is recognised by its own key
+            await self._alarm(s, who, frame, pos, t_ms)
+        allowed = await self._allowed(s, who, "upload")
+        if allowed is not None:
+            perms = await devices.permissions_of(s, device_id) if device_id else {}
+            fix = service.FixIn(
+                t_ms=t_ms,
+                lat=pos.lat,
+                lon=pos.lon,
+                client_id=f"w:{frame.device_id}:{pos.kind}:{t_ms}"[:96],
+                accuracy_m=pos.accuracy_m if pos.lat is not None else None,
+                altitude_m=pos.altitude_m,
+                speed_mps=pos.speed_kmh / 3.6 if pos.speed_kmh is not None else None,
+                course_deg=pos.course,
+                battery=pos.battery,
+                source="gps" if pos.lat is not None else "cell",
+                cells=pos.cells,
+                wifi=pos.wifi,
+            )
+            await service.ingest(
+                s,
+                self.rt,
+                account_id=who.account.id,
+                device_id=device_id,
+                fixes=[fix],
+                degraded=allowed.degraded,
+                wifi_allowed=perms.get("wireless_network") != "denied",
+            )
+        if pos.battery is not None and device_id is not None and 0 <= pos.battery <= 100:
+            await devices.report_status(
+                s,
+                account_id=who.account.id,
+                device_id=device_id,
+                battery=pos.battery,
+                charging=None,
+            )
+        await s.commit()
+        return True
+
+    def _where(self, pos: wp.Position) -> tuple[float | None, float | None, float | None]:
+        """Where an alarm was raised, as the watch knows it: its GPS fix, else
+        what the local tables make of the towers and access points it heard."""
+        if pos.lat is not None and pos.lon is not None:
+            return pos.lat, pos.lon, pos.accuracy_m
+        from kares.location.lookup import resolver_for
+
+        found = (
+            resolver_for(self.rt).resolve(pos.cells, pos.wifi) if pos.cells or pos.wifi else None
+        )
+        return (found.lat, found.lon, found.accuracy_m) if found else (None, None, None)
+
+    async def _alarm(
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position, t_ms: int
+    ) -> None:
+        """Raise what an alarm frame says, once per alarm (a resend raises nothing)."""
+        from kares.notify import service as notify
+        from kares.sos import service as sos
+
+        key = f"w:{frame.device_id}:{t_ms}:{pos.status:x}"[:96]
+        emergencies = [a for a in SOS_ALARMS if a in pos.alarms]
+        if emergencies:
+            # SOS is consent-exempt (vital interests): the position goes as the
+            # watch knows it, rounded only if the watch's permission says so
+            ctx = Allowed("sos", "raise", Caller(who.account, who.session, False))
+            await privacy.check(s, self.rt, ctx)
+            lat, lon, acc = self._where(pos)
+            await sos.raise_alert(
+                s,
+                self.rt.catalog,
+                account=who.account,
+                device_id=who.session.device_id,
+                degraded=ctx.degraded,
+                lat=lat,
+                lon=lon,
+                accuracy_m=acc,
+                battery=pos.battery,
+                note=SOS_ALARMS[emergencies[0]],
+                source_key=key,
+            )
+        notices = [a for a in NOTICE_ALARMS if a in pos.alarms and (key, a) not in self._told]
+        if notices:
+            guardians = await sos.recipients_for(s, who.account)
+            name = who.account.name or "A family member"
+            for a in notices:
+                category, what = NOTICE_ALARMS[a]
+                sep = "" if what.startswith("'") else " "
+                await notify.send(
+                    s,
+                    account_ids=guardians,
+                    category=category,
+                    title=f"{name}{sep}{what}"[:120],
+                    body=f"{name}{sep}{what}.",
+                    data={"account_id": who.account.id, "alarm": a},
+                )
+            await s.commit()
+            for a in notices:
+                self._told[(key, a)] = None
+                if len(self._told) > TOLD_MAX:
+                    self._told.pop(next(iter(self._told)))
