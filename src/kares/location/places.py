@@ -171,19 +171,6 @@ async def observe(
     return crossings
 
 
-async def _may_see(s: AsyncSession, watcher_id: str, subject_id: str) -> bool:
-    """The watcher may see the subject's location now (as the guard would decide)."""
-    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == watcher_id)
-    q = select(FamilyMember).where(
-        FamilyMember.account_id == subject_id, FamilyMember.family_id.in_(mine)
-    )
-    now = clock.utcnow()
-    return any(
-        families.effective(m, now).location in ("live", "history")
-        for m in (await s.execute(q)).scalars()
-    )
-
-
 async def _tell(s: AsyncSession, place: Place, subject_id: str, crossing: Crossing) -> None:
     q = select(PlaceAlert).where(
         PlaceAlert.place_id == place.id,
@@ -195,7 +182,9 @@ async def _tell(s: AsyncSession, place: Place, subject_id: str, crossing: Crossi
         for a in (await s.execute(q)).scalars()
         if (a.on_arrive if crossing.arrived else a.on_leave)
     ]
-    watchers = [w for w in dict.fromkeys(wanted) if await _may_see(s, w, subject_id)]
+    from kares.location.service import may_see_live
+
+    watchers = [w for w in dict.fromkeys(wanted) if await may_see_live(s, w, subject_id)]
     if not watchers:
         return
     person = await s.get(Account, subject_id)

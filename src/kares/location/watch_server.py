@@ -72,6 +72,15 @@ async def wearer(s: AsyncSession, device_id: str) -> Wearer | None:
     return Wearer(w, acc, sess)
 
 
+async def _battery(s: AsyncSession, who: Wearer, battery: int | None) -> None:
+    """A battery level the watch reported lands on its device."""
+    device_id = who.session.device_id
+    if battery is not None and device_id is not None and 0 <= battery <= 100:
+        await devices.report_status(
+            s, account_id=who.account.id, device_id=device_id, battery=battery, charging=None
+        )
+
+
 class WatchServer:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -165,16 +174,8 @@ class WatchServer:
         """Store what the frame says; True when it may be acknowledged."""
         now = clock.utcnow()
         who.watch.last_seen_at = now
-        device_id = who.session.device_id
         if isinstance(msg, wp.KeepAlive):
-            if msg.battery is not None and device_id is not None and 0 <= msg.battery <= 100:
-                await devices.report_status(
-                    s,
-                    account_id=who.account.id,
-                    device_id=device_id,
-                    battery=msg.battery,
-                    charging=None,
-                )
+            await _battery(s, who, msg.battery)
             await s.commit()
             return True
         if isinstance(msg, wp.Health):
@@ -227,14 +228,7 @@ class WatchServer:
                 degraded=allowed.degraded,
                 wifi_allowed=perms.get("wireless_network") != "denied",
             )
-        if pos.battery is not None and device_id is not None and 0 <= pos.battery <= 100:
-            await devices.report_status(
-                s,
-                account_id=who.account.id,
-                device_id=device_id,
-                battery=pos.battery,
-                charging=None,
-            )
+        await _battery(s, who, pos.battery)
         await s.commit()
         return True
 
