@@ -5,6 +5,7 @@ precise location withdrawn -> only approximate location stored, location off
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -374,3 +375,16 @@ async def test_fixes_count_rows_only_for_their_owner(
     await upload(client, a, [fix(1, now)])
     await upload(client, b, [fix(1, now)])  # same client id, another person: not a duplicate
     assert await count_rows(db, "location_fixes") == 2
+
+
+async def test_the_same_batch_sent_three_times_at_once_is_accepted_once(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    me = await member(client, sms)
+    now = clock.utcnow()
+    batch = [fix(i, now - timedelta(seconds=300 - i), lat=31.2 + i * 1e-5) for i in range(300)]
+    replies = await asyncio.gather(*(upload(client, me, batch) for _ in range(3)))
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    assert sum(r.json()["accepted"] for r in replies) == 300
+    assert sum(r.json()["duplicates"] for r in replies) == 600
+    assert len(await stored(db, me["account"]["id"])) == 300

@@ -223,28 +223,20 @@ async def _friends(
 ) -> list[dict[str, Any]]:
     """OwnTracks' reply: the last location and card of every family member the
     caller may see (the caller included), each under its own topic."""
-    from kares.accounts.models import Account
-    from kares.families import service as families
-
     me = ctx.account_id
-    ids: list[str] = [me]
-    for fam in await families.families_of(s, me):
-        for _, acc in await families.members_of(s, fam.family.id):
-            if acc.id not in ids and await service.may_see_live(s, me, acc.id):
-                ids.append(acc.id)
+    people = await service.visible_people(s, me)
+    ids = list(people)
     lasts = await service.last_locations(s, ids)
     tids = await trackers.tids_for(s, ids)
     out: list[dict[str, Any]] = []
     for account_id in ids:
-        person = await s.get(Account, account_id)
-        if person is None:
-            continue
+        name = people[account_id]
         user, device = own_topic if account_id == me else (f"kares-{account_id[:12]}", "kares")
         topic = f"owntracks/{user}/{device}"
-        tid = tids.get(account_id) or _tid(person.name)
+        tid = tids.get(account_id) or _tid(name)
         card: dict[str, Any] = {"_type": "card", "tid": tid, "topic": topic}
-        if person.name:
-            card["name"] = person.name
+        if name:
+            card["name"] = name
         out.append(card)
         last = lasts.get(account_id)
         if last is None:

@@ -241,33 +241,21 @@ async def ingest(
             }
         )
 
-    # a retried batch: what is already stored is a duplicate, not an error
-    ids = [r["client_id"] for r in rows if r["client_id"] is not None]
-    if ids:
-        stored: set[str] = set()
-        for k in range(0, len(ids), 500):
-            q = select(LocationFix.client_id).where(
-                LocationFix.account_id == account_id, LocationFix.client_id.in_(ids[k : k + 500])
-            )
-            stored.update(c for c in (await s.execute(q)).scalars() if c is not None)
-        if stored:
-            res.duplicates += sum(1 for r in rows if r["client_id"] in stored)
-            rows = [r for r in rows if r["client_id"] not in stored]
-
     last = await s.get(LastLocation, account_id)
     _flag_implied_speeds(rows, last, settings.location_max_speed_mps)
-    for r in rows:
-        i = r.pop("_i")
+    index = [r.pop("_i") for r in rows]
+    inserted = await _store(s, rows)
+    # a retried batch (even one running at the same moment): what the database
+    # already had is a duplicate, counted from what the INSERT really wrote
+    res.duplicates += len(rows) - len(inserted)
+    for k in inserted:
+        r = rows[k]
         if r["status"] == "flagged":
             code = r["flag"]
-            res.flagged.append(Refusal(i, r["client_id"], code, FLAG_DETAIL[code]))
+            res.flagged.append(Refusal(index[k], r["client_id"], code, FLAG_DETAIL[code]))
         elif r["status"] == "unresolved":
             res.unresolved += 1
-    if rows:
-        ins = _insert(s)(LocationFix).on_conflict_do_nothing(
-            index_elements=["account_id", "client_id"]
-        )
-        await s.execute(ins, rows)
+    rows = [rows[k] for k in inserted]
     res.accepted = len(rows)
 
     newest = max(
@@ -293,6 +281,21 @@ async def ingest(
             events.Event(EVENT_UPDATED, account_id, {"recorded_ms": newest["recorded_ms"]})
         )
     return res
+
+
+async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the rows, each (account, client id) once; the positions of the rows
+    that were written. One INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy
+    batches it into multi-row VALUES), so concurrent retries cannot both count."""
+    if not rows:
+        return []
+    table = LocationFix.__table__
+    ins = _insert(s)(table).on_conflict_do_nothing(index_elements=["account_id", "client_id"])
+    if all(r["client_id"] is None for r in rows):
+        await s.execute(ins, rows)
+        return list(range(len(rows)))
+    written = {c for (c,) in (await s.execute(ins.returning(table.c.client_id), rows)).all()}
+    return [k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] in written]
 
 
 def _flag_implied_speeds(
@@ -499,6 +502,37 @@ async def may_see_live(s: AsyncSession, viewer_id: str, subject_id: str) -> bool
         families.effective(m, now).location in ("live", "history")
         for m in (await s.execute(q)).scalars()
     )
+
+
+async def visible_people(s: AsyncSession, viewer_id: str) -> dict[str, str | None]:
+    """Who the viewer may see on the live map now, with their names, in one query:
+    themself first, then everyone sharing a family with them whose choice there
+    (live or history, not paused) shows them."""
+    from kares.accounts.models import Account
+    from kares.families import service as families
+    from kares.families.models import FamilyMember
+
+    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == viewer_id)
+    q = (
+        select(FamilyMember, Account.name)
+        .join(Account, Account.id == FamilyMember.account_id)
+        .where(FamilyMember.family_id.in_(mine))
+        .order_by(FamilyMember.joined_at, FamilyMember.account_id)
+    )
+    now = clock.utcnow()
+    out: dict[str, str | None] = {}
+    names: dict[str, str | None] = {}
+    for m, name in (await s.execute(q)).all():
+        names[m.account_id] = name
+        if m.account_id != viewer_id and families.effective(m, now).location in (
+            "live",
+            "history",
+        ):
+            out[m.account_id] = name
+    if viewer_id not in names:
+        acc = await s.get(Account, viewer_id)
+        names[viewer_id] = acc.name if acc is not None else None
+    return {viewer_id: names[viewer_id], **out}
 
 
 async def co_members(s: AsyncSession, account_id: str) -> set[str]:
