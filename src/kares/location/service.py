@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -283,19 +283,72 @@ async def ingest(
     return res
 
 
+_COLUMNS = (
+    "account_id",
+    "device_id",
+    "client_id",
+    "recorded_ms",
+    "received_ms",
+    "lat",
+    "lon",
+    "accuracy_m",
+    "altitude_m",
+    "speed_mps",
+    "course_deg",
+    "battery",
+    "source",
+    "precise",
+    "status",
+    "flag",
+    "radio",
+)
+_SQLITE_INSERT = (
+    f"INSERT INTO location_fixes ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    "ON CONFLICT (account_id, client_id) DO NOTHING"
+)
+
+
 async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert the rows, each (account, client id) once; the positions of the rows
-    that were written. One INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy
-    batches it into multi-row VALUES), so concurrent retries cannot both count."""
+    """Insert the rows, each (account, client id) once; returns the positions of
+    the rows that were written, so concurrent retries cannot both count a fix.
+
+    PostgreSQL: one INSERT ... ON CONFLICT DO NOTHING RETURNING client_id (SQLAlchemy
+    batches it into multi-row VALUES). SQLite has one writer at a time: the
+    transaction takes the write lock first, then what is already stored is looked
+    up and the rest goes in with the driver's executemany, the cheapest way in."""
     if not rows:
         return []
-    table = LocationFix.__table__
-    ins = _insert(s)(table).on_conflict_do_nothing(index_elements=["account_id", "client_id"])
-    if all(r["client_id"] is None for r in rows):
-        await s.execute(ins, rows)
-        return list(range(len(rows)))
-    written = {c for (c,) in (await s.execute(ins.returning(table.c.client_id), rows)).all()}
-    return [k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] in written]
+    table: Table = LocationFix.__table__  # type: ignore[assignment]
+    if s.get_bind().dialect.name == "postgresql":
+        ins = postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=["account_id", "client_id"]
+        )
+        if all(r["client_id"] is None for r in rows):
+            await s.execute(ins, rows)
+            return list(range(len(rows)))
+        got = await s.execute(ins.returning(table.c.client_id), rows)
+        written = {c for (c,) in got.all()}
+        return [
+            k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] in written
+        ]
+    # a write that changes nothing: from here until the commit no one else writes
+    await s.execute(text("UPDATE location_fixes SET id = id WHERE 0"))
+    account_id = rows[0]["account_id"]
+    ids = [r["client_id"] for r in rows if r["client_id"] is not None]
+    stored: set[str] = set()
+    for k in range(0, len(ids), 500):
+        q = select(table.c.client_id).where(
+            table.c.account_id == account_id, table.c.client_id.in_(ids[k : k + 500])
+        )
+        stored.update(c for c in (await s.execute(q)).scalars() if c is not None)
+    keep = [k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] not in stored]
+    conn = await s.connection()
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.executemany(_SQLITE_INSERT, [tuple(rows[k][c] for c in _COLUMNS) for k in keep])
+    return keep
 
 
 def _flag_implied_speeds(
@@ -311,6 +364,12 @@ def _flag_implied_speeds(
             continue
         if prev is not None and r["recorded_ms"] > prev[0]:
             dt = (r["recorded_ms"] - prev[0]) / 1000
+            # no more than this many metres apart (a degree is at most ~111.2 km):
+            # most fixes are settled without the haversine
+            bound = (abs(r["lat"] - prev[1]) + abs(r["lon"] - prev[2])) * 111_320
+            if bound <= 2000 or bound <= max_speed * dt:
+                prev = (r["recorded_ms"], r["lat"], r["lon"])
+                continue
             d = haversine_m(prev[1], prev[2], r["lat"], r["lon"])
             # a few km of slack: two fixes of poor accuracy a second apart
             if d > 2000 and d / dt > max_speed:
