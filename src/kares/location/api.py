@@ -23,6 +23,7 @@ from kares.errors import Problem, responses
 from kares.location import compat, formats, places, service, timeline, trackers
 from kares.location import schemas as sc
 from kares.location.models import LastLocation, Place
+from kares.location.points import gc_paused
 from kares.location.resolver import Cell, WifiAp
 from kares.location.simplify import simplify
 from kares.privacy.guard import Allowed, guard
@@ -578,7 +579,8 @@ async def track(
     else:
         fixes = await service.fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
         total = len(fixes)
-        keep = simplify(service.to_points(fixes), zoom=zoom, max_points=max_points)
+        with gc_paused():
+            keep = simplify(service.to_points(fixes), zoom=zoom, max_points=max_points)
         fixes = [fixes[i] for i in keep]
         nxt = None
     shown, precise = _shown_fixes(rt, fixes, ctx.degraded)
@@ -635,8 +637,9 @@ async def member_timeline(
 ) -> sc.Timeline:
     from_ms, to_ms = _range(_aware(start), _aware(end))
     fixes = await service.fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
-    shown, precise = _shown_fixes(rt, fixes, ctx.degraded)
-    tl = timeline.detect(service.to_points(shown))
+    with gc_paused():
+        shown, precise = _shown_fixes(rt, fixes, ctx.degraded)
+        tl = timeline.detect(service.to_points(shown))
     known = await _visible_places(s, ctx.account_id, account_id)
     items: list[sc.StayOut | sc.TripOut] = []
     stay_places: dict[float, Place | None] = {}

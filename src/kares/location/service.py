@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kares import clock, events, live
 from kares.location.geo import haversine_m
 from kares.location.models import LastLocation, LocationFix
-from kares.location.points import Point
+from kares.location.points import Point, gc_paused
 from kares.location.resolver import Cell, WifiAp
 from kares.privacy import service as privacy
 from kares.runtime import Runtime
@@ -425,8 +425,7 @@ def shown(
     return la, lo, max(acc or 0.0, APPROXIMATE_ACCURACY_M), False
 
 
-@dataclass(frozen=True)
-class StoredFix:
+class StoredFix(NamedTuple):
     id: int
     t_ms: int
     lat: float
@@ -478,12 +477,28 @@ async def fixes_between(
         q = q.where(or_(c.recorded_ms > after[0], and_(c.recorded_ms == after[0], c.id > after[1])))
     if limit is not None:
         q = q.limit(limit)
-    rows = (await s.execute(q)).all()
-    return [StoredFix(*r) for r in rows]
+    if s.get_bind().dialect.name == "sqlite":
+        # a day at 1 Hz is 86,400 rows: on SQLite the driver's own fetch is
+        # several times faster than building SQLAlchemy rows (bench_timeline --db)
+        compiled = q.compile(dialect=s.get_bind().dialect)
+        conn = await s.connection()
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        params = [compiled.params[k] for k in compiled.positiontup or ()]
+        async with driver.execute(str(compiled), params) as cur:
+            rows = await cur.fetchall()
+        with gc_paused():
+            return [
+                StoredFix(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
+                for r in rows
+            ]
+    found = (await s.execute(q)).all()
+    with gc_paused():
+        return [StoredFix(*r) for r in found]
 
 
 def to_points(fixes: Sequence[StoredFix]) -> list[Point]:
-    return [Point(f.t_ms / 1000, f.lat, f.lon, f.accuracy_m, f.speed_mps) for f in fixes]
+    return [Point(f[1] / 1000, f[2], f[3], f[4], f[6]) for f in fixes]
 
 
 # --- the family map --------------------------------------------------------------------------
