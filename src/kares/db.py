@@ -60,6 +60,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def insert_for(s: AsyncSession) -> Any:
+    """The ``insert`` construct with ON CONFLICT clauses for the session's
+    database (PostgreSQL or SQLite)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 

@@ -5,21 +5,15 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto
+from kares.db import insert_for
 from kares.devices.models import Device, DevicePermission, Watch
 from kares.errors import Problem
 from kares.privacy.catalog import Catalog
-
-
-def _insert(s: AsyncSession) -> Any:
-    """INSERT with ON CONFLICT for the session's database (PostgreSQL or SQLite)."""
-    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 async def touch(
@@ -39,7 +33,7 @@ async def touch(
     # Insert-if-absent, so two first sign-ins from one device at once do not
     # collide on (account_id, device_key): exactly one of them creates it.
     stmt = (
-        _insert(s)(Device)
+        insert_for(s)(Device)
         .values(
             account_id=account_id,
             device_key=device_key,
@@ -129,7 +123,7 @@ async def report_permissions(
             {"device_id": dev.id, "permission": name, "state": states[name], "reported_at": now}
             for name in sorted(states)
         ]
-        stmt = _insert(s)(DevicePermission).values(rows)
+        stmt = insert_for(s)(DevicePermission).values(rows)
         stmt = stmt.on_conflict_do_update(
             index_elements=[DevicePermission.device_id, DevicePermission.permission],
             set_={"state": stmt.excluded.state, "reported_at": stmt.excluded.reported_at},

@@ -29,12 +29,11 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto, jobs
-from kares.db import new_id
+from kares.db import insert_for, new_id
 from kares.devices import service as devices
 from kares.errors import Problem
 from kares.notify import push as push_mod
@@ -415,10 +414,6 @@ def _normalise(reg: Registration, push: push_mod.Push) -> tuple[str, str]:
     return token, token
 
 
-def _insert(s: AsyncSession) -> Any:
-    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 async def register_push(
     s: AsyncSession, push: push_mod.Push, *, account_id: str, device_id: str, reg: Registration
 ) -> PushToken:
@@ -447,7 +442,7 @@ async def register_push(
                     PushToken.token_hash == digest, PushToken.device_id != device_id
                 )
             )
-            stmt = _insert(s)(PushToken).values(
+            stmt = insert_for(s)(PushToken).values(
                 id=new_id(),
                 account_id=account_id,
                 device_id=device_id,
