@@ -56,9 +56,13 @@ def _wifi_allowed(perms: dict[str, str]) -> bool:
 
 
 async def _device_perms(s: AsyncSession, ctx: Allowed) -> dict[str, str]:
+    """The device's permissions: as the guard read them (uploads need Location,
+    so it did), else from the database."""
     from kares.devices import service as devices
 
     assert ctx.caller is not None
+    if ctx.permissions is not None:
+        return ctx.permissions
     device_id = ctx.caller.session.device_id
     return await devices.permissions_of(s, device_id) if device_id else {}
 

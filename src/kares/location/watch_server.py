@@ -204,7 +204,9 @@ class WatchServer:
             await self._alarm(s, who, frame, pos, t_ms)
         allowed = await self._allowed(s, who, "upload")
         if allowed is not None:
-            perms = await devices.permissions_of(s, device_id) if device_id else {}
+            perms = allowed.permissions
+            if perms is None:
+                perms = await devices.permissions_of(s, device_id) if device_id else {}
             fix = service.FixIn(
                 t_ms=t_ms,
                 lat=pos.lat,

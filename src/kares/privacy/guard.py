@@ -51,6 +51,9 @@ class Allowed:
     caller: Caller | None
     # sensitive categories that must be coarsened to their fallback
     degraded: dict[str, str] = field(default_factory=dict)
+    # the calling device's reported permissions, when the checks read them
+    # (None: not read; a handler that needs them asks devices.permissions_of)
+    permissions: dict[str, str] | None = None
 
     @property
     def account_id(self) -> str:

@@ -238,6 +238,7 @@ async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:
     device_id = caller.session.device_id
     if device_id and (feat.permissions or feat.any_permission or degradable & set(feat.categories)):
         perms = await devices.permissions_of(s, device_id)
+        allowed.permissions = perms
         closed = [p for p in feat.permissions if perms.get(p) == "denied"]
         if feat.any_permission and all(perms.get(p) == "denied" for p in feat.any_permission):
             closed.extend(feat.any_permission)
