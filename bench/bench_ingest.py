@@ -65,26 +65,8 @@ if str(ROOT) not in sys.path:
 
 BATCH = 1000
 RAW_TABLE = "bench_raw_fixes"
-COLUMNS = (
-    "account_id",
-    "device_id",
-    "client_id",
-    "recorded_ms",
-    "received_ms",
-    "lat",
-    "lon",
-    "accuracy_m",
-    "altitude_m",
-    "speed_mps",
-    "course_deg",
-    "battery",
-    "source",
-    "precise",
-    "status",
-    "flag",
-    "radio",
-)
-
+# the columns ingest writes: the raw reference writes exactly these
+from kares.location.service import FIX_COLUMNS as COLUMNS  # noqa: E402
 
 # --- small helpers ---------------------------------------------------------------------------
 

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, and_, or_, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
+from kares.db import insert_for
 from kares.location.geo import haversine_m
 from kares.location.models import LastLocation, LocationFix
 from kares.location.points import Point, gc_paused
@@ -97,10 +98,6 @@ FLAG_DETAIL = {
     "fix.impossible_speed": "The reported speed is faster than any vehicle.",
     "fix.implied_speed": "Reaching this fix from the one before needs an impossible speed.",
 }
-
-
-def _insert(s: AsyncSession) -> Any:
-    return postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _clean_optional(v: float | None, lo: float, hi: float) -> float | None:
@@ -283,7 +280,8 @@ async def ingest(
     return res
 
 
-_COLUMNS = (
+# the columns ingest writes, in the order of its SQLite insert (bench/ uses them too)
+FIX_COLUMNS = (
     "account_id",
     "device_id",
     "client_id",
@@ -303,8 +301,8 @@ _COLUMNS = (
     "radio",
 )
 _SQLITE_INSERT = (
-    f"INSERT INTO location_fixes ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names
-    f"VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    f"INSERT INTO location_fixes ({', '.join(FIX_COLUMNS)}) "  # noqa: S608 - constant names
+    f"VALUES ({', '.join('?' for _ in FIX_COLUMNS)}) "
     "ON CONFLICT (account_id, client_id) DO NOTHING"
 )
 
@@ -315,8 +313,9 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
 
     PostgreSQL: one INSERT ... ON CONFLICT DO NOTHING RETURNING client_id (SQLAlchemy
     batches it into multi-row VALUES). SQLite has one writer at a time: the
-    transaction takes the write lock first, then what is already stored is looked
-    up and the rest goes in with the driver's executemany, the cheapest way in."""
+    transaction takes the write lock first, then inserts with the driver's
+    executemany (the cheapest way in); only when SQLite skipped some rows is that
+    undone and redone with the rows not already stored."""
     if not rows:
         return []
     table: Table = LocationFix.__table__  # type: ignore[assignment]
@@ -332,8 +331,21 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
         return [
             k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] in written
         ]
+    conn = await s.connection()
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
     # a write that changes nothing: from here until the commit no one else writes
     await s.execute(text("UPDATE location_fixes SET id = id WHERE 0"))
+    # the usual case, a batch of new fixes, needs no look-up: insert, and only if
+    # the database skipped some, undo and insert again knowing which are stored
+    await driver.execute("SAVEPOINT kares_ingest")
+    before = driver.total_changes
+    await driver.executemany(_SQLITE_INSERT, [tuple(r[c] for c in FIX_COLUMNS) for r in rows])
+    if driver.total_changes - before == len(rows):
+        await driver.execute("RELEASE kares_ingest")
+        return list(range(len(rows)))
+    await driver.execute("ROLLBACK TO kares_ingest")
+    await driver.execute("RELEASE kares_ingest")
     account_id = rows[0]["account_id"]
     ids = [r["client_id"] for r in rows if r["client_id"] is not None]
     stored: set[str] = set()
@@ -343,11 +355,7 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
         )
         stored.update(c for c in (await s.execute(q)).scalars() if c is not None)
     keep = [k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] not in stored]
-    conn = await s.connection()
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    await driver.executemany(_SQLITE_INSERT, [tuple(rows[k][c] for c in _COLUMNS) for k in keep])
+    await driver.executemany(_SQLITE_INSERT, [tuple(rows[k][c] for c in FIX_COLUMNS) for k in keep])
     return keep
 
 
@@ -392,7 +400,7 @@ async def _set_last(s: AsyncSession, account_id: str, r: dict[str, Any]) -> None
         "battery": r["battery"],
         "precise": r["precise"],
     }
-    ins = _insert(s)(LastLocation).values(**values)
+    ins = insert_for(s)(LastLocation).values(**values)
     upd = {k: getattr(ins.excluded, k) for k in values if k != "account_id"}
     # a concurrent batch with a newer fix wins, whichever commits first
     await s.execute(
