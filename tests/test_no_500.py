@@ -1,4 +1,4 @@
-"""No request body, header or query of any shape gets a 500 (property test).
+"""No request body, header or query of any shape gets a 5xx (property test).
 
 Hypothesis builds requests for every route in the OpenAPI document: random
 path parameters, query strings, headers and JSON bodies (well-formed,

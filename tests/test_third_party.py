@@ -386,7 +386,7 @@ async def test_wechat_not_configured(
 ) -> None:
     code = wechat.add_code("o_x")
     before = await snapshot(db)
-    expect_problem(await wechat_login(client, code), 503, "oauth.provider_not_configured")
+    expect_problem(await wechat_login(client, code), 404, "oauth.provider_not_configured")
     assert await snapshot(db) == before
     signed = await sign_up(client, sms, PHONE)
     await me(client, signed["token"])
@@ -394,9 +394,12 @@ async def test_wechat_not_configured(
     r = await client.post(
         "/api/v1/me/identities/wechat", json={"code": code}, headers=bearer(signed["token"])
     )
-    expect_problem(r, 503, "oauth.provider_not_configured")
+    expect_problem(r, 404, "oauth.provider_not_configured")
     assert await snapshot(db) == before
     assert wechat.requests == []
+    r = await client.get("/api/v1/auth/methods")
+    assert r.status_code == 200
+    assert [m["method"] for m in r.json()["methods"]] == ["sms", "password", "apple"]
 
 
 @pytest.mark.parametrize("where", ["other_port", "other_name", "other_scheme"])
@@ -680,13 +683,47 @@ async def test_apple_keys_server_error_is_provider_unavailable(
     expect_phone_required(await apple_login(client, apple.id_token("sub-1", nonce), nonce), "apple")
 
 
+async def test_sign_in_methods_list_what_is_configured(
+    client: httpx.AsyncClient, wechat: FakeWeChat, apple: FakeAppleID
+) -> None:
+    r = await client.get("/api/v1/auth/methods")
+    assert r.status_code == 200
+    methods = {m["method"]: m for m in r.json()["methods"]}
+    assert list(methods) == ["sms", "password", "wechat", "apple"]
+    assert methods["wechat"]["app_id"] == wechat.app_id
+    assert methods["wechat"].get("client_ids") is None
+    assert methods["apple"]["client_ids"] == [apple.client_id]
+    assert methods["apple"]["nonce_path"] == "/api/v1/auth/apple/nonce"
+    # every path listed is a route of this server
+    spec = (await client.get("/openapi.json")).json()
+    for m in methods.values():
+        assert m["path"] in spec["paths"]
+    assert wechat.requests == [] and apple.requests == []
+
+
+async def test_no_sign_in_route_documents_a_5xx_for_a_missing_provider(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/api/v1/auth/wechat", "/api/v1/auth/apple", "/api/v1/auth/apple/nonce"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert "oauth.provider_not_configured" in responses["404"]["description"]
+        assert "503" not in responses
+
+
 @pytest.mark.parametrize("settings_overrides", [{"apple_client_ids": []}], indirect=True)
 async def test_apple_not_configured(client: httpx.AsyncClient, apple: FakeAppleID, db: Any) -> None:
-    nonce = await get_nonce(client)
     before = await snapshot(db)
-    r = await apple_login(client, apple.id_token("sub-1", nonce), nonce)
-    expect_problem(r, 503, "oauth.provider_not_configured")
+    # neither a nonce (nothing stored for a sign-in that cannot happen) nor a sign-in
+    expect_problem(
+        await client.post("/api/v1/auth/apple/nonce"), 404, "oauth.provider_not_configured"
+    )
+    r = await apple_login(client, apple.id_token("sub-1", "n" * 32), "n" * 32)
+    expect_problem(r, 404, "oauth.provider_not_configured")
     assert await snapshot(db) == before
+    assert apple.requests == []
+    r = await client.get("/api/v1/auth/methods")
+    assert [m["method"] for m in r.json()["methods"]] == ["sms", "password", "wechat"]
 
 
 # --- link tickets -------------------------------------------------------------------
@@ -1074,8 +1111,9 @@ async def test_wechat_refusing_our_credentials_is_not_blamed_on_the_code(
     client: httpx.AsyncClient, wechat: FakeWeChat, db: Any
 ) -> None:
     before = await snapshot(db)
+    # the server is set up but broken: a 5xx with its own code, never blamed on the user's code
     expect_problem(
-        await wechat_login(client, wechat.add_code("o_cfg")), 503, "oauth.provider_not_configured"
+        await wechat_login(client, wechat.add_code("o_cfg")), 502, "oauth.provider_misconfigured"
     )
     assert await snapshot(db) == before
 

@@ -24,6 +24,8 @@ from kares.accounts.schemas import (
     RevokedCount,
     SessionOut,
     SignedIn,
+    SignInMethod,
+    SignInMethods,
     SmsCodeRequest,
     SmsCodeSent,
     SmsVerifyRequest,
@@ -224,9 +226,43 @@ async def password_login(
 OAUTH_ERRORS = (
     (400, "oauth.invalid_code"),
     (403, "account.inactive"),
+    (404, "oauth.provider_not_configured"),
     (502, "oauth.provider_unavailable"),
-    (503, "oauth.provider_not_configured"),
 )
+WECHAT_ERRORS = (*OAUTH_ERRORS, (502, "oauth.provider_misconfigured"))
+
+
+@router.get(
+    "/auth/methods",
+    dependencies=[guard("account", "sign_in")],
+    response_model=SignInMethods,
+    summary="The ways to sign in that this server offers",
+    description="SMS code and password always; WeChat and Sign in with Apple only where the "
+    "server is set up for them (their routes answer 404 `oauth.provider_not_configured` "
+    "otherwise). Apps show only the buttons listed here.",
+)
+async def sign_in_methods(rt: RuntimeDep) -> SignInMethods:
+    on = oauth.configured(rt.settings)
+    methods = [
+        SignInMethod(method="sms", path="/api/v1/auth/sms/send"),
+        SignInMethod(method="password", path="/api/v1/auth/password"),
+    ]
+    if on["wechat"]:
+        methods.append(
+            SignInMethod(
+                method="wechat", path="/api/v1/auth/wechat", app_id=rt.settings.wechat_app_id
+            )
+        )
+    if on["apple"]:
+        methods.append(
+            SignInMethod(
+                method="apple",
+                path="/api/v1/auth/apple",
+                nonce_path="/api/v1/auth/apple/nonce",
+                client_ids=list(rt.settings.apple_client_ids),
+            )
+        )
+    return SignInMethods(methods=methods)
 
 
 async def _identity_sign_in(
@@ -249,7 +285,7 @@ async def _identity_sign_in(
     "/auth/wechat",
     dependencies=[guard("account", "sign_in")],
     response_model=SignedIn | PhoneRequired,
-    responses=responses(*OAUTH_ERRORS),
+    responses=responses(*WECHAT_ERRORS),
     summary="Sign in with WeChat (OAuth2 authorization code)",
     description="A linked WeChat account signs in. An unknown one answers `phone_required` "
     "with a `link_ticket`: verify a phone number with it to link the two.",
@@ -266,10 +302,11 @@ async def wechat_login(
     "/auth/apple/nonce",
     dependencies=[guard("account", "sign_in")],
     response_model=AppleNonce,
-    responses=responses((429, "oauth.nonce_limit")),
+    responses=responses((404, "oauth.provider_not_configured"), (429, "oauth.nonce_limit")),
     summary="Get a single-use nonce for Sign in with Apple",
 )
 async def apple_nonce(request: Request, rt: RuntimeDep, s: DbDep) -> AppleNonce:
+    oauth.require_configured(rt.settings, "apple")
     nonce, ttl = await service.issue_nonce(s, rt, provider="apple", ip=request_ip(request, rt))
     return AppleNonce(nonce=nonce, expires_in=ttl)
 
@@ -277,6 +314,7 @@ async def apple_nonce(request: Request, rt: RuntimeDep, s: DbDep) -> AppleNonce:
 async def _apple_profile(
     s: AsyncSession, rt: Runtime, id_token: str, nonce: str
 ) -> oauth.ExternalProfile:
+    oauth.require_configured(rt.settings, "apple")
     ticket = await service.check_nonce(s, nonce, "apple")
     profile = await oauth.apple_verify(rt.settings, rt.http, rt.apple_keys, id_token, nonce)
     await service.use_nonce(s, ticket)
@@ -513,7 +551,7 @@ LINK_ERRORS = (
     "/me/identities/wechat",
     dependencies=[guard("account", "profile")],
     response_model=AccountOut,
-    responses=responses(*LINK_ERRORS),
+    responses=responses(*LINK_ERRORS, (502, "oauth.provider_misconfigured")),
     summary="Link a WeChat account",
 )
 async def link_wechat(body: WeChatLink, caller: CallerDep, rt: RuntimeDep, s: DbDep) -> AccountOut:

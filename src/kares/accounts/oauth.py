@@ -58,6 +58,28 @@ class ExternalProfile:
 WECHAT_SERVER_SIDE_ERRORS = frozenset({40013, 40125, 41002, 41004, 40164, 61004})
 
 
+def configured(settings: Settings) -> dict[str, bool]:
+    """Which third-party sign-in providers this server is set up for."""
+    return {
+        "wechat": bool(settings.wechat_app_id and settings.wechat_app_secret),
+        "apple": bool(settings.apple_client_ids),
+    }
+
+
+_PROVIDER_NAMES = {"wechat": "WeChat sign-in", "apple": "Sign in with Apple"}
+
+
+def require_configured(settings: Settings, provider: str) -> None:
+    """A provider this server is not set up for does not exist here: 404, not an outage."""
+    if not configured(settings).get(provider, False):
+        raise Problem(
+            404,
+            "oauth.provider_not_configured",
+            f"{_PROVIDER_NAMES[provider]} is not offered by this server; "
+            "GET /api/v1/auth/methods lists the ways to sign in here.",
+        )
+
+
 def _unavailable(provider: str, why: str) -> Problem:
     return Problem(
         502, "oauth.provider_unavailable", f"{provider} could not be reached ({why}). Try again."
@@ -71,10 +93,7 @@ async def wechat_exchange(
     settings: Settings, http: httpx.AsyncClient, code: str
 ) -> ExternalProfile:
     """Exchange an authorization code for the user's identity and public profile."""
-    if not (settings.wechat_app_id and settings.wechat_app_secret):
-        raise Problem(
-            503, "oauth.provider_not_configured", "WeChat sign-in is not configured on this server."
-        )
+    require_configured(settings, "wechat")
     base = settings.wechat_api_base.rstrip("/")
     token = await _wechat_get(
         http,
@@ -123,10 +142,11 @@ async def _wechat_get(http: httpx.AsyncClient, url: str, params: dict[str, str])
     errcode = body.get("errcode")
     if errcode in WECHAT_SERVER_SIDE_ERRORS:
         log.error("WeChat refused our app credentials (errcode %s): check KARES_WECHAT_*", errcode)
+        # configured, but with credentials WeChat refuses: this server is broken
         raise Problem(
-            503,
-            "oauth.provider_not_configured",
-            "WeChat sign-in is not set up correctly on this server.",
+            502,
+            "oauth.provider_misconfigured",
+            "WeChat sign-in is not working on this server right now. Try another way to sign in.",
         )
     if errcode not in (None, 0):
         # 40029 invalid code, 40163 code been used, 42003 code expired, ...
@@ -227,10 +247,7 @@ async def apple_verify(
     settings: Settings, http: httpx.AsyncClient, keys: AppleKeys, id_token: str, nonce: str
 ) -> ExternalProfile:
     """Verify signature (Apple's JWKS), issuer, audience, expiry and nonce."""
-    if not settings.apple_client_ids:
-        raise Problem(
-            503, "oauth.provider_not_configured", "Sign in with Apple is not configured here."
-        )
+    require_configured(settings, "apple")
     try:
         header = jwt.get_unverified_header(id_token)
     except jwt.PyJWTError as exc:

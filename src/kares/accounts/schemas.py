@@ -102,6 +102,22 @@ class SignedIn(BaseModel):
     expires_at: datetime
 
 
+class SignInMethod(BaseModel):
+    method: Literal["sms", "password", "wechat", "apple"]
+    path: str = Field(description="The route that signs in this way")
+    nonce_path: str | None = Field(
+        default=None, description="Apple: where to get the nonce the ID token must carry"
+    )
+    app_id: str | None = Field(default=None, description="WeChat: the app id to authorise with")
+    client_ids: list[str] | None = Field(
+        default=None, description="Apple: the client ids (services ids) tokens may be issued to"
+    )
+
+
+class SignInMethods(BaseModel):
+    methods: list[SignInMethod]
+
+
 class PhoneRequired(BaseModel):
     status: Literal["phone_required"] = "phone_required"
     provider: str
