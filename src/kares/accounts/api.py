@@ -236,6 +236,7 @@ WECHAT_ERRORS = (*OAUTH_ERRORS, (502, "oauth.provider_misconfigured"))
     "/auth/methods",
     dependencies=[guard("account", "sign_in")],
     response_model=SignInMethods,
+    responses=responses(),
     summary="The ways to sign in that this server offers",
     description="SMS code and password always; WeChat and Sign in with Apple only where the "
     "server is set up for them (their routes answer 404 `oauth.provider_not_configured` "
