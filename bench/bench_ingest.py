@@ -660,7 +660,7 @@ class PgDb:
 async def runtime_for(inst: Instance, synchronous: str = "NORMAL") -> AsyncIterator[Any]:
     from sqlalchemy import event
 
-    import kares.models  # noqa: F401  (every table, as the app has them: foreign keys resolve)
+    import kares.domains  # noqa: F401  (every table, as the app has them: foreign keys resolve)
     from kares.config import Settings
     from kares.runtime import Runtime
 

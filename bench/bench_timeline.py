@@ -130,7 +130,7 @@ def from_database(runs: int) -> int:
     var = tempfile.mkdtemp(prefix="kares-bench-timeline-")
     os.environ["KARES_VAR_DIR"] = var
     os.environ["KARES_JOBS_WORKER"] = "false"
-    import kares.models  # noqa: F401 - every table, for the foreign keys
+    import kares.domains  # noqa: F401 - every table, for the foreign keys
     from kares import migrations
     from kares.config import get_settings
     from kares.location import service

@@ -18,7 +18,7 @@ from kares import clock, migrations
 from kares.app import create_app
 from kares.config import Settings
 from kares.db import make_engine
-from kares.models import metadata
+from kares.domains import metadata
 from kares.privacy import catalog
 from tests.support.fakes import FakeSmsGateway
 from tests.support.pgserver import PgServer

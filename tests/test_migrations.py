@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from kares.models import metadata
+from kares.domains import metadata
 
 
 async def test_models_and_migrations_agree(db) -> None:

@@ -693,7 +693,7 @@ async def test_only_your_own_devices(
 
 async def test_unconfigured_providers_in_production_are_refused(tmp_path: Any) -> None:
     from kares.config import Settings
-    from kares.notify.push import Push
+    from kares.gateways.push import Push
 
     push = Push(Settings(env="production", var_dir=tmp_path))
     try:
@@ -713,7 +713,7 @@ async def test_unconfigured_providers_in_production_are_refused(tmp_path: Any) -
 
 async def test_a_bad_provider_key_stops_the_start(tmp_path: Any) -> None:
     from kares.config import ConfigError, Settings
-    from kares.notify.push import Push
+    from kares.gateways.push import Push
 
     for bad in (
         {"apns_key": "not a key", "apns_key_id": "K", "apns_team_id": "T", "apns_topic": "x"},

@@ -19,7 +19,7 @@ DIGITS = PHONE.lstrip("+")
 
 async def _all_stored_text(db) -> str:
     """Every value in every table, as the raw database returns it."""
-    from kares.models import metadata
+    from kares.domains import metadata
 
     chunks = []
     async with db.engine.connect() as conn:

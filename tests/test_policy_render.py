@@ -17,9 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from kares.models import metadata
+from kares.domains import metadata
+from kares.fields import PI_INFO_KEY
 from kares.privacy import catalog
-from kares.privacy.fields import PI_INFO_KEY
 from tests.test_cli import run_kares
 
 SEED = Path(__file__).parent / "data" / "kares-privacy-policy.txt"

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from kares.app import create_app
+from kares.domains import metadata
 from kares.errors import Problem
-from kares.models import metadata
 from kares.privacy import catalog as catalog_mod
 from kares.privacy import guard as guard_mod
 from kares.privacy import service as privacy

@@ -30,10 +30,10 @@ import pytest
 from sqlalchemy import select, text
 
 from kares import clock
+from kares.domains import metadata
 from kares.location import watch_protocol as wp
 from kares.location.resolver import LocalResolver
 from kares.location.watch_server import WatchServer
-from kares.models import metadata
 from tests.conftest import POLICY_VERSION, bearer, count_rows, sign_up, snapshot
 from tests.test_families import join, set_role
 from tests.test_location_ingest import grant_precise, last_of, stored

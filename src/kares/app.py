@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kares import __version__, jobs, migrations
+from kares import __version__, domains, jobs, migrations
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
 from kares.devices import api as devices_api
@@ -120,6 +120,7 @@ class Ready(BaseModel):
 
 def create_app(settings: Settings | None = None, *, migrate_embedded: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    assert domains.metadata.tables, "every domain registers its tables on import"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -38,9 +38,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 async def _worker(once: bool) -> int:
     import signal
 
-    from kares import jobs, migrations
+    from kares import domains, jobs, migrations
     from kares.config import get_settings
     from kares.runtime import Runtime
+
+    assert domains.metadata.tables  # every domain's job handlers are registered
 
     settings = get_settings()
     rt = Runtime.build(settings)
@@ -100,13 +102,14 @@ DEMO_MEMBERS = (
 
 
 async def _demo() -> list[dict[str, Any]]:
-    from kares import migrations
+    from kares import domains, migrations
     from kares.accounts import service
     from kares.config import get_settings
     from kares.privacy import service as privacy
     from kares.runtime import Runtime
 
     settings = get_settings()
+    assert domains.metadata.tables  # every domain and its hooks are registered
     await asyncio.to_thread(migrations.upgrade, settings.effective_database_url)
     rt = Runtime.build(settings)
     out = []
@@ -223,6 +226,7 @@ def _catalog_path(args: argparse.Namespace) -> Path | None:
 
 
 def _cmd_policy_check(args: argparse.Namespace) -> int:
+    from kares import domains  # noqa: F401 - the data map walks every domain's tables
     from kares.privacy import catalog as catalog_mod
     from kares.privacy import render
     from kares.privacy.datamap import DataMapError, data_map
@@ -295,6 +299,7 @@ async def _check_against_published(cat: Any) -> str:
 
 
 def _cmd_policy_render(args: argparse.Namespace) -> int:
+    from kares import domains  # noqa: F401 - the data map walks every domain's tables
     from kares.privacy import catalog as catalog_mod
     from kares.privacy import render
 

@@ -28,14 +28,14 @@ reads the rows when it runs, so a job outliving its data (an account deleted,
 a token removed) finds nothing and ends. The ``account_id`` column names whose
 job it is; deleting the account deletes its pending jobs.
 
-Domains register handlers in their own ``jobs.py`` with ``@jobs.handler(kind)``
-and are listed in ``HANDLER_MODULES`` so every worker loads them.
+Domains register handlers in their own ``jobs.py`` with ``@jobs.handler(kind)``;
+the entry points import ``kares.domains``, which imports every one of them, so
+this runner never names a domain.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import random
@@ -64,15 +64,12 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from kares import clock
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import not_personal, table_info
+from kares.fields import not_personal, table_info
 
 if TYPE_CHECKING:
     from kares.runtime import Runtime
 
 log = logging.getLogger("kares.jobs")
-
-# Modules whose import registers job handlers (like kares.models for tables).
-HANDLER_MODULES = ("kares.notify.jobs", "kares.sos.jobs")
 
 QUEUED, RUNNING, DEAD = "queued", "running", "dead"
 ERROR_MAX = 500
@@ -175,11 +172,6 @@ def handler(kind: str, *, max_attempts: int | None = None) -> Callable[[HandlerF
         return fn
 
     return register
-
-
-def load_handlers() -> None:
-    for name in HANDLER_MODULES:
-        importlib.import_module(name)
 
 
 # --- enqueueing ------------------------------------------------------------------------
@@ -393,7 +385,6 @@ async def run_job(rt: Runtime, job: JobContext, *, worker: str) -> str:
 async def run_due(rt: Runtime, *, limit: int = 1000, worker: str | None = None) -> RunStats:
     """Run every job due now, one at a time, each at most once in this call (tests,
     ``kares worker --once``). Jobs a run reschedules for later wait for a later call."""
-    load_handlers()
     name = worker or worker_name()
     stats = RunStats()
     seen: set[str] = set()
@@ -420,7 +411,6 @@ class Worker:
         self._stopping = False
 
     def start(self) -> Worker:
-        load_handlers()
         _wakers.add(self.wake)
         self._task = asyncio.create_task(self.run(), name=f"kares-worker-{self.name}")
         return self

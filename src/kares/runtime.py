@@ -9,14 +9,12 @@ from argon2 import PasswordHasher
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
 from kares import crypto
-from kares.accounts.oauth import AppleKeys
 from kares.config import Settings, resolve_keys
 from kares.db import Database
+from kares.gateways.oauth import AppleKeys
+from kares.gateways.push import Push
+from kares.gateways.sms import SmsSender, make_sender
 from kares.netinfo import PlaceResolver
-from kares.notify.push import Push
-from kares.notify.sms import SmsSender, make_sender
-from kares.privacy import catalog as catalog_mod
-from kares.privacy.catalog import Catalog
 
 
 @dataclass
@@ -27,7 +25,6 @@ class Runtime:
     places: PlaceResolver
     http: httpx.AsyncClient
     passwords: PasswordHasher
-    catalog: Catalog
     push: Push
     apple_keys: AppleKeys = field(default_factory=AppleKeys)
 
@@ -51,7 +48,6 @@ class Runtime:
                 timeout=settings.oauth_http_timeout_seconds, follow_redirects=False
             ),
             passwords=hasher,
-            catalog=catalog_mod.load(settings.privacy_catalog),
             push=Push(settings),
         )
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile, statu
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
-from kares.accounts import oauth, service
+from kares.accounts import service
 from kares.accounts.auth import AUTH_ERRORS, CallerDep, DbDep, RuntimeDep, environment, request_ip
 from kares.accounts.models import Account, LoginEvent, Session
 from kares.accounts.schemas import (
@@ -33,6 +33,7 @@ from kares.accounts.schemas import (
     WeChatLogin,
 )
 from kares.errors import responses
+from kares.gateways import oauth
 from kares.privacy import service as privacy
 from kares.privacy.guard import guard
 from kares.runtime import Runtime

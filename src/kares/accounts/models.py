@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstr
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import Encrypted, not_personal, personal, table_info
+from kares.fields import Encrypted, not_personal, personal, table_info
 
 
 class Account(Base):

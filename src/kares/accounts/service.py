@@ -30,20 +30,21 @@ from kares.accounts.models import (
     OtpChallenge,
     Session,
 )
-from kares.accounts.oauth import (
+from kares.accounts.schemas import DeviceInfo
+from kares.devices import service as devices
+from kares.errors import Problem
+from kares.gateways.oauth import (
     ExternalProfile,
     clean_nickname,
     fetch_avatar,
     wechat_avatar_allowed,
 )
-from kares.accounts.schemas import DeviceInfo
-from kares.devices import service as devices
-from kares.errors import Problem
+from kares.gateways.sms import SmsError, SmsMessage
 from kares.logs import mask_phone
 from kares.media import service as media
 from kares.notify import service as notify
-from kares.notify.sms import SmsError, SmsMessage
 from kares.privacy import service as privacy
+from kares.privacy.catalog import catalog_of
 from kares.runtime import Runtime
 
 log = logging.getLogger("kares.accounts")
@@ -470,7 +471,7 @@ class Registration:
 
 
 def _check_registration(rt: Runtime, reg: Registration) -> tuple[str | None, str]:
-    version = rt.catalog.policy.version
+    version = catalog_of(rt).policy.version
     if reg.accept_policy != version:
         raise Problem(
             400,
@@ -508,7 +509,7 @@ async def sign_in_with_code(
         assert age is not None
         account = await _new_account(s, e164, birth_date=age[0], age_bracket=age[1])
         # A child's own acceptance is not consent (policy 6): a guardian's is.
-        accept = None if age[1] == "under_14" else rt.catalog.policy.version
+        accept = None if age[1] == "under_14" else catalog_of(rt).policy.version
         log.info("registered account for %s", e164)
     elif account.status != "active":
         await s.rollback()
@@ -1068,14 +1069,14 @@ async def demo_member(
     )
     # Demo members have agreed to everything, so the demo shows every function.
     st = await privacy.state(s, account.id)
-    for subject in privacy.consentable(rt.catalog):
+    for subject in privacy.consentable(catalog_of(rt)):
         if subject not in st or st[subject].action != "grant":
             await privacy.record(
                 s,
                 account_id=account.id,
                 subject=subject,
                 action="grant",
-                policy_version=rt.catalog.policy.version,
+                policy_version=catalog_of(rt).policy.version,
                 via="app",
                 session_id=res.session.id,
                 device_id=res.session.device_id,

@@ -20,6 +20,7 @@ from kares.devices.schemas import (
     WatchPair,
 )
 from kares.errors import Problem, responses
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -93,7 +94,7 @@ async def put_permissions(
 ) -> DeviceOut:
     assert ctx.caller is not None
     perms = await service.report_permissions(
-        s, rt.catalog, account_id=ctx.account_id, device_id=device_id, states=body.permissions
+        s, catalog_of(rt), account_id=ctx.account_id, device_id=device_id, states=body.permissions
     )
     d = await service.get_owned(s, account_id=ctx.account_id, device_id=device_id)
     return device_out(d, perms, ctx.caller.session.device_id)

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import not_personal, personal, table_info
+from kares.fields import not_personal, personal, table_info
 
 
 class Device(Base):

@@ -34,6 +34,7 @@ from kares.families.schemas import (
     SharingUpdate,
     Transfer,
 )
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, Guard, guard
 
 if TYPE_CHECKING:
@@ -618,7 +619,7 @@ async def invitation_qr_svg(family_id: str, invitation_id: str, ctx: Circles, s:
 async def _scanned(request: Request, rt: RuntimeDep, s: DbDep, body: ScannedText) -> None:
     """A scanned code also needs what scanning needs (the Camera permission)."""
     if body.scanned:
-        _SCAN.validate(rt.catalog)
+        _SCAN.validate(catalog_of(rt))
         await _SCAN(request, rt, s)
 
 

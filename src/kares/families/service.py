@@ -40,6 +40,7 @@ from kares.errors import Problem
 from kares.families.models import Family, FamilyInvitation, FamilyMember, InvitationAttempt
 from kares.media import service as media
 from kares.privacy import service as privacy
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import register_subject_check
 from kares.privacy.models import Guardianship
 
@@ -1009,7 +1010,7 @@ async def add_dependant(
         account_id=acc.id,
         subject="policy",
         action="grant",
-        policy_version=rt.catalog.policy.version,
+        policy_version=catalog_of(rt).policy.version,
         via="guardian",
         actor_account_id=actor.id,
         session_id=session_id,

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import not_personal, personal, table_info
+from kares.fields import not_personal, personal, table_info
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid)
 BigId = BigInteger().with_variant(Integer(), "sqlite")

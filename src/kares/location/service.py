@@ -28,6 +28,7 @@ from kares.location.models import LastLocation, LocationFix
 from kares.location.points import Point, gc_paused
 from kares.location.resolver import Cell, WifiAp
 from kares.privacy import service as privacy
+from kares.privacy.catalog import catalog_of
 from kares.runtime import Runtime
 
 log = logging.getLogger("kares.location")
@@ -108,7 +109,7 @@ def _clean_optional(v: float | None, lo: float, hi: float) -> float | None:
 
 
 def _retention_ms(rt: Runtime) -> int:
-    days = rt.catalog.categories[PRECISE].retention.days
+    days = catalog_of(rt).categories[PRECISE].retention.days
     return int((days if days is not None else 3650) * 86_400_000)
 
 
@@ -212,7 +213,7 @@ async def ingest(
             elif speed is not None and speed > settings.location_max_speed_mps:
                 status, flag = "flagged", "fix.impossible_speed"
         if approximate and lat is not None and lon is not None:
-            lat, lon = privacy.coarsen(rt.catalog, APPROXIMATE, lat, lon)
+            lat, lon = privacy.coarsen(catalog_of(rt), APPROXIMATE, lat, lon)
             acc = max(acc or 0.0, APPROXIMATE_ACCURACY_M)
             speed = course = altitude = None
         rows.append(
@@ -429,7 +430,7 @@ def shown(
     approximately or the caller may only see approximate location."""
     if precise and PRECISE not in degraded:
         return lat, lon, acc, True
-    la, lo = privacy.coarsen(rt.catalog, APPROXIMATE, lat, lon)
+    la, lo = privacy.coarsen(catalog_of(rt), APPROXIMATE, lat, lon)
     return la, lo, max(acc or 0.0, APPROXIMATE_ACCURACY_M), False
 
 

@@ -37,6 +37,7 @@ from kares.errors import Problem
 from kares.location import service
 from kares.location import watch_protocol as wp
 from kares.privacy import service as privacy
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed
 from kares.runtime import Runtime
 
@@ -263,7 +264,7 @@ class WatchServer:
             lat, lon, acc = self._where(pos)
             await sos.raise_alert(
                 s,
-                self.rt.catalog,
+                catalog_of(self.rt),
                 account=who.account,
                 device_id=who.session.device_id,
                 degraded=ctx.degraded,

@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import personal, table_info
+from kares.fields import personal, table_info
 
 
 class MediaObject(Base):

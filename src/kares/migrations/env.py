@@ -10,11 +10,11 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from kares.db import make_engine
-from kares.models import metadata
+from kares.db import Base, make_engine
 
 config = context.config
-target_metadata = metadata
+# the tables the domains registered (the entry point imports kares.domains first)
+target_metadata = Base.metadata
 
 
 def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from kares import jobs
 from kares.notify import service
+from kares.privacy.catalog import catalog_of
 
 if TYPE_CHECKING:
     from kares.runtime import Runtime
@@ -28,7 +29,7 @@ async def deliver_push(rt: Runtime, job: jobs.JobContext) -> None:
     async with rt.db.sessions() as s:
         plan = await service.plan_push(
             s,
-            rt.catalog,
+            catalog_of(rt),
             notification_id=notification_id,
             device_id=device_id,
             ttl_seconds=rt.settings.push_ttl_seconds,

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import Encrypted, personal, table_info
+from kares.fields import Encrypted, personal, table_info
 
 
 class Notification(Base):

@@ -36,7 +36,7 @@ from kares import clock, crypto, jobs
 from kares.db import insert_for, new_id
 from kares.devices import service as devices
 from kares.errors import Problem
-from kares.notify import push as push_mod
+from kares.gateways import push as push_mod
 from kares.notify.models import Notification, NotificationPreference, PushToken
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from kares.accounts.auth import DbDep, RuntimeDep
 from kares.errors import responses
 from kares.privacy import render
 from kares.privacy import service as privacy_service
+from kares.privacy.catalog import catalog_of
 from kares.privacy.datamap import data_map
 from kares.privacy.guard import guard
 from kares.privacy.schemas import DataMapRowOut, PolicyOut, VersionOut
@@ -67,7 +68,7 @@ def _page(body: str, lang: str) -> HTMLResponse:
 )
 async def policy_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
     chosen = _lang(request, lang)
-    return _page(render.rendered(rt.catalog, chosen, "html"), chosen)
+    return _page(render.rendered(catalog_of(rt), chosen, "html"), chosen)
 
 
 @router.get(
@@ -79,7 +80,7 @@ async def policy_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) 
 )
 async def cookies_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
     chosen = _lang(request, lang)
-    return _page(render.rendered(rt.catalog, chosen, "cookies_html"), chosen)
+    return _page(render.rendered(catalog_of(rt), chosen, "cookies_html"), chosen)
 
 
 @router.get(
@@ -94,7 +95,7 @@ async def policy_json(
 ) -> dict[str, Any]:
     chosen = _lang(request, lang)
     response.headers.update(_headers(chosen))
-    return dict(render.rendered(rt.catalog, chosen, "json"))
+    return dict(render.rendered(catalog_of(rt), chosen, "json"))
 
 
 @router.get(
@@ -109,7 +110,7 @@ async def data_map_json(
 ) -> list[dict[str, Any]]:
     chosen = _lang(request, lang)
     response.headers.update(_headers(chosen))
-    return [row.to_dict(chosen) for row in data_map(rt.catalog)]
+    return [row.to_dict(chosen) for row in data_map(catalog_of(rt))]
 
 
 @router.get(

@@ -20,10 +20,13 @@ import math
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from kares.runtime import Runtime
 
 DEFAULT_PATH = Path(__file__).with_name("catalog.yaml")
 
@@ -380,3 +383,9 @@ def load(path: Path | None = None) -> Catalog:
     except OSError as exc:
         raise CatalogError(f"{p}: cannot read the catalog: {exc}") from exc
     return parse(text, source=str(p))
+
+
+def catalog_of(rt: Runtime) -> Catalog:
+    """The catalog this process serves: ``KARES_PRIVACY_CATALOG``, or the shipped one
+    (read and validated once per process; ``create_app`` reads it at start-up)."""
+    return load(rt.settings.privacy_catalog)

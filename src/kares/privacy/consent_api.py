@@ -14,7 +14,7 @@ from kares.accounts.models import Account
 from kares.errors import Problem, responses
 from kares.logs import mask_phone
 from kares.privacy import service
-from kares.privacy.catalog import Catalog
+from kares.privacy.catalog import Catalog, catalog_of
 from kares.privacy.consent_schemas import (
     CheckOut,
     ConsentChange,
@@ -110,7 +110,7 @@ async def _policy_current(s: AsyncSession, cat: Catalog, st: dict[str, ConsentRe
     summary="What you have consented to, and whether it still covers the policy in force",
 )
 async def my_consents(ctx: ConsentsCtx, rt: RuntimeDep, s: DbDep) -> ConsentsOut:
-    return await consents_of(s, rt.catalog, ctx.account_id)
+    return await consents_of(s, catalog_of(rt), ctx.account_id)
 
 
 async def _change(
@@ -132,7 +132,7 @@ async def _change(
     via = "guardian" if by_guardian else ("web" if ctx.caller.via_cookie else "app")
     r = await service.change_consent(
         s,
-        rt.catalog,
+        catalog_of(rt),
         account_id=account.id,
         subject=body.subject,
         action=body.action,
@@ -195,7 +195,7 @@ async def check_function(
     s: DbDep,
     feature: Annotated[str | None, Query(max_length=64)] = None,
 ) -> CheckOut:
-    cat = rt.catalog
+    cat = catalog_of(rt)
     if function not in cat.functions or (
         feature is not None and feature not in cat.functions[function].features
     ):
@@ -218,10 +218,10 @@ async def my_processing(
     ctx: Annotated[Allowed, guard("privacy_choices", "explanation")], rt: RuntimeDep, s: DbDep
 ) -> ProcessingOut:
     assert ctx.caller is not None
-    items = await service.explain(s, rt.catalog, ctx.caller.account)
+    items = await service.explain(s, catalog_of(rt), ctx.caller.account)
     return ProcessingOut(
         account_id=ctx.account_id,
-        policy_version=rt.catalog.policy.version,
+        policy_version=catalog_of(rt).policy.version,
         items=[ProcessingItem(**i) for i in items],
     )
 
@@ -347,7 +347,7 @@ async def wards(ctx: GuardianCtx, s: DbDep) -> list[WardOut]:
 async def ward_consents(minor_id: str, ctx: GuardianCtx, rt: RuntimeDep, s: DbDep) -> ConsentsOut:
     assert ctx.caller is not None
     await service.require_ward(s, ctx.caller.account, minor_id)
-    return await consents_of(s, rt.catalog, minor_id)
+    return await consents_of(s, catalog_of(rt), minor_id)
 
 
 @router.get(

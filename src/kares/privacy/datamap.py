@@ -15,8 +15,9 @@ from typing import Any
 
 from sqlalchemy import MetaData
 
+from kares.db import Base
+from kares.fields import PI_INFO_KEY, Encrypted
 from kares.privacy.catalog import Catalog, Retention, Text
-from kares.privacy.fields import PI_INFO_KEY, Encrypted
 
 
 class DataMapError(ValueError):
@@ -54,9 +55,8 @@ class DataMapRow:
 
 
 def _metadata() -> MetaData:
-    from kares.models import metadata
-
-    return metadata
+    """Every table the domains registered (kares.domains imports them all)."""
+    return Base.metadata
 
 
 def personal_columns(metadata: MetaData | None = None) -> list[tuple[str, str, str, bool]]:

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares.accounts.auth import TRACKER_KIND, Caller, DbDep, RuntimeDep, current_caller
 from kares.errors import Problem
-from kares.privacy.catalog import Catalog
+from kares.privacy.catalog import Catalog, catalog_of
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Guard:
     async def __call__(self, request: Request, rt: RuntimeDep, s: DbDep) -> Allowed:
         from kares.privacy import service as privacy
 
-        cat: Catalog = rt.catalog
+        cat: Catalog = catalog_of(rt)
         if self.is_public(cat):
             return Allowed(self.function, self.feature, None)
         caller = await current_caller(request, rt, s)

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import not_personal, personal, table_info
+from kares.fields import not_personal, personal, table_info
 
 
 class PolicyVersion(Base):

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
 from kares.errors import Problem
-from kares.privacy.catalog import Catalog, CatalogError, covers, reductions
+from kares.privacy.catalog import Catalog, CatalogError, catalog_of, covers, reductions
 from kares.privacy.models import ConsentReceipt, GuardianRequest, Guardianship, PolicyVersion
 
 if TYPE_CHECKING:
@@ -104,11 +104,11 @@ async def sync_at_start(rt: Runtime) -> None:
     from kares.privacy import render
 
     # the hash of the readable text users were shown, in every language
-    text = "\n".join(render.rendered(rt.catalog, lang, "html") for lang in render.LANGS)
+    text = "\n".join(render.rendered(catalog_of(rt), lang, "html") for lang in render.LANGS)
     text_hash = hashlib.sha256(text.encode()).hexdigest()
     async with rt.db.sessions() as s:
         try:
-            await sync_policy(s, rt.catalog, text_hash=text_hash)
+            await sync_policy(s, catalog_of(rt), text_hash=text_hash)
         except (OperationalError, ProgrammingError):
             log.warning("policy not synced: database not migrated yet (run `kares migrate`)")
 
@@ -228,7 +228,7 @@ async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:
     consent, device permissions). Raises a 403 Problem naming what failed."""
     from kares.devices import service as devices
 
-    cat = rt.catalog
+    cat = catalog_of(rt)
     caller = allowed.caller
     assert caller is not None
     feat = cat.feature(allowed.function, allowed.feature)
@@ -533,7 +533,7 @@ async def approve_guardian(
         account_id=req.minor_account_id,
         subject="policy",
         action="grant",
-        policy_version=rt.catalog.policy.version,
+        policy_version=catalog_of(rt).policy.version,
         via="guardian",
         actor_account_id=guardian.id,
         session_id=session_id,
@@ -580,7 +580,7 @@ async def end_guardianship(
             account_id=minor_id,
             subject="policy",
             action="withdraw",
-            policy_version=rt.catalog.policy.version,
+            policy_version=catalog_of(rt).policy.version,
             via="guardian",
             actor_account_id=guardian.id,
             session_id=session_id,
@@ -610,7 +610,9 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
     from sqlalchemy import literal
     from sqlalchemy import select as sa_select
 
-    from kares.models import metadata
+    from kares.db import Base
+
+    metadata = Base.metadata
 
     held: dict[str, datetime | None] = {}
     for table in metadata.sorted_tables:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep
 from kares.errors import responses
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
 from kares.sos import service
 from kares.sos.models import SosAlert
@@ -52,7 +53,7 @@ async def raise_sos(
     assert ctx.caller is not None
     alert = await service.raise_alert(
         s,
-        rt.catalog,
+        catalog_of(rt),
         account=ctx.caller.account,
         device_id=ctx.caller.session.device_id,
         degraded=ctx.degraded,

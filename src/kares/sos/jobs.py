@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kares import jobs
 from kares.accounts.models import Account
-from kares.notify.sms import SmsError, SmsMessage
+from kares.gateways.sms import SmsError, SmsMessage
 from kares.runtime import Runtime
 from kares.sos import service
 from kares.sos.models import SosAlert

@@ -8,7 +8,7 @@ from sqlalchemy import Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.privacy.fields import not_personal, personal, table_info
+from kares.fields import not_personal, personal, table_info
 
 
 class SosAlert(Base):

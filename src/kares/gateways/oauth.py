@@ -27,7 +27,7 @@ from kares import clock
 from kares.config import Settings
 from kares.errors import Problem
 
-log = logging.getLogger("kares.accounts.oauth")
+log = logging.getLogger("kares.gateways.oauth")
 
 
 # Column sizes the profile is stored in (external_identities, auth_tickets).

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kares import clock
 from kares.config import ConfigError, Settings
 
-log = logging.getLogger("kares.notify.push")
+log = logging.getLogger("kares.gateways.push")
 
 PROVIDERS = ("apns", "fcm", "webpush", "console")
 BODY_MAX = 1000  # characters of the body sent in a push; the inbox has it all

@@ -1,0 +1,51 @@
+"""Every domain of Kares in one place: the entry points' view of the house.
+
+Importing this module registers what each domain gives the layers below it:
+its tables (``metadata``: migrations, tests and the privacy core walk them),
+its job handlers (``@jobs.handler`` in its ``jobs.py``) and the hooks the
+privacy core calls (registered by each domain's ``service.py``). ``app`` and
+``cli`` import it; no domain and no plumbing module does: they never look
+the domains up, the domains register with them.
+"""
+
+from kares import jobs as jobs_models
+from kares.accounts import models as accounts_models
+from kares.accounts import service as accounts_service
+from kares.db import Base
+from kares.devices import models as devices_models
+from kares.devices import service as devices_service
+from kares.families import models as families_models
+from kares.families import service as families_service
+from kares.location import models as location_models
+from kares.location import service as location_service
+from kares.media import models as media_models
+from kares.notify import jobs as notify_jobs
+from kares.notify import models as notify_models
+from kares.notify import service as notify_service
+from kares.privacy import models as privacy_models
+from kares.sos import jobs as sos_jobs
+from kares.sos import models as sos_models
+from kares.sos import service as sos_service
+
+metadata = Base.metadata
+
+__all__ = [
+    "accounts_models",
+    "accounts_service",
+    "devices_models",
+    "devices_service",
+    "families_models",
+    "families_service",
+    "jobs_models",
+    "location_models",
+    "location_service",
+    "media_models",
+    "metadata",
+    "notify_jobs",
+    "notify_models",
+    "notify_service",
+    "privacy_models",
+    "sos_jobs",
+    "sos_models",
+    "sos_service",
+]
