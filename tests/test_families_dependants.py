@@ -12,8 +12,8 @@ import httpx
 from sqlalchemy import text
 
 from kares import clock, crypto
-from kares.accounts.models import Session as SessionRow
 from kares.families import service as families
+from kares.identity.models import Session as SessionRow
 from tests.conftest import POLICY_VERSION, snapshot
 from tests.test_families import (
     FAMILIES,

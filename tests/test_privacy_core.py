@@ -17,6 +17,7 @@ from kares.domains import metadata
 from kares.errors import Problem
 from kares.privacy import catalog as catalog_mod
 from kares.privacy import guard as guard_mod
+from kares.privacy import ports
 from kares.privacy import service as privacy
 from kares.privacy.guard import Guard, api_routes, guard, route_guards
 from tests.conftest import PHONE, POLICY_VERSION, REGISTRATION, bearer, sign_up, snapshot
@@ -432,7 +433,7 @@ async def test_reading_about_another_person_asks_the_registered_checks(
                 assert allowed.function == "family"
                 raise Problem(403, "sharing.off", "This member does not share this with you.")
 
-            monkeypatch.setattr(guard_mod, "_subject_checks", [sharing_off])
+            monkeypatch.setattr(ports, "_subject_checks", [sharing_off])
             r = await c.get(f"/api/v1/probe/{other['account']['id']}", headers=h)
             assert r.status_code == 403
             assert r.json()["code"] == "sharing.off"
@@ -440,7 +441,7 @@ async def test_reading_about_another_person_asks_the_registered_checks(
             async def sharing_on(_s: Any, _allowed: Any, _subject: str) -> None:
                 return None
 
-            monkeypatch.setattr(guard_mod, "_subject_checks", [sharing_on])
+            monkeypatch.setattr(ports, "_subject_checks", [sharing_on])
             r = await c.get(f"/api/v1/probe/{other['account']['id']}", headers=h)
             assert r.status_code == 200
 
@@ -448,7 +449,7 @@ async def test_reading_about_another_person_asks_the_registered_checks(
 async def test_jobs_stop_at_once_when_consent_is_withdrawn(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:
-    from kares.accounts.models import Account
+    from kares.identity.models import Account
 
     me = await sign_up(client, sms)
     await _consent(client, me["token"], "category:health.vitals", "grant")

@@ -30,6 +30,7 @@ from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
 from kares.runtime import Runtime
 from kares.sos import api as sos_api
+from kares.watches import api as watches_api
 
 log = logging.getLogger("kares.app")
 
@@ -224,6 +225,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(privacy_api.router)
     app.include_router(consent_api.router)
     app.include_router(devices_api.router)
+    app.include_router(watches_api.router)
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
     app.include_router(location_api.router)

@@ -26,6 +26,8 @@ from kares.privacy import models as privacy_models
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
+from kares.watches import models as watches_models
+from kares.watches import service as watches_service
 
 metadata = Base.metadata
 
@@ -48,4 +50,6 @@ __all__ = [
     "sos_jobs",
     "sos_models",
     "sos_service",
+    "watches_models",
+    "watches_service",
 ]

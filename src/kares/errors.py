@@ -70,6 +70,11 @@ _TITLES = {
 }
 
 
+def retry_after(seconds: float) -> dict[str, str]:
+    """The ``Retry-After`` header for a refusal that ends in ``seconds``."""
+    return {"Retry-After": str(max(1, int(seconds + 0.999)))}
+
+
 def problem_response(
     status: int,
     code: str,

@@ -9,13 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
 from kares.accounts import service
-from kares.accounts.auth import AUTH_ERRORS, CallerDep, DbDep, RuntimeDep, environment, request_ip
-from kares.accounts.models import Account, LoginEvent, Session
+from kares.accounts.models import LoginEvent
 from kares.accounts.schemas import (
     AccountOut,
     AppleLink,
     AppleLogin,
     AppleNonce,
+    DeviceInfo,
     LoginEventOut,
     PasswordLoginRequest,
     PasswordSet,
@@ -32,13 +32,30 @@ from kares.accounts.schemas import (
     WeChatLink,
     WeChatLogin,
 )
+from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import responses
 from kares.gateways import oauth
+from kares.identity import service as identity
+from kares.identity.auth import AUTH_ERRORS, CallerDep
+from kares.identity.models import Account, Session
 from kares.privacy import service as privacy
 from kares.privacy.guard import guard
 from kares.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+def environment(
+    request: Request, rt: Runtime, device: DeviceInfo, client: str
+) -> service.Environment:
+    """Where a sign-in comes from (policy 1.4): address, user agent, device."""
+    return service.Environment(
+        ip=request_ip(request, rt),
+        user_agent=request.headers.get("user-agent"),
+        device=device,
+        client=client,
+    )
+
 
 PHONE_ERRORS = ((422, "phone.invalid"), (422, "phone.not_mobile"))
 CODE_ERRORS = (
@@ -151,7 +168,7 @@ def login_out(e: LoginEvent) -> LoginEventOut:
 async def send_code(
     body: SmsCodeRequest, request: Request, rt: RuntimeDep, s: DbDep
 ) -> SmsCodeSent:
-    sent = await service.request_code(
+    sent = await identity.request_code(
         s, rt, phone=body.phone, purpose="login", ip=request_ip(request, rt)
     )
     return SmsCodeSent(phone=sent.phone, expires_in=sent.expires_in, resend_after=sent.resend_after)
@@ -496,7 +513,7 @@ async def put_password(
     summary="Signed-in devices",
 )
 async def sessions(caller: CallerDep, s: DbDep) -> list[SessionOut]:
-    rows = await service.list_sessions(s, account_id=caller.account.id)
+    rows = await identity.list_sessions(s, account_id=caller.account.id)
     return [session_out(x, caller.session.id) for x in rows]
 
 

@@ -15,32 +15,33 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 import anyio
-import phonenumbers
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto, events
-from kares.accounts.models import (
-    Account,
-    AuthTicket,
-    ExternalIdentity,
-    LoginEvent,
-    OtpChallenge,
-    Session,
-)
+from kares.accounts.models import AuthTicket, ExternalIdentity, LoginEvent
 from kares.accounts.schemas import DeviceInfo
 from kares.devices import service as devices
-from kares.errors import Problem
+from kares.errors import Problem, retry_after
 from kares.gateways.oauth import (
     ExternalProfile,
     clean_nickname,
     fetch_avatar,
     wechat_avatar_allowed,
 )
-from kares.gateways.sms import SmsError, SmsMessage
-from kares.logs import mask_phone
+from kares.identity.models import Account, Session
+from kares.identity.service import (
+    TOKEN_PREFIX,
+    CodeSent,
+    check_code,
+    consume_code,
+    find_by_phone,
+    parse_phone,
+    phone_index,
+    request_code,
+)
 from kares.media import service as media
 from kares.notify import service as notify
 from kares.privacy import service as privacy
@@ -49,199 +50,7 @@ from kares.runtime import Runtime
 
 log = logging.getLogger("kares.accounts")
 
-TOKEN_PREFIX = "kares_"
-# session kinds that are devices, not people: they do not expire after a month unused
-LONG_LIVED = frozenset({"watch", "tracker"})
 PURPOSES = ("login", "reauth", "guardian")
-
-
-# --- phone numbers -----------------------------------------------------------
-
-
-def parse_phone(raw: str, region: str) -> str:
-    """Validate and normalise to E.164 (``+8613800138000``), or a 422 Problem."""
-    try:
-        num = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException as exc:
-        raise Problem(422, "phone.invalid", "That is not a phone number.") from exc
-    if not phonenumbers.is_valid_number(num):
-        raise Problem(422, "phone.invalid", "That is not a valid phone number.")
-    kind = phonenumbers.number_type(num)
-    if kind not in (
-        phonenumbers.PhoneNumberType.MOBILE,
-        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-    ):
-        raise Problem(
-            422, "phone.not_mobile", "Codes are sent by SMS, so the number must be a mobile number."
-        )
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-
-
-def phone_index(e164: str) -> str:
-    return crypto.blind_index(e164, purpose="phone")
-
-
-# --- SMS one-time codes ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CodeSent:
-    phone: str
-    expires_in: int
-    resend_after: int
-
-
-def _retry_after(seconds: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, int(seconds + 0.999)))}
-
-
-def _code_hash(challenge_id: str, code: str) -> str:
-    return crypto.blind_index(f"{challenge_id}:{code}", purpose="otp")
-
-
-async def request_code(
-    s: AsyncSession, rt: Runtime, *, phone: str, purpose: str, ip: str
-) -> CodeSent:
-    """Send a fresh code by SMS, within the cooldown and hourly caps."""
-    cfg = rt.settings
-    e164 = parse_phone(phone, cfg.default_region)
-    ph = phone_index(e164)
-    now = clock.utcnow()
-    hour_ago = now - timedelta(hours=1)
-
-    latest = (
-        await s.execute(
-            select(OtpChallenge.created_at)
-            .where(OtpChallenge.phone_hash == ph)
-            .order_by(OtpChallenge.created_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if latest is not None and (now - latest).total_seconds() < cfg.otp_resend_cooldown_seconds:
-        wait = cfg.otp_resend_cooldown_seconds - (now - latest).total_seconds()
-        raise Problem(
-            429,
-            "otp.cooldown",
-            f"A code was just sent. You can ask for another in {int(wait + 0.999)} s.",
-            headers=_retry_after(wait),
-        )
-    by_number = (
-        await s.execute(
-            select(func.count(), func.min(OtpChallenge.created_at)).where(
-                OtpChallenge.phone_hash == ph, OtpChallenge.created_at > hour_ago
-            )
-        )
-    ).one()
-    if by_number[0] >= cfg.otp_per_number_per_hour:
-        wait = (by_number[1] + timedelta(hours=1) - now).total_seconds()
-        raise Problem(
-            429,
-            "otp.number_limit",
-            "Too many codes were sent to this number in the last hour.",
-            headers=_retry_after(wait),
-        )
-    by_ip = (
-        await s.execute(
-            select(func.count(), func.min(OtpChallenge.created_at)).where(
-                OtpChallenge.ip == ip, OtpChallenge.created_at > hour_ago
-            )
-        )
-    ).one()
-    if by_ip[0] >= cfg.otp_per_ip_per_hour:
-        wait = (by_ip[1] + timedelta(hours=1) - now).total_seconds()
-        raise Problem(
-            429,
-            "otp.ip_limit",
-            "Too many codes were requested from this network in the last hour.",
-            headers=_retry_after(wait),
-        )
-
-    code = f"{secrets.randbelow(10**cfg.otp_length):0{cfg.otp_length}d}"
-    challenge = OtpChallenge(
-        id=secrets.token_hex(16),
-        phone_hash=ph,
-        purpose=purpose,
-        ip=ip,
-        created_at=now,
-        expires_at=now + timedelta(seconds=cfg.otp_ttl_seconds),
-        attempts=0,
-    )
-    challenge.code_hash = _code_hash(challenge.id, code)
-    s.add(challenge)
-    await s.commit()
-
-    minutes = max(1, cfg.otp_ttl_seconds // 60)
-    msg = SmsMessage(
-        to=e164,
-        template="otp",
-        params={"code": code, "minutes": str(minutes)},
-        text=f"[Kares] Your verification code is {code}. It expires in {minutes} minutes. "
-        "Never share it with anyone.",
-    )
-    try:
-        await rt.sms.send(msg)
-    except SmsError as exc:
-        # Not sent: take the challenge back so it neither counts nor blocks a retry.
-        await s.delete(challenge)
-        await s.commit()
-        log.warning("SMS to %s failed: %s", e164, exc)
-        raise Problem(502, "sms.unavailable", "The code could not be sent. Try again.") from exc
-    log.info("code sent to %s for %s", e164, purpose)
-    return CodeSent(mask_phone(e164), cfg.otp_ttl_seconds, cfg.otp_resend_cooldown_seconds)
-
-
-async def check_code(s: AsyncSession, rt: Runtime, *, ph: str, purpose: str, code: str) -> str:
-    """Check a code without consuming it; returns the challenge id. Wrong guesses count."""
-    cfg = rt.settings
-    if not re.fullmatch(rf"\d{{{cfg.otp_length}}}", code):
-        raise Problem(422, "otp.malformed", f"A code is {cfg.otp_length} digits.")
-    ch = (
-        await s.execute(
-            select(OtpChallenge)
-            .where(OtpChallenge.phone_hash == ph, OtpChallenge.purpose == purpose)
-            .order_by(OtpChallenge.created_at.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    now = clock.utcnow()
-    if ch is None:
-        raise Problem(400, "otp.not_requested", "No code was sent to this number. Ask for one.")
-    if ch.consumed_at is not None:
-        raise Problem(400, "otp.used", "That code was already used. Ask for a new one.")
-    if ch.attempts >= cfg.otp_max_attempts:
-        raise Problem(429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one.")
-    if now >= ch.expires_at:
-        raise Problem(400, "otp.expired", "That code has expired. Ask for a new one.")
-    if not crypto.constant_time_equal(ch.code_hash, _code_hash(ch.id, code)):
-        res = await s.execute(
-            update(OtpChallenge)
-            .where(OtpChallenge.id == ch.id)
-            .values(attempts=OtpChallenge.attempts + 1)
-            .returning(OtpChallenge.attempts)
-        )
-        attempts = int(res.scalar_one())
-        await s.commit()
-        left = cfg.otp_max_attempts - attempts
-        if left <= 0:
-            raise Problem(429, "otp.too_many_attempts", "Too many wrong codes. Ask for a new one.")
-        raise Problem(400, "otp.invalid", "That code is not right.", remaining_attempts=left)
-    return ch.id
-
-
-async def consume_code(s: AsyncSession, rt: Runtime, challenge_id: str) -> None:
-    """Mark the code used; exactly one concurrent caller wins."""
-    res = await s.execute(
-        update(OtpChallenge)
-        .where(
-            OtpChallenge.id == challenge_id,
-            OtpChallenge.consumed_at.is_(None),
-            OtpChallenge.attempts < rt.settings.otp_max_attempts,
-        )
-        .values(consumed_at=clock.utcnow())
-    )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
-        await s.rollback()
-        raise Problem(400, "otp.used", "That code was already used. Ask for a new one.")
 
 
 # --- sign-in -----------------------------------------------------------------
@@ -273,11 +82,6 @@ def _device_key(env: Environment) -> str:
     return crypto.blind_index(
         f"fp:{d.model or ''}|{d.os or ''}|{env.user_agent or ''}", purpose="device"
     )
-
-
-async def _find_by_phone(s: AsyncSession, e164: str) -> Account | None:
-    q = select(Account).where(Account.phone_hash == phone_index(e164))
-    return (await s.execute(q)).scalar_one_or_none()
 
 
 async def _new_account(
@@ -495,7 +299,7 @@ async def sign_in_with_code(
     """Register or sign in with an SMS code; optionally link a third-party identity."""
     e164 = parse_phone(phone, rt.settings.default_region)
     ticket = await _ticket(s, link_ticket, "link") if link_ticket else None
-    account = await _find_by_phone(s, e164)
+    account = await find_by_phone(s, e164)
     age: tuple[str | None, str] | None = None
     if account is None:
         age = _check_registration(rt, registration or Registration())
@@ -552,7 +356,7 @@ async def sign_in_with_password(
 ) -> SignInResult:
     cfg = rt.settings
     e164 = parse_phone(phone, cfg.default_region)
-    account = await _find_by_phone(s, e164)
+    account = await find_by_phone(s, e164)
     now = clock.utcnow()
     if account is not None and account.locked_until is not None and account.locked_until > now:
         wait = (account.locked_until - now).total_seconds()
@@ -562,7 +366,7 @@ async def sign_in_with_password(
             423,
             "auth.locked",
             "Too many wrong passwords. Sign in with an SMS code, or try again later.",
-            headers=_retry_after(wait),
+            headers=retry_after(wait),
         )
     ok = await _verify_password(rt, account.password_hash if account else None, password)
     if account is None or account.password_hash is None or not ok:
@@ -586,58 +390,6 @@ async def sign_in_with_password(
 
 
 # --- sessions ------------------------------------------------------------------
-
-
-async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Account, Session] | None:
-    """The live session and account a token belongs to, or None."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
-        return None
-    row = (
-        await s.execute(
-            select(Session, Account)
-            .join(Account, Account.id == Session.account_id)
-            .where(Session.token_hash == crypto.token_hash(token))
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    sess, account = row
-    now = clock.utcnow()
-    # a managed profile (a child or elder run by a guardian) has no sign-in of its
-    # own: only the session of its paired watch works
-    usable = account.status == "active" or (account.status == "managed" and sess.kind == "watch")
-    if sess.revoked_at is not None or sess.expires_at <= now or not usable:
-        return None
-    if (now - sess.last_seen_at).total_seconds() >= rt.settings.session_touch_seconds:
-        # watches and trackers keep the long life they were given; a person's
-        # sessions live ``session_ttl_days`` past their last use
-        ttl = timedelta(days=rt.settings.session_ttl_days)
-        expires = max(sess.expires_at, now + ttl) if sess.kind in LONG_LIVED else now + ttl
-        await s.execute(
-            update(Session)
-            .where(Session.id == sess.id)
-            .values(last_seen_at=now, expires_at=expires)
-        )
-        await s.commit()
-        sess.last_seen_at = now
-    return account, sess
-
-
-async def list_sessions(s: AsyncSession, *, account_id: str) -> list[Session]:
-    """Signed-in devices. Tracker credentials are listed with the trackers
-    (/api/v1/location/trackers), though signing out everywhere revokes them too."""
-    now = clock.utcnow()
-    q = (
-        select(Session)
-        .where(
-            Session.account_id == account_id,
-            Session.revoked_at.is_(None),
-            Session.expires_at > now,
-            Session.kind != "tracker",
-        )
-        .order_by(Session.last_seen_at.desc())
-    )
-    return list((await s.execute(q)).scalars())
 
 
 async def revoke_session(s: AsyncSession, *, account_id: str, session_id: str) -> None:
@@ -855,7 +607,7 @@ async def issue_nonce(s: AsyncSession, rt: Runtime, *, provider: str, ip: str) -
             429,
             "oauth.nonce_limit",
             "Too many sign-in attempts from this network. Try again later.",
-            headers=_retry_after(wait),
+            headers=retry_after(wait),
         )
     await _purge_tickets(s, now)
     secret = secrets.token_urlsafe(24)
@@ -1044,7 +796,7 @@ async def demo_member(
 ) -> tuple[Account, str]:
     """Create (or reuse) a demo account and give it a fresh bearer token."""
     e164 = parse_phone(phone, rt.settings.default_region)
-    account = await _find_by_phone(s, e164)
+    account = await find_by_phone(s, e164)
     if account is None:
         account = await _new_account(s, e164, birth_date=None, age_bracket="adult")
     account.name = name

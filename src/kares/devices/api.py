@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import segno
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
-from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep
+from kares.deps import DbDep, RuntimeDep
 from kares.devices import service
-from kares.devices.models import Device, Watch
+from kares.devices.models import Device
 from kares.devices.schemas import (
     DeviceOut,
     PermissionsReport,
     StatusReport,
-    WatchCredentials,
-    WatchHello,
-    WatchOut,
-    WatchPair,
 )
-from kares.errors import Problem, responses
+from kares.errors import responses
+from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
 
@@ -117,112 +113,3 @@ async def put_status(device_id: str, body: StatusReport, ctx: DevicesCtx, s: DbD
     )
     perms = await service.permissions_of(s, d.id)
     return device_out(d, perms, ctx.caller.session.device_id)
-
-
-# --- watches -------------------------------------------------------------------------------
-
-
-def watch_out(w: Watch) -> WatchOut:
-    return WatchOut(
-        id=w.id,
-        status=w.status,
-        model=w.model,
-        imei_tail=w.imei_tail,
-        account_id=w.account_id,
-        family_id=w.family_id,
-        device_id=w.device_id,
-        paired_at=w.paired_at,
-        last_seen_at=w.last_seen_at,
-    )
-
-
-@router.post(
-    "/watches/hello",
-    dependencies=[guard("watches", "hello")],
-    response_model=WatchCredentials,
-    responses=responses((409, "watch.already_paired"), (422, "watch.invalid_imei")),
-    summary="A watch introduces itself and gets a credential and a pairing code",
-    description="The watch shows `pairing_text` as a QR code; a guardian scans it. Until "
-    "then the credential only answers GET /api/v1/watches/me. Introducing itself again "
-    "replaces both.",
-)
-async def watch_hello(body: WatchHello, s: DbDep) -> WatchCredentials:
-    w, token, secret = await service.watch_hello(s, imei=body.imei, model=body.model)
-    text = service.pairing_text(body.imei, secret)
-    return WatchCredentials(
-        watch_id=w.id,
-        token=token,
-        pairing_text=text,
-        pairing_qr_svg=segno.make(text, error="m").svg_inline(scale=4),
-    )
-
-
-@router.get(
-    "/watches/me",
-    dependencies=[guard("watches", "hello")],
-    response_model=WatchOut,
-    responses=responses((401, "auth.invalid_token")),
-    summary="The calling watch: has it been paired yet?",
-)
-async def watch_me(request: Request, s: DbDep) -> WatchOut:
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    w = await service.watch_by_token(s, token.strip()) if scheme.lower() == "bearer" else None
-    if w is None:
-        raise Problem(401, "auth.invalid_token", "Not a watch credential (any more).")
-    return watch_out(w)
-
-
-@router.post(
-    "/watches/pair",
-    response_model=WatchOut,
-    status_code=201,
-    responses=responses(
-        *AUTH,
-        (400, "watch.pairing_invalid"),
-        (403, "family.forbidden"),
-        (404, "family.not_found"),
-        (404, "dependant.not_found"),
-    ),
-    summary="A family's owner or guardian pairs a scanned watch with a dependant",
-)
-async def watch_pair(
-    body: WatchPair,
-    ctx: Annotated[Allowed, guard("watches", "pair")],
-    s: DbDep,
-) -> WatchOut:
-    w = await service.pair_watch(
-        s,
-        actor_id=ctx.account_id,
-        family_id=body.family_id,
-        dependant_id=body.dependant_id,
-        text=body.text,
-    )
-    return watch_out(w)
-
-
-@router.get(
-    "/families/{family_id}/watches",
-    response_model=list[WatchOut],
-    responses=responses(*AUTH, (404, "family.not_found")),
-    summary="The watches paired with this family's dependants",
-)
-async def family_watches(
-    family_id: str, ctx: Annotated[Allowed, guard("watches", "manage")], s: DbDep
-) -> list[WatchOut]:
-    return [
-        watch_out(w)
-        for w in await service.family_watches(s, actor_id=ctx.account_id, family_id=family_id)
-    ]
-
-
-@router.delete(
-    "/watches/{watch_id}",
-    status_code=204,
-    responses=responses(*AUTH, (404, "watch.not_found")),
-    summary="Unpair a watch: its credential stops working at once",
-)
-async def watch_unpair(
-    watch_id: str, ctx: Annotated[Allowed, guard("watches", "manage")], s: DbDep
-) -> Response:
-    await service.unpair_watch(s, actor_id=ctx.account_id, watch_id=watch_id)
-    return Response(status_code=204)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
-import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, crypto
+from kares import clock
 from kares.db import insert_for
-from kares.devices.models import Device, DevicePermission, Watch
+from kares.devices.models import Device, DevicePermission
 from kares.errors import Problem
+from kares.privacy import ports
 from kares.privacy.catalog import Catalog
 
 
@@ -133,183 +132,6 @@ async def report_permissions(
     return await permissions_of(s, dev.id)
 
 
-# --- watches -------------------------------------------------------------------------------
-
-WATCH_TOKEN_PREFIX = "kares_w"
-WATCH_SESSION_DAYS = 3650
-PAIR_PREFIX = "kares-watch:pair?"
-_IMEI_RE = re.compile(r"^[0-9A-Za-z]{8,20}$")
-
-
-def _imei_hash(imei: str) -> str:
-    return crypto.blind_index(imei.upper(), purpose="watch-imei")
-
-
-def pairing_text(imei: str, secret: str) -> str:
-    """What the watch shows as a QR code for a guardian to scan."""
-    return f"{PAIR_PREFIX}imei={imei}&s={secret}"
-
-
-def parse_pairing(text: str) -> tuple[str, str]:
-    text = text.strip()
-    if not text.startswith(PAIR_PREFIX) or len(text) > 256:
-        raise Problem(400, "watch.pairing_invalid", "That is not a Kares watch pairing code.")
-    fields = dict(p.partition("=")[::2] for p in text[len(PAIR_PREFIX) :].split("&"))
-    imei, secret = fields.get("imei", ""), fields.get("s", "")
-    if not _IMEI_RE.match(imei) or not secret:
-        raise Problem(400, "watch.pairing_invalid", "That is not a Kares watch pairing code.")
-    return imei, secret
-
-
-async def watch_hello(s: AsyncSession, *, imei: str, model: str | None) -> tuple[Watch, str, str]:
-    """A watch introduces itself: a fresh credential and pairing secret (the old
-    ones stop working). A paired watch must be unpaired by its family first."""
-    if not _IMEI_RE.match(imei):
-        raise Problem(422, "watch.invalid_imei", "An IMEI or serial is 8 to 20 letters or digits.")
-    w = (
-        await s.execute(select(Watch).where(Watch.imei_hash == _imei_hash(imei)))
-    ).scalar_one_or_none()
-    if w is not None and w.status == "paired":
-        raise Problem(
-            409, "watch.already_paired", "This watch is paired; its family must unpair it first."
-        )
-    now = clock.utcnow()
-    if w is None:
-        w = Watch(imei_hash=_imei_hash(imei), imei_tail=imei[-4:], created_at=now)
-        s.add(w)
-    token = WATCH_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    secret = secrets.token_urlsafe(16)
-    w.status = "unpaired"
-    w.model = model
-    w.token_hash = crypto.token_hash(token)
-    w.secret_hash = crypto.token_hash(secret)
-    w.last_seen_at = now
-    await s.commit()
-    return w, token, secret
-
-
-async def watch_by_imei(s: AsyncSession, imei: str) -> Watch | None:
-    """The watch that introduced itself with this IMEI (or protocol id)."""
-    if not _IMEI_RE.match(imei):
-        return None
-    q = select(Watch).where(Watch.imei_hash == _imei_hash(imei))
-    return (await s.execute(q)).scalar_one_or_none()
-
-
-async def watch_by_token(s: AsyncSession, token: str) -> Watch | None:
-    if not token.startswith(WATCH_TOKEN_PREFIX) or len(token) > 128:
-        return None
-    q = select(Watch).where(Watch.token_hash == crypto.token_hash(token))
-    return (await s.execute(q)).scalar_one_or_none()
-
-
-async def pair_watch(
-    s: AsyncSession, *, actor_id: str, family_id: str, dependant_id: str, text: str
-) -> Watch:
-    """A family's owner or guardian binds a watch to one of its dependants."""
-    from kares.accounts.models import Session
-    from kares.families import service as families
-
-    await families.require_admin(s, family_id, actor_id)
-    m = await families.member(s, family_id, dependant_id)
-    if m is None or m.role != "dependant":
-        raise Problem(404, "dependant.not_found", "No such dependant in this family.")
-    imei, secret = parse_pairing(text)
-    w = (
-        await s.execute(select(Watch).where(Watch.imei_hash == _imei_hash(imei)))
-    ).scalar_one_or_none()
-    if (
-        w is None
-        or w.status != "unpaired"
-        or w.secret_hash is None
-        or w.token_hash is None
-        or not crypto.constant_time_equal(w.secret_hash, crypto.token_hash(secret))
-    ):
-        raise Problem(
-            400,
-            "watch.pairing_invalid",
-            "That pairing code is not valid (any more). Show a fresh one on the watch.",
-        )
-    now = clock.utcnow()
-    device, _ = await touch(
-        s,
-        account_id=dependant_id,
-        device_key=crypto.blind_index(f"watch:{w.id}", purpose="device"),
-        kind="watch",
-        model=w.model,
-        os=None,
-        os_version=None,
-        app_version=None,
-        language=None,
-        now=now,
-    )
-    sess = Session(
-        account_id=dependant_id,
-        token_hash=w.token_hash,
-        device_id=device.id,
-        kind="watch",
-        method="pairing",
-        label="watch",
-        device_key=device.device_key,
-        device_model=w.model,
-        ip="0.0.0.0",  # noqa: S104 - not an address the watch used; none yet
-        created_at=now,
-        last_seen_at=now,
-        expires_at=now + timedelta(days=WATCH_SESSION_DAYS),
-    )
-    s.add(sess)
-    await s.flush()
-    w.status = "paired"
-    w.secret_hash = None
-    w.account_id = dependant_id
-    w.family_id = family_id
-    w.paired_by = actor_id
-    w.device_id = device.id
-    w.session_id = sess.id
-    w.paired_at = now
-    await s.commit()
-    return w
-
-
-async def unpair_watch(s: AsyncSession, *, actor_id: str, watch_id: str) -> None:
-    """The family's owner or a guardian (or the wearer) unpairs: the watch's
-    credential stops working at once; it must introduce itself again."""
-    from kares.accounts.models import Session
-    from kares.families import service as families
-
-    w = await s.get(Watch, watch_id)
-    if w is None or w.status != "paired":
-        raise Problem(404, "watch.not_found", "No such paired watch.")
-    if actor_id != w.account_id:
-        if w.family_id is None:
-            raise Problem(404, "watch.not_found", "No such paired watch.")
-        try:
-            await families.require_admin(s, w.family_id, actor_id)
-        except Problem as exc:
-            raise Problem(404, "watch.not_found", "No such paired watch.") from exc
-    now = clock.utcnow()
-    if w.session_id:
-        sess = await s.get(Session, w.session_id)
-        if sess is not None:
-            sess.revoked_at = now
-    w.status = "unpaired"
-    w.token_hash = None
-    w.secret_hash = None
-    w.account_id = None
-    w.family_id = None
-    w.session_id = None
-    w.device_id = None
-    await s.commit()
-
-
-async def family_watches(s: AsyncSession, *, actor_id: str, family_id: str) -> list[Watch]:
-    from kares.families import service as families
-
-    await families.require_member(s, family_id, actor_id)
-    q = select(Watch).where(Watch.family_id == family_id, Watch.status == "paired")
-    return list((await s.execute(q.order_by(Watch.paired_at))).scalars())
-
-
 async def report_status(
     s: AsyncSession, *, account_id: str, device_id: str, battery: int, charging: bool | None
 ) -> Device:
@@ -318,3 +140,7 @@ async def report_status(
     dev.battery, dev.charging, dev.battery_at, dev.last_seen_at = battery, charging, now, now
     await s.commit()
     return dev
+
+
+# the privacy core reads what a device reports through this
+ports.register_permissions(permissions_of)

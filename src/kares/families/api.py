@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Request, Response, UploadFile, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
-from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep
+from kares.deps import DbDep, RuntimeDep
 from kares.errors import responses
 from kares.families import service
 from kares.families.schemas import (
@@ -34,12 +34,13 @@ from kares.families.schemas import (
     SharingUpdate,
     Transfer,
 )
+from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, Guard, guard
 
 if TYPE_CHECKING:
-    from kares.accounts.models import Account
     from kares.families.models import Family, FamilyInvitation, FamilyMember
+    from kares.identity.models import Account
 
 router = APIRouter(prefix="/api/v1", tags=["families"])
 

@@ -15,7 +15,7 @@ Who may see what:
 * Reading another person's data (routes declared with ``about=``) is allowed
   only to someone sharing a family with them, and for location, health and
   schedule only while that person's choice in one of the shared families
-  allows it (``check_subject``, registered with the guard at import).
+  allows it (``check_subject``, registered with the privacy core at import).
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto
 from kares.accounts import service as accounts
-from kares.accounts.models import Account
 from kares.db import new_id
 from kares.errors import Problem
 from kares.families.models import Family, FamilyInvitation, FamilyMember, InvitationAttempt
+from kares.identity.models import Account
 from kares.media import service as media
 from kares.privacy import service as privacy
 from kares.privacy.catalog import catalog_of
-from kares.privacy.guard import register_subject_check
 from kares.privacy.models import Guardianship
+from kares.privacy.ports import register_subject_check
 
 if TYPE_CHECKING:
     from kares.media.models import MediaObject
-    from kares.privacy.guard import Allowed
+    from kares.privacy.ports import Allowed
     from kares.runtime import Runtime
 
 ROLES = ("owner", "guardian", "member", "dependant")

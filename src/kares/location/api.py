@@ -18,8 +18,9 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, live
-from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep, request_ip
+from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import Problem, responses
+from kares.identity.auth import AUTH_ERRORS
 from kares.location import compat, formats, places, service, timeline, trackers
 from kares.location import schemas as sc
 from kares.location.models import LastLocation, Place

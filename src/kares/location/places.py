@@ -32,10 +32,10 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
-from kares.accounts.models import Account
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
+from kares.identity.models import Account
 from kares.location.geo import haversine_m
 from kares.location.models import Place, PlaceAlert, PlacePresence
 from kares.notify import service as notify

@@ -591,9 +591,9 @@ async def visible_people(s: AsyncSession, viewer_id: str) -> dict[str, str | Non
     """Who the viewer may see on the live map now, with their names, in one query:
     themself first, then everyone sharing a family with them whose choice there
     (live or history, not paused) shows them."""
-    from kares.accounts.models import Account
     from kares.families import service as families
     from kares.families.models import FamilyMember
+    from kares.identity.models import Account
 
     mine = select(FamilyMember.family_id).where(FamilyMember.account_id == viewer_id)
     q = (

@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto
-from kares.accounts.auth import TRACKER_KIND
-from kares.accounts.models import Session
 from kares.accounts.service import TOKEN_PREFIX
 from kares.db import new_id
 from kares.devices import service as devices
 from kares.errors import Problem
+from kares.identity.auth import TRACKER_KIND
+from kares.identity.models import Session
 from kares.location.models import Tracker
 
 KINDS = ("owntracks", "overland", "other")

@@ -29,17 +29,18 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events
-from kares.accounts.auth import Caller
-from kares.accounts.models import Account, Session
 from kares.devices import service as devices
-from kares.devices.models import Watch
 from kares.errors import Problem
+from kares.identity.auth import Caller
+from kares.identity.models import Account, Session
 from kares.location import service
 from kares.location import watch_protocol as wp
 from kares.privacy import service as privacy
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed
 from kares.runtime import Runtime
+from kares.watches import service as watches
+from kares.watches.models import Watch
 
 log = logging.getLogger("kares.watch")
 READ_CHUNK = 4096
@@ -61,7 +62,7 @@ class Wearer:
 
 async def wearer(s: AsyncSession, device_id: str) -> Wearer | None:
     """The paired watch with this protocol id and its live credential, or None."""
-    w = await devices.watch_by_imei(s, device_id)
+    w = await watches.watch_by_imei(s, device_id)
     if w is None or w.status != "paired" or w.account_id is None or w.session_id is None:
         return None
     sess = await s.get(Session, w.session_id)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from kares.accounts.auth import CallerDep, DbDep
+from kares.deps import DbDep
 from kares.errors import Problem, responses
+from kares.identity.auth import CallerDep
 from kares.media import service
 from kares.privacy.guard import guard
 

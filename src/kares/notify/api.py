@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
 
-from kares.accounts.auth import AUTH_ERRORS, CallerDep, DbDep, RuntimeDep
+from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
+from kares.identity.auth import AUTH_ERRORS, CallerDep
 from kares.notify import service
 from kares.notify.schemas import (
     MarkedRead,

@@ -37,7 +37,9 @@ from kares.db import insert_for, new_id
 from kares.devices import service as devices
 from kares.errors import Problem
 from kares.gateways import push as push_mod
+from kares.identity import service as identity
 from kares.notify.models import Notification, NotificationPreference, PushToken
+from kares.privacy import ports
 
 if TYPE_CHECKING:
     from kares.privacy.catalog import Catalog
@@ -232,9 +234,7 @@ async def _enqueue_pushes(s: AsyncSession, notes: list[Notification], *, now: da
 
 
 async def _live_devices(s: AsyncSession, account_id: str) -> set[str]:
-    from kares.accounts import service as accounts
-
-    sessions = await accounts.list_sessions(s, account_id=account_id)
+    sessions = await identity.list_sessions(s, account_id=account_id)
     return {x.device_id for x in sessions if x.device_id}
 
 
@@ -530,7 +530,7 @@ async def plan_push(
     s: AsyncSession, cat: Catalog, *, notification_id: str, device_id: str, ttl_seconds: int
 ) -> PushPlan | Decision:
     """What to push to the device for this notification, or why not (now)."""
-    from kares.accounts.models import Account
+    from kares.identity.models import Account
     from kares.privacy import service as privacy
 
     note = await s.get(Notification, notification_id)
@@ -586,3 +586,7 @@ async def forget_token(s: AsyncSession, *, token_id: str, token_hash: str) -> bo
     )
     await s.commit()
     return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+# the privacy core (and every layer below notify) tells a person through this
+ports.register_teller(add)

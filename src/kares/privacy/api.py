@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from kares.accounts.auth import DbDep, RuntimeDep
+from kares.deps import DbDep, RuntimeDep
 from kares.errors import responses
 from kares.privacy import render
 from kares.privacy import service as privacy_service

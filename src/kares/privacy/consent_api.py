@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep, request_ip
-from kares.accounts.models import Account
+from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import Problem, responses
+from kares.identity.auth import AUTH_ERRORS
+from kares.identity.models import Account
 from kares.logs import mask_phone
 from kares.privacy import service
 from kares.privacy.catalog import Catalog, catalog_of

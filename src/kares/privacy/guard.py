@@ -25,52 +25,63 @@ problem whose ``code`` says which check failed:
 A sensitive category with a fallback (precise location -> approximate) is
 not refused: the guard lets the request through with ``degraded`` naming
 what must be coarsened.
+
+The checks themselves know no framework: :func:`admit` runs them for a
+:class:`~kares.identity.auth.Caller` on any connection (the watch's TCP
+session, a WebSocket); :class:`Guard` is the FastAPI dependency around it,
+for an HTTP request or a WebSocket alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
-from kares.accounts.auth import TRACKER_KIND, Caller, DbDep, RuntimeDep, current_caller
+from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem
+from kares.identity.auth import TRACKER_KIND, Caller, current_caller
+from kares.privacy import ports
 from kares.privacy.catalog import Catalog, catalog_of
+from kares.privacy.ports import Allowed
+from kares.privacy.service import check
+from kares.runtime import Runtime
+
+__all__ = ["Allowed", "Guard", "admit", "guard"]
 
 
-@dataclass
-class Allowed:
-    """What the guard established for this request."""
-
-    function: str
-    feature: str | None
-    caller: Caller | None
-    # sensitive categories that must be coarsened to their fallback
-    degraded: dict[str, str] = field(default_factory=dict)
-    # the calling device's reported permissions, when the checks read them
-    # (None: not read; a handler that needs them asks devices.permissions_of)
-    permissions: dict[str, str] | None = None
-
-    @property
-    def account_id(self) -> str:
-        if self.caller is None:
-            raise RuntimeError("public route has no caller")
-        return self.caller.account.id
-
-
-# A subject check decides whether the caller may read data about another
-# account for a function: returns None to allow, or raises a Problem.
-SubjectCheck = Callable[[AsyncSession, Allowed, str], Awaitable[None]]
-_subject_checks: list[SubjectCheck] = []
-
-
-def register_subject_check(check: SubjectCheck) -> None:
-    if check not in _subject_checks:
-        _subject_checks.append(check)
+async def admit(
+    s: AsyncSession,
+    rt: Runtime,
+    caller: Caller,
+    function: str,
+    feature: str | None = None,
+    *,
+    subject: str | None = None,
+    trackers: bool = False,
+) -> Allowed:
+    """The guard's checks for a caller on any connection (an HTTP request, a
+    WebSocket, a watch's TCP session): what it may do for ``function`` /
+    ``feature``, about ``subject`` (another account's id) when given. Raises
+    the refusal as a Problem."""
+    if caller.session.kind == TRACKER_KIND and not trackers:
+        raise Problem(
+            403,
+            "auth.tracker_scope",
+            "A tracker credential can only upload locations. Sign in to use the rest.",
+        )
+    allowed = Allowed(function, feature, caller)
+    await check(s, rt, allowed)
+    if subject is not None and subject != caller.account.id:
+        checks = ports.subject_checks()
+        if not checks:
+            raise Problem(404, "not_found", "Not found.")
+        for chk in checks:
+            await chk(s, allowed, subject)
+    return allowed
 
 
 class Guard:
@@ -108,29 +119,20 @@ class Guard:
             return f.public
         return f.public and f.features[self.feature].public
 
-    async def __call__(self, request: Request, rt: RuntimeDep, s: DbDep) -> Allowed:
-        from kares.privacy import service as privacy
-
-        cat: Catalog = catalog_of(rt)
-        if self.is_public(cat):
+    async def __call__(self, conn: HTTPConnection, rt: RuntimeDep, s: DbDep) -> Allowed:
+        if self.is_public(catalog_of(rt)):
             return Allowed(self.function, self.feature, None)
-        caller = await current_caller(request, rt, s)
-        if caller.session.kind == TRACKER_KIND and not self.trackers:
-            raise Problem(
-                403,
-                "auth.tracker_scope",
-                "A tracker credential can only upload locations. Sign in to use the rest.",
-            )
-        allowed = Allowed(self.function, self.feature, caller)
-        await privacy.check(s, rt, allowed)
-        if self.about is not None:
-            subject = request.path_params.get(self.about)
-            if isinstance(subject, str) and subject != caller.account.id:
-                if not _subject_checks:
-                    raise Problem(404, "not_found", "Not found.")
-                for chk in _subject_checks:
-                    await chk(s, allowed, subject)
-        return allowed
+        caller = await current_caller(conn, rt, s)
+        subject = conn.path_params.get(self.about) if self.about is not None else None
+        return await admit(
+            s,
+            rt,
+            caller,
+            self.function,
+            self.feature,
+            subject=subject if isinstance(subject, str) else None,
+            trackers=self.trackers,
+        )
 
 
 def guard(

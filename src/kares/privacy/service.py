@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
 from kares.errors import Problem
+from kares.identity import service as identity
+from kares.identity.models import Account
+from kares.privacy import ports
 from kares.privacy.catalog import Catalog, CatalogError, catalog_of, covers, reductions
 from kares.privacy.models import ConsentReceipt, GuardianRequest, Guardianship, PolicyVersion
-
-if TYPE_CHECKING:
-    from kares.accounts.models import Account
-    from kares.privacy.guard import Allowed
-    from kares.runtime import Runtime
+from kares.privacy.ports import Allowed
+from kares.runtime import Runtime
 
 log = logging.getLogger("kares.privacy")
 
@@ -226,8 +226,6 @@ def _refuse(status: int, code: str, detail: str, **extra: Any) -> Problem:
 async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:
     """The guard's checks for a signed-in caller (account state, minors,
     consent, device permissions). Raises a 403 Problem naming what failed."""
-    from kares.devices import service as devices
-
     cat = catalog_of(rt)
     caller = allowed.caller
     assert caller is not None
@@ -237,7 +235,7 @@ async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:
     degradable = {c for p in cat.permissions.values() for cs in p.degrade.values() for c in cs}
     device_id = caller.session.device_id
     if device_id and (feat.permissions or feat.any_permission or degradable & set(feat.categories)):
-        perms = await devices.permissions_of(s, device_id)
+        perms = await ports.device_permissions(s, device_id)
         allowed.permissions = perms
         closed = [p for p in feat.permissions if perms.get(p) == "denied"]
         if feat.any_permission and all(perms.get(p) == "denied" for p in feat.any_permission):
@@ -267,8 +265,6 @@ async def check_for_job(
     is no device). Raises the same 403 Problem when refused; returns the
     categories to coarsen. Jobs call it per account per run, so a withdrawal
     stops them at their next item (policy 5.3)."""
-    from kares.privacy.guard import Allowed
-
     allowed = Allowed(function, feature, None)
     await _check_account(s, cat, account, allowed)
     return allowed.degraded
@@ -468,18 +464,16 @@ async def request_guardian(
     s: AsyncSession, rt: Runtime, minor: Account, *, guardian_phone: str, ip: str
 ) -> GuardianRequest:
     """A child asks a guardian to approve: a code goes to the guardian's phone."""
-    from kares.accounts import service as accounts
-
     if not is_minor(minor):
         raise Problem(409, "guardian.not_needed", "Only children under 14 need a guardian.")
-    e164 = accounts.parse_phone(guardian_phone, rt.settings.default_region)
+    e164 = identity.parse_phone(guardian_phone, rt.settings.default_region)
     if e164 == minor.phone:
         raise Problem(422, "guardian.self", "A guardian must be someone else.")
-    await accounts.request_code(s, rt, phone=e164, purpose="guardian", ip=ip)
+    await identity.request_code(s, rt, phone=e164, purpose="guardian", ip=ip)
     now = clock.utcnow()
     req = GuardianRequest(
         minor_account_id=minor.id,
-        guardian_phone_hash=accounts.phone_index(e164),
+        guardian_phone_hash=identity.phone_index(e164),
         status="pending",
         created_at=now,
         expires_at=now + timedelta(hours=GUARDIAN_REQUEST_HOURS),
@@ -501,9 +495,6 @@ async def approve_guardian(
 ) -> Guardianship:
     """The guardian, signed in on their own adult account, proves the code sent to
     their phone; the child's account is approved and the policy accepted for it."""
-    from kares.accounts import service as accounts
-    from kares.notify import service as notify
-
     if not is_adult(guardian):
         raise Problem(
             403,
@@ -517,10 +508,10 @@ async def approve_guardian(
     if not pending:
         raise Problem(404, "guardian.no_request", "No child has asked you to be their guardian.")
     req = pending[0]
-    challenge = await accounts.check_code(
+    challenge = await identity.check_code(
         s, rt, ph=guardian.phone_hash, purpose="guardian", code=code
     )
-    await accounts.consume_code(s, rt, challenge)
+    await identity.consume_code(s, rt, challenge)
     existing = await guardian_of(s, req.minor_account_id, guardian.id)
     g = existing or Guardianship(
         minor_account_id=req.minor_account_id, guardian_account_id=guardian.id, approved_at=now
@@ -539,7 +530,7 @@ async def approve_guardian(
         session_id=session_id,
         device_id=device_id,
     )
-    await notify.add(
+    await ports.tell(
         s,
         account_id=req.minor_account_id,
         category="security",

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares.accounts.auth import AUTH_ERRORS, DbDep, RuntimeDep
+from kares.deps import DbDep, RuntimeDep
 from kares.errors import responses
+from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
 from kares.sos import service

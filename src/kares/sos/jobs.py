@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kares import jobs
-from kares.accounts.models import Account
 from kares.gateways.sms import SmsError, SmsMessage
+from kares.identity.models import Account
 from kares.runtime import Runtime
 from kares.sos import service
 from kares.sos.models import SosAlert

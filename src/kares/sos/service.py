@@ -8,10 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, jobs
-from kares.accounts.models import Account
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
+from kares.identity.models import Account
 from kares.location import service as location
 from kares.notify import service as notify
 from kares.privacy import service as privacy

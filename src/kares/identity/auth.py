@@ -1,0 +1,157 @@
+"""Who is calling, on any connection.
+
+Apps, watches and scripts send ``Authorization: Bearer kares_...``; tracking
+apps send HTTP Basic (a tracker's user name and secret); the web portal sends
+the HttpOnly session cookie. :func:`read_credentials` reads them from any
+headers, :func:`resolve` turns them into a :class:`Caller`, and
+:func:`caller_for_session` does the same for a session the server already
+holds (a watch's TCP connection). The FastAPI dependency
+:func:`current_caller` wires them to an HTTP request or a WebSocket.
+
+A cookie-authenticated request that changes something must also carry the
+``X-Kares-CSRF`` header, which a cross-site form cannot send (and a
+cross-site script cannot without a CORS preflight we never grant). A browser
+cannot put headers on a WebSocket handshake, so a cookie opens one only from
+the server's own origin.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
+
+from kares import clock
+from kares.deps import DbDep, RuntimeDep
+from kares.errors import Problem
+from kares.identity import service
+from kares.identity.models import Account, Session
+from kares.runtime import Runtime
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The refusals every signed-in route can give, for its OpenAPI ``responses``.
+AUTH_ERRORS = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
+CSRF_HEADER = "X-Kares-CSRF"
+TRACKER_KIND = service.TRACKER_KIND
+
+
+@dataclass(frozen=True)
+class Caller:
+    account: Account
+    session: Session
+    via_cookie: bool = False
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str
+    scheme: Literal["bearer", "basic", "cookie"]
+    user: str | None = None  # the user name of a Basic credential
+
+
+_UNAUTH = {"WWW-Authenticate": 'Bearer realm="kares"'}
+# tracking apps send Basic: offer both schemes (Bearer first: it is what a person uses)
+_UNAUTH_BASIC = {"WWW-Authenticate": 'Bearer realm="kares", Basic realm="kares", charset="UTF-8"'}
+
+
+def _basic_password(value: str) -> tuple[str, str] | None:
+    """User and password of an HTTP Basic credential (tracking apps use it)."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, sep, password = raw.partition(":")
+    return (user, password) if sep and password else None
+
+
+def read_credentials(
+    headers: Mapping[str, str], cookies: Mapping[str, str], cookie_name: str
+) -> Credentials:
+    """The credentials a connection carries, or a 401 problem."""
+    header = headers.get("authorization")
+    if header and header[:6].lower() == "basic ":
+        # tracker credentials only: the password is the credential's secret
+        pair = _basic_password(header[6:])
+        if pair is None:
+            raise Problem(
+                401,
+                "auth.invalid_token",
+                "Use 'Authorization: Basic' with the tracker's user name and secret.",
+                headers=_UNAUTH_BASIC,
+            )
+        return Credentials(pair[1], "basic", pair[0])
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Problem(
+                401, "auth.invalid_token", "Use 'Authorization: Bearer <token>'.", headers=_UNAUTH
+            )
+        return Credentials(value.strip(), "bearer")
+    token = cookies.get(cookie_name)
+    if not token:
+        raise Problem(401, "auth.required", "Sign in first.", headers=_UNAUTH)
+    return Credentials(token, "cookie")
+
+
+async def resolve(s: AsyncSession, rt: Runtime, creds: Credentials) -> Caller:
+    """The live session behind the credentials, or a 401 problem."""
+    basic = creds.scheme == "basic"
+    found = await service.authenticate(s, rt, creds.token)
+    if found is not None and basic and found[1].kind != TRACKER_KIND:
+        found = None
+    if found is None:
+        raise Problem(
+            401,
+            "auth.invalid_token",
+            "This session has ended or the token is not valid. Sign in again.",
+            headers=_UNAUTH_BASIC if basic else _UNAUTH,
+        )
+    account, sess = found
+    return Caller(account=account, session=sess, via_cookie=creds.scheme == "cookie")
+
+
+async def caller_for_session(s: AsyncSession, session_id: str) -> Caller | None:
+    """The caller behind a session the server holds itself (a paired watch's TCP
+    connection): None once it is revoked or expired, or its account cannot use it."""
+    sess = await s.get(Session, session_id, populate_existing=True)
+    if sess is None or sess.revoked_at is not None or sess.expires_at <= clock.utcnow():
+        return None
+    account = await s.get(Account, sess.account_id, populate_existing=True)
+    if account is None or not service.usable(account, sess):
+        return None
+    return Caller(account=account, session=sess)
+
+
+def _same_origin(conn: HTTPConnection) -> bool:
+    origin = conn.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc == conn.headers.get("host")
+
+
+async def current_caller(conn: HTTPConnection, rt: RuntimeDep, s: DbDep) -> Caller:
+    """The signed-in caller of an HTTP request or a WebSocket; resolved once per
+    connection (the guard and a handler may both ask)."""
+    cached: Caller | None = getattr(conn.state, "kares_caller", None)
+    if cached is not None:
+        return cached
+    creds = read_credentials(conn.headers, conn.cookies, rt.settings.session_cookie_name)
+    caller = await resolve(s, rt, creds)
+    if caller.via_cookie:
+        if conn.scope["type"] == "websocket":
+            forged = not _same_origin(conn)
+        else:
+            forged = conn.scope["method"] not in SAFE_METHODS and not conn.headers.get(CSRF_HEADER)
+        if forged:
+            raise Problem(
+                403, "auth.csrf", f"Requests from the portal must carry the {CSRF_HEADER} header."
+            )
+    conn.state.kares_caller = caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
