@@ -1,4 +1,4 @@
-"""Display simplification of tracks (kares.location.simplify)."""
+"""Display simplification of tracks (kares.geo.simplify)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kares.location.geo import M_PER_DEG_LAT
-from kares.location.points import Point
-from kares.location.simplify import metres_per_pixel, simplify
+from kares.geo.distance import M_PER_DEG_LAT
+from kares.geo.points import Point
+from kares.geo.simplify import metres_per_pixel, simplify
 from tests.support.tracks import DAY0, one_hz_day, reference_day
 
 PROPS = settings(

@@ -1,4 +1,4 @@
-"""Stays, trips, modes and driving events (kares.location.timeline) on synthetic days."""
+"""Stays, trips, modes and driving events (kares.geo.timeline) on synthetic days."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kares.location.geo import haversine_m
-from kares.location.points import Point
-from kares.location.timeline import (
+from kares.geo.distance import haversine_m
+from kares.geo.points import Point
+from kares.geo.timeline import (
     DrivingSummary,
     Stay,
     Timeline,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kares.location.resolver import (
+from kares.geo.resolver import (
     DEFAULT_CELL_RANGE_M,
     Cell,
     LoadStats,
@@ -21,7 +21,7 @@ from kares.location.resolver import (
     normalise_mac,
     signal_weight,
 )
-from kares.location.watch_protocol import FrameReader, Position, parse
+from kares.protocols.watch.frames import FrameReader, Position, parse
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "opencellid-sample.csv"

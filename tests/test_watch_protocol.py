@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kares.location.resolver import Cell, WifiAp
-from kares.location.watch_protocol import (
+from kares.geo.resolver import Cell, WifiAp
+from kares.protocols.watch.frames import (
     ALARM_BITS,
     Frame,
     FrameError,

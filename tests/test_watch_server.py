@@ -31,9 +31,9 @@ from sqlalchemy import select, text
 
 from kares import clock
 from kares.domains import metadata
-from kares.location import watch_protocol as wp
-from kares.location.resolver import LocalResolver
-from kares.location.watch_server import WatchServer
+from kares.geo.resolver import LocalResolver
+from kares.protocols.watch import frames as wp
+from kares.protocols.watch.server import WatchServer
 from tests.conftest import POLICY_VERSION, bearer, count_rows, sign_up, snapshot
 from tests.test_families import join, set_role
 from tests.test_location_ingest import grant_precise, last_of, stored
@@ -575,7 +575,7 @@ async def test_an_sos_that_failed_is_raised_when_the_watch_retries(
     from kares.sos import service as sos
 
     ctx = await household(client, sms)
-    real = sos.raise_alert
+    real = sos.open_alert
     calls = 0
 
     async def flaky(*args: Any, **kw: Any) -> Any:
@@ -585,7 +585,7 @@ async def test_an_sos_that_failed_is_raised_when_the_watch_retries(
             raise RuntimeError("the database went away for a moment")
         return await real(*args, **kw)
 
-    monkeypatch.setattr(sos, "raise_alert", flaky)
+    monkeypatch.setattr(sos, "open_alert", flaky)
     data = from_file("al_sos.txt")
     await conn.send(data)
     await conn.silent()  # not acknowledged: nothing was raised

@@ -28,6 +28,8 @@ from kares.notify import api as notify_api
 from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
+from kares.protocols import overland, owntracks, trackfiles
+from kares.protocols.watch.server import WatchServer
 from kares.runtime import Runtime
 from kares.sos import api as sos_api
 from kares.watches import api as watches_api
@@ -133,8 +135,6 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         worker = jobs.Worker(rt).start() if settings.jobs_worker_enabled else None
         watches = None
         if settings.watch_port:
-            from kares.location.watch_server import WatchServer
-
             watches = WatchServer(rt)
             app.state.watch_port = await watches.start(settings.watch_host, settings.watch_port)
         try:
@@ -229,6 +229,9 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
     app.include_router(location_api.router)
+    app.include_router(owntracks.router)
+    app.include_router(overland.router)
+    app.include_router(trackfiles.router)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))

@@ -1,39 +1,50 @@
-"""In-process event bus: a service publishes after it commits; subscribers react.
+"""What follows a change runs after its commit (Zulip's ``on_commit``).
 
-Step 5 adds a Redis transport for cross-process fan-out behind the same
-``publish``/``subscribe`` calls.
+An action writes everything it changes in one transaction (the inbox entries
+and the jobs it enqueues included) and registers with :func:`on_commit` what
+must happen once that transaction is durable: a live notice to connected
+clients, waking the job worker, later a message to other processes. When the
+transaction rolls back, nothing registered runs, so no client ever hears of a
+change that did not happen.
+
+Callbacks run right after the commit, in the order they were registered, and
+must be quick: they may not touch the database (anything longer is a job,
+enqueued inside the transaction) and their errors are logged, never raised
+into the action that already committed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 log = logging.getLogger("kares.events")
 
-
-@dataclass(frozen=True)
-class Event:
-    name: str
-    account_id: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+_KEY = "kares_on_commit"
+Callback = Callable[[], object]
 
 
-Handler = Callable[[Event], Awaitable[None]]
-_handlers: dict[str, list[Handler]] = defaultdict(list)
+def on_commit(s: AsyncSession | Session, fn: Callback, *, key: object = None) -> None:
+    """Run ``fn`` once the session's current transaction commits. With ``key``,
+    a callback is registered once per transaction however often it is asked."""
+    sync = s.sync_session if isinstance(s, AsyncSession) else s
+    pending: dict[object, Callback] = sync.info.setdefault(_KEY, {})
+    pending.setdefault(key if key is not None else object(), fn)
 
 
-def subscribe(name: str, handler: Handler) -> None:
-    if handler not in _handlers[name]:
-        _handlers[name].append(handler)
-
-
-async def publish(event: Event) -> None:
-    for handler in list(_handlers.get(event.name, ())):
+@sa_event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    for fn in session.info.pop(_KEY, {}).values():
         try:
-            await handler(event)
+            fn()
         except Exception:
-            log.exception("event handler failed for %s", event.name)
+            log.exception("after-commit callback %r failed", fn)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_KEY, None)

@@ -58,11 +58,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from kares import clock
+from kares import clock, events
 from kares.db import Base, UTCDateTime, new_id
 from kares.fields import not_personal, table_info
 
@@ -178,7 +177,11 @@ def handler(kind: str, *, max_attempts: int | None = None) -> Callable[[HandlerF
 
 # Workers in this process, woken when a transaction that enqueued a job commits.
 _wakers: set[asyncio.Event] = set()
-_ENQUEUED = "kares_jobs_enqueued"
+
+
+def _wake_workers() -> None:
+    for ev in list(_wakers):
+        ev.set()
 
 
 def enqueue(
@@ -205,20 +208,8 @@ def enqueue(
         updated_at=now,
     )
     s.add(job)
-    s.sync_session.info[_ENQUEUED] = True
+    events.on_commit(s, _wake_workers, key=_wake_workers)
     return job
-
-
-@sa_event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.info.pop(_ENQUEUED, False):
-        for ev in list(_wakers):
-            ev.set()
-
-
-@sa_event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_ENQUEUED, None)
 
 
 # --- running ---------------------------------------------------------------------------

@@ -1,14 +1,22 @@
-"""Real-time delivery to connected clients: one hub, per-account subscriptions.
+"""Real-time delivery to connected clients: one hub, subscriptions by interest.
 
-A domain says "something about account X moved" (``deliver``) to the
-accounts that may care; each connected client's stream then re-reads what
-moved *under its own rights* and sends it. The hub carries no personal data,
-only who moved and a kind, so a stale or over-broad notice can never leak
+A connected client (a live map now, the WebSocket of step 8 later) subscribes
+with the accounts whose changes it wants to hear of: its own and the people it
+shares a family with. A domain says "something about account X moved" with
+:meth:`Hub.deliver`, after its commit (``kares.events.on_commit``); every
+subscription watching X gets a notice and re-reads what moved *under its own
+rights* before it sends anything. The hub carries no personal data, only who
+moved, a kind and a position, so a stale or over-broad notice can never leak
 anything: the stream decides what the viewer may see at the moment it sends.
 
-Today the stream is server-sent events (``/api/v1/location/stream``); step 5's
-WebSocket subscribes to the same hub. The hub is in-process; step 5 adds the
-cross-process fan-out (Redis) behind the same ``deliver``.
+The publisher needs no query to find its audience: interest is kept by the
+subscribers. When the set of people someone shares a family with changes,
+the families domain sends a ``family`` notice about each member, and their
+streams re-read everything and renew their interest.
+
+The hub is in-process and holds no database connection. Step 8 carries the
+same notices between processes (Redis); their positions come from the
+database, so every process gives a change the same one.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ class Notice:
 @dataclass(eq=False)
 class Subscription:
     account_id: str
+    watching: frozenset[str] = frozenset()
     queue: asyncio.Queue[Notice] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     # set when notices were dropped because the client fell behind: it must
     # re-read everything (a snapshot) instead of trusting the deltas
@@ -39,38 +48,65 @@ class Subscription:
 
 class Hub:
     def __init__(self) -> None:
-        self._subs: dict[str, set[Subscription]] = {}
+        self._by_about: dict[str, set[Subscription]] = {}
+        self._by_account: dict[str, set[Subscription]] = {}
         self._seq = itertools.count(1)
 
-    def subscribe(self, account_id: str) -> Subscription:
+    def subscribe(self, account_id: str, watching: Iterable[str] = ()) -> Subscription:
+        """A subscription of ``account_id``'s client, hearing of its own changes and
+        of those of ``watching``."""
         sub = Subscription(account_id)
-        self._subs.setdefault(account_id, set()).add(sub)
+        self._by_account.setdefault(account_id, set()).add(sub)
+        self.watch(sub, watching)
         return sub
 
-    def unsubscribe(self, sub: Subscription) -> None:
-        subs = self._subs.get(sub.account_id)
+    def watch(self, sub: Subscription, account_ids: Iterable[str]) -> None:
+        """Replace the accounts whose changes ``sub`` hears of (its own always)."""
+        new = frozenset((sub.account_id, *account_ids))
+        for a in sub.watching - new:
+            self._drop(a, sub)
+        for a in new - sub.watching:
+            self._by_about.setdefault(a, set()).add(sub)
+        sub.watching = new
+
+    def _drop(self, about: str, sub: Subscription) -> None:
+        subs = self._by_about.get(about)
         if subs is not None:
             subs.discard(sub)
             if not subs:
-                del self._subs[sub.account_id]
+                del self._by_about[about]
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        for a in sub.watching:
+            self._drop(a, sub)
+        sub.watching = frozenset()
+        mine = self._by_account.get(sub.account_id)
+        if mine is not None:
+            mine.discard(sub)
+            if not mine:
+                del self._by_account[sub.account_id]
 
     def connected(self, account_ids: Iterable[str]) -> set[str]:
-        return {a for a in account_ids if a in self._subs}
+        """Which of these accounts have a client connected now."""
+        return {a for a in account_ids if a in self._by_account}
 
-    def any_connected(self) -> bool:
-        return bool(self._subs)
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(subs) for subs in self._by_account.values())
 
-    def deliver(self, account_ids: Iterable[str], *, kind: str, about: str) -> int:
-        """Tell the connected clients of these accounts; returns how many."""
+    def deliver(self, *, kind: str, about: str, seq: int | None = None) -> int:
+        """Tell every subscription watching ``about``; returns how many were told."""
+        subs = self._by_about.get(about)
+        if not subs:
+            return 0
+        notice = Notice(seq if seq is not None else next(self._seq), kind, about)
         n = 0
-        seq = next(self._seq)
-        for a in set(account_ids):
-            for sub in self._subs.get(a, ()):
-                try:
-                    sub.queue.put_nowait(Notice(seq, kind, about))
-                    n += 1
-                except asyncio.QueueFull:
-                    sub.lagged = True
+        for sub in list(subs):
+            try:
+                sub.queue.put_nowait(notice)
+                n += 1
+            except asyncio.QueueFull:
+                sub.lagged = True
         return n
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from kares.location.geo import M_PER_DEG_LAT
-from kares.location.points import Point
+from kares.geo.distance import M_PER_DEG_LAT
+from kares.geo.points import Point
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, crypto, events
+from kares import clock, crypto
 from kares.accounts.models import AuthTicket, ExternalIdentity, LoginEvent
 from kares.accounts.schemas import DeviceInfo
 from kares.devices import service as devices
@@ -228,10 +228,6 @@ async def _complete_sign_in(
             data={"session_id": sess.id, "method": method, "ip": env.ip, "place": place},
         )
     await s.commit()
-    if new_device:
-        await events.publish(
-            events.Event("accounts.new_device_sign_in", account.id, {"session_id": sess.id})
-        )
     return SignInResult(account, sess, token, created, new_device)
 
 

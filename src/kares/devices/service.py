@@ -142,5 +142,14 @@ async def report_status(
     return dev
 
 
+async def note_battery(s: AsyncSession, device_id: str, battery: int) -> None:
+    """A battery level a device reported along with something else (a watch's
+    position or alarm), written in that action's transaction."""
+    dev = await s.get(Device, device_id)
+    if dev is not None and 0 <= battery <= 100:
+        now = clock.utcnow()
+        dev.battery, dev.battery_at, dev.last_seen_at = battery, now, now
+
+
 # the privacy core reads what a device reports through this
 ports.register_permissions(permissions_of)

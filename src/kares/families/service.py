@@ -24,6 +24,7 @@ import base64
 import hmac
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, crypto
+from kares import clock, crypto, events, live
 from kares.accounts import service as accounts
 from kares.db import new_id
 from kares.errors import Problem
@@ -231,6 +232,24 @@ async def families_of(s: AsyncSession, account_id: str) -> list[Membership]:
 # --- families --------------------------------------------------------------------------------
 
 
+async def member_ids(s: AsyncSession, family_id: str) -> list[str]:
+    q = select(FamilyMember.account_id).where(FamilyMember.family_id == family_id)
+    return list((await s.execute(q)).scalars())
+
+
+def _streams_reread(ids: Iterable[str]) -> None:
+    for a in set(ids):
+        live.hub.deliver(kind="family", about=a)
+
+
+async def _family_changed(s: AsyncSession, family_id: str, *also: str) -> None:
+    """After the commit, the live streams of everyone in the family (and of
+    ``also``, who just left it) re-read what they may see and renew their interest:
+    who shares a family with whom, or what they share, changed."""
+    ids = [*await member_ids(s, family_id), *also]
+    events.on_commit(s, lambda: _streams_reread(ids))
+
+
 async def create_family(s: AsyncSession, *, owner: Account, name: str) -> Family:
     name = clean_name(name, max_len=NAME_MAX, code="family.invalid_name")
     if not privacy.is_adult(owner):
@@ -244,6 +263,7 @@ async def create_family(s: AsyncSession, *, owner: Account, name: str) -> Family
     s.add(fam)
     await s.flush()
     s.add(_new_member(fam.id, owner.id, "owner", now))
+    await _family_changed(s, fam.id, owner.id)
     await s.commit()
     return fam
 
@@ -261,6 +281,7 @@ async def dissolve(s: AsyncSession, *, family_id: str, actor_id: str) -> None:
     once (the database cascades). Managed profiles stay with their guardian."""
     fam, _ = await require_owner(s, family_id, actor_id)
     photo = fam.photo_media_id
+    await _family_changed(s, fam.id)
     await s.execute(
         delete(Family).where(Family.id == fam.id).execution_options(synchronize_session=False)
     )
@@ -407,6 +428,7 @@ async def set_role(
 
 async def _remove(s: AsyncSession, m: FamilyMember) -> None:
     await _revoke_invitations_by(s, m.family_id, m.account_id, clock.utcnow())
+    await _family_changed(s, m.family_id)
     await s.execute(
         delete(FamilyMember)
         .where(FamilyMember.family_id == m.family_id, FamilyMember.account_id == m.account_id)
@@ -553,6 +575,7 @@ async def set_sharing(
         setattr(m, k, v)
     m.sharing_updated_at = now
     m.sharing_updated_by = actor_id
+    await _family_changed(s, family_id)
     await s.commit()
     acc = await s.get(Account, m.account_id)
     assert acc is not None
@@ -568,12 +591,48 @@ def _needs(function: str, feature: str | None) -> tuple[str, str] | None:
     return None
 
 
-def _allows(m: FamilyMember, need: tuple[str, str], now: datetime) -> bool:
+def allows(m: FamilyMember, need: tuple[str, str], now: datetime) -> bool:
+    """Whether this membership's choices, now, let the family read ``need``: a
+    (what, level) pair such as ("location", "live") or ("health", "on")."""
     eff = effective(m, now)
     what, level = need
     if what == "location":
         return eff.location == "history" or (level == "live" and eff.location == "live")
     return bool(getattr(eff, what))
+
+
+async def shared_memberships(
+    s: AsyncSession, viewer_id: str, subject_id: str
+) -> list[FamilyMember]:
+    """The subject's memberships in the families the viewer belongs to."""
+    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == viewer_id)
+    q = select(FamilyMember).where(
+        FamilyMember.account_id == subject_id, FamilyMember.family_id.in_(mine)
+    )
+    return list((await s.execute(q)).scalars())
+
+
+LIVE_LOCATION = ("location", "live")
+
+
+async def may_see(
+    s: AsyncSession, viewer_id: str, subject_id: str, need: tuple[str, str] = LIVE_LOCATION
+) -> bool:
+    """The sharing rule for one pair, as a yes or no: oneself, or a shared family
+    where the subject's choices allow ``need`` now (the live map's rule by default:
+    location shared live or with history, and not paused). ``check_subject`` is
+    the same rule as the guard applies it, with the reasons."""
+    if viewer_id == subject_id:
+        return True
+    now = clock.utcnow()
+    return any(allows(m, need, now) for m in await shared_memberships(s, viewer_id, subject_id))
+
+
+async def co_members(s: AsyncSession, account_id: str) -> set[str]:
+    """Everyone who shares a family with the account (the account included)."""
+    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == account_id)
+    q = select(FamilyMember.account_id).where(FamilyMember.family_id.in_(mine))
+    return {account_id, *(await s.execute(q)).scalars()}
 
 
 async def check_subject(s: AsyncSession, allowed: Allowed, subject: str) -> None:
@@ -587,18 +646,14 @@ async def check_subject(s: AsyncSession, allowed: Allowed, subject: str) -> None
     """
     if not is_id(subject):
         raise Problem(404, "not_found", "Not found.")
-    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == allowed.account_id)
-    q = select(FamilyMember).where(
-        FamilyMember.account_id == subject, FamilyMember.family_id.in_(mine)
-    )
-    shared = list((await s.execute(q)).scalars())
+    shared = await shared_memberships(s, allowed.account_id, subject)
     if not shared:
         raise Problem(404, "not_found", "Not found.")
     need = _needs(allowed.function, allowed.feature)
     if need is None:
         return
     now = clock.utcnow()
-    if any(_allows(m, need, now) for m in shared):
+    if any(allows(m, need, now) for m in shared):
         return
     raise Problem(
         403,
@@ -929,6 +984,7 @@ async def accept(s: AsyncSession, *, account_id: str, text: str) -> tuple[Family
         # the same account joined in a concurrent request: nothing more to do
         await s.rollback()
         return fam, False
+    await _family_changed(s, fam.id)
     await s.commit()
     return fam, True
 
@@ -990,6 +1046,8 @@ async def add_dependant(
         await _check_room(s, fam.id)
         m = _new_member(fam.id, acc.id, "dependant", now, by=actor.id)
         s.add(m)
+        await s.flush()
+        await _family_changed(s, fam.id)
         await s.commit()
         return DependantResult(m, acc, created_profile=False, added=True)
 
@@ -1018,6 +1076,8 @@ async def add_dependant(
     )
     m = _new_member(fam.id, acc.id, "dependant", now, by=actor.id)
     s.add(m)
+    await s.flush()
+    await _family_changed(s, fam.id)
     await s.commit()
     return DependantResult(m, acc, created_profile=True, added=True)
 

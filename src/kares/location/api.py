@@ -5,29 +5,30 @@ timelines, exports and places."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, live
+from kares import live
 from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import Problem, responses
-from kares.identity.auth import AUTH_ERRORS
-from kares.location import compat, formats, places, service, timeline, trackers
+from kares.families import service as families
+from kares.geo import timeline
+from kares.geo.points import gc_paused
+from kares.geo.resolver import Cell, WifiAp
+from kares.geo.simplify import simplify
+from kares.identity.auth import AUTH_ERRORS, caller_for_session
+from kares.location import places, service, trackers
 from kares.location import schemas as sc
 from kares.location.models import LastLocation, Place
-from kares.location.points import gc_paused
-from kares.location.resolver import Cell, WifiAp
-from kares.location.simplify import simplify
-from kares.privacy.guard import Allowed, guard
+from kares.privacy.guard import Allowed, admit, guard
 from kares.runtime import Runtime
 
 log = logging.getLogger("kares.location")
@@ -50,38 +51,6 @@ def _refusals(items: list[service.Refusal]) -> list[sc.RefusalOut]:
     return [
         sc.RefusalOut(index=r.index, id=r.client_id, code=r.code, detail=r.detail) for r in items
     ]
-
-
-def _wifi_allowed(perms: dict[str, str]) -> bool:
-    return perms.get("wireless_network") != "denied"
-
-
-async def _device_perms(s: AsyncSession, ctx: Allowed) -> dict[str, str]:
-    """The device's permissions: as the guard read them (uploads need Location,
-    so it did), else from the database."""
-    from kares.devices import service as devices
-
-    assert ctx.caller is not None
-    if ctx.permissions is not None:
-        return ctx.permissions
-    device_id = ctx.caller.session.device_id
-    return await devices.permissions_of(s, device_id) if device_id else {}
-
-
-async def _ingest(
-    s: AsyncSession, rt: Runtime, ctx: Allowed, fixes: list[service.FixIn]
-) -> service.IngestResult:
-    assert ctx.caller is not None
-    perms = await _device_perms(s, ctx)
-    return await service.ingest(
-        s,
-        rt,
-        account_id=ctx.account_id,
-        device_id=ctx.caller.session.device_id,
-        fixes=fixes,
-        degraded=ctx.degraded,
-        wifi_allowed=_wifi_allowed(perms),
-    )
 
 
 # --- our apps' batch upload --------------------------------------------------------------------
@@ -127,7 +96,7 @@ async def upload(
         )
         for f in body.fixes
     ]
-    res = await _ingest(s, rt, ctx, fixes)
+    res = await service.upload(s, rt, ctx, fixes)
     return sc.BatchResult(
         accepted=res.accepted,
         duplicates=res.duplicates,
@@ -216,146 +185,6 @@ async def revoke_tracker(
     return Response(status_code=204)
 
 
-# --- OwnTracks and Overland --------------------------------------------------------------------
-
-
-def _tid(name: str | None) -> str:
-    letters = [w[0] for w in (name or "").split() if w and w[0].isalnum()]
-    return ("".join(letters[:2]) or (name or "?")[:2]).upper() or "??"
-
-
-async def _friends(
-    s: AsyncSession, rt: Runtime, ctx: Allowed, own_topic: tuple[str, str]
-) -> list[dict[str, Any]]:
-    """OwnTracks' reply: the last location and card of every family member the
-    caller may see (the caller included), each under its own topic."""
-    me = ctx.account_id
-    people = await service.visible_people(s, me)
-    ids = list(people)
-    lasts = await service.last_locations(s, ids)
-    tids = await trackers.tids_for(s, ids)
-    out: list[dict[str, Any]] = []
-    for account_id in ids:
-        name = people[account_id]
-        user, device = own_topic if account_id == me else (f"kares-{account_id[:12]}", "kares")
-        topic = f"owntracks/{user}/{device}"
-        tid = tids.get(account_id) or _tid(name)
-        card: dict[str, Any] = {"_type": "card", "tid": tid, "topic": topic}
-        if name:
-            card["name"] = name
-        out.append(card)
-        last = lasts.get(account_id)
-        if last is None:
-            continue
-        lat, lon, acc_m, precise = service.shown(
-            rt, last.lat, last.lon, last.accuracy_m, last.precise, ctx.degraded
-        )
-        loc: dict[str, Any] = {
-            "_type": "location",
-            "tid": tid,
-            "lat": lat,
-            "lon": lon,
-            "tst": last.recorded_ms // 1000,
-            "topic": topic,
-        }
-        if acc_m is not None:
-            loc["acc"] = round(acc_m)
-        if last.battery is not None:
-            loc["batt"] = last.battery
-        if last.speed_mps is not None and precise:
-            loc["vel"] = round(last.speed_mps * 3.6)
-        out.append(loc)
-    return out
-
-
-async def _json_body(request: Request, code: str) -> Any:
-    try:
-        return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, code, "The body is not JSON.") from exc
-
-
-@router.post(
-    "/owntracks",
-    responses=responses(*AUTH, (400, "owntracks.invalid"), (403, "owntracks.user_mismatch")),
-    summary="OwnTracks HTTP mode: store a location, reply with the family's locations",
-    description="Authenticate with HTTP Basic (a tracker's user name and secret) or a bearer "
-    "token. `X-Limit-U`, when sent, must be the credential's user name; `X-Limit-D` names "
-    "the device. Accepts `location`, `transition`, `waypoint`, `waypoints` and `card`; the "
-    "reply is a JSON array of the last locations and cards of the family members who share "
-    "their location with you, yourself included. Other types are ignored with `[]`.",
-)
-async def owntracks(
-    request: Request,
-    ctx: Annotated[Allowed, guard("driving_tracks", "upload", trackers=True)],
-    rt: RuntimeDep,
-    s: DbDep,
-) -> Response:
-    assert ctx.caller is not None
-    tracker = await trackers.of_session(s, ctx.caller.session.id)
-    username = tracker.username if tracker is not None else f"kares-{ctx.account_id[:12]}"
-    limit_u = request.headers.get("x-limit-u") or request.query_params.get("u")
-    if limit_u and limit_u.lower() != username.lower():
-        raise Problem(
-            403,
-            "owntracks.user_mismatch",
-            f"This credential belongs to user {username!r}; set that as the user name.",
-        )
-    device = (request.headers.get("x-limit-d") or request.query_params.get("d") or "phone")[:32]
-    msg = compat.owntracks(await _json_body(request, "owntracks.invalid"), device=device)
-    headers: dict[str, str] = {}
-    if msg.fixes:
-        res = await _ingest(s, rt, ctx, msg.fixes)
-        if res.rejected or res.flagged:
-            # the app cannot act on a refusal (a 4xx makes it resend the same fix
-            # forever); say it in a header and the log
-            codes = [r.code for r in res.rejected + res.flagged]
-            headers["X-Kares-Refused"] = ",".join(codes)
-            log.info("owntracks fix refused: %s", ",".join(codes))
-    for wp in msg.waypoints:
-        await places.upsert_personal(
-            s,
-            account_id=ctx.account_id,
-            external_id=wp.external_id,
-            name=wp.name,
-            lat=wp.lat,
-            lon=wp.lon,
-            radius_m=wp.radius_m,
-        )
-    if tracker is not None and msg.tid:
-        await trackers.set_tid(s, tracker, msg.tid)
-    if msg.kind == "ignored":
-        return JSONResponse([], headers=headers)
-    body = await _friends(s, rt, ctx, (username, device))
-    return JSONResponse(body, headers=headers)
-
-
-@router.post(
-    "/overland",
-    responses=responses(*AUTH, (400, "overland.invalid"), (413, "overland.batch_too_large")),
-    summary='Overland: store a batch of GeoJSON locations; reply {"result":"ok"} once stored',
-    description="Authenticate with a bearer token (a tracker's secret). The reply is "
-    'exactly `{"result":"ok"}` and is sent only after the batch is committed, so Overland '
-    "deletes only what is stored. Fixes refused one by one (say at 0,0) are dropped with "
-    "the reason in the `X-Kares-Refused` header: a batch the app cannot change must not be "
-    "refused forever.",
-)
-async def overland(
-    request: Request,
-    ctx: Annotated[Allowed, guard("driving_tracks", "upload", trackers=True)],
-    rt: RuntimeDep,
-    s: DbDep,
-) -> Response:
-    fixes = compat.overland(await _json_body(request, "overland.invalid"))
-    headers: dict[str, str] = {}
-    if fixes:
-        res = await _ingest(s, rt, ctx, fixes)
-        codes = sorted({r.code for r in res.rejected + res.flagged})
-        if codes:
-            headers["X-Kares-Refused"] = ",".join(codes)
-    return Response(b'{"result":"ok"}', media_type="application/json", headers=headers)
-
-
 # --- the family map and its live stream --------------------------------------------------------
 
 
@@ -416,11 +245,25 @@ def _sse(kind: str, data: Any, seq: int | None = None) -> ServerSentEvent:
 async def _position_event(
     s: AsyncSession, rt: Runtime, ctx: Allowed, subject_id: str
 ) -> dict[str, Any]:
-    if not await service.may_see_live(s, ctx.account_id, subject_id):
+    if not await families.may_see(s, ctx.account_id, subject_id):
         return {"account_id": subject_id, "position": None}
     last = await s.get(LastLocation, subject_id, populate_existing=True)
     pos = _position(rt, last, ctx.degraded).model_dump(mode="json") if last else None
     return {"account_id": subject_id, "position": pos}
+
+
+async def _readmit(s: AsyncSession, rt: Runtime, ctx: Allowed) -> Allowed | dict[str, str]:
+    """The guard's checks again, before anything more is sent: a stream outlives
+    the request that opened it, and a revoked session, a withdrawn consent or a
+    closed permission must stop it at the next event. Returns why it ended."""
+    assert ctx.caller is not None
+    caller = await caller_for_session(s, ctx.caller.session.id)
+    if caller is None:
+        return {"code": "auth.invalid_token", "detail": "This session has ended."}
+    try:
+        return await admit(s, rt, caller, ctx.function, ctx.feature)
+    except Problem as exc:
+        return {"code": exc.code, "detail": exc.detail}
 
 
 @router.get(
@@ -432,7 +275,10 @@ async def _position_event(
     "the map), then a `location` event whenever one of them moves, re-checked against "
     "their sharing at the moment it is sent (a member who stops sharing is sent with "
     "`position: null`). Comments keep the connection alive every 15 s. After a reconnect, "
-    "or when the client falls behind, a fresh `snapshot` replaces whatever was missed.",
+    "when the client falls behind, or when someone joins or leaves one of the caller's "
+    "families, a fresh `snapshot` replaces whatever was missed. If the session ends or the "
+    "caller's consents or device permissions no longer allow the map, an `end` event says "
+    "why and the stream closes. The stream holds no database connection while it waits.",
 )
 async def stream(
     request: Request,
@@ -440,12 +286,14 @@ async def stream(
     rt: RuntimeDep,
     max_seconds: Annotated[float | None, Query(gt=0, le=86_400)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
-    sub = live.hub.subscribe(ctx.account_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds if max_seconds else None
+    async with rt.db.sessions() as s:
+        watching = await families.co_members(s, ctx.account_id)
+        first = _sse("snapshot", await _snapshot(s, rt, ctx))
+    sub = live.hub.subscribe(ctx.account_id, watching)
     try:
-        async with rt.db.sessions() as s:
-            yield _sse("snapshot", await _snapshot(s, rt, ctx))
+        yield first
         while deadline is None or loop.time() < deadline:
             wait = STREAM_PING_SECONDS
             if deadline is not None:
@@ -458,20 +306,28 @@ async def stream(
                 yield ServerSentEvent(comment="ping")
                 continue
             async with rt.db.sessions() as s:
-                if sub.lagged:
+                now = await _readmit(s, rt, ctx)
+                if not isinstance(now, Allowed):
+                    event = _sse("end", now, notice.seq)
+                elif sub.lagged or notice.kind == "family":
                     sub.lagged = False
                     while not sub.queue.empty():
                         sub.queue.get_nowait()
-                    yield _sse("snapshot", await _snapshot(s, rt, ctx), notice.seq)
-                    continue
-                yield _sse("location", await _position_event(s, rt, ctx, notice.about), notice.seq)
+                    live.hub.watch(sub, await families.co_members(s, ctx.account_id))
+                    event = _sse("snapshot", await _snapshot(s, rt, now), notice.seq)
+                else:
+                    data = await _position_event(s, rt, now, notice.about)
+                    event = _sse("location", data, notice.seq)
+            # sent with the session closed: a slow client holds no connection
+            yield event
+            if not isinstance(now, Allowed):
+                return
+            ctx = now
     finally:
         live.hub.unsubscribe(sub)
 
 
 async def _snapshot(s: AsyncSession, rt: Runtime, ctx: Allowed) -> dict[str, Any]:
-    from kares.families import service as families
-
     out = []
     for fam in await families.families_of(s, ctx.account_id):
         members = await service.family_map(s, family_id=fam.family.id, viewer_id=ctx.account_id)
@@ -486,56 +342,7 @@ async def _snapshot(s: AsyncSession, rt: Runtime, ctx: Allowed) -> dict[str, Any
     return {"families": out}
 
 
-# --- tracks, timelines, exports ----------------------------------------------------------------
-
-
-def _range(start: datetime | None, end: datetime | None) -> tuple[int, int]:
-    now = clock.utcnow()
-    end = end or now
-    start = start or end - timedelta(days=1)
-    if end <= start:
-        raise Problem(422, "location.invalid_range", "`to` must be after `from`.")
-    if end - start > MAX_SPAN:
-        raise Problem(
-            422, "location.range_too_long", "Ask for at most 7 days at a time.", max_days=7
-        )
-    return _ms(start), _ms(end)
-
-
-FromQ = Annotated[datetime | None, Query(alias="from")]
-ToQ = Annotated[datetime | None, Query(alias="to")]
-
-
-def _aware(t: datetime | None) -> datetime | None:
-    if t is not None and t.tzinfo is None:
-        raise Problem(422, "location.invalid_range", "Give times with their zone (ISO 8601).")
-    return t
-
-
-def _shown_fixes(
-    rt: Runtime, fixes: list[service.StoredFix], degraded: dict[str, str]
-) -> tuple[list[service.StoredFix], bool]:
-    if service.PRECISE not in degraded and all(f.precise for f in fixes):
-        return fixes, True
-    out = []
-    for f in fixes:
-        lat, lon, acc, precise = service.shown(rt, f.lat, f.lon, f.accuracy_m, f.precise, degraded)
-        out.append(
-            service.StoredFix(
-                f.id,
-                f.t_ms,
-                lat,
-                lon,
-                acc,
-                None if not precise else f.altitude_m,
-                f.speed_mps if precise else None,
-                f.course_deg if precise else None,
-                f.battery,
-                f.source,
-                precise,
-            )
-        )
-    return out, all(f.precise for f in out)
+# --- tracks and timelines ----------------------------------------------------------------
 
 
 @router.get(
@@ -559,14 +366,14 @@ async def track(
     ctx: Annotated[Allowed, guard("driving_tracks", "history", about="account_id")],
     rt: RuntimeDep,
     s: DbDep,
-    start: FromQ = None,
-    end: ToQ = None,
+    start: sc.FromQ = None,
+    end: sc.ToQ = None,
     zoom: Annotated[int | None, Query(ge=0, le=22)] = None,
     max_points: Annotated[int, Query(ge=2, le=20_000)] = 2000,
     raw: bool = False,
     cursor: Annotated[str | None, Query(max_length=40, pattern=r"^\d+:\d+$")] = None,
 ) -> sc.Track:
-    from_ms, to_ms = _range(_aware(start), _aware(end))
+    from_ms, to_ms = service.time_range(start, end)
     if raw:
         after = tuple(int(x) for x in cursor.split(":")) if cursor else None
         fixes = await service.fixes_between(
@@ -588,7 +395,7 @@ async def track(
             keep = simplify(service.to_points(fixes), zoom=zoom, max_points=max_points)
         fixes = [fixes[i] for i in keep]
         nxt = None
-    shown, precise = _shown_fixes(rt, fixes, ctx.degraded)
+    shown, precise = service.shown_fixes(rt, fixes, ctx.degraded)
     return sc.Track(
         account_id=account_id,
         start=_dt(from_ms),
@@ -637,13 +444,13 @@ async def member_timeline(
     ctx: Annotated[Allowed, guard("driving_tracks", "history", about="account_id")],
     rt: RuntimeDep,
     s: DbDep,
-    start: FromQ = None,
-    end: ToQ = None,
+    start: sc.FromQ = None,
+    end: sc.ToQ = None,
 ) -> sc.Timeline:
-    from_ms, to_ms = _range(_aware(start), _aware(end))
+    from_ms, to_ms = service.time_range(start, end)
     fixes = await service.fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
     with gc_paused():
-        shown, precise = _shown_fixes(rt, fixes, ctx.degraded)
+        shown, precise = service.shown_fixes(rt, fixes, ctx.degraded)
         tl = timeline.detect(service.to_points(shown))
     known = await _visible_places(s, ctx.account_id, account_id)
     items: list[sc.StayOut | sc.TripOut] = []
@@ -703,103 +510,16 @@ async def member_timeline(
     )
 
 
-@router.get(
-    "/api/v1/location/{account_id}/export",
-    responses={
-        200: {
-            "content": {"application/gpx+xml": {}, "application/geo+json": {}},
-            "description": "The track as a file",
-        },
-        **responses(*AUTH, (403, "sharing.off"), (404, "not_found")),
-    },
-    summary="Export a member's track as GPX or GeoJSON",
-)
-async def export(
-    account_id: str,
-    ctx: Annotated[Allowed, guard("driving_tracks", "history", about="account_id")],
-    rt: RuntimeDep,
-    s: DbDep,
-    format: Literal["gpx", "geojson"] = "gpx",
-    start: FromQ = None,
-    end: ToQ = None,
-) -> Response:
-    from_ms, to_ms = _range(_aware(start), _aware(end))
-    fixes = await service.fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
-    shown, _ = _shown_fixes(rt, fixes, ctx.degraded)
-    day = _dt(from_ms).strftime("%Y%m%d")
-    if format == "gpx":
-        body = formats.to_gpx(f"Kares track {day}", shown).encode()
-        media, ext = "application/gpx+xml", "gpx"
-    else:
-        body = json.dumps(formats.to_geojson(account_id, shown)).encode()
-        media, ext = "application/geo+json", "geojson"
-    return Response(
-        body,
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="kares-track-{day}.{ext}"'},
-    )
-
-
-@router.post(
-    "/api/v1/location/import",
-    response_model=sc.ImportResult,
-    responses=responses(
-        *AUTH,
-        (413, "import.too_many_points"),
-        (415, "import.unsupported"),
-        (422, "import.invalid_gpx"),
-        (422, "import.invalid_geojson"),
-    ),
-    summary="Import your own past routes from a GPX or GeoJSON file",
-    description="Send the file as the request body (`application/gpx+xml` or "
-    "`application/geo+json`). Points need times; the same file imported twice is stored "
-    "once. The same checks as any upload apply, point by point.",
-)
-async def import_file(
-    request: Request,
-    ctx: Annotated[Allowed, guard("driving_tracks", "import")],
-    rt: RuntimeDep,
-    s: DbDep,
-) -> sc.ImportResult:
-    data = await request.body()
-    parsed = formats.parse(data, request.headers.get("content-type"))
-    accepted = duplicates = rejected = flagged = 0
-    for k in range(0, len(parsed.fixes), rt.settings.location_batch_max):
-        chunk = parsed.fixes[k : k + rt.settings.location_batch_max]
-        res = await service.ingest(
-            s,
-            rt,
-            account_id=ctx.account_id,
-            device_id=None,
-            fixes=chunk,
-            degraded=ctx.degraded,
-        )
-        accepted += res.accepted
-        duplicates += res.duplicates
-        rejected += len(res.rejected)
-        flagged += len(res.flagged)
-    return sc.ImportResult(
-        format="gpx" if parsed.format == "gpx" else "geojson",
-        points=parsed.points,
-        accepted=accepted,
-        duplicates=duplicates,
-        rejected=rejected + parsed.untimed,
-        flagged=flagged,
-    )
-
-
 # --- places ------------------------------------------------------------------------------------
 
 
 async def _place_out(s: AsyncSession, p: Place, viewer_id: str) -> sc.PlaceOut:
     present: list[sc.PresenceOut] = []
     if p.family_id is not None:
-        from kares.families import service as families
-
         ids = [acc.id for _, acc in await families.members_of(s, p.family_id)]
         pres = await places.presence_of(s, p.id, ids)
         for acc_id, row in pres.items():
-            if row.inside and await service.may_see_live(s, viewer_id, acc_id):
+            if row.inside and await families.may_see(s, viewer_id, acc_id):
                 present.append(
                     sc.PresenceOut(account_id=acc_id, inside=True, since=_dt(row.since_ms))
                 )

@@ -35,8 +35,8 @@ from kares import clock
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
+from kares.geo.distance import haversine_m
 from kares.identity.models import Account
-from kares.location.geo import haversine_m
 from kares.location.models import Place, PlaceAlert, PlacePresence
 from kares.notify import service as notify
 from kares.runtime import Runtime
@@ -119,7 +119,8 @@ async def observe(
     s: AsyncSession, rt: Runtime, *, account_id: str, fixes: Sequence[dict[str, Any]]
 ) -> list[tuple[Place, Crossing]]:
     """Run a person's new good fixes (in time order) through every place that
-    applies to them; tell the watchers of each confirmed crossing."""
+    applies to them; tell the watchers of each confirmed crossing. In the
+    caller's transaction: the upload that carried the fixes commits it all."""
     found = await places_for(s, account_id)
     if not found:
         return []
@@ -167,7 +168,6 @@ async def observe(
             row.seen_ms, row.pending_since_ms = state.seen_ms, state.pending_since_ms
     for place, crossing in crossings:
         await _tell(s, place, account_id, crossing)
-    await s.commit()
     return crossings
 
 
@@ -182,9 +182,7 @@ async def _tell(s: AsyncSession, place: Place, subject_id: str, crossing: Crossi
         for a in (await s.execute(q)).scalars()
         if (a.on_arrive if crossing.arrived else a.on_leave)
     ]
-    from kares.location.service import may_see_live
-
-    watchers = [w for w in dict.fromkeys(wanted) if await may_see_live(s, w, subject_id)]
+    watchers = [w for w in dict.fromkeys(wanted) if await families.may_see(s, w, subject_id)]
     if not watchers:
         return
     person = await s.get(Account, subject_id)
@@ -406,7 +404,8 @@ async def upsert_personal(
     radius_m: float,
 ) -> Place | None:
     """A person's own region (an OwnTracks waypoint), keyed by the client's id.
-    Invalid regions are skipped (None): the app cannot be told per region."""
+    Invalid regions are skipped (None): the app cannot be told per region. In the
+    caller's transaction (the upload that carried it)."""
     try:
         clean = families.clean_name(name, max_len=64, code="place.invalid_name")
         _check_circle(lat, lon, min(max(radius_m, MIN_RADIUS_M), MAX_RADIUS_M))
@@ -433,7 +432,7 @@ async def upsert_personal(
         if (p.lat, p.lon, p.radius_m) != (lat, lon, radius):
             await s.execute(delete(PlacePresence).where(PlacePresence.place_id == p.id))
         p.name, p.lat, p.lon, p.radius_m, p.updated_at = clean, lat, lon, radius, now
-    await s.commit()
+    await s.flush()
     return p
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+# a read's time range in the query string: ?from=...&to=... (ISO 8601, with zone)
+FromQ = Annotated[datetime | None, Query(alias="from")]
+ToQ = Annotated[datetime | None, Query(alias="to")]
 
 BATCH_MAX = 1000
 

@@ -1,10 +1,12 @@
 """Location: storing fixes, and reading them back as maps, tracks and timelines.
 
 Every way in (our apps' batch API, OwnTracks, Overland, imported files, the
-watch TCP listener) ends in :func:`ingest`, which validates each fix, applies
+watch TCP listener) is one action, :func:`upload` (or :func:`import_fixes`
+for a file), and one transaction: :func:`ingest` validates each fix, applies
 the person's precision (precise location withdrawn -> rounded as the catalog
 says before anything is stored), stores the batch idempotently, keeps each
-person's last location and tells the live map and the places.
+person's last location and runs the new fixes through the places; the action
+commits once, and only then does the live map hear of the move.
 """
 
 from __future__ import annotations
@@ -23,12 +25,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
 from kares.db import insert_for
-from kares.location.geo import haversine_m
-from kares.location.models import LastLocation, LocationFix
-from kares.location.points import Point, gc_paused
-from kares.location.resolver import Cell, WifiAp
+from kares.devices.models import Device
+from kares.errors import Problem
+from kares.families import service as families
+from kares.families.models import FamilyMember
+from kares.geo.distance import haversine_m
+from kares.geo.points import Point, gc_paused
+from kares.geo.resolver import Cell, WifiAp, resolver_for
+from kares.identity.models import Account
+from kares.location import places, trackers
+from kares.location.models import LastLocation, LocationFix, Tracker
+from kares.privacy import ports
 from kares.privacy import service as privacy
 from kares.privacy.catalog import catalog_of
+from kares.privacy.ports import Allowed
 from kares.runtime import Runtime
 
 log = logging.getLogger("kares.location")
@@ -36,7 +46,6 @@ log = logging.getLogger("kares.location")
 PRECISE = "location.precise"
 APPROXIMATE = "location.approximate"
 SOURCES = frozenset({"gps", "wifi", "cell", "network", "manual", "import"})
-EVENT_UPDATED = "location.updated"
 # an "approximate" fix is as good as its rounding: 0.01 degree is about 1.1 km
 APPROXIMATE_ACCURACY_M = 1100.0
 
@@ -114,12 +123,12 @@ def _retention_ms(rt: Runtime) -> int:
 
 
 def _resolve(rt: Runtime, fix: FixIn, wifi_allowed: bool) -> tuple[float, float, float, str] | None:
-    from kares.location.lookup import resolver_for
-
     wifi = fix.wifi if wifi_allowed else ()
     if not fix.cells and not wifi:
         return None
-    found = resolver_for(rt).resolve(fix.cells, wifi)
+    found = resolver_for(rt.settings.geo_cells_csv, rt.settings.geo_wifi_csv).resolve(
+        fix.cells, wifi
+    )
     if found is None:
         return None
     return found.lat, found.lon, found.accuracy_m, found.source
@@ -143,7 +152,9 @@ async def ingest(
     degraded: dict[str, str],
     wifi_allowed: bool = True,
 ) -> IngestResult:
-    """Validate, store (once per client id) and publish a batch of fixes."""
+    """Validate and store (once per client id) a batch of fixes, keep the last
+    location, run the places; in the caller's transaction (nothing is committed
+    here), with the live notice registered for after its commit."""
     settings = rt.settings
     now_ms = int(clock.utcnow().timestamp() * 1000)
     approximate = PRECISE in degraded
@@ -262,23 +273,109 @@ async def ingest(
     if newest is not None and (last is None or newest["recorded_ms"] > last.recorded_ms):
         await _set_last(s, account_id, newest)
         res.last_updated = True
-    await s.commit()
-
+        # the streams watching this person re-read it under their own rights
+        events.on_commit(
+            s,
+            lambda: live.hub.deliver(kind="location", about=account_id),
+            key=("location", account_id),
+        )
     good = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["recorded_ms"])
     if good:
-        from kares.location import places
-
         await places.observe(s, rt, account_id=account_id, fixes=good)
-    if res.last_updated and newest is not None:
-        if live.hub.any_connected():
-            # the connected streams of everyone who shares a family re-read it
-            # under their own rights (kares.live)
-            audience = live.hub.connected(await co_members(s, account_id))
-            live.hub.deliver(audience, kind="location", about=account_id)
-        await events.publish(
-            events.Event(EVENT_UPDATED, account_id, {"recorded_ms": newest["recorded_ms"]})
-        )
     return res
+
+
+@dataclass(frozen=True)
+class Region:
+    """A person's own place as their tracking app defines it (an OwnTracks region)."""
+
+    external_id: str
+    name: str
+    lat: float
+    lon: float
+    radius_m: float
+
+
+def wifi_allowed(perms: dict[str, str]) -> bool:
+    """Wi-Fi access points heard are kept only while Wireless Network is open."""
+    return perms.get("wireless_network") != "denied"
+
+
+async def upload(
+    s: AsyncSession,
+    rt: Runtime,
+    allowed: Allowed,
+    fixes: Sequence[FixIn],
+    *,
+    regions: Sequence[Region] = (),
+    tracker: Tracker | None = None,
+    tid: str | None = None,
+) -> IngestResult:
+    """One upload of a signed-in device (our apps, a tracking app, a watch): its
+    fixes, the regions it defines and its tracker's display id, in one transaction."""
+    caller = allowed.caller
+    assert caller is not None
+    device_id = caller.session.device_id
+    perms = allowed.permissions
+    if perms is None:
+        perms = await ports.device_permissions(s, device_id) if device_id else {}
+    res = IngestResult(precision="approximate" if PRECISE in allowed.degraded else "precise")
+    if fixes:
+        res = await ingest(
+            s,
+            rt,
+            account_id=caller.account.id,
+            device_id=device_id,
+            fixes=fixes,
+            degraded=allowed.degraded,
+            wifi_allowed=wifi_allowed(perms),
+        )
+    for r in regions:
+        await places.upsert_personal(
+            s,
+            account_id=caller.account.id,
+            external_id=r.external_id,
+            name=r.name,
+            lat=r.lat,
+            lon=r.lon,
+            radius_m=r.radius_m,
+        )
+    if tracker is not None and tid:
+        trackers.set_tid(tracker, tid)
+    await s.commit()
+    return res
+
+
+@dataclass
+class Imported:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    flagged: int = 0
+
+
+async def import_fixes(
+    s: AsyncSession, rt: Runtime, allowed: Allowed, fixes: Sequence[FixIn]
+) -> Imported:
+    """A person's own past routes from a file: every point through the same checks
+    as an upload, in batches, one transaction for the whole file."""
+    out = Imported()
+    batch = rt.settings.location_batch_max
+    for k in range(0, len(fixes), batch):
+        res = await ingest(
+            s,
+            rt,
+            account_id=allowed.account_id,
+            device_id=None,
+            fixes=fixes[k : k + batch],
+            degraded=allowed.degraded,
+        )
+        out.accepted += res.accepted
+        out.duplicates += res.duplicates
+        out.rejected += len(res.rejected)
+        out.flagged += len(res.flagged)
+    await s.commit()
+    return out
 
 
 # the columns ingest writes, in the order of its SQLite insert (bench/ uses them too)
@@ -506,6 +603,54 @@ async def fixes_between(
         return [StoredFix(*r) for r in found]
 
 
+MAX_SPAN_MS = 7 * 86_400_000
+
+
+def time_range(start: datetime | None, end: datetime | None) -> tuple[int, int]:
+    """A read's time range in ms: the day before ``end`` (now) when not given,
+    at most seven days, times with their zone."""
+    for t in (start, end):
+        if t is not None and t.tzinfo is None:
+            raise Problem(422, "location.invalid_range", "Give times with their zone (ISO 8601).")
+    end_ms = int((end or clock.utcnow()).timestamp() * 1000)
+    start_ms = int(start.timestamp() * 1000) if start is not None else end_ms - 86_400_000
+    if end_ms <= start_ms:
+        raise Problem(422, "location.invalid_range", "`to` must be after `from`.")
+    if end_ms - start_ms > MAX_SPAN_MS:
+        raise Problem(
+            422, "location.range_too_long", "Ask for at most 7 days at a time.", max_days=7
+        )
+    return start_ms, end_ms
+
+
+def shown_fixes(
+    rt: Runtime, fixes: list[StoredFix], degraded: dict[str, str]
+) -> tuple[list[StoredFix], bool]:
+    """Stored fixes as the caller may see them (see :func:`shown`); and whether
+    all of them are precise."""
+    if PRECISE not in degraded and all(f.precise for f in fixes):
+        return fixes, True
+    out = []
+    for f in fixes:
+        lat, lon, acc, precise = shown(rt, f.lat, f.lon, f.accuracy_m, f.precise, degraded)
+        out.append(
+            StoredFix(
+                f.id,
+                f.t_ms,
+                lat,
+                lon,
+                acc,
+                None if not precise else f.altitude_m,
+                f.speed_mps if precise else None,
+                f.course_deg if precise else None,
+                f.battery,
+                f.source,
+                precise,
+            )
+        )
+    return out, all(f.precise for f in out)
+
+
 def to_points(fixes: Sequence[StoredFix]) -> list[Point]:
     return [Point(f[1] / 1000, f[2], f[3], f[4], f[6]) for f in fixes]
 
@@ -527,9 +672,6 @@ class MemberPosition:
 async def family_map(s: AsyncSession, *, family_id: str, viewer_id: str) -> list[MemberPosition]:
     """Every member of the family, with their last position when they share it
     with the family now (the viewer always sees their own)."""
-    from kares.devices.models import Device
-    from kares.families import service as families
-
     await families.require_member(s, family_id, viewer_id)
     members = await families.members_of(s, family_id)
     now = clock.utcnow()
@@ -547,7 +689,7 @@ async def family_map(s: AsyncSession, *, family_id: str, viewer_id: str) -> list
     out = []
     for m, acc in members:
         sharing = "paused" if families.is_paused(m, now) else m.location
-        visible = acc.id == viewer_id or sharing in ("live", "history")
+        visible = acc.id == viewer_id or families.allows(m, families.LIVE_LOCATION, now)
         last = lasts.get(acc.id) if visible else None
         batt = batteries.get(acc.id) if visible else None
         if last is not None and last.battery is not None:
@@ -568,33 +710,10 @@ async def family_map(s: AsyncSession, *, family_id: str, viewer_id: str) -> list
     return out
 
 
-async def may_see_live(s: AsyncSession, viewer_id: str, subject_id: str) -> bool:
-    """The live map's rule, for one pair: oneself, or a shared family where the
-    subject shares location (live or history) and is not paused."""
-    from kares.families import service as families
-    from kares.families.models import FamilyMember
-
-    if viewer_id == subject_id:
-        return True
-    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == viewer_id)
-    q = select(FamilyMember).where(
-        FamilyMember.account_id == subject_id, FamilyMember.family_id.in_(mine)
-    )
-    now = clock.utcnow()
-    return any(
-        families.effective(m, now).location in ("live", "history")
-        for m in (await s.execute(q)).scalars()
-    )
-
-
 async def visible_people(s: AsyncSession, viewer_id: str) -> dict[str, str | None]:
     """Who the viewer may see on the live map now, with their names, in one query:
     themself first, then everyone sharing a family with them whose choice there
     (live or history, not paused) shows them."""
-    from kares.families import service as families
-    from kares.families.models import FamilyMember
-    from kares.identity.models import Account
-
     mine = select(FamilyMember.family_id).where(FamilyMember.account_id == viewer_id)
     q = (
         select(FamilyMember, Account.name)
@@ -607,21 +726,9 @@ async def visible_people(s: AsyncSession, viewer_id: str) -> dict[str, str | Non
     names: dict[str, str | None] = {}
     for m, name in (await s.execute(q)).all():
         names[m.account_id] = name
-        if m.account_id != viewer_id and families.effective(m, now).location in (
-            "live",
-            "history",
-        ):
+        if m.account_id != viewer_id and families.allows(m, families.LIVE_LOCATION, now):
             out[m.account_id] = name
     if viewer_id not in names:
         acc = await s.get(Account, viewer_id)
         names[viewer_id] = acc.name if acc is not None else None
     return {viewer_id: names[viewer_id], **out}
-
-
-async def co_members(s: AsyncSession, account_id: str) -> set[str]:
-    """Everyone who shares a family with the account (the account included)."""
-    from kares.families.models import FamilyMember
-
-    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == account_id)
-    q = select(FamilyMember.account_id).where(FamilyMember.family_id.in_(mine))
-    return {account_id, *(await s.execute(q)).scalars()}

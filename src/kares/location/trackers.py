@@ -141,11 +141,11 @@ async def of_session(s: AsyncSession, session_id: str) -> Tracker | None:
     return (await s.execute(q)).scalar_one_or_none()
 
 
-async def set_tid(s: AsyncSession, tracker: Tracker, tid: str | None) -> None:
-    """OwnTracks' two-letter tracker id, shown on friends' maps."""
+def set_tid(tracker: Tracker, tid: str | None) -> None:
+    """OwnTracks' two-letter tracker id, shown on friends' maps (written with the
+    upload that carried it)."""
     if tid and tid != tracker.tid and len(tid) <= 4 and tid.isprintable():
         tracker.tid = tid
-        await s.commit()
 
 
 async def tids_for(s: AsyncSession, account_ids: list[str]) -> dict[str, str]:

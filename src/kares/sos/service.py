@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, jobs
-from kares.devices.models import Device
+from kares.devices import service as devices
 from kares.errors import Problem
 from kares.families import service as families
 from kares.identity.models import Account
@@ -43,7 +44,14 @@ def _who(account: Account) -> str:
     return account.name or "A family member"
 
 
-async def raise_alert(
+async def raise_alert(s: AsyncSession, cat: Catalog, **kw: Any) -> SosAlert:
+    """Raise an alert and tell every guardian: one action, committed here."""
+    alert = await open_alert(s, cat, **kw)
+    await s.commit()
+    return alert
+
+
+async def open_alert(
     s: AsyncSession,
     cat: Catalog,
     *,
@@ -57,8 +65,9 @@ async def raise_alert(
     note: str | None,
     source_key: str | None = None,
 ) -> SosAlert:
-    """Raise an alert and tell every guardian. ``source_key`` is the device's own
-    id of the alarm: raising the same key again returns the first alert."""
+    """An alert, every guardian told (inbox and pushes now, SMS and reminders as
+    jobs), in the caller's transaction. ``source_key`` is the device's own id of
+    the alarm: raising the same key again returns the first alert."""
     if source_key is not None:
         q = select(SosAlert).where(
             SosAlert.account_id == account.id, SosAlert.source_key == source_key
@@ -84,9 +93,7 @@ async def raise_alert(
                 accuracy_m, precision = None, "approximate"
     recipients = await recipients_for(s, account)
     if device_id is not None and battery is not None:
-        device = await s.get(Device, device_id)
-        if device is not None:
-            device.battery, device.battery_at = battery, now
+        await devices.note_battery(s, device_id, battery)
     alert = SosAlert(
         account_id=account.id,
         device_id=device_id,
@@ -114,7 +121,6 @@ async def raise_alert(
         account_id=account.id,
         run_at=now + timedelta(seconds=REMIND_EVERY_SECONDS),
     )
-    await s.commit()
     return alert
 
 

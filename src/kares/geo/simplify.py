@@ -42,8 +42,8 @@ import numpy as np
 import numpy.typing as npt
 from simplification.cutil import simplify_coords_idx, simplify_coords_vw_idx
 
-from kares.location.geo import M_PER_DEG_LAT
-from kares.location.points import Point
+from kares.geo.distance import M_PER_DEG_LAT
+from kares.geo.points import Point
 
 Algorithm = Literal["rdp", "vw"]
 IntArray = npt.NDArray[np.int64]

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from kares.location.points import Point
+from kares.geo.points import Point
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

@@ -1,7 +1,7 @@
 """Geolocation of fixes that carry only cell towers and/or Wi-Fi access points.
 
 A watch without a GPS fix still reports the cells and Wi-Fi access points it
-hears (see :mod:`kares.location.watch_protocol`). A :class:`Resolver` turns
+hears (see :mod:`kares.protocols.watch.frames`). A :class:`Resolver` turns
 those into an approximate position. The only resolver here is local: tables
 held in memory, loaded from files, so no fix ever leaves the server.
 
@@ -88,9 +88,11 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
-EARTH_RADIUS_M = 6_371_008.8
+from kares.geo.distance import haversine_m
+
 DEFAULT_CELL_RANGE_M = 1000.0
 DEFAULT_WIFI_RANGE_M = 100.0
 WIFI_FLOOR_DBM = -100.0
@@ -188,14 +190,6 @@ def mac_key(text: str) -> int | None:
     else:
         return None
     return value or None
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp = p2 - p1
-    dl = math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 def signal_weight(rssi: int | None, floor_dbm: float) -> float:
@@ -470,3 +464,26 @@ __all__ = [
     "normalise_mac",
     "signal_weight",
 ]
+
+
+_loaded: dict[tuple[Path | None, Path | None], Resolver] = {}
+
+
+def resolver_for(cells_csv: Path | None, wifi_csv: Path | None) -> Resolver:
+    """A local table from OpenCelliD-style cell and Wi-Fi CSV files (loaded once
+    per process and file pair), or one that resolves nothing when neither is
+    given (a fix is then kept as heard, never as 0,0)."""
+    key = (cells_csv, wifi_csv)
+    found = _loaded.get(key)
+    if found is None:
+        if key == (None, None):
+            found = NullResolver()
+        else:
+            local = LocalResolver()
+            if cells_csv is not None:
+                local.load_opencellid_csv(cells_csv)
+            if wifi_csv is not None:
+                local.load_wifi_csv(wifi_csv)
+            found = local
+        _loaded[key] = found
+    return found

@@ -31,14 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kares import clock, events
 from kares.devices import service as devices
 from kares.errors import Problem
-from kares.identity.auth import Caller
-from kares.identity.models import Account, Session
+from kares.geo.resolver import resolver_for
+from kares.identity.auth import Caller, caller_for_session
+from kares.identity.models import Account
 from kares.location import service
-from kares.location import watch_protocol as wp
-from kares.privacy import service as privacy
+from kares.notify import service as notify
 from kares.privacy.catalog import catalog_of
-from kares.privacy.guard import Allowed
+from kares.privacy.guard import Allowed, admit
+from kares.protocols.watch import frames as wp
 from kares.runtime import Runtime
+from kares.sos import service as sos
 from kares.watches import service as watches
 from kares.watches.models import Watch
 
@@ -56,8 +58,11 @@ NOTICE_ALARMS = {
 @dataclass
 class Wearer:
     watch: Watch
-    account: Account
-    session: Session
+    caller: Caller  # the wearer, on the watch's own session
+
+    @property
+    def account(self) -> Account:
+        return self.caller.account
 
 
 async def wearer(s: AsyncSession, device_id: str) -> Wearer | None:
@@ -65,22 +70,18 @@ async def wearer(s: AsyncSession, device_id: str) -> Wearer | None:
     w = await watches.watch_by_imei(s, device_id)
     if w is None or w.status != "paired" or w.account_id is None or w.session_id is None:
         return None
-    sess = await s.get(Session, w.session_id)
-    acc = await s.get(Account, w.account_id)
-    if sess is None or acc is None or sess.revoked_at is not None:
+    caller = await caller_for_session(s, w.session_id)
+    if caller is None or caller.account.id != w.account_id:
         return None
-    if sess.expires_at <= clock.utcnow():
-        return None
-    return Wearer(w, acc, sess)
+    return Wearer(w, caller)
 
 
 async def _battery(s: AsyncSession, who: Wearer, battery: int | None) -> None:
-    """A battery level the watch reported lands on its device."""
-    device_id = who.session.device_id
-    if battery is not None and device_id is not None and 0 <= battery <= 100:
-        await devices.report_status(
-            s, account_id=who.account.id, device_id=device_id, battery=battery, charging=None
-        )
+    """A battery level the watch reported lands on its device (written with the
+    frame's other changes)."""
+    device_id = who.caller.session.device_id
+    if battery is not None and device_id is not None:
+        await devices.note_battery(s, device_id, battery)
 
 
 class WatchServer:
@@ -162,13 +163,11 @@ class WatchServer:
         return wp.reply_for(frame, msg) if handled else None
 
     async def _allowed(self, s: AsyncSession, who: Wearer, feature: str) -> Allowed | None:
-        allowed = Allowed("driving_tracks", feature, Caller(who.account, who.session, False))
         try:
-            await privacy.check(s, self.rt, allowed)
+            return await admit(s, self.rt, who.caller, "driving_tracks", feature)
         except Problem as exc:
             log.info("watch report not kept: %s", exc.code)
             return None
-        return allowed
 
     async def _process(
         self, s: AsyncSession, who: Wearer, frame: wp.Frame, msg: wp.Message | None
@@ -181,14 +180,9 @@ class WatchServer:
             await s.commit()
             return True
         if isinstance(msg, wp.Health):
+            # answered so the watch stops resending; kept once the health domain
+            # (step 9) has its store
             await s.commit()
-            await events.publish(
-                events.Event(
-                    "health.reading",
-                    who.account.id,
-                    {"kind": msg.kind, "values": dict(msg.values), "source": "watch"},
-                )
-            )
             return True
         if isinstance(msg, wp.Position):
             return await self._position(s, who, frame, msg)
@@ -198,42 +192,32 @@ class WatchServer:
     async def _position(
         self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position
     ) -> bool:
-        device_id = who.session.device_id
+        """A position report (and an alarm in it), stored in one transaction."""
         t_ms = int(pos.time.timestamp() * 1000)
         if pos.kind == "AL":
             # the alarm first: its answer is what the watch waits for, and a
             # resend (our answer was lost) is recognised by its own key
             await self._alarm(s, who, frame, pos, t_ms)
-        allowed = await self._allowed(s, who, "upload")
-        if allowed is not None:
-            perms = allowed.permissions
-            if perms is None:
-                perms = await devices.permissions_of(s, device_id) if device_id else {}
-            fix = service.FixIn(
-                t_ms=t_ms,
-                lat=pos.lat,
-                lon=pos.lon,
-                client_id=f"w:{frame.device_id}:{pos.kind}:{t_ms}"[:96],
-                accuracy_m=pos.accuracy_m if pos.lat is not None else None,
-                altitude_m=pos.altitude_m,
-                speed_mps=pos.speed_kmh / 3.6 if pos.speed_kmh is not None else None,
-                course_deg=pos.course,
-                battery=pos.battery,
-                source="gps" if pos.lat is not None else "cell",
-                cells=pos.cells,
-                wifi=pos.wifi,
-            )
-            await service.ingest(
-                s,
-                self.rt,
-                account_id=who.account.id,
-                device_id=device_id,
-                fixes=[fix],
-                degraded=allowed.degraded,
-                wifi_allowed=perms.get("wireless_network") != "denied",
-            )
         await _battery(s, who, pos.battery)
-        await s.commit()
+        allowed = await self._allowed(s, who, "upload")
+        if allowed is None:
+            await s.commit()
+            return True
+        fix = service.FixIn(
+            t_ms=t_ms,
+            lat=pos.lat,
+            lon=pos.lon,
+            client_id=f"w:{frame.device_id}:{pos.kind}:{t_ms}"[:96],
+            accuracy_m=pos.accuracy_m if pos.lat is not None else None,
+            altitude_m=pos.altitude_m,
+            speed_mps=pos.speed_kmh / 3.6 if pos.speed_kmh is not None else None,
+            course_deg=pos.course,
+            battery=pos.battery,
+            source="gps" if pos.lat is not None else "cell",
+            cells=pos.cells,
+            wifi=pos.wifi,
+        )
+        await service.upload(s, self.rt, allowed, [fix])
         return True
 
     def _where(self, pos: wp.Position) -> tuple[float | None, float | None, float | None]:
@@ -241,33 +225,27 @@ class WatchServer:
         what the local tables make of the towers and access points it heard."""
         if pos.lat is not None and pos.lon is not None:
             return pos.lat, pos.lon, pos.accuracy_m
-        from kares.location.lookup import resolver_for
-
-        found = (
-            resolver_for(self.rt).resolve(pos.cells, pos.wifi) if pos.cells or pos.wifi else None
-        )
+        settings = self.rt.settings
+        resolver = resolver_for(settings.geo_cells_csv, settings.geo_wifi_csv)
+        found = resolver.resolve(pos.cells, pos.wifi) if pos.cells or pos.wifi else None
         return (found.lat, found.lon, found.accuracy_m) if found else (None, None, None)
 
     async def _alarm(
         self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position, t_ms: int
     ) -> None:
         """Raise what an alarm frame says, once per alarm (a resend raises nothing)."""
-        from kares.notify import service as notify
-        from kares.sos import service as sos
-
         key = f"w:{frame.device_id}:{t_ms}:{pos.status:x}"[:96]
         emergencies = [a for a in SOS_ALARMS if a in pos.alarms]
         if emergencies:
             # SOS is consent-exempt (vital interests): the position goes as the
             # watch knows it, rounded only if the watch's permission says so
-            ctx = Allowed("sos", "raise", Caller(who.account, who.session, False))
-            await privacy.check(s, self.rt, ctx)
+            ctx = await admit(s, self.rt, who.caller, "sos", "raise")
             lat, lon, acc = self._where(pos)
-            await sos.raise_alert(
+            await sos.open_alert(
                 s,
                 catalog_of(self.rt),
                 account=who.account,
-                device_id=who.session.device_id,
+                device_id=who.caller.session.device_id,
                 degraded=ctx.degraded,
                 lat=lat,
                 lon=lon,
@@ -291,8 +269,10 @@ class WatchServer:
                     body=f"{name}{sep}{what}.",
                     data={"account_id": who.account.id, "alarm": a},
                 )
-            await s.commit()
-            for a in notices:
-                self._told[(key, a)] = None
-                if len(self._told) > TOLD_MAX:
-                    self._told.pop(next(iter(self._told)))
+            events.on_commit(s, lambda: self._remember(key, notices))
+
+    def _remember(self, key: str, notices: list[str]) -> None:
+        for a in notices:
+            self._told[(key, a)] = None
+            if len(self._told) > TOLD_MAX:
+                self._told.pop(next(iter(self._told)))

@@ -43,8 +43,8 @@ import numpy as np
 import numpy.typing as npt
 from simplification.cutil import simplify_coords_idx
 
-from kares.location.geo import M_PER_DEG_LAT, haversine_m, haversine_np
-from kares.location.points import Point
+from kares.geo.distance import M_PER_DEG_LAT, haversine_m, haversine_np
+from kares.geo.points import Point
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

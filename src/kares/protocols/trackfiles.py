@@ -1,5 +1,5 @@
-"""GPX and GeoJSON: exporting a track, and importing one a person recorded
-elsewhere (pure: bytes in, fixes out; bytes out).
+"""GPX and GeoJSON route files: exporting a member's track, and importing a
+route a person recorded elsewhere.
 
 Import reads what common tools write: GPX 1.0/1.1 track points and
 timestamped waypoints (``gpxpy``); GeoJSON Point features with a
@@ -17,14 +17,23 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import gpxpy
 import gpxpy.gpx
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
-from kares.errors import Problem
-from kares.location.compat import _num, _positive
+from kares.deps import DbDep, RuntimeDep
+from kares.errors import Problem, responses
+from kares.identity.auth import AUTH_ERRORS
+from kares.location import service
+from kares.location.schemas import FromQ, ImportResult, ToQ
 from kares.location.service import FixIn, StoredFix
+from kares.privacy.guard import Allowed, guard
+from kares.protocols.common import num, positive
+
+router = APIRouter(tags=["location"])
 
 MAX_IMPORT_POINTS = 200_000
 GPX_CREATOR = "Kares"
@@ -99,7 +108,7 @@ def _parse_time(v: Any) -> int | None:
             return _ms(datetime.fromisoformat(v.replace("Z", "+00:00")))
         except ValueError:
             return None
-    n = _num(v)
+    n = num(v)
     if n is not None and 0 < n < 2**33:  # epoch seconds
         return int(n * 1000)
     if n is not None and 2**33 <= n < 2**43:  # epoch milliseconds
@@ -176,20 +185,20 @@ def parse_geojson(data: bytes, tag: str) -> Parsed:
         if not isinstance(coord, list) or len(coord) < 2:
             untimed += 1
             return
-        lon, lat = _num(coord[0]), _num(coord[1])
+        lon, lat = num(coord[0]), num(coord[1])
         if lon is None or lat is None or t_ms is None:
             untimed += 1
             return
-        alt = _num(coord[2]) if len(coord) > 2 else _num(props.get("altitude"))
+        alt = num(coord[2]) if len(coord) > 2 else num(props.get("altitude"))
         out.append(
             FixIn(
                 t_ms=t_ms,
                 lat=lat,
                 lon=lon,
                 client_id=f"import:{tag}:{len(out)}",
-                accuracy_m=_positive(props.get("horizontal_accuracy") or props.get("accuracy")),
+                accuracy_m=positive(props.get("horizontal_accuracy") or props.get("accuracy")),
                 altitude_m=alt,
-                speed_mps=_num(props.get("speed")),
+                speed_mps=num(props.get("speed")),
                 source="import",
             )
         )
@@ -233,3 +242,77 @@ def parse(data: bytes, content_type: str | None) -> Parsed:
     if head in (b"{", b"[") or ctype in ("application/geo+json", "application/json"):
         return parse_geojson(data, tag)
     raise Problem(415, "import.unsupported", "Send a GPX (application/gpx+xml) or GeoJSON file.")
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d")
+
+
+@router.get(
+    "/api/v1/location/{account_id}/export",
+    responses={
+        200: {
+            "content": {"application/gpx+xml": {}, "application/geo+json": {}},
+            "description": "The track as a file",
+        },
+        **responses(*AUTH_ERRORS, (403, "sharing.off"), (404, "not_found")),
+    },
+    summary="Export a member's track as GPX or GeoJSON",
+)
+async def export(
+    account_id: str,
+    ctx: Annotated[Allowed, guard("driving_tracks", "history", about="account_id")],
+    rt: RuntimeDep,
+    s: DbDep,
+    format: Literal["gpx", "geojson"] = "gpx",
+    start: FromQ = None,
+    end: ToQ = None,
+) -> Response:
+    from_ms, to_ms = service.time_range(start, end)
+    fixes = await service.fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
+    shown, _ = service.shown_fixes(rt, fixes, ctx.degraded)
+    day = _day(from_ms)
+    if format == "gpx":
+        body = to_gpx(f"Kares track {day}", shown).encode()
+        media, ext = "application/gpx+xml", "gpx"
+    else:
+        body = json.dumps(to_geojson(account_id, shown)).encode()
+        media, ext = "application/geo+json", "geojson"
+    return Response(
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="kares-track-{day}.{ext}"'},
+    )
+
+
+@router.post(
+    "/api/v1/location/import",
+    response_model=ImportResult,
+    responses=responses(
+        *AUTH_ERRORS,
+        (413, "import.too_many_points"),
+        (415, "import.unsupported"),
+        (422, "import.invalid_gpx"),
+        (422, "import.invalid_geojson"),
+    ),
+    summary="Import your own past routes from a GPX or GeoJSON file",
+    description="Send the file as the request body (`application/gpx+xml` or "
+    "`application/geo+json`). Points need times; the same file imported twice is stored "
+    "once. The same checks as any upload apply, point by point.",
+)
+async def import_file(
+    request: Request,
+    ctx: Annotated[Allowed, guard("driving_tracks", "import")],
+    rt: RuntimeDep,
+    s: DbDep,
+) -> ImportResult:
+    parsed = parse(await request.body(), request.headers.get("content-type"))
+    res = await service.import_fixes(s, rt, ctx, parsed.fixes)
+    return ImportResult(
+        format="gpx" if parsed.format == "gpx" else "geojson",
+        points=parsed.points,
+        accepted=res.accepted,
+        duplicates=res.duplicates,
+        rejected=res.rejected + parsed.untimed,
+        flagged=res.flagged,
+    )

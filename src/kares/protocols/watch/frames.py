@@ -128,7 +128,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from kares.location.resolver import Cell, WifiAp, normalise_mac
+from kares.geo.resolver import Cell, WifiAp, normalise_mac
 
 MAX_FRAME = 64 * 1024
 MAX_DEVICE_ID = 32

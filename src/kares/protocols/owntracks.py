@@ -1,0 +1,210 @@
+"""OwnTracks HTTP mode: ``POST /owntracks``.
+
+The app posts one JSON object per request (``_type`` location, transition,
+waypoint, waypoints, card, and others we ignore), with times as epoch seconds
+and speeds in km/h, as its project documents; tests replay its examples. The
+reply is what the app shows on its map: the last locations and cards of the
+family members who share their location with the caller, each under its own
+topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares.deps import DbDep, RuntimeDep
+from kares.errors import Problem, responses
+from kares.identity.auth import AUTH_ERRORS
+from kares.location import service, trackers
+from kares.location.service import FixIn, Region
+from kares.privacy.guard import Allowed, guard
+from kares.protocols.common import integer, json_body, num, positive
+from kares.runtime import Runtime
+
+log = logging.getLogger("kares.protocols.owntracks")
+router = APIRouter(tags=["location"])
+
+MAX_WAYPOINTS = 200
+
+
+def _bad(detail: str) -> Problem:
+    return Problem(422, "owntracks.invalid", detail)
+
+
+@dataclass
+class Message:
+    kind: str  # location | transition | waypoints | card | ignored
+    fixes: list[FixIn] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
+    tid: str | None = None
+
+
+def _fix(msg: dict[str, Any], device: str, prefix: str) -> FixIn:
+    lat, lon, tst = num(msg.get("lat")), num(msg.get("lon")), integer(msg.get("tst"))
+    if lat is None or lon is None or tst is None:
+        raise _bad("An OwnTracks location needs numeric lat, lon and tst (epoch seconds).")
+    if not 0 <= tst < 2**33:
+        raise _bad("tst is not a plausible time in epoch seconds.")
+    vel = num(msg.get("vel"))
+    batt = integer(msg.get("batt"))
+    return FixIn(
+        t_ms=tst * 1000,
+        lat=lat,
+        lon=lon,
+        # one fix per device, time and place: a retried post is stored once
+        client_id=f"{prefix}:{device}:{tst}:{lat:.6f},{lon:.6f}"[:96],
+        accuracy_m=positive(msg.get("acc")),
+        altitude_m=num(msg.get("alt")),
+        speed_mps=vel / 3.6 if vel is not None and vel >= 0 else None,
+        course_deg=num(msg.get("cog")),
+        battery=batt,
+        source="gps",
+    )
+
+
+def _region(msg: dict[str, Any]) -> Region | None:
+    lat, lon = num(msg.get("lat")), num(msg.get("lon"))
+    desc = msg.get("desc")
+    rid = msg.get("rid")
+    tst = integer(msg.get("tst"))
+    if lat is None or lon is None or not isinstance(desc, str) or not desc.strip():
+        return None
+    ident = rid if isinstance(rid, str) and rid else (str(tst) if tst is not None else desc)
+    return Region(
+        external_id=f"owntracks:{ident}"[:64],
+        name=desc,
+        lat=lat,
+        lon=lon,
+        radius_m=num(msg.get("rad")) or 0.0,
+    )
+
+
+def parse(payload: Any, *, device: str) -> Message:
+    """One OwnTracks message (pure: no I/O)."""
+    if not isinstance(payload, dict):
+        raise _bad("OwnTracks posts one JSON object with a _type.")
+    kind = payload.get("_type")
+    tid = payload.get("tid") if isinstance(payload.get("tid"), str) else None
+    if kind == "location":
+        return Message("location", [_fix(payload, device, "ot")], tid=tid)
+    if kind == "transition":
+        # the device's own enter/leave: its position is a fix like any other;
+        # whether someone arrived is decided on the server, for every place
+        return Message("transition", [_fix(payload, device, "ott")], tid=tid)
+    if kind == "waypoint":
+        wp = _region(payload)
+        return Message("waypoints", regions=[wp] if wp else [])
+    if kind == "waypoints":
+        items = payload.get("waypoints")
+        if not isinstance(items, list):
+            raise _bad("waypoints must carry a list of waypoints.")
+        found = (_region(x) for x in items[:MAX_WAYPOINTS] if isinstance(x, dict))
+        return Message("waypoints", regions=[w for w in found if w is not None])
+    if kind == "card":
+        return Message("card", tid=tid)
+    return Message("ignored")
+
+
+def _tid(name: str | None) -> str:
+    letters = [w[0] for w in (name or "").split() if w and w[0].isalnum()]
+    return ("".join(letters[:2]) or (name or "?")[:2]).upper() or "??"
+
+
+async def friends(
+    s: AsyncSession, rt: Runtime, ctx: Allowed, own_topic: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """OwnTracks' reply: the last location and card of every family member the
+    caller may see (the caller included), each under its own topic."""
+    me = ctx.account_id
+    people = await service.visible_people(s, me)
+    ids = list(people)
+    lasts = await service.last_locations(s, ids)
+    tids = await trackers.tids_for(s, ids)
+    out: list[dict[str, Any]] = []
+    for account_id in ids:
+        name = people[account_id]
+        user, device = own_topic if account_id == me else (f"kares-{account_id[:12]}", "kares")
+        topic = f"owntracks/{user}/{device}"
+        tid = tids.get(account_id) or _tid(name)
+        card: dict[str, Any] = {"_type": "card", "tid": tid, "topic": topic}
+        if name:
+            card["name"] = name
+        out.append(card)
+        last = lasts.get(account_id)
+        if last is None:
+            continue
+        lat, lon, acc_m, precise = service.shown(
+            rt, last.lat, last.lon, last.accuracy_m, last.precise, ctx.degraded
+        )
+        loc: dict[str, Any] = {
+            "_type": "location",
+            "tid": tid,
+            "lat": lat,
+            "lon": lon,
+            "tst": last.recorded_ms // 1000,
+            "topic": topic,
+        }
+        if acc_m is not None:
+            loc["acc"] = round(acc_m)
+        if last.battery is not None:
+            loc["batt"] = last.battery
+        if last.speed_mps is not None and precise:
+            loc["vel"] = round(last.speed_mps * 3.6)
+        out.append(loc)
+    return out
+
+
+@router.post(
+    "/owntracks",
+    responses=responses(
+        *AUTH_ERRORS,
+        (400, "owntracks.invalid"),
+        (403, "owntracks.user_mismatch"),
+        (422, "owntracks.invalid"),
+    ),
+    summary="OwnTracks HTTP mode: store a location, reply with the family's locations",
+    description="Authenticate with HTTP Basic (a tracker's user name and secret) or a bearer "
+    "token. `X-Limit-U`, when sent, must be the credential's user name; `X-Limit-D` names "
+    "the device. Accepts `location`, `transition`, `waypoint`, `waypoints` and `card`; the "
+    "reply is a JSON array of the last locations and cards of the family members who share "
+    "their location with you, yourself included. Other types are ignored with `[]`.",
+)
+async def owntracks(
+    request: Request,
+    ctx: Annotated[Allowed, guard("driving_tracks", "upload", trackers=True)],
+    rt: RuntimeDep,
+    s: DbDep,
+) -> Response:
+    assert ctx.caller is not None
+    tracker = await trackers.of_session(s, ctx.caller.session.id)
+    username = tracker.username if tracker is not None else f"kares-{ctx.account_id[:12]}"
+    limit_u = request.headers.get("x-limit-u") or request.query_params.get("u")
+    if limit_u and limit_u.lower() != username.lower():
+        raise Problem(
+            403,
+            "owntracks.user_mismatch",
+            f"This credential belongs to user {username!r}; set that as the user name.",
+        )
+    device = (request.headers.get("x-limit-d") or request.query_params.get("d") or "phone")[:32]
+    msg = parse(await json_body(request, "owntracks.invalid"), device=device)
+    headers: dict[str, str] = {}
+    if msg.fixes or msg.regions or msg.tid:
+        res = await service.upload(
+            s, rt, ctx, msg.fixes, regions=msg.regions, tracker=tracker, tid=msg.tid
+        )
+        if res.rejected or res.flagged:
+            # the app cannot act on a refusal (a 4xx makes it resend the same fix
+            # forever); say it in a header and the log
+            codes = [r.code for r in res.rejected + res.flagged]
+            headers["X-Kares-Refused"] = ",".join(codes)
+            log.info("owntracks fix refused: %s", ",".join(codes))
+    if msg.kind == "ignored":
+        return JSONResponse([], headers=headers)
+    body = await friends(s, rt, ctx, (username, device))
+    return JSONResponse(body, headers=headers)
