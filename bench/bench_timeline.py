@@ -38,10 +38,10 @@ for p in (ROOT / "src", ROOT):
 import numpy as np  # noqa: E402
 from tests.support.tracks import one_hz_day  # noqa: E402
 
-from kares.location.geo import consecutive_distances_m  # noqa: E402
-from kares.location.points import Point, gc_paused  # noqa: E402
-from kares.location.simplify import simplify  # noqa: E402
-from kares.location.timeline import Timeline, detect  # noqa: E402
+from kares.geo.distance import consecutive_distances_m  # noqa: E402
+from kares.geo.points import Point, gc_paused  # noqa: E402
+from kares.geo.simplify import simplify  # noqa: E402
+from kares.geo.timeline import Timeline, detect  # noqa: E402
 
 TARGET_MS = 300.0
 T = TypeVar("T")

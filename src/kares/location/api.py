@@ -310,9 +310,10 @@ async def stream(
                 if not isinstance(now, Allowed):
                     event = _sse("end", now, notice.seq)
                 elif sub.lagged or notice.kind == "family":
-                    sub.lagged = False
-                    while not sub.queue.empty():
-                        sub.queue.get_nowait()
+                    if sub.lagged:  # what was missed is in the snapshot
+                        sub.lagged = False
+                        while not sub.queue.empty():
+                            sub.queue.get_nowait()
                     live.hub.watch(sub, await families.co_members(s, ctx.account_id))
                     event = _sse("snapshot", await _snapshot(s, rt, now), notice.seq)
                 else:
