@@ -109,6 +109,39 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+_NO_STORE = ((b"cache-control", b"no-store"),)
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response (and ``Cache-Control: no-store``
+    under /api/), unless the route set them: a plain ASGI middleware, so a request
+    pays for a header list and nothing more."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = _SECURITY_HEADERS + (_NO_STORE if scope["path"].startswith("/api/") else ())
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                have = {name.lower() for name, _ in headers}
+                headers.extend((k, v) for k, v in extra if k not in have)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -173,15 +206,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     install_handlers(app)
     app.add_middleware(BodyLimit, upload_limit=settings.image_max_bytes + 64 * 1024)
 
-    @app.middleware("http")
-    async def security_headers(request: Any, call_next: Any) -> Any:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        if request.url.path.startswith("/api/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.get(
         "/healthz",
@@ -219,6 +244,12 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         )
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
+    # Routes are matched in order, one by one: what devices call all day (location
+    # uploads) first.
+    app.include_router(owntracks.router)
+    app.include_router(overland.router)
+    app.include_router(location_api.router)
+    app.include_router(trackfiles.router)
     app.include_router(accounts_api.router)
     app.include_router(notify_api.router)
     app.include_router(media_api.router)
@@ -228,10 +259,6 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(watches_api.router)
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
-    app.include_router(location_api.router)
-    app.include_router(owntracks.router)
-    app.include_router(overland.router)
-    app.include_router(trackfiles.router)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, event
+from sqlalchemy import DateTime, MetaData, String, event, make_url
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -22,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from kares import sqlite
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -78,7 +81,17 @@ def id_column_type() -> String:
 
 def make_engine(url: str, **kw: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kw)
+        # statements run inline on the event loop (kares.sqlite), writers of this
+        # process queue at its write gate; SQLite's own lock and busy timeout only
+        # ever see other processes
+        parsed = make_url(url)
+        database = parsed.database or ":memory:"
+        uri = parsed.query.get("uri") in ("true", "1")
+        engine = create_async_engine(
+            url,
+            async_creator=partial(sqlite.connect, database, timeout=30, uri=uri),
+            **kw,
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _rec: Any) -> None:

@@ -19,7 +19,8 @@ from kares.netinfo import client_ip
 from kares.runtime import Runtime
 
 
-def get_runtime(conn: HTTPConnection) -> Runtime:
+async def get_runtime(conn: HTTPConnection) -> Runtime:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool
     rt: Runtime = conn.app.state.runtime
     return rt
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 if TYPE_CHECKING:
     from kares.runtime import Runtime
@@ -149,6 +149,7 @@ class PolicyMeta(_Model):
     changes: list[Text]
 
 
+_MISSING = object()
 KEY_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 
 
@@ -161,6 +162,15 @@ class Catalog(_Model):
     cookies: dict[str, Cookie]
     sdks: dict[str, Sdk]
     third_parties: dict[str, ThirdParty]
+    # what is derived from the catalog, worked out once: the catalog never changes
+    # once loaded, and the guard asks on every request (results are shared: read them)
+    _memo: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def _once(self, key: str, make: Any) -> Any:
+        found = self._memo.get(key, _MISSING)
+        if found is _MISSING:
+            found = self._memo[key] = make()
+        return found
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:
@@ -292,6 +302,10 @@ class Catalog(_Model):
     def terms(self) -> dict[str, dict[str, Any]]:
         """Everything a consent can be given to, keyed ``function:x`` / ``category:x``
         / ``third_party:x``; stored with each published version."""
+        terms: dict[str, dict[str, Any]] = self._once("terms", self._terms)
+        return terms
+
+    def _terms(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for k in self.functions:
             out[f"function:{k}"] = self.function_terms(k)
@@ -302,8 +316,22 @@ class Catalog(_Model):
         return _jsonable(out)
 
     def digest(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        def make() -> str:
+            blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+            return hashlib.sha256(blob.encode()).hexdigest()
+
+        digest: str = self._once("digest", make)
+        return digest
+
+    def degradable(self) -> frozenset[str]:
+        """Categories some permission state coarsens (precise -> approximate location)."""
+        found: frozenset[str] = self._once(
+            "degradable",
+            lambda: frozenset(
+                c for p in self.permissions.values() for cs in p.degrade.values() for c in cs
+            ),
+        )
+        return found
 
 
 def _jsonable(terms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,265 @@
+"""SQLite for asyncio, inline: every statement runs at once on the event loop's thread.
+
+aiosqlite hands each call (open a cursor, execute, fetch, close) to a thread of
+its own and back, four hand-offs for one SELECT; each is a wake-up of that
+thread and a hand-over of the GIL, and costs far more than SQLite itself, which
+answers from its page cache in microseconds. SQLAlchemy's aiosqlite dialect
+takes any connection that speaks aiosqlite's interface (``async_creator``),
+so this module gives it one whose coroutines do their work and return without
+ever suspending: no thread, no hand-off.
+
+What may not run at once is a write. SQLite lets one connection of a database
+write at a time; a connection that waited for that lock on the event loop
+would stop every other request, including the one holding the lock. So the
+first write of a transaction awaits this process's *write gate* for the
+database (an ``asyncio.Lock``) and holds it until the transaction ends:
+writers of one process queue without blocking anyone, readers never wait
+(WAL), and the SQLite lock is never contended inside a process. Between
+processes (``uvicorn --workers``, ``kares worker`` beside ``kares serve``)
+SQLite's busy timeout still applies, for as long as the other process's
+transaction lasts.
+
+Long work still runs inline; callers that write many rows in one transaction
+(a file import) yield to the loop between their batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import weakref
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import Any
+
+# how long a writer waits for the gate before giving up as SQLite would ("database
+# is locked"): only a transaction that never ends can hold it that long
+GATE_TIMEOUT_SECONDS = 30.0
+_READS = ("SELECT", "EXPLAIN")
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _gate(path: str) -> asyncio.Lock:
+    by_path = _gates.setdefault(asyncio.get_running_loop(), {})
+    lock = by_path.get(path)
+    if lock is None:
+        lock = by_path[path] = asyncio.Lock()
+    return lock
+
+
+def _reads_only(sql: str) -> bool:
+    head = sql.lstrip()[:8].upper()
+    if head.startswith(_READS):
+        return True
+    return head.startswith("PRAGMA") and "=" not in sql
+
+
+class Cursor:
+    """aiosqlite's cursor interface over a ``sqlite3.Cursor``, inline."""
+
+    def __init__(self, conn: Connection, cursor: sqlite3.Cursor) -> None:
+        self._conn = conn
+        self._cursor = cursor
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+        await self._conn._before(sql)
+        try:
+            self._cursor.execute(sql, parameters)
+        finally:
+            self._conn._after()
+        return self
+
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor:
+        await self._conn._before(sql)
+        try:
+            self._cursor.executemany(sql, seq)
+        finally:
+            self._conn._after()
+        return self
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return self._cursor.fetchmany(size if size is not None else self._cursor.arraysize)
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+    async def nextset(self) -> None:
+        return None
+
+    async def setinputsizes(self, *sizes: Any) -> None:
+        return None
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+
+class _Result:
+    """What ``Connection.execute`` returns: awaitable, and an async context manager
+    (``async with conn.execute(...) as cur``), as aiosqlite's is."""
+
+    def __init__(self, run: Callable[[], Any]) -> None:
+        self._run = run
+        self._cursor: Cursor | None = None
+
+    def __await__(self) -> Generator[Any, None, Cursor]:
+        cur: Cursor = yield from self._run().__await__()
+        return cur
+
+    async def __aenter__(self) -> Cursor:
+        self._cursor = await self._run()
+        return self._cursor
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cursor is not None:
+            await self._cursor.close()
+
+
+class _InlineQueue:
+    """Stands in for aiosqlite's queue to its thread: SQLAlchemy sets the
+    isolation level through it; here the function runs at once."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any], Callable[[], Any]]) -> None:
+        future, fn = item
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # handed to the awaiting caller
+            future.set_exception(exc)
+
+
+class Connection:
+    """aiosqlite's connection interface over a ``sqlite3.Connection``, inline, with
+    the process's write gate around each writing transaction."""
+
+    def __init__(self, path: str, conn: sqlite3.Connection) -> None:
+        self._path = path
+        self._conn = conn
+        self._connection: sqlite3.Connection | None = conn  # aiosqlite's "is open"
+        self._tx = _InlineQueue(conn)
+        self._holding: asyncio.Lock | None = None
+
+    # -- the write gate -------------------------------------------------------------------
+
+    async def _before(self, sql: str) -> None:
+        if self._holding is not None or _reads_only(sql):
+            return
+        gate = _gate(self._path)
+        if gate.locked():  # another writer of this process: wait (bounded) for it
+            try:
+                await asyncio.wait_for(gate.acquire(), GATE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise sqlite3.OperationalError("database is locked") from None
+        else:
+            await gate.acquire()
+        self._holding = gate
+
+    def _after(self) -> None:
+        if self._holding is not None and not self._conn.in_transaction:
+            gate, self._holding = self._holding, None
+            gate.release()
+
+    # -- aiosqlite's interface ------------------------------------------------------------
+
+    def cursor(self) -> Cursor:
+        return Cursor(self, self._conn.cursor())
+
+    def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> _Result:
+        return _Result(lambda: self.cursor().execute(sql, parameters))
+
+    async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor:
+        return await self.cursor().executemany(sql, seq)
+
+    async def commit(self) -> None:
+        try:
+            self._conn.commit()
+        finally:
+            self._after()
+
+    async def rollback(self) -> None:
+        try:
+            self._conn.rollback()
+        finally:
+            self._after()
+
+    async def close(self) -> None:
+        if self._connection is None:
+            return
+        try:
+            self._conn.close()
+        finally:
+            self._connection = None
+            if self._holding is not None:
+                gate, self._holding = self._holding, None
+                gate.release()
+
+    def stop(self) -> None:
+        """Close at once (SQLAlchemy's terminate)."""
+        if self._connection is not None:
+            self._conn.close()
+            self._connection = None
+            if self._holding is not None:
+                gate, self._holding = self._holding, None
+                gate.release()
+
+    async def create_function(self, *args: Any, **kw: Any) -> None:
+        self._conn.create_function(*args, **kw)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    @property
+    def total_changes(self) -> int:
+        return self._conn.total_changes
+
+    @property
+    def row_factory(self) -> Any:
+        return self._conn.row_factory
+
+    @row_factory.setter
+    def row_factory(self, value: Any) -> None:
+        self._conn.row_factory = value
+
+
+async def connect(database: str, **kw: Any) -> Connection:
+    """Open ``database`` (a path, or ``file:...`` with ``uri=True``) for asyncio."""
+    kw.setdefault("check_same_thread", False)
+    conn = sqlite3.connect(database, **kw)
+    return Connection(database, conn)
