@@ -11,6 +11,7 @@ from kares import clock
 from kares.db import insert_for
 from kares.devices.models import Device, DevicePermission
 from kares.errors import Problem
+from kares.identity import service as identity
 from kares.privacy import ports
 from kares.privacy.catalog import Catalog
 
@@ -128,6 +129,8 @@ async def report_permissions(
             set_={"state": stmt.excluded.state, "reported_at": stmt.excluded.reported_at},
         )
         await s.execute(stmt)
+        # the guard's decisions read these states: ones made before are not used again
+        await identity.bump_privacy_version(s, dev.account_id)
     await s.commit()
     return await permissions_of(s, dev.id)
 

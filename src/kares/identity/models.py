@@ -23,6 +23,7 @@ class Account(Base):
                 "password_failures",
                 "locked_until",
                 "status",
+                "privacy_version",
                 "created_at",
                 "updated_at",
                 "avatar_media_id",
@@ -54,6 +55,9 @@ class Account(Base):
     password_failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), default="active")
+    # bumped with every change the guard's decision depends on (consents, device
+    # permissions, guardians): cached decisions are keyed by it
+    privacy_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

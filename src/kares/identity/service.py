@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import phonenumbers
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto
@@ -222,6 +222,18 @@ async def consume_code(s: AsyncSession, rt: Runtime, challenge_id: str) -> None:
         raise Problem(400, "otp.used", "That code was already used. Ask for a new one.")
 
 
+async def bump_privacy_version(s: AsyncSession, account_id: str) -> None:
+    """Mark that something the guard's decision about this account depends on
+    changed (a consent, a device's permissions, a guardian), in the caller's
+    transaction: cached decisions keyed by the old version are never used again,
+    in this process or any other (each request reads the version with its session)."""
+    await s.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(privacy_version=Account.privacy_version + 1)
+    )
+
+
 def usable(account: Account, sess: Session) -> bool:
     """Whether the account may use this session: an active account any of its
     sessions; a managed profile (a child or elder run by a guardian) has no
@@ -229,17 +241,21 @@ def usable(account: Account, sess: Session) -> bool:
     return account.status == "active" or (account.status == "managed" and sess.kind == "watch")
 
 
+# built once: the one query every signed-in request makes (the account's
+# privacy_version comes with it, for the guard's cached decisions)
+_BY_TOKEN = (
+    select(Session, Account)
+    .join(Account, Account.id == Session.account_id)
+    .where(Session.token_hash == bindparam("token_hash"))
+    .execution_options(populate_existing=True)
+)
+
+
 async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Account, Session] | None:
     """The live session and account a token belongs to, or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
-    row = (
-        await s.execute(
-            select(Session, Account)
-            .join(Account, Account.id == Session.account_id)
-            .where(Session.token_hash == crypto.token_hash(token))
-        )
-    ).one_or_none()
+    row = (await s.execute(_BY_TOKEN, {"token_hash": crypto.token_hash(token)})).one_or_none()
     if row is None:
         return None
     sess, account = row

@@ -78,7 +78,9 @@ class LastLocation(Base):
     arrives late never replaces a newer one."""
 
     __tablename__ = "location_last"
-    __table_args__ = (table_info(subject="account_id", not_personal=("device_id", "precise")),)
+    __table_args__ = (
+        table_info(subject="account_id", not_personal=("device_id", "precise", "position")),
+    )
 
     account_id: Mapped[str] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
@@ -92,6 +94,8 @@ class LastLocation(Base):
     course_deg: Mapped[float | None] = mapped_column(Float, info=personal("location.precise"))
     battery: Mapped[int | None] = mapped_column(SmallInteger, info=personal("device.attributes"))
     precise: Mapped[bool] = mapped_column(Boolean)
+    # the id of the fix this is: the live stream's position, the same in every process
+    position: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Tracker(Base):

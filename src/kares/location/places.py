@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
@@ -103,16 +103,19 @@ def step(
 # --- observing fixes ---------------------------------------------------------------------------
 
 
+_PLACES_FOR = select(Place).where(
+    or_(
+        Place.family_id.in_(
+            select(FamilyMember.family_id).where(FamilyMember.account_id == bindparam("account"))
+        ),
+        (Place.family_id.is_(None)) & (Place.account_id == bindparam("account")),
+    )
+)
+
+
 async def places_for(s: AsyncSession, account_id: str) -> list[Place]:
     """The places that apply to a person: their families' and their own."""
-    fams = select(FamilyMember.family_id).where(FamilyMember.account_id == account_id)
-    q = select(Place).where(
-        or_(
-            Place.family_id.in_(fams),
-            (Place.family_id.is_(None)) & (Place.account_id == account_id),
-        )
-    )
-    return list((await s.execute(q)).scalars())
+    return list((await s.execute(_PLACES_FOR, {"account": account_id})).scalars())
 
 
 async def observe(

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, or_, select, text
+from sqlalchemy import Table, and_, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import insert_for
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
@@ -250,7 +250,7 @@ async def ingest(
             }
         )
 
-    last = await s.get(LastLocation, account_id)
+    last = (await s.execute(_LAST, {"account_id": account_id})).first()
     _flag_implied_speeds(rows, last, settings.location_max_speed_mps)
     index = [r.pop("_i") for r in rows]
     inserted = await _store(s, rows)
@@ -271,14 +271,15 @@ async def ingest(
         (r for r in rows if r["status"] == "ok"), key=lambda r: r["recorded_ms"], default=None
     )
     if newest is not None and (last is None or newest["recorded_ms"] > last.recorded_ms):
-        await _set_last(s, account_id, newest)
-        res.last_updated = True
-        # the streams watching this person re-read it under their own rights
-        events.on_commit(
-            s,
-            lambda: live.hub.deliver(kind="location", about=account_id),
-            key=("location", account_id),
-        )
+        position = await _set_last(s, account_id, newest)
+        if position is not None:
+            res.last_updated = True
+            # the streams watching this person re-read it under their own rights
+            events.on_commit(
+                s,
+                lambda: live.hub.deliver(kind="location", about=account_id, seq=position),
+                key=("location", account_id),
+            )
     good = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["recorded_ms"])
     if good:
         await places.observe(s, rt, account_id=account_id, fixes=good)
@@ -308,7 +309,7 @@ async def upload(
     fixes: Sequence[FixIn],
     *,
     regions: Sequence[Region] = (),
-    tracker: Tracker | None = None,
+    tracker: trackers.Credential | None = None,
     tid: str | None = None,
 ) -> IngestResult:
     """One upload of a signed-in device (our apps, a tracking app, a watch): its
@@ -341,7 +342,7 @@ async def upload(
             radius_m=r.radius_m,
         )
     if tracker is not None and tid:
-        trackers.set_tid(tracker, tid)
+        await trackers.set_tid(s, caller.session.id, tracker, tid)
     await s.commit()
     return res
 
@@ -410,10 +411,10 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     the rows that were written, so concurrent retries cannot both count a fix.
 
     PostgreSQL: one INSERT ... ON CONFLICT DO NOTHING RETURNING client_id (SQLAlchemy
-    batches it into multi-row VALUES). SQLite has one writer at a time: the
-    transaction takes the write lock first, then inserts with the driver's
-    executemany (the cheapest way in); only when SQLite skipped some rows is that
-    undone and redone with the rows not already stored."""
+    batches it into multi-row VALUES). SQLite: the driver's executemany, the
+    cheapest way in, inside the action's transaction (which this process's write
+    gate admits alone, kares.sqlite); only when SQLite skipped some rows of a
+    batch is that undone and redone with the rows not already stored."""
     if not rows:
         return []
     table: Table = LocationFix.__table__  # type: ignore[assignment]
@@ -432,13 +433,18 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     conn = await s.connection()
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    # a write that changes nothing: from here until the commit no one else writes
-    await s.execute(text("UPDATE location_fixes SET id = id WHERE 0"))
+    if not driver.in_transaction:
+        # the action's transaction: a savepoint must not open (and commit) its own
+        await driver.execute("BEGIN")
+    values = [tuple(r[c] for c in FIX_COLUMNS) for r in rows]
+    before = driver.total_changes
+    if len(rows) == 1:  # one fix (a phone's post): stored, or already there
+        await driver.execute(_SQLITE_INSERT, values[0])
+        return [0] if driver.total_changes > before else []
     # the usual case, a batch of new fixes, needs no look-up: insert, and only if
     # the database skipped some, undo and insert again knowing which are stored
     await driver.execute("SAVEPOINT kares_ingest")
-    before = driver.total_changes
-    await driver.executemany(_SQLITE_INSERT, [tuple(r[c] for c in FIX_COLUMNS) for r in rows])
+    await driver.executemany(_SQLITE_INSERT, values)
     if driver.total_changes - before == len(rows):
         await driver.execute("RELEASE kares_ingest")
         return list(range(len(rows)))
@@ -457,9 +463,14 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     return keep
 
 
-def _flag_implied_speeds(
-    rows: list[dict[str, Any]], last: LastLocation | None, max_speed: float
-) -> None:
+# the stored last location, as ingest needs it (a row, not an ORM object: the
+# upsert below changes it behind the session's back)
+_LAST = select(LastLocation.recorded_ms, LastLocation.lat, LastLocation.lon).where(
+    LastLocation.account_id == bindparam("account_id")
+)
+
+
+def _flag_implied_speeds(rows: list[dict[str, Any]], last: Any, max_speed: float) -> None:
     """Flag a fix that no vehicle could reach from the good fix before it (in
     time order, within the batch, starting from the stored last location)."""
     prev: tuple[int, float, float] | None = None
@@ -485,29 +496,54 @@ def _flag_implied_speeds(
             prev = (r["recorded_ms"], r["lat"], r["lon"])
 
 
-async def _set_last(s: AsyncSession, account_id: str, r: dict[str, Any]) -> None:
-    values = {
-        "account_id": account_id,
-        "device_id": r["device_id"],
-        "recorded_ms": r["recorded_ms"],
-        "lat": r["lat"],
-        "lon": r["lon"],
-        "accuracy_m": r["accuracy_m"],
-        "speed_mps": r["speed_mps"],
-        "course_deg": r["course_deg"],
-        "battery": r["battery"],
-        "precise": r["precise"],
-    }
-    ins = insert_for(s)(LastLocation).values(**values)
-    upd = {k: getattr(ins.excluded, k) for k in values if k != "account_id"}
-    # a concurrent batch with a newer fix wins, whichever commits first
-    await s.execute(
-        ins.on_conflict_do_update(
-            index_elements=["account_id"],
-            set_=upd,
-            where=LastLocation.recorded_ms < ins.excluded.recorded_ms,
+_LAST_COLUMNS = (
+    "device_id",
+    "recorded_ms",
+    "lat",
+    "lon",
+    "accuracy_m",
+    "speed_mps",
+    "course_deg",
+    "battery",
+    "precise",
+)
+
+
+def _set_last_statement(dialect: str) -> Any:
+    """Insert or replace a person's last location, unless a newer one is stored (a
+    concurrent batch with a newer fix wins, whichever commits first); its position
+    is the id of the fix it is. Returns the position, or nothing when it lost."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite_insert
+    fix = LocationFix.__table__.c
+    position = (
+        select(func.max(fix.id))
+        .where(
+            fix.account_id == bindparam("account_id"), fix.recorded_ms == bindparam("recorded_ms")
         )
+        .scalar_subquery()
     )
+    last: Table = LastLocation.__table__  # type: ignore[assignment]
+    ins = insert(last).values(
+        account_id=bindparam("account_id"),
+        position=position,
+        **{c: bindparam(c) for c in _LAST_COLUMNS},
+    )
+    return ins.on_conflict_do_update(
+        index_elements=["account_id"],
+        set_={c: getattr(ins.excluded, c) for c in (*_LAST_COLUMNS, "position")},
+        where=last.c.recorded_ms < ins.excluded.recorded_ms,
+    ).returning(last.c.position)
+
+
+_SET_LAST = {d: _set_last_statement(d) for d in ("sqlite", "postgresql")}
+
+
+async def _set_last(s: AsyncSession, account_id: str, r: dict[str, Any]) -> int | None:
+    params = {c: r[c] for c in _LAST_COLUMNS}
+    params["account_id"] = account_id
+    stmt = _SET_LAST[s.get_bind().dialect.name]
+    position: int | None = (await s.execute(stmt, params)).scalar()
+    return position
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -710,25 +746,59 @@ async def family_map(s: AsyncSession, *, family_id: str, viewer_id: str) -> list
     return out
 
 
-async def visible_people(s: AsyncSession, viewer_id: str) -> dict[str, str | None]:
-    """Who the viewer may see on the live map now, with their names, in one query:
-    themself first, then everyone sharing a family with them whose choice there
-    (live or history, not paused) shows them."""
-    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == viewer_id)
-    q = (
-        select(FamilyMember, Account.name)
+@dataclass(frozen=True)
+class Visible:
+    """Someone the viewer may see on the live map, with what a tracking app shows."""
+
+    account_id: str
+    name: str | None
+    last: LastLocation | None
+    tid: str | None  # the two letters their own tracking app chose, if any
+
+
+def _visible_statement() -> Any:
+    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == bindparam("viewer"))
+    tid = (
+        select(Tracker.tid)
+        .where(Tracker.account_id == FamilyMember.account_id, Tracker.tid.is_not(None))
+        .order_by(Tracker.created_at)
+        .limit(1)
+        .correlate(FamilyMember)
+        .scalar_subquery()
+    )
+    return (
+        select(FamilyMember, Account.name, LastLocation, tid)
         .join(Account, Account.id == FamilyMember.account_id)
+        .outerjoin(LastLocation, LastLocation.account_id == FamilyMember.account_id)
         .where(FamilyMember.family_id.in_(mine))
         .order_by(FamilyMember.joined_at, FamilyMember.account_id)
+        .execution_options(populate_existing=True)
     )
+
+
+_VISIBLE = _visible_statement()
+
+
+async def visible_positions(s: AsyncSession, viewer_id: str) -> list[Visible]:
+    """Who the viewer may see on the live map now, in one query: themself first,
+    then everyone sharing a family with them whose choice there (live or history,
+    not paused) shows them, each with their last location and tracker id."""
+    rows = (await s.execute(_VISIBLE, {"viewer": viewer_id})).all()
     now = clock.utcnow()
-    out: dict[str, str | None] = {}
-    names: dict[str, str | None] = {}
-    for m, name in (await s.execute(q)).all():
-        names[m.account_id] = name
-        if m.account_id != viewer_id and families.allows(m, families.LIVE_LOCATION, now):
-            out[m.account_id] = name
-    if viewer_id not in names:
+    me: Visible | None = None
+    out: dict[str, Visible] = {}
+    for m, name, last, their_tid in rows:
+        seen = Visible(m.account_id, name, last, their_tid)
+        if m.account_id == viewer_id:
+            me = seen
+        elif m.account_id not in out and families.allows(m, families.LIVE_LOCATION, now):
+            out[m.account_id] = seen
+    if me is None:  # in no family yet
         acc = await s.get(Account, viewer_id)
-        names[viewer_id] = acc.name if acc is not None else None
-    return {viewer_id: names[viewer_id], **out}
+        me = Visible(
+            viewer_id,
+            acc.name if acc is not None else None,
+            (await last_locations(s, [viewer_id])).get(viewer_id),
+            (await trackers.tids_for(s, [viewer_id])).get(viewer_id),
+        )
+    return [me, *out.values()]

@@ -14,16 +14,16 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, crypto
-from kares.accounts.service import TOKEN_PREFIX
+from kares import clock, crypto, events
 from kares.db import new_id
 from kares.devices import service as devices
 from kares.errors import Problem
 from kares.identity.auth import TRACKER_KIND
 from kares.identity.models import Session
+from kares.identity.service import TOKEN_PREFIX
 from kares.location.models import Tracker
 
 KINDS = ("owntracks", "overland", "other")
@@ -136,16 +136,44 @@ async def revoke(s: AsyncSession, *, account_id: str, tracker_id: str) -> None:
     await s.commit()
 
 
-async def of_session(s: AsyncSession, session_id: str) -> Tracker | None:
-    q = select(Tracker).where(Tracker.session_id == session_id)
-    return (await s.execute(q)).scalar_one_or_none()
+@dataclass(frozen=True)
+class Credential:
+    """What an upload needs of the tracker behind its session."""
+
+    id: str
+    username: str
+    tid: str | None
 
 
-def set_tid(tracker: Tracker, tid: str | None) -> None:
-    """OwnTracks' two-letter tracker id, shown on friends' maps (written with the
-    upload that carried it)."""
-    if tid and tid != tracker.tid and len(tid) <= 4 and tid.isprintable():
-        tracker.tid = tid
+# session id -> its tracker. A tracker's user name never changes and its session
+# never moves to another tracker; a revoked one fails authentication before this
+# is asked, and a tid written by another process is only written again.
+_by_session: dict[str, Credential] = {}
+BY_SESSION_MAX = 50_000
+
+
+async def of_session(s: AsyncSession, session_id: str) -> Credential | None:
+    found = _by_session.get(session_id)
+    if found is not None:
+        return found
+    q = select(Tracker.id, Tracker.username, Tracker.tid).where(Tracker.session_id == session_id)
+    row = (await s.execute(q)).first()
+    if row is None:
+        return None
+    if len(_by_session) >= BY_SESSION_MAX:
+        _by_session.clear()
+    found = _by_session[session_id] = Credential(row.id, row.username, row.tid)
+    return found
+
+
+async def set_tid(s: AsyncSession, session_id: str, tracker: Credential, tid: str | None) -> None:
+    """OwnTracks' two-letter tracker id, shown on friends' maps, written with the
+    upload that carried it (and remembered once that commits)."""
+    if not tid or tid == tracker.tid or len(tid) > 4 or not tid.isprintable():
+        return
+    await s.execute(update(Tracker).where(Tracker.id == tracker.id).values(tid=tid))
+    newer = Credential(tracker.id, tracker.username, tid)
+    events.on_commit(s, lambda: _by_session.__setitem__(session_id, newer))
 
 
 async def tids_for(s: AsyncSession, account_ids: list[str]) -> dict[str, str]:

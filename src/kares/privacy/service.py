@@ -12,6 +12,7 @@ keep working without asking again.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -172,6 +173,7 @@ async def record(
         created_at=clock.utcnow(),
     )
     s.add(r)
+    await identity.bump_privacy_version(s, account_id)
     await s.flush()
     return r
 
@@ -223,18 +225,78 @@ def _refuse(status: int, code: str, detail: str, **extra: Any) -> Problem:
     return Problem(status, code, detail, **extra)
 
 
+@dataclass(frozen=True)
+class _Decision:
+    """A remembered outcome of the guard's checks: a refusal, or what to coarsen."""
+
+    refusal: tuple[int, str, str, dict[str, Any]] | None
+    degraded: dict[str, str]
+    permissions: dict[str, str] | None
+
+
+# The guard's decisions, keyed by everything they depend on. The account's
+# privacy_version comes with the session that authenticates the request, and every
+# change a decision reads (a consent receipt, a device's permissions, a
+# guardianship) bumps it in the same transaction: an entry is never used after
+# such a change, whichever process made it.
+DECISIONS_MAX = 20_000
+_decisions: OrderedDict[tuple[Any, ...], _Decision] = OrderedDict()
+
+
+def _decision_key(cat: Catalog, allowed: Allowed) -> tuple[Any, ...]:
+    caller = allowed.caller
+    assert caller is not None
+    a = caller.account
+    return (
+        a.id,
+        a.privacy_version,
+        a.status,
+        a.birth_date,
+        a.age_bracket,
+        clock.utcnow().date(),  # an age bracket can change overnight
+        caller.session.device_id,
+        allowed.function,
+        allowed.feature,
+        cat.digest(),
+    )
+
+
 async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:
     """The guard's checks for a signed-in caller (account state, minors,
-    consent, device permissions). Raises a 403 Problem naming what failed."""
+    consent, device permissions). Raises a 403 Problem naming what failed.
+
+    Remembered per account version (see ``_decisions``): the steady state of a
+    device that uploads all day costs no query here."""
     cat = catalog_of(rt)
+    key = _decision_key(cat, allowed)
+    found = _decisions.get(key)
+    if found is None:
+        try:
+            await _check_uncached(s, cat, allowed)
+        except Problem as exc:
+            found = _Decision((exc.status, exc.code, exc.detail, dict(exc.extra)), {}, None)
+        else:
+            found = _Decision(None, dict(allowed.degraded), allowed.permissions)
+        _decisions[key] = found
+        if len(_decisions) > DECISIONS_MAX:
+            _decisions.popitem(last=False)
+    if found.refusal is not None:
+        status, code, detail, extra = found.refusal
+        raise _refuse(status, code, detail, **extra)
+    allowed.degraded.update(found.degraded)
+    allowed.permissions = found.permissions
+
+
+async def _check_uncached(s: AsyncSession, cat: Catalog, allowed: Allowed) -> None:
     caller = allowed.caller
     assert caller is not None
     feat = cat.feature(allowed.function, allowed.feature)
     await _check_account(s, cat, caller.account, allowed)
 
-    degradable = {c for p in cat.permissions.values() for cs in p.degrade.values() for c in cs}
     device_id = caller.session.device_id
-    if device_id and (feat.permissions or feat.any_permission or degradable & set(feat.categories)):
+    if device_id and (
+        feat.permissions or feat.any_permission or not cat.degradable().isdisjoint(feat.categories)
+    ):
         perms = await ports.device_permissions(s, device_id)
         allowed.permissions = perms
         closed = [p for p in feat.permissions if perms.get(p) == "denied"]
@@ -563,6 +625,7 @@ async def end_guardianship(
     if g is None:
         raise Problem(404, "guardian.not_found", "You are not this account's guardian.")
     g.ended_at = clock.utcnow()
+    await identity.bump_privacy_version(s, minor_id)
     await s.flush()
     if not await has_guardian(s, minor_id):
         # the last guardian's approval carried the policy acceptance: it goes too

@@ -122,21 +122,16 @@ async def friends(
     """OwnTracks' reply: the last location and card of every family member the
     caller may see (the caller included), each under its own topic."""
     me = ctx.account_id
-    people = await service.visible_people(s, me)
-    ids = list(people)
-    lasts = await service.last_locations(s, ids)
-    tids = await trackers.tids_for(s, ids)
     out: list[dict[str, Any]] = []
-    for account_id in ids:
-        name = people[account_id]
+    for who in await service.visible_positions(s, me):
+        account_id, name, last = who.account_id, who.name, who.last
         user, device = own_topic if account_id == me else (f"kares-{account_id[:12]}", "kares")
         topic = f"owntracks/{user}/{device}"
-        tid = tids.get(account_id) or _tid(name)
+        tid = who.tid or _tid(name)
         card: dict[str, Any] = {"_type": "card", "tid": tid, "topic": topic}
         if name:
             card["name"] = name
         out.append(card)
-        last = lasts.get(account_id)
         if last is None:
             continue
         lat, lon, acc_m, precise = service.shown(
