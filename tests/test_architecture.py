@@ -1,0 +1,33 @@
+"""The house stands in layers (docs/ARCHITECTURE.md): the import-linter
+contracts in pyproject.toml hold for the code as it is, imports inside
+functions and under TYPE_CHECKING included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from importlinter import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_imports_run_one_way_and_no_package_has_a_loop() -> None:
+    status = cli.lint_imports(
+        config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True
+    )
+    if status != cli.EXIT_STATUS_SUCCESS:
+        pytest.fail("an import-linter contract is broken: run `lint-imports` to see which")
+
+
+def test_the_layers_picture_in_the_docs_is_the_one_the_code_draws() -> None:
+    import runpy
+    import sys
+
+    argv = sys.argv
+    sys.argv = ["layers.py", "--check"]
+    try:
+        layers = runpy.run_path(str(ROOT / "scripts" / "layers.py"))
+        assert layers["main"]() == 0, "docs/ARCHITECTURE.md: run scripts/layers.py to redraw"
+    finally:
+        sys.argv = argv
