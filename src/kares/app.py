@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kares import __version__, domains, jobs, migrations
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
+from kares.deps import RequestSessions
 from kares.devices import api as devices_api
 from kares.errors import install_handlers, problem_response
 from kares.families import api as families_api
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         ],
     )
     install_handlers(app)
+    app.add_middleware(RequestSessions)
     app.add_middleware(BodyLimit, upload_limit=settings.image_max_bytes + 64 * 1024)
 
     app.add_middleware(SecurityHeaders)

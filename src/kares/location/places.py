@@ -32,6 +32,7 @@ from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
+from kares.db import Statement
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
@@ -103,14 +104,14 @@ def step(
 # --- observing fixes ---------------------------------------------------------------------------
 
 
-_PLACES_FOR = select(Place).where(
-    or_(
-        Place.family_id.in_(
-            select(FamilyMember.family_id).where(FamilyMember.account_id == bindparam("account"))
-        ),
-        (Place.family_id.is_(None)) & (Place.account_id == bindparam("account")),
-    )
+# the places that apply to a person: their families' and their own
+_APPLIES = or_(
+    Place.family_id.in_(
+        select(FamilyMember.family_id).where(FamilyMember.account_id == bindparam("account"))
+    ),
+    (Place.family_id.is_(None)) & (Place.account_id == bindparam("account")),
 )
+_PLACES_FOR = select(Place).where(_APPLIES)
 
 
 async def places_for(s: AsyncSession, account_id: str) -> list[Place]:
@@ -118,13 +119,21 @@ async def places_for(s: AsyncSession, account_id: str) -> list[Place]:
     return list((await s.execute(_PLACES_FOR, {"account": account_id})).scalars())
 
 
+# what observing a fix needs of those places, on every upload: plain rows
+_CIRCLES = Statement(
+    select(Place.id, Place.family_id, Place.name, Place.lat, Place.lon, Place.radius_m).where(
+        _APPLIES
+    )
+)
+
+
 async def observe(
     s: AsyncSession, rt: Runtime, *, account_id: str, fixes: Sequence[dict[str, Any]]
-) -> list[tuple[Place, Crossing]]:
+) -> list[tuple[Any, Crossing]]:
     """Run a person's new good fixes (in time order) through every place that
     applies to them; tell the watchers of each confirmed crossing. In the
     caller's transaction: the upload that carried the fixes commits it all."""
-    found = await places_for(s, account_id)
+    found = await _CIRCLES.rows(s, {"account": account_id})
     if not found:
         return []
     confirm_ms = rt.settings.place_confirm_seconds * 1000
@@ -139,7 +148,7 @@ async def observe(
             )
         ).scalars()
     }
-    crossings: list[tuple[Place, Crossing]] = []
+    crossings: list[tuple[Any, Crossing]] = []
     for place in found:
         row = rows.get(place.id)
         state = (
@@ -174,7 +183,7 @@ async def observe(
     return crossings
 
 
-async def _tell(s: AsyncSession, place: Place, subject_id: str, crossing: Crossing) -> None:
+async def _tell(s: AsyncSession, place: Any, subject_id: str, crossing: Crossing) -> None:
     q = select(PlaceAlert).where(
         PlaceAlert.place_id == place.id,
         or_(PlaceAlert.subject_id == subject_id, PlaceAlert.subject_id.is_(None)),

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
+from kares.db import Statement
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
@@ -250,7 +251,7 @@ async def ingest(
             }
         )
 
-    last = (await s.execute(_LAST, {"account_id": account_id})).first()
+    last = await _LAST.first(s, {"account_id": account_id})
     _flag_implied_speeds(rows, last, settings.location_max_speed_mps)
     index = [r.pop("_i") for r in rows]
     inserted = await _store(s, rows)
@@ -465,8 +466,10 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
 
 # the stored last location, as ingest needs it (a row, not an ORM object: the
 # upsert below changes it behind the session's back)
-_LAST = select(LastLocation.recorded_ms, LastLocation.lat, LastLocation.lon).where(
-    LastLocation.account_id == bindparam("account_id")
+_LAST = Statement(
+    select(LastLocation.recorded_ms, LastLocation.lat, LastLocation.lon).where(
+        LastLocation.account_id == bindparam("account_id")
+    )
 )
 
 
@@ -535,15 +538,14 @@ def _set_last_statement(dialect: str) -> Any:
     ).returning(last.c.position)
 
 
-_SET_LAST = {d: _set_last_statement(d) for d in ("sqlite", "postgresql")}
+_SET_LAST = {d: Statement(_set_last_statement(d)) for d in ("sqlite", "postgresql")}
 
 
 async def _set_last(s: AsyncSession, account_id: str, r: dict[str, Any]) -> int | None:
     params = {c: r[c] for c in _LAST_COLUMNS}
     params["account_id"] = account_id
-    stmt = _SET_LAST[s.get_bind().dialect.name]
-    position: int | None = (await s.execute(stmt, params)).scalar()
-    return position
+    row = await _SET_LAST[s.get_bind().dialect.name].first(s, params)
+    return int(row.position) if row is not None and row.position is not None else None
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -752,11 +754,23 @@ class Visible:
 
     account_id: str
     name: str | None
-    last: LastLocation | None
+    last: Seen | None
     tid: str | None  # the two letters their own tracking app chose, if any
 
 
-def _visible_statement() -> Any:
+class Seen(NamedTuple):
+    """A last location as the map shows it."""
+
+    recorded_ms: int
+    lat: float
+    lon: float
+    accuracy_m: float | None
+    speed_mps: float | None
+    battery: int | None
+    precise: bool
+
+
+def _visible_statement() -> Statement:
     mine = select(FamilyMember.family_id).where(FamilyMember.account_id == bindparam("viewer"))
     tid = (
         select(Tracker.tid)
@@ -766,13 +780,23 @@ def _visible_statement() -> Any:
         .correlate(FamilyMember)
         .scalar_subquery()
     )
-    return (
-        select(FamilyMember, Account.name, LastLocation, tid)
+    last = LastLocation
+    return Statement(
+        select(
+            # what families.allows reads of a membership
+            FamilyMember.account_id,
+            FamilyMember.location,
+            FamilyMember.health,
+            FamilyMember.schedule,
+            FamilyMember.paused_until,
+            Account.name,
+            *(getattr(last, f) for f in Seen._fields),
+            tid.label("tid"),
+        )
         .join(Account, Account.id == FamilyMember.account_id)
-        .outerjoin(LastLocation, LastLocation.account_id == FamilyMember.account_id)
+        .outerjoin(last, last.account_id == FamilyMember.account_id)
         .where(FamilyMember.family_id.in_(mine))
         .order_by(FamilyMember.joined_at, FamilyMember.account_id)
-        .execution_options(populate_existing=True)
     )
 
 
@@ -783,22 +807,24 @@ async def visible_positions(s: AsyncSession, viewer_id: str) -> list[Visible]:
     """Who the viewer may see on the live map now, in one query: themself first,
     then everyone sharing a family with them whose choice there (live or history,
     not paused) shows them, each with their last location and tracker id."""
-    rows = (await s.execute(_VISIBLE, {"viewer": viewer_id})).all()
+    rows = await _VISIBLE.rows(s, {"viewer": viewer_id})
     now = clock.utcnow()
     me: Visible | None = None
     out: dict[str, Visible] = {}
-    for m, name, last, their_tid in rows:
-        seen = Visible(m.account_id, name, last, their_tid)
+    for m in rows:
+        last = Seen(*m[6:13]) if m.recorded_ms is not None else None
+        seen = Visible(m.account_id, m.name, last, m.tid)
         if m.account_id == viewer_id:
             me = seen
         elif m.account_id not in out and families.allows(m, families.LIVE_LOCATION, now):
             out[m.account_id] = seen
     if me is None:  # in no family yet
         acc = await s.get(Account, viewer_id)
+        own = (await last_locations(s, [viewer_id])).get(viewer_id)
         me = Visible(
             viewer_id,
             acc.name if acc is not None else None,
-            (await last_locations(s, [viewer_id])).get(viewer_id),
+            Seen(*(getattr(own, f) for f in Seen._fields)) if own is not None else None,
             (await trackers.tids_for(s, [viewer_id])).get(viewer_id),
         )
     return [me, *out.values()]
