@@ -15,9 +15,11 @@ first write of a transaction awaits this process's *write gate* for the
 database (an ``asyncio.Lock``) and holds it until the transaction ends:
 writers of one process queue without blocking anyone, readers never wait
 (WAL), and the SQLite lock is never contended inside a process. Between
-processes (``uvicorn --workers``, ``kares worker`` beside ``kares serve``)
-SQLite's busy timeout still applies, for as long as the other process's
-transaction lasts.
+processes (``uvicorn --workers``, ``kares worker`` beside ``kares serve``) a
+writing transaction begins with ``BEGIN IMMEDIATE`` asked without waiting:
+while another process holds the write lock, it awaits a few hundred
+microseconds and asks again, so SQLite's busy handler never sleeps on the
+event loop either.
 
 Long work still runs inline; callers that write many rows in one transaction
 (a file import) yield to the loop between their batches. The one slow thing
@@ -41,6 +43,9 @@ from typing import Any
 # is locked"): only a transaction that never ends can hold it that long
 GATE_TIMEOUT_SECONDS = 30.0
 _READS = ("SELECT", "EXPLAIN")
+# statements that write inside a transaction: one is begun (IMMEDIATE) for them
+_TRANSACTIONAL = ("INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "WITH")
+BUSY_TIMEOUT_MS = 30_000
 CHECKPOINT_EVERY_SECONDS = 1.0
 
 log = logging.getLogger("kares.sqlite")
@@ -257,6 +262,37 @@ class Connection:
         else:
             await gate.acquire()
         self._holding = gate
+        if (
+            not self._conn.in_transaction
+            and self._conn.isolation_level is not None
+            and sql.lstrip()[:9].upper().startswith(_TRANSACTIONAL)
+        ):
+            try:
+                await self._begin_immediate()
+            except BaseException:
+                self._after()
+                raise
+
+    async def _begin_immediate(self) -> None:
+        """Take the database's write lock for this transaction without ever sleeping
+        on the event loop: ask with no busy timeout, and while another process holds
+        it, await a little and ask again (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATE_TIMEOUT_SECONDS
+        delay = 0.0002
+        self._conn.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or loop.time() > deadline:
+                        raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.005)
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     def _after(self) -> None:
         if self._holding is not None and not self._conn.in_transaction:

@@ -434,9 +434,8 @@ async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
     conn = await s.connection()
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    if not driver.in_transaction:
-        # the action's transaction: a savepoint must not open (and commit) its own
-        await driver.execute("BEGIN")
+    # the write begins the action's transaction (kares.sqlite: BEGIN IMMEDIATE),
+    # so the savepoint below cannot open and commit one of its own
     values = [tuple(r[c] for c in FIX_COLUMNS) for r in rows]
     before = driver.total_changes
     if len(rows) == 1:  # one fix (a phone's post): stored, or already there
