@@ -41,7 +41,9 @@ async def get_db(conn: HTTPConnection) -> AsyncSession:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 DbDep = Annotated[AsyncSession, Depends(get_db)]
 
-_STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.close"})
+_STARTS = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.close", "websocket.http.response.start"}
+)
 
 
 class RequestSessions:
