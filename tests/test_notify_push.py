@@ -691,6 +691,7 @@ async def test_only_your_own_devices(
     assert await snapshot(db) == before
 
 
+@pytest.mark.db_agnostic
 async def test_unconfigured_providers_in_production_are_refused(tmp_path: Any) -> None:
     from kares.config import Settings
     from kares.notify.push import Push
@@ -711,6 +712,7 @@ async def test_unconfigured_providers_in_production_are_refused(tmp_path: Any) -
         await dev.aclose()
 
 
+@pytest.mark.db_agnostic
 async def test_a_bad_provider_key_stops_the_start(tmp_path: Any) -> None:
     from kares.config import ConfigError, Settings
     from kares.notify.push import Push
