@@ -23,8 +23,10 @@ from tests.support.apps import Apps
 from tests.support.databases import Template, start_template, tier
 from tests.support.fakes import FakeSmsGateway
 
-# db_agnostic, which tests run on which database tier (tests/support/tiers.py)
-pytest_plugins = ["tests.support.tiers"]
+pytest_plugins = [
+    "tests.support.tiers",  # db_agnostic: which tests run on which database tier
+    "tests.support.push_fakes",  # fake_apns, fake_fcm, fake_webpush, push_overrides
+]
 
 TEST_DATA_KEYS = "t1:" + base64.b64encode(b"k" * 32).decode()
 TEST_INDEX_KEY = base64.b64encode(b"i" * 32).decode()
