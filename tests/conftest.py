@@ -5,7 +5,7 @@ outside services as real HTTP servers on loopback."""
 from __future__ import annotations
 
 import base64
-import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,37 +14,57 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from kares import clock, migrations
-from kares.app import create_app
+from kares import clock
 from kares.config import Settings
 from kares.db import make_engine
 from kares.domains import metadata
 from kares.privacy import catalog
+from tests.support.apps import Apps
+from tests.support.databases import Template, start_template, tier
 from tests.support.fakes import FakeSmsGateway
-from tests.support.pgserver import PgServer
+
+pytest_plugins = [
+    "tests.support.tiers",  # db_agnostic: which tests run on which database tier
+    "tests.support.push_fakes",  # fake_apns, fake_fcm, fake_webpush, push_overrides
+]
 
 TEST_DATA_KEYS = "t1:" + base64.b64encode(b"k" * 32).decode()
 TEST_INDEX_KEY = base64.b64encode(b"i" * 32).decode()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"kares database tier: {os.environ.get('KARES_TEST_DB', 'sqlite')}"
+    return f"kares database tier: {tier()}"
 
 
 @pytest.fixture(scope="session")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if os.environ.get("KARES_TEST_DB", "sqlite") == "postgresql":
-        srv = PgServer.start()
-        try:
-            migrations.upgrade(srv.url)
-            yield srv.url
-        finally:
-            srv.stop()
-    else:
-        path = tmp_path_factory.mktemp("db") / "kares-test.db"
-        url = f"sqlite+aiosqlite:///{path}"
-        migrations.upgrade(url)
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+    """The session's migrated template database (one per xdist worker)."""
+    template = start_template(tmp_path_factory.mktemp("template"))
+    yield template
+    template.close()
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture
+async def db_url(database_template: Template, session_dir: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database of the tier's kind for this test alone (at the
+    same URL for every test of the session)."""
+    async with database_template.copy(session_dir) as url:
         yield url
+
+
+@pytest.fixture
+def var_dir(session_dir: Path) -> Path:
+    """The app's ``var`` directory, empty for each test (at the same path for
+    every test of the session)."""
+    path = session_dir / "var"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -87,14 +107,25 @@ def settings_overrides() -> dict[str, Any]:
     return {}
 
 
+@pytest.fixture(scope="session")
+def apps() -> Apps:
+    return Apps()
+
+
 @pytest.fixture
 def settings(
-    db_url: str, tmp_path: Path, sms: FakeSmsGateway, settings_overrides: dict[str, Any]
+    db_url: str,
+    var_dir: Path,
+    sms: FakeSmsGateway,
+    settings_overrides: dict[str, Any],
+    apps: Apps,
 ) -> Settings:
-    return make_settings(db_url, tmp_path, sms.base, **settings_overrides)
+    return apps.settings(make_settings(db_url, var_dir, sms.base, **settings_overrides))
 
 
 async def _wipe(db_url: str) -> None:
+    """Empty every table. (Each test gets a database of its own from ``db_url``:
+    this is for a test that starts over within itself.)"""
     engine = make_engine(db_url)
     async with engine.begin() as conn:
         names = [t.name for t in reversed(metadata.sorted_tables)]
@@ -110,13 +141,15 @@ async def _wipe(db_url: str) -> None:
 
 
 @pytest.fixture
-async def app(settings: Settings, db_url: str) -> AsyncIterator[Any]:
+async def app(settings: Settings, apps: Apps) -> AsyncIterator[Any]:
+    """The app, started for this test: built for its settings, or reused from an
+    earlier test with equal settings (see tests/support/apps.py)."""
     clock.reset()
-    application = create_app(settings, migrate_embedded=False)
+    application = apps.app(settings)
     async with application.router.lifespan_context(application):
         yield application
     clock.reset()
-    await _wipe(db_url)
+    apps.done(application)
 
 
 @pytest.fixture

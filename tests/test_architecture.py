@@ -10,6 +10,7 @@ import pytest
 from importlinter import cli
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.db_agnostic
 
 
 def test_imports_run_one_way_and_no_package_has_a_loop() -> None:

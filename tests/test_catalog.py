@@ -19,6 +19,8 @@ from kares.privacy import catalog
 from kares.privacy.catalog import CatalogError
 from tests.test_cli import run_kares
 
+pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
+
 Raw = dict[str, Any]
 
 

@@ -25,6 +25,7 @@ def run_kares(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.db_agnostic
 def test_help_lists_every_command() -> None:
     r = run_kares("--help", env={})
     assert r.returncode == 0
@@ -138,6 +139,7 @@ def test_demo_plain_output_says_how_to_sign_in(kares_env: dict[str, str], db_url
             asyncio.run(_wipe(db_url))
 
 
+@pytest.mark.db_agnostic
 def test_migrate_command(tmp_path: Path) -> None:
     env = {"KARES_VAR_DIR": str(tmp_path / "v")}
     r = run_kares("migrate", env=env)
@@ -148,12 +150,14 @@ def test_migrate_command(tmp_path: Path) -> None:
     assert (tmp_path / "v" / "kares.db").exists()
 
 
+@pytest.mark.db_agnostic
 def test_production_without_keys_is_a_clear_error(tmp_path: Path) -> None:
     r = run_kares("demo", env={"KARES_ENV": "production", "KARES_VAR_DIR": str(tmp_path)})
     assert r.returncode == 2
     assert "KARES_DATA_KEYS" in r.stderr
 
 
+@pytest.mark.db_agnostic
 def test_serve_runs_embedded_and_applies_migrations(tmp_path: Path) -> None:
     import socket
     import time

@@ -185,6 +185,7 @@ async def test_short_code_is_unambiguous_and_forgiving(client: httpx.AsyncClient
     assert (await preview(client, late, inv2["token"])).status_code == 200
 
 
+@pytest.mark.db_agnostic
 def test_codes_are_spread_over_the_alphabet(monkeypatch: pytest.MonkeyPatch) -> None:
     from kares import crypto
 

@@ -282,6 +282,7 @@ async def test_choices_are_per_family(client: httpx.AsyncClient, sms: Any) -> No
     assert "location" not in await sees(client, a, b)
 
 
+@pytest.mark.db_agnostic
 def test_which_choice_each_function_needs() -> None:
     assert families._needs("driving_tracks", "view") == ("location", "live")
     assert families._needs("driving_tracks", "history") == ("location", "history")

@@ -6,7 +6,6 @@ a caller until it is revoked."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import pytest
@@ -16,7 +15,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from kares.app import create_app
 from kares.identity.auth import caller_for_session
 from kares.privacy.guard import Allowed, guard
-from tests.conftest import POLICY_VERSION, REGISTRATION, _wipe
+from tests.conftest import POLICY_VERSION, REGISTRATION
 
 
 def _app_with_probe(settings: Any) -> Any:
@@ -42,59 +41,54 @@ def _sign_up(c: TestClient, sms: Any, phone: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-def test_a_websocket_is_admitted_and_refused_by_the_guard(
-    settings: Any, sms: Any, db_url: str
-) -> None:
-    try:
-        with TestClient(_app_with_probe(settings), base_url="https://testserver") as c:
-            me = _sign_up(c, sms, "+8613812345678")
-            auth = {"authorization": f"Bearer {me['token']}"}
-            with c.websocket_connect("/ws-probe", headers=auth) as ws:
-                assert ws.receive_json() == {
-                    "account": me["account"]["id"],
-                    "function": "driving_tracks",
-                }
+def test_a_websocket_is_admitted_and_refused_by_the_guard(settings: Any, sms: Any) -> None:
+    with TestClient(_app_with_probe(settings), base_url="https://testserver") as c:
+        me = _sign_up(c, sms, "+8613812345678")
+        auth = {"authorization": f"Bearer {me['token']}"}
+        with c.websocket_connect("/ws-probe", headers=auth) as ws:
+            assert ws.receive_json() == {
+                "account": me["account"]["id"],
+                "function": "driving_tracks",
+            }
 
-            # no credentials: the handshake is denied with the guard's own problem
-            with pytest.raises(WebSocketDenialResponse) as denied:
-                with c.websocket_connect("/ws-probe"):
-                    pass
-            assert denied.value.status_code == 401
-            assert denied.value.json()["code"] == "auth.required"
+        # no credentials: the handshake is denied with the guard's own problem
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with c.websocket_connect("/ws-probe"):
+                pass
+        assert denied.value.status_code == 401
+        assert denied.value.json()["code"] == "auth.required"
 
-            # a withdrawn consent stops the next connection, as it stops a request
-            r = c.post(
-                "/api/v1/me/consents",
-                json={
-                    "subject": "category:location.precise",
-                    "action": "withdraw",
-                    "policy_version": POLICY_VERSION,
-                },
-                headers=auth,
-            )
-            assert r.status_code == 201, r.text
-            r = c.post(
-                "/api/v1/me/consents",
-                json={"subject": "policy", "action": "withdraw", "policy_version": POLICY_VERSION},
-                headers=auth,
-            )
-            assert r.status_code == 201, r.text
-            with pytest.raises(WebSocketDenialResponse) as denied:
-                with c.websocket_connect("/ws-probe", headers=auth):
-                    pass
-            assert denied.value.status_code == 403
-            assert denied.value.json()["code"] == "consent.policy_required"
+        # a withdrawn consent stops the next connection, as it stops a request
+        r = c.post(
+            "/api/v1/me/consents",
+            json={
+                "subject": "category:location.precise",
+                "action": "withdraw",
+                "policy_version": POLICY_VERSION,
+            },
+            headers=auth,
+        )
+        assert r.status_code == 201, r.text
+        r = c.post(
+            "/api/v1/me/consents",
+            json={"subject": "policy", "action": "withdraw", "policy_version": POLICY_VERSION},
+            headers=auth,
+        )
+        assert r.status_code == 201, r.text
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with c.websocket_connect("/ws-probe", headers=auth):
+                pass
+        assert denied.value.status_code == 403
+        assert denied.value.json()["code"] == "consent.policy_required"
 
-            # a portal cookie opens a WebSocket only from the server's own origin
-            cookie = {"cookie": f"{settings.session_cookie_name}={me['token']}"}
-            with pytest.raises(WebSocketDenialResponse) as denied:
-                with c.websocket_connect(
-                    "/ws-probe", headers={**cookie, "origin": "https://evil.example"}
-                ):
-                    pass
-            assert denied.value.json()["code"] == "auth.csrf"
-    finally:
-        asyncio.run(_wipe(db_url))
+        # a portal cookie opens a WebSocket only from the server's own origin
+        cookie = {"cookie": f"{settings.session_cookie_name}={me['token']}"}
+        with pytest.raises(WebSocketDenialResponse) as denied:
+            with c.websocket_connect(
+                "/ws-probe", headers={**cookie, "origin": "https://evil.example"}
+            ):
+                pass
+        assert denied.value.json()["code"] == "auth.csrf"
 
 
 async def test_a_session_the_server_holds_resolves_until_it_is_revoked(

@@ -15,6 +15,8 @@ from kares.geo.points import Point
 from kares.geo.simplify import metres_per_pixel, simplify
 from tests.support.tracks import DAY0, one_hz_day, reference_day
 
+pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
+
 PROPS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
 )

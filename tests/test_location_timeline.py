@@ -32,6 +32,8 @@ from tests.support.tracks import (
     scenario,
 )
 
+pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
+
 P = TimelineParams()
 
 

@@ -239,6 +239,7 @@ async def test_unknown_kind_is_kept_for_a_worker_that_knows_it(app: Any, db: Dat
     assert "no handler" in (row.last_error or "")
 
 
+@pytest.mark.db_agnostic
 async def test_backoff_grows_and_is_capped() -> None:
     delays = [jobs.backoff_seconds(n, 10, 3600, jitter=0) for n in range(1, 12)]
     assert delays[:4] == [10, 20, 40, 80]

@@ -292,6 +292,7 @@ NOW = datetime(2026, 3, 1, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai
 LATER = NOW + timedelta(days=1)
 
 
+@pytest.mark.db_agnostic
 def test_decide() -> None:
     quiet = QuietHours(time(21, 0), time(7, 0), ZONE)
     base: dict[str, Any] = dict(
@@ -312,6 +313,7 @@ def test_decide() -> None:
     assert decide(category="health", **soon).action == "skip"
 
 
+@pytest.mark.db_agnostic
 @settings(max_examples=300, deadline=None)
 @given(
     start=st.times().map(lambda t: t.replace(second=0, microsecond=0)),

@@ -38,42 +38,11 @@ VAPID_PEM = VAPID.private_bytes(
 ).decode()
 
 
-@pytest.fixture(scope="module")
-def fake_apns() -> Iterator[FakeAPNs]:
-    f = FakeAPNs()
-    yield f
-    f.close()
-
-
-@pytest.fixture(scope="module")
-def fake_fcm() -> Iterator[FakeFCM]:
-    f = FakeFCM()
-    yield f
-    f.close()
-
-
-@pytest.fixture(scope="module")
-def fake_webpush() -> Iterator[FakeWebPush]:
-    f = FakeWebPush()
-    yield f
-    f.close()
-
-
 @pytest.fixture
-def settings_overrides(
-    fake_apns: FakeAPNs, fake_fcm: FakeFCM, fake_webpush: FakeWebPush
-) -> dict[str, Any]:
-    fake_apns.reset()
-    fake_fcm.reset()
+def settings_overrides(push_overrides: dict[str, Any], fake_webpush: FakeWebPush) -> dict[str, Any]:
     fake_webpush.reset()
     return {
-        "apns_key": fake_apns.key_pem,
-        "apns_key_id": fake_apns.key_id,
-        "apns_team_id": fake_apns.team_id,
-        "apns_topic": fake_apns.topic,
-        "apns_base_url": fake_apns.base,
-        "fcm_service_account": json.dumps(fake_fcm.service_account()),
-        "fcm_base_url": fake_fcm.base,
+        **push_overrides,
         "webpush_vapid_key": VAPID_PEM,
         "webpush_hosts": ["127.0.0.1"],
         "webpush_allow_http": True,
@@ -691,6 +660,7 @@ async def test_only_your_own_devices(
     assert await snapshot(db) == before
 
 
+@pytest.mark.db_agnostic
 async def test_unconfigured_providers_in_production_are_refused(tmp_path: Any) -> None:
     from kares.config import Settings
     from kares.gateways.push import Push
@@ -711,6 +681,7 @@ async def test_unconfigured_providers_in_production_are_refused(tmp_path: Any) -
         await dev.aclose()
 
 
+@pytest.mark.db_agnostic
 async def test_a_bad_provider_key_stops_the_start(tmp_path: Any) -> None:
     from kares.config import ConfigError, Settings
     from kares.gateways.push import Push

@@ -106,6 +106,7 @@ async def policy(client: httpx.AsyncClient, lang: str) -> dict[str, Any]:
 # --- sections ------------------------------------------------------------------------
 
 
+@pytest.mark.db_agnostic
 def test_the_seed_is_read_whole() -> None:
     seed = seed_sections()
     assert [n for n in seed if "." not in n] == [str(i) for i in range(1, 10)]
@@ -373,6 +374,7 @@ async def test_public_without_sign_in_whatever_the_credentials(
             assert r.status_code == 200, (path, headers, r.text[:200])
 
 
+@pytest.mark.db_agnostic
 def test_catalog_text_cannot_inject_markup(tmp_path: Path) -> None:
     raw = yaml.safe_load(catalog.DEFAULT_PATH.read_text(encoding="utf-8"))
     fkey = next(iter(raw["functions"]))
@@ -486,6 +488,7 @@ async def test_data_map_is_in_the_policy(client: httpx.AsyncClient) -> None:
 # --- the command -----------------------------------------------------------------------
 
 
+@pytest.mark.db_agnostic
 def test_render_command_text_in_both_languages() -> None:
     seed = seed_sections()
     r = run_kares("policy", "render", "--lang", "en", env={})
@@ -510,6 +513,7 @@ def test_render_command_text_in_both_languages() -> None:
         assert "".join(p.business.zh.split()) in squashed
 
 
+@pytest.mark.db_agnostic
 def test_render_command_html_and_json() -> None:
     r = run_kares("policy", "render", "--lang", "zh", "--format", "html", env={})
     assert r.returncode == 0, r.stderr

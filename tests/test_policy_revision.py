@@ -191,6 +191,7 @@ async def test_a_published_version_cannot_change(
             pass
 
 
+@pytest.mark.db_agnostic
 def test_covers_is_the_reduction_rule() -> None:
     cat = catalog_mod.load()
     t = cat.function_terms("messaging")

@@ -50,6 +50,7 @@ def test_declaring_an_unknown_function_fails_at_start_up(settings: Any) -> None:
         check_routes(app, CAT)
 
 
+@pytest.mark.db_agnostic
 def test_every_column_is_classified() -> None:
     unclassified = []
     for t in metadata.sorted_tables:
@@ -65,6 +66,7 @@ def test_every_column_is_classified() -> None:
     assert unclassified == [], "classify these with personal(...) or not_personal(...)"
 
 
+@pytest.mark.db_agnostic
 def test_declared_categories_exist_in_the_catalog() -> None:
     for t in metadata.sorted_tables:
         for c in t.columns:
@@ -393,6 +395,7 @@ async def test_each_function_follows_the_guardians_approval(
 # --- location minimisation -------------------------------------------------------------------
 
 
+@pytest.mark.db_agnostic
 def test_coarsen_rounds_as_the_catalog_says() -> None:
     assert privacy.coarsen(CAT, "location.approximate", 39.904211, 116.407395) == (39.9, 116.41)
     with pytest.raises(ValueError):

@@ -23,6 +23,8 @@ from kares.geo.resolver import (
 )
 from kares.protocols.watch.frames import FrameReader, Position, parse
 
+pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
+
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "opencellid-sample.csv"
 

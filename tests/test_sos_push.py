@@ -3,8 +3,6 @@ every guardian's every device gets it, quiet hours or not (step 3)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,33 +18,9 @@ FCM_TOKEN = "fcm-registration-token:APA91b" + "y" * 140
 SECOND_GUARDIAN = "+8613900000503"
 
 
-@pytest.fixture(scope="module")
-def fake_apns() -> Iterator[FakeAPNs]:
-    f = FakeAPNs()
-    yield f
-    f.close()
-
-
-@pytest.fixture(scope="module")
-def fake_fcm() -> Iterator[FakeFCM]:
-    f = FakeFCM()
-    yield f
-    f.close()
-
-
 @pytest.fixture
-def settings_overrides(fake_apns: FakeAPNs, fake_fcm: FakeFCM) -> dict[str, Any]:
-    fake_apns.reset()
-    fake_fcm.reset()
-    return {
-        "apns_key": fake_apns.key_pem,
-        "apns_key_id": fake_apns.key_id,
-        "apns_team_id": fake_apns.team_id,
-        "apns_topic": fake_apns.topic,
-        "apns_base_url": fake_apns.base,
-        "fcm_service_account": json.dumps(fake_fcm.service_account()),
-        "fcm_base_url": fake_fcm.base,
-    }
+def settings_overrides(push_overrides: dict[str, Any]) -> dict[str, Any]:
+    return push_overrides
 
 
 async def test_sos_pushes_to_every_device_of_every_guardian_despite_quiet_hours(

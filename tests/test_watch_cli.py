@@ -6,6 +6,8 @@ import pytest
 
 from kares.cli import build_parser
 
+pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
+
 
 def test_serve_accepts_a_watch_port() -> None:
     args = build_parser().parse_args(["serve", "--watch-port", "5093"])

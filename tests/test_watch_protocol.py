@@ -31,6 +31,8 @@ from kares.protocols.watch.frames import (
     unescape,
 )
 
+pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
+
 DATA = Path(__file__).parent / "data" / "watch"
 FIXTURES = sorted(p.name for p in DATA.iterdir() if p.suffix in (".txt", ".bin"))
 ID = "7402610015"

@@ -52,7 +52,16 @@ class PgServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/kares_test"
+        return self.url_for("kares_test")
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> None:
+        self._run(
+            _bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+            "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"',
+        )  # fmt: skip
 
     @classmethod
     def start(cls) -> PgServer:

@@ -14,6 +14,11 @@
 Each can be told to answer with a queue of replies per device token, e.g.
 ``fake.answer(token, (503, {"Retry-After": "30"}, {...}))``; afterwards it
 answers success. Every check that fails is appended to ``errors``.
+
+The fixtures at the end (a pytest plugin, listed in ``tests/conftest.py``)
+start each fake once per test module; ``push_overrides`` resets the APNs and
+FCM fakes for each test and gives the settings that point Kares at them, for a
+module's ``settings_overrides``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -31,6 +37,7 @@ import h2.config
 import h2.connection
 import h2.events
 import jwt
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -472,3 +479,49 @@ class FakeWebPush(FakeServer):
 
     def delivered(self) -> list[WebPushDelivery]:
         return [d for d in self.deliveries if d.status == 201]
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_apns() -> Iterator[FakeAPNs]:
+    f = FakeAPNs()
+    yield f
+    f.close()
+
+
+@pytest.fixture(scope="module")
+def fake_fcm() -> Iterator[FakeFCM]:
+    f = FakeFCM()
+    yield f
+    f.close()
+
+
+@pytest.fixture(scope="module")
+def fake_webpush() -> Iterator[FakeWebPush]:
+    f = FakeWebPush()
+    yield f
+    f.close()
+
+
+def push_settings(apns: FakeAPNs, fcm: FakeFCM) -> dict[str, Any]:
+    """Settings that point Kares at the fake APNs and FCM, with their keys."""
+    return {
+        "apns_key": apns.key_pem,
+        "apns_key_id": apns.key_id,
+        "apns_team_id": apns.team_id,
+        "apns_topic": apns.topic,
+        "apns_base_url": apns.base,
+        "fcm_service_account": json.dumps(fcm.service_account()),
+        "fcm_base_url": fcm.base,
+    }
+
+
+@pytest.fixture
+def push_overrides(fake_apns: FakeAPNs, fake_fcm: FakeFCM) -> dict[str, Any]:
+    """``push_settings`` for this test, with both fakes reset (nothing received, no
+    queued answers, no errors)."""
+    fake_apns.reset()
+    fake_fcm.reset()
+    return push_settings(fake_apns, fake_fcm)
