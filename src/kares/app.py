@@ -162,16 +162,18 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = Runtime.build(settings)
-        if migrate_embedded and settings.is_embedded_db:
-            await anyio.to_thread.run_sync(migrations.upgrade, settings.effective_database_url)
-        await privacy.sync_at_start(rt)
-        app.state.runtime = rt
-        worker = jobs.Worker(rt).start() if settings.jobs_worker_enabled else None
-        watches = None
-        if settings.watch_port:
-            watches = WatchServer(rt)
-            app.state.watch_port = await watches.start(settings.watch_host, settings.watch_port)
+        worker = watches = None
         try:
+            # a start that fails (a bad catalog, a database not migrated) still
+            # closes the pool and the clients it opened
+            if migrate_embedded and settings.is_embedded_db:
+                await anyio.to_thread.run_sync(migrations.upgrade, settings.effective_database_url)
+            await privacy.sync_at_start(rt)
+            app.state.runtime = rt
+            worker = jobs.Worker(rt).start() if settings.jobs_worker_enabled else None
+            if settings.watch_port:
+                watches = WatchServer(rt)
+                app.state.watch_port = await watches.start(settings.watch_host, settings.watch_port)
             yield
         finally:
             if watches is not None:

@@ -8,7 +8,7 @@ import httpx
 from argon2 import PasswordHasher
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
-from kares import crypto
+from kares import crypto, gateways
 from kares.config import Settings, resolve_keys
 from kares.db import Database
 from kares.gateways.oauth import AppleKeys
@@ -44,7 +44,7 @@ class Runtime:
             db=Database(settings.effective_database_url),
             sms=make_sender(settings),
             places=PlaceResolver.from_csv(settings.ip_places_csv),
-            http=httpx.AsyncClient(
+            http=gateways.client(
                 timeout=settings.oauth_http_timeout_seconds, follow_redirects=False
             ),
             passwords=hasher,
@@ -52,6 +52,9 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        closer = getattr(self.sms, "aclose", None)
+        if closer is not None:
+            await closer()
         await self.http.aclose()
         await self.push.aclose()
         await self.db.dispose()

@@ -105,9 +105,14 @@ class Checkpointer:
             if found is None:
                 return
             found.users -= 1
-            if found.users <= 0:
-                del cls._open[path]
-                found._stop.set()
+            if found.users > 0:
+                return
+            del cls._open[path]
+            found._stop.set()
+        # wait for its last checkpoint and its close: once every connection of the
+        # process is closed, none may still touch the database's files (a database
+        # created anew at the same path must not lose its log to an old connection)
+        found._thread.join(timeout=10)
 
     def _run(self) -> None:
         try:

@@ -42,7 +42,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from kares import clock
+from kares import clock, gateways
 from kares.config import ConfigError, Settings
 
 log = logging.getLogger("kares.gateways.push")
@@ -255,7 +255,7 @@ class ApnsProvider:
         self.topic = topic
         self.base_url = base_url.rstrip("/")
         # APNs speaks HTTP/2 only: no HTTP/1.1 fallback (prior knowledge on http://).
-        self.http = httpx.AsyncClient(
+        self.http = gateways.client(
             http1=False, http2=True, timeout=timeout, follow_redirects=False
         )
         self._jwt: tuple[str, float] | None = None
@@ -602,7 +602,7 @@ class Push:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.http = httpx.AsyncClient(
+        self.http = gateways.client(
             timeout=settings.push_http_timeout_seconds, follow_redirects=False
         )
         self._providers: dict[str, PushProvider | None] = {}

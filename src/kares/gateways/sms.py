@@ -19,6 +19,7 @@ from typing import Protocol
 import anyio
 import httpx
 
+from kares import gateways
 from kares.config import Settings
 from kares.logs import mask_phone
 
@@ -66,13 +67,17 @@ class HttpSender:
         self.url = url
         self.token = token
         self.timeout = timeout
+        # one client (and its connections) for the process's life, not one per SMS
+        self._client = gateways.client(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
     async def send(self, msg: SmsMessage) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         payload = {"to": msg.to, "template": msg.template, "params": msg.params, "text": msg.text}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                resp = await client.post(self.url, json=payload, headers=headers)
+            resp = await self._client.post(self.url, json=payload, headers=headers)
         except httpx.HTTPError as exc:
             raise SmsError(f"SMS provider unreachable: {type(exc).__name__}") from exc
         if resp.status_code // 100 != 2:
