@@ -709,6 +709,7 @@ async def ingest_service(rt: Any, member: Member, fixes: Sequence[Any], deadline
                 fixes=list(chunk),
                 degraded={},
             )
+            await s.commit()  # ingest is a building block: its caller's action commits
         if res.rejected or res.accepted != len(chunk):
             raise RuntimeError(
                 f"ingest accepted {res.accepted} of {len(chunk)}: "
