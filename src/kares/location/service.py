@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 from sqlalchemy import Table, and_, bindparam, func, or_, select, text
@@ -34,7 +34,7 @@ from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
 from kares.geo.distance import haversine_m
-from kares.geo.points import Point, gc_paused
+from kares.geo.points import Point, PointArrays, gc_paused
 from kares.geo.resolver import Cell, WifiAp, resolver_for
 from kares.identity.models import Account
 from kares.location import places, trackers
@@ -786,6 +786,57 @@ class StoredFix(NamedTuple):
     precise: bool
 
 
+class StoredFixes(Sequence[StoredFix]):
+    """The fixes of one read, kept as the driver returned them (one row per fix, in
+    the order of :class:`StoredFix`'s fields): a ``StoredFix`` is made only for the
+    fixes looked at (the 2,000 of a simplified track, say), and the columns the
+    track and timeline algorithms need are read out once, as arrays
+    (:meth:`points`), instead of 86,400 objects per day."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> StoredFix: ...
+    @overload
+    def __getitem__(self, i: slice) -> StoredFixes: ...
+    def __getitem__(self, i: int | slice) -> StoredFix | StoredFixes:
+        if isinstance(i, slice):
+            return StoredFixes(self._rows[i])
+        r = self._rows[i]
+        return StoredFix(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
+
+    def __iter__(self) -> Iterator[StoredFix]:
+        for r in self._rows:
+            yield StoredFix(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
+
+    def all_precise(self) -> bool:
+        return all(map(_get_precise, self._rows))
+
+    def points(self) -> PointArrays:
+        """The fixes as the algorithms' points: t (s), lat, lon, accuracy, speed."""
+        rows, n = self._rows, len(self._rows)
+        with gc_paused():
+            t_ms = np.fromiter(map(_get_t_ms, rows), dtype=np.int64, count=n)
+            return PointArrays(
+                t_ms / 1000,
+                np.fromiter(map(_get_lat, rows), dtype=np.float64, count=n),
+                np.fromiter(map(_get_lon, rows), dtype=np.float64, count=n),
+                np.array(list(map(_get_acc, rows)), dtype=np.float64),  # None -> NaN
+                np.array(list(map(_get_speed, rows)), dtype=np.float64),
+            )
+
+
+_get_t_ms, _get_lat, _get_lon, _get_acc, _get_speed, _get_precise = (
+    itemgetter(k) for k in (1, 2, 3, 4, 6, 10)
+)
+
+
 async def fixes_between(
     s: AsyncSession,
     *,
@@ -794,7 +845,7 @@ async def fixes_between(
     to_ms: int,
     after: tuple[int, int] | None = None,
     limit: int | None = None,
-) -> list[StoredFix]:
+) -> Sequence[StoredFix]:
     """Good fixes of one person in [from_ms, to_ms), in time order; ``after`` is
     the (time, id) of the last fix of the previous page."""
     c = LocationFix.__table__.c
@@ -832,16 +883,11 @@ async def fixes_between(
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
         params = [compiled.params[k] for k in compiled.positiontup or ()]
-        async with driver.execute(str(compiled), params) as cur:
-            rows = await cur.fetchall()
         with gc_paused():
-            return [
-                StoredFix(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
-                for r in rows
-            ]
-    found = (await s.execute(q)).all()
-    with gc_paused():
-        return [StoredFix(*r) for r in found]
+            async with driver.execute(str(compiled), params) as cur:
+                rows = await cur.fetchall()
+        return StoredFixes(rows)
+    return StoredFixes((await s.execute(q)).all())
 
 
 MAX_SPAN_MS = 7 * 86_400_000
@@ -865,11 +911,13 @@ def time_range(start: datetime | None, end: datetime | None) -> tuple[int, int]:
 
 
 def shown_fixes(
-    rt: Runtime, fixes: list[StoredFix], degraded: dict[str, str]
-) -> tuple[list[StoredFix], bool]:
+    rt: Runtime, fixes: Sequence[StoredFix], degraded: dict[str, str]
+) -> tuple[Sequence[StoredFix], bool]:
     """Stored fixes as the caller may see them (see :func:`shown`); and whether
     all of them are precise."""
-    if PRECISE not in degraded and all(f.precise for f in fixes):
+    if PRECISE not in degraded and (
+        fixes.all_precise() if isinstance(fixes, StoredFixes) else all(f.precise for f in fixes)
+    ):
         return fixes, True
     out = []
     for f in fixes:
@@ -892,7 +940,10 @@ def shown_fixes(
     return out, all(f.precise for f in out)
 
 
-def to_points(fixes: Sequence[StoredFix]) -> list[Point]:
+def to_points(fixes: Sequence[StoredFix]) -> Sequence[Point]:
+    """The fixes as the algorithms' points (a read's fixes as columns, at once)."""
+    if isinstance(fixes, StoredFixes):
+        return fixes.points()
     return [Point(f[1] / 1000, f[2], f[3], f[4], f[6]) for f in fixes]
 
 
