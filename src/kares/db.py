@@ -143,6 +143,20 @@ def _forget_driver(session: OrmSession, transaction: Any) -> None:
         session.info.pop(_DRIVER, None)
 
 
+async def sqlite_driver(s: AsyncSession) -> Any:
+    """The session's own SQLite connection (``kares.sqlite``), inside its
+    transaction, for statements that go straight to the driver; None on another
+    database. Remembered until the transaction ends."""
+    info = s.sync_session.info
+    driver = info.get(_DRIVER)
+    if driver is None:
+        if s.get_bind().dialect.name != "sqlite":
+            return None
+        conn = await s.connection()
+        driver = info[_DRIVER] = (await conn.get_raw_connection()).driver_connection
+    return driver
+
+
 class Statement:
     """A Core statement built once and run on the session's own connection, inside
     its transaction: the request path's hot statements.
@@ -197,15 +211,10 @@ class Statement:
 
     async def rows(self, s: AsyncSession, params: Mapping[str, Any]) -> list[Any]:
         """Every row (a named tuple per row)."""
-        info = s.sync_session.info
-        driver: Any = info.get(_DRIVER)
+        driver = await sqlite_driver(s)
         if driver is None:
             conn = await s.connection()
-            if conn.dialect.name != "sqlite":
-                return list((await conn.execute(self.stmt, dict(params))).all())
-            driver = (await conn.get_raw_connection()).driver_connection
-            # the connection of this transaction; forgotten when it ends
-            info[_DRIVER] = driver
+            return list((await conn.execute(self.stmt, dict(params))).all())
         if not self._compiled:
             self._compile()
         return self._shape(await driver.fetch(self._sql, self._params(params)))

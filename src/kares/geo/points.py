@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, overload
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
 
 
 class Point(NamedTuple):
@@ -21,6 +27,44 @@ class Point(NamedTuple):
     lon: float
     acc: float | None = None
     speed: float | None = None
+
+
+class PointArrays(Sequence[Point]):
+    """A time-sorted run of points held as columns (numpy arrays): what a day read
+    from the database becomes without 86,400 ``Point`` objects. The algorithms
+    (``simplify``, ``detect``) read the columns directly; as a sequence it gives
+    the same ``Point`` for each index as the list it stands for. ``acc`` and
+    ``speed`` hold NaN where the value is unknown (``None`` in a ``Point``)."""
+
+    __slots__ = ("acc", "lat", "lon", "speed", "t")
+
+    def __init__(
+        self, t: FloatArray, lat: FloatArray, lon: FloatArray, acc: FloatArray, speed: FloatArray
+    ) -> None:
+        self.t, self.lat, self.lon, self.acc, self.speed = t, lat, lon, acc, speed
+
+    def __len__(self) -> int:
+        return int(self.t.size)
+
+    @overload
+    def __getitem__(self, i: int) -> Point: ...
+    @overload
+    def __getitem__(self, i: slice) -> PointArrays: ...
+    def __getitem__(self, i: int | slice) -> Point | PointArrays:
+        if isinstance(i, slice):
+            return PointArrays(self.t[i], self.lat[i], self.lon[i], self.acc[i], self.speed[i])
+        acc, speed = float(self.acc[i]), float(self.speed[i])
+        return Point(
+            float(self.t[i]),
+            float(self.lat[i]),
+            float(self.lon[i]),
+            None if math.isnan(acc) else acc,
+            None if math.isnan(speed) else speed,
+        )
+
+    def __iter__(self) -> Iterator[Point]:
+        for i in range(len(self)):
+            yield self[i]
 
 
 @contextmanager

@@ -43,7 +43,7 @@ import numpy.typing as npt
 from simplification.cutil import simplify_coords_idx, simplify_coords_vw_idx
 
 from kares.geo.distance import M_PER_DEG_LAT
-from kares.geo.points import Point
+from kares.geo.points import Point, PointArrays
 
 Algorithm = Literal["rdp", "vw"]
 IntArray = npt.NDArray[np.int64]
@@ -132,8 +132,11 @@ def simplify(
     n = len(points)
     if n <= 2:
         return list(range(n))
-    lat = np.fromiter(map(_get_lat, points), dtype=np.float64, count=n)
-    lon = np.fromiter(map(_get_lon, points), dtype=np.float64, count=n)
+    if isinstance(points, PointArrays):
+        lat, lon = points.lat, points.lon
+    else:
+        lat = np.fromiter(map(_get_lat, points), dtype=np.float64, count=n)
+        lon = np.fromiter(map(_get_lon, points), dtype=np.float64, count=n)
     if not (np.isfinite(lat).all() and np.isfinite(lon).all()):
         raise ValueError("points must have finite coordinates")
     xy = _project(lat, lon)

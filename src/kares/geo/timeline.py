@@ -44,7 +44,7 @@ import numpy.typing as npt
 from simplification.cutil import simplify_coords_idx
 
 from kares.geo.distance import M_PER_DEG_LAT, haversine_m, haversine_np
-from kares.geo.points import Point
+from kares.geo.points import Point, PointArrays
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -297,12 +297,15 @@ class _Track:
 
 def _prepare(points: Sequence[Point], params: TimelineParams) -> _Track:
     n = len(points)
-    t = np.fromiter(map(_get_t, points), dtype=np.float64, count=n)
-    lat = np.fromiter(map(_get_lat, points), dtype=np.float64, count=n)
-    lon = np.fromiter(map(_get_lon, points), dtype=np.float64, count=n)
-    # None (unknown) becomes NaN
-    acc = np.fromiter(map(_get_acc, points), dtype=object, count=n).astype(np.float64)
-    dev = np.fromiter(map(_get_speed, points), dtype=object, count=n).astype(np.float64)
+    if isinstance(points, PointArrays):  # already columns (a day read from the database)
+        t, lat, lon, acc, dev = points.t, points.lat, points.lon, points.acc, points.speed
+    else:
+        t = np.fromiter(map(_get_t, points), dtype=np.float64, count=n)
+        lat = np.fromiter(map(_get_lat, points), dtype=np.float64, count=n)
+        lon = np.fromiter(map(_get_lon, points), dtype=np.float64, count=n)
+        # None (unknown) becomes NaN
+        acc = np.fromiter(map(_get_acc, points), dtype=object, count=n).astype(np.float64)
+        dev = np.fromiter(map(_get_speed, points), dtype=object, count=n).astype(np.float64)
     with np.errstate(invalid="ignore"):
         ok = (
             np.isfinite(t)

@@ -11,27 +11,31 @@ commits once, and only then does the live map hear of the move.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from itertools import chain
+from operator import itemgetter
+from typing import Any, NamedTuple, overload
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select
+import numpy as np
+from sqlalchemy import Table, and_, bindparam, func, or_, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import Statement
+from kares.db import Statement, sqlite_driver
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
 from kares.geo.distance import haversine_m
-from kares.geo.points import Point, gc_paused
+from kares.geo.points import Point, PointArrays, gc_paused
 from kares.geo.resolver import Cell, WifiAp, resolver_for
 from kares.identity.models import Account
 from kares.location import places, trackers
@@ -111,13 +115,6 @@ FLAG_DETAIL = {
 }
 
 
-def _clean_optional(v: float | None, lo: float, hi: float) -> float | None:
-    """Optional measurements: unknown (None, NaN, negative sentinels) -> None."""
-    if v is None or not math.isfinite(v) or v < lo or v > hi:
-        return None
-    return float(v)
-
-
 def _retention_ms(rt: Runtime) -> int:
     days = catalog_of(rt).categories[PRECISE].retention.days
     return int((days if days is not None else 3650) * 86_400_000)
@@ -158,121 +155,48 @@ async def ingest(
     here), with the live notice registered for after its commit."""
     settings = rt.settings
     now_ms = int(clock.utcnow().timestamp() * 1000)
-    approximate = PRECISE in degraded
-    res = IngestResult(precision="approximate" if approximate else "precise")
-    oldest_ms = now_ms - _retention_ms(rt)
-    newest_ms = now_ms + settings.location_future_tolerance_seconds * 1000
-    rows: list[dict[str, Any]] = []
-    seen_ids: set[str] = set()
-
-    def reject(i: int, fix: FixIn, code: str) -> None:
-        res.rejected.append(Refusal(i, fix.client_id, code, REJECT_DETAIL[code]))
-
-    for i, fix in enumerate(fixes):
-        if fix.client_id is not None:
-            if fix.client_id in seen_ids:
-                res.duplicates += 1
-                continue
-            seen_ids.add(fix.client_id)
-        if fix.source not in SOURCES:
-            reject(i, fix, "fix.invalid_source")
-            continue
-        if fix.t_ms > newest_ms:
-            reject(i, fix, "fix.future")
-            continue
-        if fix.t_ms < oldest_ms:
-            reject(i, fix, "fix.too_old")
-            continue
-        if fix.accuracy_m is not None and (
-            not math.isfinite(fix.accuracy_m) or fix.accuracy_m <= 0
-        ):
-            reject(i, fix, "fix.invalid_accuracy")
-            continue
-        lat, lon, acc, source = fix.lat, fix.lon, fix.accuracy_m, fix.source
-        status, flag, radio = "ok", None, None
-        if lat is None or lon is None:
-            resolved = _resolve(rt, fix, wifi_allowed)
-            if resolved is not None:
-                lat, lon, acc, source = resolved
-            elif approximate:
-                # what was heard is itself precise location: without a position
-                # there is nothing approximate to keep
-                reject(i, fix, "fix.unresolvable")
-                continue
-            else:
-                radio = _radio_json(fix, wifi_allowed)
-                if radio is None:
-                    reject(i, fix, "fix.no_position")
-                    continue
-                status = "unresolved"
-        if lat is not None and lon is not None:
-            if not (math.isfinite(lat) and math.isfinite(lon)):
-                reject(i, fix, "fix.invalid_coordinates")
-                continue
-            if abs(lat) > 90 or abs(lon) > 180:
-                reject(i, fix, "fix.out_of_range")
-                continue
-            if lat == 0 and lon == 0:
-                reject(i, fix, "fix.null_island")
-                continue
-        speed = _clean_optional(fix.speed_mps, 0, 1e6)
-        course = _clean_optional(fix.course_deg, 0, 360)
-        altitude = _clean_optional(fix.altitude_m, -1000, 100_000)
-        battery = fix.battery if fix.battery is not None and 0 <= fix.battery <= 100 else None
-        if status == "ok":
-            if acc is not None and acc > settings.location_max_accuracy_m:
-                status, flag = "flagged", "fix.poor_accuracy"
-            elif speed is not None and speed > settings.location_max_speed_mps:
-                status, flag = "flagged", "fix.impossible_speed"
-        if approximate and lat is not None and lon is not None:
-            lat, lon = privacy.coarsen(catalog_of(rt), APPROXIMATE, lat, lon)
-            acc = max(acc or 0.0, APPROXIMATE_ACCURACY_M)
-            speed = course = altitude = None
-        rows.append(
-            {
-                "_i": i,
-                "account_id": account_id,
-                "device_id": device_id,
-                "client_id": fix.client_id,
-                "recorded_ms": fix.t_ms,
-                "received_ms": now_ms,
-                "lat": lat,
-                "lon": lon,
-                "accuracy_m": acc,
-                "altitude_m": altitude,
-                "speed_mps": speed,
-                "course_deg": course,
-                "battery": battery,
-                "source": source,
-                "precise": not approximate,
-                "status": status,
-                "flag": flag,
-                "radio": radio,
-            }
-        )
-
-    last = await _LAST.first(s, {"account_id": account_id})
-    _flag_implied_speeds(rows, last, settings.location_max_speed_mps)
-    index = [r.pop("_i") for r in rows]
+    res = IngestResult(precision="approximate" if PRECISE in degraded else "precise")
+    rows, index = _validate(
+        rt,
+        fixes,
+        res,
+        account_id=account_id,
+        device_id=device_id,
+        now_ms=now_ms,
+        approximate=PRECISE in degraded,
+        wifi_allowed=wifi_allowed,
+    )
+    last = await _last_of(s, account_id)
+    for k in _implied_speeds(rows, last, settings.location_max_speed_mps):
+        rows[k] = (*rows[k][:_STATUS], "flagged", "fix.implied_speed", rows[k][_RADIO])
     inserted = await _store(s, rows)
     # a retried batch (even one running at the same moment): what the database
     # already had is a duplicate, counted from what the INSERT really wrote
     res.duplicates += len(rows) - len(inserted)
-    for k in inserted:
-        r = rows[k]
-        if r["status"] == "flagged":
-            code = r["flag"]
-            res.flagged.append(Refusal(index[k], r["client_id"], code, FLAG_DETAIL[code]))
-        elif r["status"] == "unresolved":
-            res.unresolved += 1
-    rows = [rows[k] for k in inserted]
+    if len(inserted) < len(rows):
+        rows = [rows[k] for k in inserted]
+        index = [index[k] for k in inserted]
     res.accepted = len(rows)
+    good: list[_Row] = []
+    for k, r in enumerate(rows):
+        st = r[_STATUS]
+        if st == "ok":
+            good.append(r)
+        elif st == "flagged":
+            code = r[_FLAG]
+            res.flagged.append(Refusal(index[k], r[_CLIENT_ID], code, FLAG_DETAIL[code]))
+        else:
+            res.unresolved += 1
+    if not good:
+        return res
 
-    newest = max(
-        (r for r in rows if r["status"] == "ok"), key=lambda r: r["recorded_ms"], default=None
-    )
-    if newest is not None and (last is None or newest["recorded_ms"] > last.recorded_ms):
-        position = await _set_last(s, account_id, newest)
+    # the newest good fix (the first of equals, in batch order)
+    newest = good[0]
+    for r in good:
+        if r[_T] > newest[_T]:
+            newest = r
+    if last is None or newest[_T] > last[0]:
+        position = await _set_last(s, account_id, dict(zip(FIX_COLUMNS, newest, strict=True)))
         if position is not None:
             res.last_updated = True
             # the streams watching this person re-read it under their own rights
@@ -281,10 +205,168 @@ async def ingest(
                 lambda: live.hub.deliver(kind="location", about=account_id, seq=position),
                 key=("location", account_id),
             )
-    good = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["recorded_ms"])
-    if good:
-        await places.observe(s, rt, account_id=account_id, fixes=good)
+    await places.observe(s, rt, account_id=account_id, fixes=_GoodFixes(good))
     return res
+
+
+def _validate(
+    rt: Runtime,
+    fixes: Sequence[FixIn],
+    res: IngestResult,
+    *,
+    account_id: str,
+    device_id: str | None,
+    now_ms: int,
+    approximate: bool,
+    wifi_allowed: bool,
+) -> tuple[list[_Row], list[int]]:
+    """Every fix of the batch checked and turned into the row to store (FIX_COLUMNS
+    order), with its index in the batch; refusals and duplicates within the batch
+    go into ``res``."""
+    precise = not approximate
+    oldest_ms = now_ms - _retention_ms(rt)
+    newest_ms = now_ms + rt.settings.location_future_tolerance_seconds * 1000
+    max_acc = rt.settings.location_max_accuracy_m
+    max_speed = rt.settings.location_max_speed_mps
+    cat = catalog_of(rt) if approximate else None
+    # the rows as ingest writes them (FIX_COLUMNS order), and each one's index in the batch
+    rows: list[_Row] = []
+    index: list[int] = []
+    seen_ids: set[str] = set()
+    seen = seen_ids.add
+    inf = math.inf
+
+    # One pass: every fix is checked and becomes its row. The usual fix (a position in
+    # range, a known source, a time within the window, a sane accuracy) is settled by
+    # the first condition; anything else goes through the checks one by one, in the
+    # order the table in docs/LOCATION.md gives, for its code.
+    for i, fix in enumerate(fixes):
+        cid = fix.client_id
+        if cid is not None:
+            if cid in seen_ids:
+                res.duplicates += 1
+                continue
+            seen(cid)
+        t = fix.t_ms
+        lat, lon, acc, source = fix.lat, fix.lon, fix.accuracy_m, fix.source
+        status, radio = "ok", None
+        if not (
+            oldest_ms <= t <= newest_ms
+            and source in SOURCES
+            and (acc is None or 0 < acc < inf)
+            and lat is not None
+            and lon is not None
+            and -90 <= lat <= 90
+            and -180 <= lon <= 180
+            and (lat != 0 or lon != 0)
+        ):
+            checked = _check(rt, fix, oldest_ms, newest_ms, approximate, wifi_allowed)
+            if isinstance(checked, str):
+                res.rejected.append(Refusal(i, cid, checked, REJECT_DETAIL[checked]))
+                continue
+            lat, lon, acc, source, status, radio = checked
+        speed = fix.speed_mps
+        if speed is not None:
+            speed = float(speed) if 0 <= speed <= 1e6 else None
+        course = fix.course_deg
+        if course is not None:
+            course = float(course) if 0 <= course <= 360 else None
+        altitude = fix.altitude_m
+        if altitude is not None:
+            altitude = float(altitude) if -1000 <= altitude <= 100_000 else None
+        battery = fix.battery
+        if battery is not None and not 0 <= battery <= 100:
+            battery = None
+        flag = None
+        if status == "ok":
+            if acc is not None and acc > max_acc:
+                status, flag = "flagged", "fix.poor_accuracy"
+            elif speed is not None and speed > max_speed:
+                status, flag = "flagged", "fix.impossible_speed"
+        if cat is not None and lat is not None and lon is not None:
+            lat, lon = privacy.coarsen(cat, APPROXIMATE, lat, lon)
+            acc = max(acc or 0.0, APPROXIMATE_ACCURACY_M)
+            speed = course = altitude = None
+        rows.append(
+            (
+                account_id, device_id, cid, t, now_ms, lat, lon, acc, altitude, speed, course,
+                battery, source, precise, status, flag, radio,
+            )
+        )  # fmt: skip
+        index.append(i)
+    return rows, index
+
+
+# a row of location_fixes as ingest writes it: the values of FIX_COLUMNS, in order
+_Row = tuple[Any, ...]
+
+
+def _check(
+    rt: Runtime,
+    fix: FixIn,
+    oldest_ms: int,
+    newest_ms: int,
+    approximate: bool,
+    wifi_allowed: bool,
+) -> str | tuple[float | None, float | None, float | None, str, str, str | None]:
+    """The checks of one fix that is not plainly good, one by one: the code it is
+    refused with, or (lat, lon, accuracy, source, status, radio) to store it with."""
+    if fix.source not in SOURCES:
+        return "fix.invalid_source"
+    if fix.t_ms > newest_ms:
+        return "fix.future"
+    if fix.t_ms < oldest_ms:
+        return "fix.too_old"
+    if fix.accuracy_m is not None and (not math.isfinite(fix.accuracy_m) or fix.accuracy_m <= 0):
+        return "fix.invalid_accuracy"
+    lat, lon, acc, source = fix.lat, fix.lon, fix.accuracy_m, fix.source
+    status, radio = "ok", None
+    if lat is None or lon is None:
+        resolved = _resolve(rt, fix, wifi_allowed)
+        if resolved is not None:
+            lat, lon, acc, source = resolved
+        elif approximate:
+            # what was heard is itself precise location: without a position
+            # there is nothing approximate to keep
+            return "fix.unresolvable"
+        else:
+            radio = _radio_json(fix, wifi_allowed)
+            if radio is None:
+                return "fix.no_position"
+            status = "unresolved"
+    if lat is not None and lon is not None:
+        if not (math.isfinite(lat) and math.isfinite(lon)):
+            return "fix.invalid_coordinates"
+        if abs(lat) > 90 or abs(lon) > 180:
+            return "fix.out_of_range"
+        if lat == 0 and lon == 0:
+            return "fix.null_island"
+    return lat, lon, acc, source, status, radio
+
+
+class _GoodFixes(Sequence[dict[str, Any]]):
+    """The batch's good fixes in time order, as the places see them (one dict per
+    fix); built only when they are read, which they are not for someone without
+    places."""
+
+    def __init__(self, rows: list[_Row]) -> None:
+        self._rows = rows
+        self._dicts: list[dict[str, Any]] | None = None
+
+    def _all(self) -> list[dict[str, Any]]:
+        if self._dicts is None:
+            ordered = sorted(self._rows, key=itemgetter(_T))  # stable: equal times keep order
+            self._dicts = [dict(zip(FIX_COLUMNS, r, strict=True)) for r in ordered]
+        return self._dicts
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, k: Any) -> Any:
+        return self._all()[k]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._all())
 
 
 @dataclass(frozen=True)
@@ -364,6 +446,10 @@ async def import_fixes(
     out = Imported()
     batch = rt.settings.location_batch_max
     for k in range(0, len(fixes), batch):
+        if k:
+            # SQLite runs inline on the event loop (kares.sqlite): let other requests
+            # in between the batches of a long file
+            await asyncio.sleep(0)
         res = await ingest(
             s,
             rt,
@@ -405,62 +491,124 @@ _SQLITE_INSERT = (
     f"VALUES ({', '.join('?' for _ in FIX_COLUMNS)}) "
     "ON CONFLICT (account_id, client_id) DO NOTHING"
 )
+# SQLite takes a batch fastest as multi-row INSERTs of a fixed size (one statement,
+# compiled once per connection, for every full group) and the rest row by row
+_SQLITE_GROUP = 100
+_SQLITE_INSERT_GROUP = (
+    f"INSERT INTO location_fixes ({', '.join(FIX_COLUMNS)}) VALUES "  # noqa: S608 - constant
+    + ", ".join([f"({', '.join('?' for _ in FIX_COLUMNS)})"] * _SQLITE_GROUP)
+    + " ON CONFLICT (account_id, client_id) DO NOTHING"
+)
+# positions in a row (FIX_COLUMNS)
+_CLIENT_ID, _T, _LAT, _LON, _STATUS, _FLAG, _RADIO = 2, 3, 5, 6, 14, 15, 16
+_BATCH_CONSTANT = ("account_id", "device_id", "received_ms", "precise")
+_PG_TYPES = {
+    "account_id": "VARCHAR",
+    "device_id": "VARCHAR",
+    "client_id": "VARCHAR",
+    "recorded_ms": "BIGINT",
+    "received_ms": "BIGINT",
+    "battery": "SMALLINT",
+    "source": "VARCHAR",
+    "precise": "BOOLEAN",
+    "status": "VARCHAR",
+    "flag": "VARCHAR",
+    "radio": "TEXT",
+}
+_PG_PER_ROW = tuple(c for c in FIX_COLUMNS if c not in _BATCH_CONSTANT)
+_PG_PER_ROW_AT = tuple(FIX_COLUMNS.index(c) for c in _PG_PER_ROW)
+# One statement for the whole batch: the batch's values as one array per column,
+# unnested into rows (the constant columns once); what it really wrote comes back.
+_PG_INSERT = text(
+    f"INSERT INTO location_fixes ({', '.join((*_BATCH_CONSTANT, *_PG_PER_ROW))}) "  # noqa: S608
+    "SELECT "
+    + ", ".join(f"CAST(:{c} AS {_PG_TYPES[c]})" for c in _BATCH_CONSTANT)
+    + ", u.* FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {_PG_TYPES.get(c, 'FLOAT8')}[])" for c in _PG_PER_ROW)
+    + f") AS u({', '.join(_PG_PER_ROW)}) WHERE u.recorded_ms IS NOT NULL"
+    " ON CONFLICT (account_id, client_id) DO NOTHING RETURNING client_id"
+)
 
 
-async def _store(s: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+_PG_WIDTH = 32
+
+
+def _pg_array(values: Sequence[Any]) -> list[list[Any]]:
+    """A column as a two-dimensional array, rows of ``_PG_WIDTH`` padded with NULLs
+    (unnest reads every element in order; the padding rows have no time and are
+    left out). asyncpg checks every element of an array's first row and the first
+    element of every row for whether it is itself an array, through the abstract
+    base classes, which costs more than encoding it: this shape checks ~2·sqrt(n)."""
+    n = len(values)
+    padded = [*values, *([None] * (-n % _PG_WIDTH))]
+    return [padded[k : k + _PG_WIDTH] for k in range(0, len(padded), _PG_WIDTH)]
+
+
+async def _sqlite_driver(s: AsyncSession) -> Any:
+    """The session's own SQLite connection (kares.sqlite), in its transaction."""
+    driver = await sqlite_driver(s)
+    assert driver is not None, "a SQLite session"
+    return driver
+
+
+async def _store(s: AsyncSession, rows: list[_Row]) -> list[int]:
     """Insert the rows, each (account, client id) once; returns the positions of
     the rows that were written, so concurrent retries cannot both count a fix.
 
-    PostgreSQL: one INSERT ... ON CONFLICT DO NOTHING RETURNING client_id (SQLAlchemy
-    batches it into multi-row VALUES). SQLite: the driver's executemany, the
-    cheapest way in, inside the action's transaction (which this process's write
-    gate admits alone, kares.sqlite); only when SQLite skipped some rows of a
-    batch is that undone and redone with the rows not already stored."""
+    PostgreSQL: one INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT
+    DO NOTHING RETURNING client_id. SQLite: the driver's executemany, the cheapest
+    way in, inside the action's transaction (which this process's write gate admits
+    alone, kares.sqlite); only when SQLite skipped some rows of a batch is that
+    undone and redone with the rows not already stored."""
     if not rows:
         return []
-    table: Table = LocationFix.__table__  # type: ignore[assignment]
     if s.get_bind().dialect.name == "postgresql":
-        ins = postgresql.insert(table).on_conflict_do_nothing(
-            index_elements=["account_id", "client_id"]
-        )
-        if all(r["client_id"] is None for r in rows):
-            await s.execute(ins, rows)
+        columns = list(zip(*rows, strict=True))
+        params: dict[str, Any] = {c: rows[0][FIX_COLUMNS.index(c)] for c in _BATCH_CONSTANT}
+        for c, k in zip(_PG_PER_ROW, _PG_PER_ROW_AT, strict=True):
+            params[c] = _pg_array(columns[k])
+        written = {c for (c,) in (await s.execute(_PG_INSERT, params)).all()}
+        if len(written) == len(rows):  # no NULL client id, nothing skipped
             return list(range(len(rows)))
-        got = await s.execute(ins.returning(table.c.client_id), rows)
-        written = {c for (c,) in got.all()}
-        return [
-            k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] in written
-        ]
-    conn = await s.connection()
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    # the write begins the action's transaction (kares.sqlite: BEGIN IMMEDIATE),
-    # so the savepoint below cannot open and commit one of its own
-    values = [tuple(r[c] for c in FIX_COLUMNS) for r in rows]
+        return [k for k, r in enumerate(rows) if r[_CLIENT_ID] is None or r[_CLIENT_ID] in written]
+    driver = await _sqlite_driver(s)
+    # the first write begins the action's transaction (kares.sqlite: BEGIN
+    # IMMEDIATE), so the savepoint below cannot open and commit one of its own
     before = driver.total_changes
     if len(rows) == 1:  # one fix (a phone's post): stored, or already there
-        await driver.execute(_SQLITE_INSERT, values[0])
+        await driver.execute(_SQLITE_INSERT, rows[0])
         return [0] if driver.total_changes > before else []
     # the usual case, a batch of new fixes, needs no look-up: insert, and only if
     # the database skipped some, undo and insert again knowing which are stored
     await driver.execute("SAVEPOINT kares_ingest")
-    await driver.executemany(_SQLITE_INSERT, values)
+    await _sqlite_insert(driver, rows)
     if driver.total_changes - before == len(rows):
         await driver.execute("RELEASE kares_ingest")
         return list(range(len(rows)))
     await driver.execute("ROLLBACK TO kares_ingest")
     await driver.execute("RELEASE kares_ingest")
-    account_id = rows[0]["account_id"]
-    ids = [r["client_id"] for r in rows if r["client_id"] is not None]
+    table: Table = LocationFix.__table__  # type: ignore[assignment]
+    account_id = rows[0][0]
+    ids = [r[_CLIENT_ID] for r in rows if r[_CLIENT_ID] is not None]
     stored: set[str] = set()
     for k in range(0, len(ids), 500):
         q = select(table.c.client_id).where(
             table.c.account_id == account_id, table.c.client_id.in_(ids[k : k + 500])
         )
         stored.update(c for c in (await s.execute(q)).scalars() if c is not None)
-    keep = [k for k, r in enumerate(rows) if r["client_id"] is None or r["client_id"] not in stored]
-    await driver.executemany(_SQLITE_INSERT, [tuple(rows[k][c] for c in FIX_COLUMNS) for k in keep])
+    keep = [k for k, r in enumerate(rows) if r[_CLIENT_ID] is None or r[_CLIENT_ID] not in stored]
+    await _sqlite_insert(driver, [rows[k] for k in keep])
     return keep
+
+
+async def _sqlite_insert(driver: Any, rows: list[_Row]) -> None:
+    full = len(rows) - len(rows) % _SQLITE_GROUP
+    for k in range(0, full, _SQLITE_GROUP):
+        await driver.execute(
+            _SQLITE_INSERT_GROUP, list(chain.from_iterable(rows[k : k + _SQLITE_GROUP]))
+        )
+    if full < len(rows):
+        await driver.executemany(_SQLITE_INSERT, rows[full:])
 
 
 # the stored last location, as ingest needs it (a row, not an ORM object: the
@@ -472,30 +620,80 @@ _LAST = Statement(
 )
 
 
-def _flag_implied_speeds(rows: list[dict[str, Any]], last: Any, max_speed: float) -> None:
-    """Flag a fix that no vehicle could reach from the good fix before it (in
-    time order, within the batch, starting from the stored last location)."""
-    prev: tuple[int, float, float] | None = None
+async def _last_of(s: AsyncSession, account_id: str) -> tuple[int, float, float] | None:
+    """The time and place of the person's stored last location (where the
+    implied-speed check starts)."""
+    row = await _LAST.first(s, {"account_id": account_id})
+    return None if row is None else (row[0], row[1], row[2])
+
+
+_METRES_PER_DEGREE_BOUND = 111_320  # a degree is at most ~111.2 km
+_IMPLIED_SLACK_M = 2000  # a few km of slack: two fixes of poor accuracy a second apart
+
+
+def _implied_speeds(
+    rows: Sequence[_Row], last: tuple[int, float, float] | None, max_speed: float
+) -> list[int]:
+    """Positions of the good rows that no vehicle could reach from the good fix
+    before them: in time order (stable), starting from the stored last location,
+    each good fix is checked against the last one that was not itself flagged, and
+    flagged when reaching it needs more than ``max_speed`` over more than 2 km.
+    Fixes older than the last location are neither checked nor the fix before
+    another.
+
+    A bound on the distance of each step (no more than this many metres apart)
+    settles nearly every step, in numpy over the whole batch at once; only the
+    steps it leaves open, and the step after a flagged fix, are walked one by one
+    with the haversine."""
+    if all(r[_STATUS] == "ok" for r in rows):
+        good, at = rows, None
+    else:
+        at = [k for k, r in enumerate(rows) if r[_STATUS] == "ok"]
+        good = [rows[k] for k in at]
+    n = len(good)
+    if n == 0:
+        return []
+    t = np.fromiter(map(itemgetter(_T), good), dtype=np.int64, count=n)
+    lat = np.fromiter(map(itemgetter(_LAT), good), dtype=np.float64, count=n)
+    lon = np.fromiter(map(itemgetter(_LON), good), dtype=np.float64, count=n)
+    pos = np.arange(n, dtype=np.int64) if at is None else np.array(at, dtype=np.int64)
+    if n > 1 and bool((t[1:] < t[:-1]).any()):
+        order = np.argsort(t, kind="stable")
+        t, lat, lon, pos = t[order], lat[order], lon[order], pos[order]
     if last is not None:
-        prev = (last.recorded_ms, last.lat, last.lon)
-    for r in sorted(rows, key=lambda r: r["recorded_ms"]):
-        if r["status"] != "ok":
+        k = int(np.searchsorted(t, last[0], side="left"))
+        t = np.concatenate(([last[0]], t[k:]))
+        lat = np.concatenate(([last[1]], lat[k:]))
+        lon = np.concatenate(([last[2]], lon[k:]))
+        pos = np.concatenate(([-1], pos[k:]))
+    if t.size < 2:
+        return []
+    bound = (np.abs(np.diff(lat)) + np.abs(np.diff(lon))) * _METRES_PER_DEGREE_BOUND
+    # the fixes whose step from the fix just before is not settled by the bound
+    unsettled = np.flatnonzero(
+        (bound > _IMPLIED_SLACK_M) & (bound > max_speed * (np.diff(t) / 1000))
+    )
+    if unsettled.size == 0:
+        return []
+    open_ = set((unsettled + 1).tolist())
+    tl, la, lo = t.tolist(), lat.tolist(), lon.tolist()
+    flagged: list[int] = []
+    first = min(open_)
+    p = first - 1  # the fix before the next one (the last one not flagged)
+    for i in range(first, len(tl)):
+        if p == i - 1 and i not in open_:
+            p = i  # settled by the bound
             continue
-        if prev is not None and r["recorded_ms"] > prev[0]:
-            dt = (r["recorded_ms"] - prev[0]) / 1000
-            # no more than this many metres apart (a degree is at most ~111.2 km):
-            # most fixes are settled without the haversine
-            bound = (abs(r["lat"] - prev[1]) + abs(r["lon"] - prev[2])) * 111_320
-            if bound <= 2000 or bound <= max_speed * dt:
-                prev = (r["recorded_ms"], r["lat"], r["lon"])
-                continue
-            d = haversine_m(prev[1], prev[2], r["lat"], r["lon"])
-            # a few km of slack: two fixes of poor accuracy a second apart
-            if d > 2000 and d / dt > max_speed:
-                r["status"], r["flag"] = "flagged", "fix.implied_speed"
-                continue
-        if prev is None or r["recorded_ms"] >= prev[0]:
-            prev = (r["recorded_ms"], r["lat"], r["lon"])
+        if tl[i] > tl[p]:
+            dt = (tl[i] - tl[p]) / 1000
+            bound_m = (abs(la[i] - la[p]) + abs(lo[i] - lo[p])) * _METRES_PER_DEGREE_BOUND
+            if bound_m > _IMPLIED_SLACK_M and bound_m > max_speed * dt:
+                d = haversine_m(la[p], lo[p], la[i], lo[i])
+                if d > _IMPLIED_SLACK_M and d / dt > max_speed:
+                    flagged.append(int(pos[i]))
+                    continue
+        p = i
+    return flagged
 
 
 _LAST_COLUMNS = (
@@ -582,6 +780,57 @@ class StoredFix(NamedTuple):
     precise: bool
 
 
+class StoredFixes(Sequence[StoredFix]):
+    """The fixes of one read, kept as the driver returned them (one row per fix, in
+    the order of :class:`StoredFix`'s fields): a ``StoredFix`` is made only for the
+    fixes looked at (the 2,000 of a simplified track, say), and the columns the
+    track and timeline algorithms need are read out once, as arrays
+    (:meth:`points`), instead of 86,400 objects per day."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> StoredFix: ...
+    @overload
+    def __getitem__(self, i: slice) -> StoredFixes: ...
+    def __getitem__(self, i: int | slice) -> StoredFix | StoredFixes:
+        if isinstance(i, slice):
+            return StoredFixes(self._rows[i])
+        r = self._rows[i]
+        return StoredFix(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
+
+    def __iter__(self) -> Iterator[StoredFix]:
+        for r in self._rows:
+            yield StoredFix(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
+
+    def all_precise(self) -> bool:
+        return all(map(_get_precise, self._rows))
+
+    def points(self) -> PointArrays:
+        """The fixes as the algorithms' points: t (s), lat, lon, accuracy, speed."""
+        rows, n = self._rows, len(self._rows)
+        with gc_paused():
+            t_ms = np.fromiter(map(_get_t_ms, rows), dtype=np.int64, count=n)
+            return PointArrays(
+                t_ms / 1000,
+                np.fromiter(map(_get_lat, rows), dtype=np.float64, count=n),
+                np.fromiter(map(_get_lon, rows), dtype=np.float64, count=n),
+                np.array(list(map(_get_acc, rows)), dtype=np.float64),  # None -> NaN
+                np.array(list(map(_get_speed, rows)), dtype=np.float64),
+            )
+
+
+_get_t_ms, _get_lat, _get_lon, _get_acc, _get_speed, _get_precise = (
+    itemgetter(k) for k in (1, 2, 3, 4, 6, 10)
+)
+
+
 async def fixes_between(
     s: AsyncSession,
     *,
@@ -590,7 +839,7 @@ async def fixes_between(
     to_ms: int,
     after: tuple[int, int] | None = None,
     limit: int | None = None,
-) -> list[StoredFix]:
+) -> Sequence[StoredFix]:
     """Good fixes of one person in [from_ms, to_ms), in time order; ``after`` is
     the (time, id) of the last fix of the previous page."""
     c = LocationFix.__table__.c
@@ -628,16 +877,11 @@ async def fixes_between(
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
         params = [compiled.params[k] for k in compiled.positiontup or ()]
-        async with driver.execute(str(compiled), params) as cur:
-            rows = await cur.fetchall()
         with gc_paused():
-            return [
-                StoredFix(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
-                for r in rows
-            ]
-    found = (await s.execute(q)).all()
-    with gc_paused():
-        return [StoredFix(*r) for r in found]
+            async with driver.execute(str(compiled), params) as cur:
+                rows = await cur.fetchall()
+        return StoredFixes(rows)
+    return StoredFixes((await s.execute(q)).all())
 
 
 MAX_SPAN_MS = 7 * 86_400_000
@@ -661,11 +905,13 @@ def time_range(start: datetime | None, end: datetime | None) -> tuple[int, int]:
 
 
 def shown_fixes(
-    rt: Runtime, fixes: list[StoredFix], degraded: dict[str, str]
-) -> tuple[list[StoredFix], bool]:
+    rt: Runtime, fixes: Sequence[StoredFix], degraded: dict[str, str]
+) -> tuple[Sequence[StoredFix], bool]:
     """Stored fixes as the caller may see them (see :func:`shown`); and whether
     all of them are precise."""
-    if PRECISE not in degraded and all(f.precise for f in fixes):
+    if PRECISE not in degraded and (
+        fixes.all_precise() if isinstance(fixes, StoredFixes) else all(f.precise for f in fixes)
+    ):
         return fixes, True
     out = []
     for f in fixes:
@@ -688,7 +934,10 @@ def shown_fixes(
     return out, all(f.precise for f in out)
 
 
-def to_points(fixes: Sequence[StoredFix]) -> list[Point]:
+def to_points(fixes: Sequence[StoredFix]) -> Sequence[Point]:
+    """The fixes as the algorithms' points (a read's fixes as columns, at once)."""
+    if isinstance(fixes, StoredFixes):
+        return fixes.points()
     return [Point(f[1] / 1000, f[2], f[3], f[4], f[6]) for f in fixes]
 
 
