@@ -7,7 +7,8 @@ I/O). The pipeline, every threshold and the reasons for them are described in
 1. **Clean**: drop fixes with non-finite or out-of-range coordinates, fixes
    worse than ``max_accuracy_m``, and all but the first of fixes sharing a
    timestamp; sort if needed; drop single-fix spikes that jump away and back
-   faster than ``_SPIKE_SPEED_MPS``.
+   faster than ``_SPIKE_SPEED_MPS``, or, however slowly, from a place to which
+   the next fix returns (a lone far fix between two at one place).
 2. **Scan** the fixes in time order into clusters: a fix joins the current
    cluster while it lies within the stay radius of the cluster's running centre
    (the radius is widened while the centre rests on few fixes). A short run of
@@ -326,12 +327,19 @@ def _prepare(points: Sequence[Point], params: TimelineParams) -> _Track:
         idx = idx[first]
         t = t[first]
     tr = _Track(t, lat[idx], np.unwrap(lon[idx], period=360.0), dev[idx], idx)
-    return _drop_spikes(tr)
+    return _drop_spikes(tr, params.stay_radius_m)
 
 
-def _drop_spikes(tr: _Track) -> _Track:
-    """Drop single fixes that jump away and straight back (both legs faster than
-    ``_SPIKE_SPEED_MPS`` while the neighbours are close to each other)."""
+def _drop_spikes(tr: _Track, radius_m: float) -> _Track:
+    """Drop single fixes that jump away and straight back: both legs faster than
+    ``_SPIKE_SPEED_MPS`` while the neighbours are close to each other; or, at any
+    speed, a fix farther than ``4 * radius_m`` (a transit's reach) from both of
+    neighbours that are at one place (within ``2 * radius_m``: a stay's jitter).
+
+    The second kind is what sparse fixes (a watch every few minutes) make of a
+    wild fix: one fix away cannot show a visit (that needs ``min_stay_s``) nor
+    a trip, and left in, alternating wild fixes around someone who never moves
+    look like movement to the transit test."""
     n = tr.t.size
     if n < 3:
         return tr
@@ -342,10 +350,10 @@ def _drop_spikes(tr: _Track) -> _Track:
     v = d / np.diff(tr.t)
     skip = np.hypot((tr.lon[2:] - tr.lon[:-2]) * kx[1:-1], y[2:] - y[:-2])
     d_in, d_out = d[:-1], d[1:]
-    spike = (
-        (v[:-1] > _SPIKE_SPEED_MPS)
-        & (v[1:] > _SPIKE_SPEED_MPS)
-        & (skip < 0.5 * np.minimum(d_in, d_out))
+    away = np.minimum(d_in, d_out)
+    spike = (skip < 0.5 * away) & (
+        ((v[:-1] > _SPIKE_SPEED_MPS) & (v[1:] > _SPIKE_SPEED_MPS))
+        | ((skip <= 2.0 * radius_m) & (away > 4.0 * radius_m))
     )
     if not spike.any():
         return tr
