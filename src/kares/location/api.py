@@ -56,6 +56,27 @@ def _refusals(items: list[service.Refusal]) -> list[sc.RefusalOut]:
 # --- our apps' batch upload --------------------------------------------------------------------
 
 
+def _fix_in(f: sc.FixIn) -> service.FixIn:
+    # a 1,000-fix batch makes 1,000 of these: positional, and no tuple built for
+    # the cells and access points most fixes do not have
+    return service.FixIn(
+        _ms(f.t),
+        f.lat,
+        f.lon,
+        f.id,
+        f.accuracy_m,
+        f.altitude_m,
+        f.speed_mps,
+        f.course_deg,
+        f.battery,
+        f.source,
+        tuple(Cell(c.mcc, c.mnc, c.lac, c.cid, c.rssi) for c in f.cells) if f.cells else (),
+        tuple(WifiAp("", w.mac.lower().replace("-", ":"), w.rssi) for w in f.wifi)
+        if f.wifi
+        else (),
+    )
+
+
 @router.post(
     "/api/v1/location/fixes",
     response_model=sc.BatchResult,
@@ -79,24 +100,7 @@ async def upload(
             "location.batch_too_large",
             f"At most {rt.settings.location_batch_max} fixes per request.",
         )
-    fixes = [
-        service.FixIn(
-            t_ms=_ms(f.t),
-            lat=f.lat,
-            lon=f.lon,
-            client_id=f.id,
-            accuracy_m=f.accuracy_m,
-            altitude_m=f.altitude_m,
-            speed_mps=f.speed_mps,
-            course_deg=f.course_deg,
-            battery=f.battery,
-            source=f.source,
-            cells=tuple(Cell(c.mcc, c.mnc, c.lac, c.cid, c.rssi) for c in f.cells),
-            wifi=tuple(WifiAp("", w.mac.lower().replace("-", ":"), w.rssi) for w in f.wifi),
-        )
-        for f in body.fixes
-    ]
-    res = await service.upload(s, rt, ctx, fixes)
+    res = await service.upload(s, rt, ctx, [_fix_in(f) for f in body.fixes])
     return sc.BatchResult(
         accepted=res.accepted,
         duplicates=res.duplicates,
