@@ -338,6 +338,7 @@ class Load:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     late_s: float = 0.0  # how far behind its plan the sender fell at most
+    slow: list[tuple[float, float]] = field(default_factory=list)  # (planned, s) of the slowest
 
     def line(self) -> str:
         lat = self.latencies
@@ -371,6 +372,7 @@ async def me_load(url: str, tokens: list[str], rate: float, seconds: float, labe
                 res.errors[type(exc).__name__] = res.errors.get(type(exc).__name__, 0) + 1
                 return
             res.latencies.append(time.monotonic() - planned)
+            res.slow.append((planned, res.latencies[-1]))
 
         t0 = time.monotonic() + 0.05
         tasks = []
