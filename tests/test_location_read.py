@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from kares import clock
-from tests.conftest import POLICY_VERSION, bearer, snapshot
+from tests.conftest import POLICY_VERSION, bearer, sign_up, snapshot
 from tests.support.tracks import DAY0, reference_day
 from tests.test_families import join, new_family
 from tests.test_location_clients import named
@@ -117,6 +117,40 @@ async def test_a_viewer_without_precise_location_sees_everyone_approximately(
     assert (pos["lat"], pos["lon"], pos["precise"]) == (31.23, 121.48, False)
 
 
+def sse_events(r: httpx.Response) -> list[tuple[str, Any]]:
+    """The events of a server-sent event stream, in order, as (kind, data)."""
+    events = []
+    for block in r.text.strip().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) if ": " in line else (line.rstrip(":"), "")
+            for line in block.splitlines()
+            if not line.startswith(":")
+        )
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def open_stream(
+    client: httpx.AsyncClient, me: dict, seconds: float = 5
+) -> asyncio.Task[httpx.Response]:
+    """A stream of ``me`` in a task, once it has sent its snapshot and subscribed."""
+    from kares import live
+
+    task = asyncio.create_task(
+        client.get(
+            "/api/v1/location/stream",
+            params={"max_seconds": seconds},
+            headers=bearer(me["token"]),
+        )
+    )
+    for _ in range(250):
+        if live.hub.connected([me["account"]["id"]]):
+            return task
+        await asyncio.sleep(0.02)
+    raise AssertionError("the stream never subscribed")
+
+
 async def test_the_stream_sends_a_snapshot_then_moves_rechecked_at_send_time(
     client: httpx.AsyncClient, sms: Any, fam: dict
 ) -> None:
@@ -141,15 +175,7 @@ async def test_the_stream_sends_a_snapshot_then_moves_rechecked_at_send_time(
     r = await asyncio.wait_for(task, timeout=15)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
-    events = []
-    for block in r.text.strip().split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) if ": " in line else (line.rstrip(":"), "")
-            for line in block.splitlines()
-            if not line.startswith(":")
-        )
-        if "event" in fields:
-            events.append((fields["event"], json.loads(fields["data"])))
+    events = sse_events(r)
     assert events[0][0] == "snapshot"
     (snap,) = events[0][1]["families"]
     by = {m["name"]: m for m in snap["members"]}
@@ -159,6 +185,134 @@ async def test_the_stream_sends_a_snapshot_then_moves_rechecked_at_send_time(
     assert moves[0]["position"]["lat"] == pytest.approx(31.25)
     carol_moves = [m for m in moves if m["account_id"] == carol["account"]["id"]]
     assert carol_moves == [{"account_id": carol["account"]["id"], "position": None}]
+
+
+async def test_the_stream_ends_at_the_next_event_once_the_session_is_revoked(
+    client: httpx.AsyncClient, sms: Any, fam: dict
+) -> None:
+    alice, bob = fam["alice"], fam["bob"]
+    again = await sign_up(client, sms, ALICE)
+    task = await open_stream(client, alice, seconds=10)
+    r = await client.delete(
+        f"/api/v1/me/sessions/{alice['session_id']}", headers=bearer(again["token"])
+    )
+    assert r.status_code == 204
+    await upload(client, bob, [at(5, 31.25)])
+    r = await asyncio.wait_for(task, timeout=15)
+    events = sse_events(r)
+    assert [kind for kind, _ in events] == ["snapshot", "end"]
+    assert events[1][1]["code"] == "auth.invalid_token"
+    assert "31.25" not in r.text
+
+
+async def test_the_stream_ends_at_the_next_event_once_consent_is_withdrawn(
+    client: httpx.AsyncClient, sms: Any, fam: dict
+) -> None:
+    alice, bob = fam["alice"], fam["bob"]
+    task = await open_stream(client, alice, seconds=10)
+    r = await client.post(
+        "/api/v1/me/consents",
+        json={"subject": "policy", "action": "withdraw", "policy_version": POLICY_VERSION},
+        headers=bearer(alice["token"]),
+    )
+    assert r.status_code == 201, r.text
+    await upload(client, bob, [at(5, 31.25)])
+    r = await asyncio.wait_for(task, timeout=15)
+    events = sse_events(r)
+    assert [kind for kind, _ in events] == ["snapshot", "end"]
+    assert events[1][1]["code"] == "consent.policy_required"
+    assert "31.25" not in r.text
+
+
+async def test_someone_joining_sends_a_snapshot_and_their_moves_follow(
+    client: httpx.AsyncClient, sms: Any, fam: dict
+) -> None:
+    alice, dan = fam["alice"], fam["dan"]
+    task = await open_stream(client, alice, seconds=3)
+    await join(client, alice, fam["fid"], dan)
+    await upload(client, dan, [at(5, 31.27)])
+    events = sse_events(await asyncio.wait_for(task, timeout=15))
+    kinds = [kind for kind, _ in events]
+    assert kinds[:2] == ["snapshot", "snapshot"], kinds
+    (fam_after,) = events[1][1]["families"]
+    assert dan["account"]["id"] in {m["account_id"] for m in fam_after["members"]}
+    moves = [e for kind, e in events if kind == "location"]
+    assert moves[-1]["account_id"] == dan["account"]["id"]
+    assert moves[-1]["position"]["lat"] == pytest.approx(31.27)
+
+
+async def test_a_stream_that_falls_behind_gets_a_snapshot_instead_of_the_backlog(
+    client: httpx.AsyncClient, sms: Any, fam: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kares import live
+
+    alice, bob = fam["alice"], fam["bob"]
+    await upload(client, bob, [at(30, 31.21)])
+    monkeypatch.setattr(live, "QUEUE_SIZE", 2)
+    task = await open_stream(client, alice, seconds=2)
+    for seq in range(10):  # a burst the stream cannot take in between
+        live.hub.deliver(kind="location", about=bob["account"]["id"], seq=1000 + seq)
+    events = sse_events(await asyncio.wait_for(task, timeout=15))
+    assert [kind for kind, _ in events] == ["snapshot", "snapshot"]
+    (snap,) = events[1][1]["families"]
+    by = {m["account_id"]: m for m in snap["members"]}
+    assert by[bob["account"]["id"]]["position"]["lat"] == pytest.approx(31.21)
+
+
+async def test_a_waiting_stream_holds_no_connection_and_goes_when_the_client_does(
+    app: Any, client: httpx.AsyncClient, sms: Any, fam: dict
+) -> None:
+    """Driven as the server drives it: the client leaves while the stream waits,
+    long before the next ping, and the stream is gone at once."""
+    from kares import live
+
+    alice = fam["alice"]
+    left = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+    asked = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        asked += 1
+        if asked == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/v1/location/stream",
+        "raw_path": b"/api/v1/location/stream",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {alice['token']}".encode()),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+    }
+    task = asyncio.create_task(app(scope, receive, send))
+    for _ in range(250):
+        if live.hub.connected([alice["account"]["id"]]) and len(sent) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    assert sent[0]["status"] == 200 and b"event: snapshot" in sent[1]["body"]
+    headers = dict(sent[0]["headers"])
+    assert headers[b"content-type"].startswith(b"text/event-stream")
+    assert b"content-length" not in headers  # a stream has no length
+    await asyncio.sleep(0.1)
+    assert app.state.runtime.db.engine.pool.checkedout() == 0
+    left.set()
+    await asyncio.wait_for(task, timeout=2)  # the next ping would be 15 s away
+    assert not live.hub.connected([alice["account"]["id"]])
 
 
 # --- tracks, timelines, export and import ------------------------------------------------------

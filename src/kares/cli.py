@@ -13,6 +13,8 @@ from kares import __version__
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import gc
+
     import uvicorn
 
     from kares.app import create_app
@@ -24,6 +26,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"watch_port": args.watch_port})
     setup_logging(settings.log_level)
     app = create_app(settings, migrate_embedded=not args.no_migrate)
+    # What was imported and built so far lives as long as the process: keep it out of
+    # the garbage collector's full passes, which walk every tracked object and pause
+    # every request while they do (bench/README.md, bench_streams.py)
+    gc.freeze()
     uvicorn.run(
         app,
         host=args.host or settings.host,

@@ -17,16 +17,27 @@ streams re-read everything and renew their interest.
 The hub is in-process and holds no database connection. Step 8 carries the
 same notices between processes (Redis); their positions come from the
 database, so every process gives a change the same one.
+
+A notice about someone many people watch wakes all their streams at once, and
+each re-reads under its own rights. :meth:`Hub.reading` lets only a few of
+them do that at a time (``READERS``): the rest wait without a connection, the
+pool keeps connections for ordinary requests, and the event loop serves those
+between a few re-reads instead of after all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 QUEUE_SIZE = 256
+# how many subscriptions may re-read (hold a database connection) at once, per
+# process: well under the pool's size (SQLAlchemy's default 5 + 10 overflow)
+READERS = 4
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,17 @@ class Subscription:
     # set when notices were dropped because the client fell behind: it must
     # re-read everything (a snapshot) instead of trusting the deltas
     lagged: bool = False
+    # set when the client left: whoever waits on the queue stops
+    closed: bool = False
+
+    def close(self) -> None:
+        """The client left: wake whoever waits for the next notice."""
+        self.closed = True
+        if self.queue.empty():
+            self.queue.put_nowait(_CLOSED)
+
+
+_CLOSED = Notice(0, "closed", "")
 
 
 class Hub:
@@ -51,6 +73,9 @@ class Hub:
         self._by_about: dict[str, set[Subscription]] = {}
         self._by_account: dict[str, set[Subscription]] = {}
         self._seq = itertools.count(1)
+        self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def subscribe(self, account_id: str, watching: Iterable[str] = ()) -> Subscription:
         """A subscription of ``account_id``'s client, hearing of its own changes and
@@ -93,6 +118,16 @@ class Hub:
     @property
     def subscriptions(self) -> int:
         return sum(len(subs) for subs in self._by_account.values())
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[None]:
+        """A turn to re-read what a notice is about: at most ``READERS`` at once."""
+        loop = asyncio.get_running_loop()
+        sem = self._readers.get(loop)
+        if sem is None:
+            sem = self._readers[loop] = asyncio.Semaphore(READERS)
+        async with sem:
+            yield
 
     def deliver(self, *, kind: str, about: str, seq: int | None = None) -> int:
         """Tell every subscription watching ``about``; returns how many were told."""

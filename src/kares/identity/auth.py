@@ -27,7 +27,6 @@ from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
-from kares import clock
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem
 from kares.identity import service
@@ -119,12 +118,10 @@ async def resolve(s: AsyncSession, rt: Runtime, creds: Credentials) -> Caller:
 async def caller_for_session(s: AsyncSession, session_id: str) -> Caller | None:
     """The caller behind a session the server holds itself (a paired watch's TCP
     connection): None once it is revoked or expired, or its account cannot use it."""
-    sess = await s.get(Session, session_id, populate_existing=True)
-    if sess is None or sess.revoked_at is not None or sess.expires_at <= clock.utcnow():
+    found = await service.live_session(s, session_id)
+    if found is None:
         return None
-    account = await s.get(Account, sess.account_id, populate_existing=True)
-    if account is None or not service.usable(account, sess):
-        return None
+    account, sess = found
     return Caller(account=account, session=sess)
 
 

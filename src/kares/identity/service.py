@@ -251,6 +251,27 @@ _BY_TOKEN = (
 )
 
 
+# the same for a session the server holds itself (a watch's connection, a live stream)
+_BY_SESSION_ID = (
+    select(Session, Account)
+    .join(Account, Account.id == Session.account_id)
+    .where(Session.id == bindparam("session_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+async def live_session(s: AsyncSession, session_id: str) -> tuple[Account, Session] | None:
+    """A session the server already holds, with its account, read fresh in one
+    query: None once it is revoked or expired, or its account cannot use it."""
+    row = (await s.execute(_BY_SESSION_ID, {"session_id": session_id})).one_or_none()
+    if row is None:
+        return None
+    sess, account = row
+    if sess.revoked_at is not None or sess.expires_at <= clock.utcnow():
+        return None
+    return (account, sess) if usable(account, sess) else None
+
+
 async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Account, Session] | None:
     """The live session and account a token belongs to, or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:

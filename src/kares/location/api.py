@@ -5,16 +5,17 @@ timelines, exports and places."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.sse import format_sse_event
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Receive, Scope, Send
 
 from kares import live
 from kares.deps import DbDep, RuntimeDep, request_ip
@@ -240,10 +241,16 @@ async def family_map(
     )
 
 
-def _sse(kind: str, data: Any, seq: int | None = None) -> ServerSentEvent:
-    return ServerSentEvent(
-        event=kind, data=data, id=str(seq) if seq is not None else None, retry=3000
+def _sse(kind: str, data: Any, seq: int | None = None) -> bytes:
+    return format_sse_event(
+        data_str=json.dumps(data),
+        event=kind,
+        id=str(seq) if seq is not None else None,
+        retry=3000,
     )
+
+
+_PING = format_sse_event(comment="ping")
 
 
 async def _position_event(
@@ -270,10 +277,116 @@ async def _readmit(s: AsyncSession, rt: Runtime, ctx: Allowed) -> Allowed | dict
         return {"code": exc.code, "detail": exc.detail}
 
 
+class _LiveMap(Response):
+    """The live map's event stream, as a plain ASGI response.
+
+    While it waits, a stream is one task parked on its subscription's queue (with
+    a timer for the next ping) and one task parked on ``receive`` for the client
+    leaving: no database session, and as little in memory as the request itself.
+    Every object a parked stream holds is one the garbage collector walks on
+    each full collection, so a thousand open maps must stay small.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, rt: Runtime, ctx: Allowed, deadline: float | None) -> None:
+        # as StreamingResponse does: no body, so no Content-Length
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.rt, self.ctx, self.deadline = rt, ctx, deadline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt, ctx = self.rt, self.ctx
+        async with live.hub.reading(), rt.db.sessions() as s:  # a reconnecting crowd queues
+            watching = await families.co_members(s, ctx.account_id)
+            first = _sse("snapshot", await _snapshot(s, rt, ctx))
+        sub = live.hub.subscribe(ctx.account_id, watching)
+        try:
+            gone = asyncio.create_task(_until_gone(receive, sub))
+            try:
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                await self._follow(sub, send)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:  # the client left (ASGI 2.4 servers say so on send)
+                pass
+            finally:
+                gone.cancel()
+        finally:
+            live.hub.unsubscribe(sub)
+
+    async def _follow(self, sub: live.Subscription, send: Send) -> None:
+        rt, ctx = self.rt, self.ctx
+        loop = asyncio.get_running_loop()
+        while not sub.closed:
+            wait = STREAM_PING_SECONDS
+            if self.deadline is not None:
+                wait = min(wait, self.deadline - loop.time())
+                if wait <= 0:
+                    return
+            try:
+                async with asyncio.timeout(wait):
+                    notice = await sub.queue.get()
+            except TimeoutError:
+                await send({"type": "http.response.body", "body": _PING, "more_body": True})
+                continue
+            if sub.closed:
+                return
+            async with live.hub.reading():  # a few streams re-read at a time
+                if sub.closed:  # the client left while this one waited for its turn
+                    return
+                async with rt.db.sessions() as s:
+                    now = await _readmit(s, rt, ctx)
+                    if not isinstance(now, Allowed):
+                        event = _sse("end", now, notice.seq)
+                    elif sub.lagged or notice.kind == "family":
+                        if sub.lagged:  # what was missed is in the snapshot
+                            sub.lagged = False
+                            while not sub.queue.empty():
+                                sub.queue.get_nowait()
+                        live.hub.watch(sub, await families.co_members(s, ctx.account_id))
+                        event = _sse("snapshot", await _snapshot(s, rt, now), notice.seq)
+                    else:
+                        data = await _position_event(s, rt, now, notice.about)
+                        event = _sse("location", data, notice.seq)
+            # sent with the session closed: a slow client holds no connection
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            if not isinstance(now, Allowed):
+                return
+            ctx = now
+
+
+async def _until_gone(receive: Receive, sub: live.Subscription) -> None:
+    """Wait for the client to leave, then wake the stream so that it ends."""
+    for _ in range(1_000_000):  # a GET has no body: only the disconnect comes
+        if (await receive())["type"] == "http.disconnect":
+            break
+    sub.close()
+
+
+# what OpenAPI 3.2 says of an event stream (as FastAPI writes it for its own)
+_SSE_ITEM = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 @router.get(
     "/api/v1/location/stream",
-    response_class=EventSourceResponse,
-    responses=responses(*AUTH),
+    status_code=200,
+    response_class=_LiveMap,
+    responses={
+        200: {"content": {"text/event-stream": {"itemSchema": _SSE_ITEM}}},
+        **responses(*AUTH),
+    },
     summary="Live family map: server-sent events",
     description="First a `snapshot` event (every family member the caller may see, as in "
     "the map), then a `location` event whenever one of them moves, re-checked against "
@@ -285,51 +398,12 @@ async def _readmit(s: AsyncSession, rt: Runtime, ctx: Allowed) -> Allowed | dict
     "why and the stream closes. The stream holds no database connection while it waits.",
 )
 async def stream(
-    request: Request,
     ctx: Annotated[Allowed, guard("driving_tracks", "view")],
     rt: RuntimeDep,
     max_seconds: Annotated[float | None, Query(gt=0, le=86_400)] = None,
-) -> AsyncIterator[ServerSentEvent]:
+) -> Response:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + max_seconds if max_seconds else None
-    async with rt.db.sessions() as s:
-        watching = await families.co_members(s, ctx.account_id)
-        first = _sse("snapshot", await _snapshot(s, rt, ctx))
-    sub = live.hub.subscribe(ctx.account_id, watching)
-    try:
-        yield first
-        while deadline is None or loop.time() < deadline:
-            wait = STREAM_PING_SECONDS
-            if deadline is not None:
-                wait = max(0.0, min(wait, deadline - loop.time()))
-            try:
-                notice = await asyncio.wait_for(sub.queue.get(), timeout=wait)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return
-                yield ServerSentEvent(comment="ping")
-                continue
-            async with rt.db.sessions() as s:
-                now = await _readmit(s, rt, ctx)
-                if not isinstance(now, Allowed):
-                    event = _sse("end", now, notice.seq)
-                elif sub.lagged or notice.kind == "family":
-                    if sub.lagged:  # what was missed is in the snapshot
-                        sub.lagged = False
-                        while not sub.queue.empty():
-                            sub.queue.get_nowait()
-                    live.hub.watch(sub, await families.co_members(s, ctx.account_id))
-                    event = _sse("snapshot", await _snapshot(s, rt, now), notice.seq)
-                else:
-                    data = await _position_event(s, rt, now, notice.about)
-                    event = _sse("location", data, notice.seq)
-            # sent with the session closed: a slow client holds no connection
-            yield event
-            if not isinstance(now, Allowed):
-                return
-            ctx = now
-    finally:
-        live.hub.unsubscribe(sub)
+    return _LiveMap(rt, ctx, loop.time() + max_seconds if max_seconds else None)
 
 
 async def _snapshot(s: AsyncSession, rt: Runtime, ctx: Allowed) -> dict[str, Any]:
