@@ -147,9 +147,9 @@ async def run(args: argparse.Namespace) -> None:
               f"(client and server in one process)")  # fmt: skip
         print(f"  reference: raw sqlite3 INSERT + COMMIT of a point {ref * 1000:.3f} ms CPU; "
               f"ratio {cpu / ref:.1f}x")  # fmt: skip
-        print(f"  statement kinds per post: "
+        print("  statement kinds per post: "
               + ", ".join(f"{k} {v / n:.2f}" for k, v in kinds.most_common()))
-        print(f"  hand-offs per post by kind: "
+        print("  hand-offs per post by kind: "
               + ", ".join(f"{k} {v / n:.2f}" for k, v in hops.most_common()))
         print(f"\n  the statements of one post ({len(one)}; {one_hops} hand-offs):")
         for s in one:

@@ -228,8 +228,22 @@ async def test_someone_joining_sends_a_snapshot_and_their_moves_follow(
     client: httpx.AsyncClient, sms: Any, fam: dict
 ) -> None:
     alice, dan = fam["alice"], fam["dan"]
+    from kares import live
+
     task = await open_stream(client, alice, seconds=3)
     await join(client, alice, fam["fid"], dan)
+    # the join's notices reach the stream, which re-reads the family and starts
+    # watching dan; a move made before that arrives in the snapshot, one after
+    # it as a location event
+    for _ in range(250):
+        if any(
+            dan["account"]["id"] in sub.watching
+            for sub in live.hub._by_account.get(alice["account"]["id"], ())
+        ):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the stream never started watching the newcomer")
     await upload(client, dan, [at(5, 31.27)])
     events = sse_events(await asyncio.wait_for(task, timeout=15))
     kinds = [kind for kind, _ in events]
