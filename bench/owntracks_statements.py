@@ -130,6 +130,8 @@ async def run(args: argparse.Namespace) -> None:
                     await post(i)
                 if prof:
                     prof.disable()
+                    if os.environ.get("DUMP"):
+                        prof.dump_stats(os.environ["DUMP"])
                 cpu = (time.process_time() - c0) / args.posts
                 wall = (time.perf_counter() - t0) / args.posts
         n = args.posts
@@ -153,14 +155,16 @@ async def run(args: argparse.Namespace) -> None:
               + ", ".join(f"{k} {v / n:.2f}" for k, v in hops.most_common()))
         print(f"\n  the statements of one post ({len(one)}; {one_hops} hand-offs):")
         for s in one:
-            print(f"    {s[:150]}")
+            print(f"    {s if os.environ.get('FULL') else s[:150]}")
         if prof:
             st = pstats.Stats(prof)
             calls = sum(v[1] for v in st.stats.values())  # type: ignore[attr-defined]
             print(f"  Python function calls per post: {calls / n:,.0f} (cProfile; a count, "
                   "steadier than CPU time on a busy machine)")  # fmt: skip
             out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(args.profile)
+            pstats.Stats(prof, stream=out).sort_stats(os.environ.get("SORT", "tottime")).print_stats(args.profile)
+            if os.environ.get("CALLERS"):
+                pstats.Stats(prof, stream=out).print_callers(os.environ["CALLERS"])
             print(out.getvalue())
     finally:
         aiosqlite.core.sqlite3.connect = real_connect  # type: ignore[assignment]

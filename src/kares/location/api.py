@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 from kares import live
-from kares.deps import DbDep, RuntimeDep, request_ip
+from kares.deps import DbDep, JsonModelRoute, RuntimeDep, request_ip
 from kares.errors import Problem, responses
 from kares.families import service as families
 from kares.geo import timeline
@@ -78,17 +78,6 @@ def _fix_in(f: sc.FixIn) -> service.FixIn:
     )
 
 
-@router.post(
-    "/api/v1/location/fixes",
-    response_model=sc.BatchResult,
-    responses=responses(*AUTH, (422, "request.invalid")),
-    summary="Upload a batch of fixes (up to 1,000; retries are stored once)",
-    description="Each fix may carry the client's own `id`: a batch sent again stores "
-    "nothing twice. Fixes may be late and out of order. Impossible fixes are refused or "
-    "flagged one by one, with the reason; the rest is stored. When precise location is "
-    "withdrawn (consent or the device's approximate permission state) positions are "
-    "rounded before they are stored. Tracker credentials may call this too.",
-)
 async def upload(
     body: sc.FixBatch,
     ctx: Annotated[Allowed, guard("driving_tracks", "upload", trackers=True)],
@@ -110,6 +99,23 @@ async def upload(
         rejected=_refusals(res.rejected),
         precision="approximate" if res.precision == "approximate" else "precise",
     )
+
+
+# validated from the raw bytes: a 1,000-fix batch is the largest body clients send
+router.add_api_route(
+    "/api/v1/location/fixes",
+    upload,
+    methods=["POST"],
+    route_class_override=JsonModelRoute,
+    response_model=sc.BatchResult,
+    responses=responses(*AUTH, (422, "request.invalid")),
+    summary="Upload a batch of fixes (up to 1,000; retries are stored once)",
+    description="Each fix may carry the client's own `id`: a batch sent again stores "
+    "nothing twice. Fixes may be late and out of order. Impossible fixes are refused or "
+    "flagged one by one, with the reason; the rest is stored. When precise location is "
+    "withdrawn (consent or the device's approximate permission state) positions are "
+    "rounded before they are stored. Tracker credentials may call this too.",
+)
 
 
 # --- tracker credentials -----------------------------------------------------------------------
