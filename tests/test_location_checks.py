@@ -96,7 +96,15 @@ def test_implied_speeds_flag_what_the_plain_walk_flags(steps: list[Any], last: A
             lon = (lon + move + 180.0) % 360.0 - 180.0
         rows.append(row(t, lat, lon, status))
     dicts = [dict(zip(FIX_COLUMNS, r, strict=True)) for r in rows]
-    assert set(_implied_speeds(rows, last, MAX_SPEED)) == plain_walk(dicts, last, MAX_SPEED)
+    want = plain_walk(dicts, last, MAX_SPEED)
+    assert set(_implied_speeds(rows, last, MAX_SPEED)) == want
+    # both ways of walking: without numpy (a few fixes) and with it (a batch)
+    few = service._FEW
+    try:
+        for service._FEW in (0, 10**9):
+            assert set(_implied_speeds(rows, last, MAX_SPEED)) == want
+    finally:
+        service._FEW = few
 
 
 def test_a_jump_and_the_way_back_flag_only_the_jump() -> None:

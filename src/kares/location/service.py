@@ -15,7 +15,8 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
@@ -653,6 +654,26 @@ def _implied_speeds(
     n = len(good)
     if n == 0:
         return []
+    if n <= _FEW:
+        # a phone's post of one or a few fixes: numpy's set-up costs more than
+        # walking every step (each is checked by the bound first, as below)
+        items = sorted(
+            zip(
+                map(itemgetter(_T), good),
+                map(itemgetter(_LAT), good),
+                map(itemgetter(_LON), good),
+                range(n) if at is None else at,
+                strict=True,
+            ),
+            key=itemgetter(0),
+        )
+        if last is not None:
+            k = bisect_left(items, last[0], key=itemgetter(0))
+            items = [(last[0], last[1], last[2], -1), *items[k:]]
+        if len(items) < 2:
+            return []
+        tl, la, lo, pl = (list(c) for c in zip(*items, strict=True))
+        return _walk(tl, la, lo, pl, range(1, len(tl)), max_speed)
     t = np.fromiter(map(itemgetter(_T), good), dtype=np.int64, count=n)
     lat = np.fromiter(map(itemgetter(_LAT), good), dtype=np.float64, count=n)
     lon = np.fromiter(map(itemgetter(_LON), good), dtype=np.float64, count=n)
@@ -675,8 +696,28 @@ def _implied_speeds(
     )
     if unsettled.size == 0:
         return []
-    open_ = set((unsettled + 1).tolist())
-    tl, la, lo = t.tolist(), lat.tolist(), lon.tolist()
+    return _walk(
+        t.tolist(), lat.tolist(), lon.tolist(), pos.tolist(), (unsettled + 1).tolist(), max_speed
+    )
+
+
+_FEW = 16  # up to this many fixes, the implied speeds are walked without numpy
+
+
+def _walk(
+    tl: list[int],
+    la: list[float],
+    lo: list[float],
+    pos: list[int],
+    unsettled: Iterable[int],
+    max_speed: float,
+) -> list[int]:
+    """The implied-speed walk over fixes in time order (the first is where it
+    starts): the positions of the fixes flagged. A step from the fix just before
+    that is not in ``unsettled`` is known to be within the bound."""
+    open_ = set(unsettled)
+    if not open_:
+        return []
     flagged: list[int] = []
     first = min(open_)
     p = first - 1  # the fix before the next one (the last one not flagged)
