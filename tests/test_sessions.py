@@ -216,3 +216,38 @@ async def test_overlong_device_fields_are_refused(client: httpx.AsyncClient, sms
     assert r.status_code == 422
     assert r.json()["code"] == "request.invalid"
     assert await snapshot(db) == before
+
+
+async def test_the_authenticated_account_is_the_sessions_own_object(
+    client: httpx.AsyncClient, sms, app, db
+) -> None:
+    """The one authenticating query hands back the session's own objects, as the
+    ORM would load them: a change to one is stored, the rest kept, and
+    reading them again in the same session refreshes the same objects."""
+    from sqlalchemy import select, update
+
+    from kares.identity import service as identity
+    from kares.identity.models import Account, Session
+
+    me = await sign_up(client, sms)
+    rt = app.state.runtime
+    async with db.sessions() as s:
+        found = await identity.authenticate(s, rt, me["token"])
+        assert found is not None
+        account, sess = found
+        assert (account.name, account.phone, sess.account_id) == (None, PHONE, account.id)
+        # the objects are persistent in this session, not copies
+        assert (await s.get(Account, account.id)) is account
+        assert (await s.get(Session, sess.id)) is sess
+        assert account not in s.dirty  # loaded, not changed (the session may be touched)
+        # another writer changes the row; reading again refreshes the same object
+        await s.execute(update(Account).where(Account.id == account.id).values(name="Mei Li"))
+        again = await identity.authenticate(s, rt, me["token"])
+        assert again is not None and again[0] is account and account.name == "Mei Li"
+        account.name = "Lin"
+        assert account in s.dirty
+        await s.commit()
+    async with db.sessions() as s:
+        stored = (await s.execute(select(Account).where(Account.id == account.id))).scalar_one()
+        assert stored.name == "Lin"
+        assert stored.phone == PHONE  # the rest untouched (and still decrypted)

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto
+from kares.db import Entities
 from kares.errors import Problem, retry_after
 from kares.gateways.sms import SmsError, SmsMessage
 from kares.identity.models import Account, OtpChallenge, Session
@@ -243,27 +244,31 @@ def usable(account: Account, sess: Session) -> bool:
 
 # built once: the one query every signed-in request makes (the account's
 # privacy_version comes with it, for the guard's cached decisions)
-_BY_TOKEN = (
-    select(Session, Account)
-    .join(Account, Account.id == Session.account_id)
-    .where(Session.token_hash == bindparam("token_hash"))
-    .execution_options(populate_existing=True)
+_BY_TOKEN = Entities(
+    (Session, Account),
+    lambda *cols: (
+        select(*cols)
+        .join(Account, Account.id == Session.account_id)
+        .where(Session.token_hash == bindparam("token_hash"))
+    ),
 )
 
 
 # the same for a session the server holds itself (a watch's connection, a live stream)
-_BY_SESSION_ID = (
-    select(Session, Account)
-    .join(Account, Account.id == Session.account_id)
-    .where(Session.id == bindparam("session_id"))
-    .execution_options(populate_existing=True)
+_BY_SESSION_ID = Entities(
+    (Session, Account),
+    lambda *cols: (
+        select(*cols)
+        .join(Account, Account.id == Session.account_id)
+        .where(Session.id == bindparam("session_id"))
+    ),
 )
 
 
 async def live_session(s: AsyncSession, session_id: str) -> tuple[Account, Session] | None:
     """A session the server already holds, with its account, read fresh in one
     query: None once it is revoked or expired, or its account cannot use it."""
-    row = (await s.execute(_BY_SESSION_ID, {"session_id": session_id})).one_or_none()
+    row = await _BY_SESSION_ID.first(s, {"session_id": session_id})
     if row is None:
         return None
     sess, account = row
@@ -276,7 +281,7 @@ async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Accoun
     """The live session and account a token belongs to, or None."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
-    row = (await s.execute(_BY_TOKEN, {"token_hash": crypto.token_hash(token)})).one_or_none()
+    row = await _BY_TOKEN.first(s, {"token_hash": crypto.token_hash(token)})
     if row is None:
         return None
     sess, account = row
