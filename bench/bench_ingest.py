@@ -258,10 +258,13 @@ class Server:
         workers: int = 1,
         hard_limit_s: int = 3600,
         log_path: Path | None = None,
+        command: list[str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if workers == 1:
+        if command is not None:  # another ASGI app under uvicorn (bench_owntracks' floor)
+            cmd = [*command, "--host", "127.0.0.1", "--port", str(self.port)]
+        elif workers == 1:
             cmd = [
                 str(VENV_BIN / "kares"),
                 "serve",

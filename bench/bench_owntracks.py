@@ -10,6 +10,9 @@ Servers, each on 127.0.0.1 and each started fresh by this script:
              ``kares demo --json``; HTTP Basic with the first demo member's
              tracker credential, ``X-Limit-U`` = its user name;
   kares-w2   the same, under ``uvicorn --factory kares.app:create_app --workers 2``;
+  floor      (only if asked for) the SQL of a Kares post on the same database under a
+             bare ASGI app (``bench/owntracks_floor.py``): the cost of our layers is the
+             gap between it and ``kares``;
   kares-quiet (only if asked for with --variants) ``kares serve`` with
              KARES_LOG_LEVEL=WARNING: no access-log line per request.
 
@@ -127,6 +130,55 @@ def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> 
         count=count,
         stop=stop,
         notes=f"{how}; SQLite WAL synchronous=NORMAL; log {srv.log_path}",
+    )
+
+
+def floor_target(hard_limit_s: int) -> Target:
+    """The same SQL as a Kares post on a Kares database, under a bare ASGI app
+    (bench/owntracks_floor.py): what is left when our layers are taken away."""
+    inst = bi.make_instance("sqlite", log_level="WARNING")
+    member = inst.members[0]
+    db = inst.sqlite_path
+    env = {**inst.env, "FLOOR_DB": str(db)}
+    cmd = [str(bi.VENV_BIN / "uvicorn"), "owntracks_floor:app", "--app-dir", str(HERE),
+           "--no-access-log", "--log-level", "warning", "--no-server-header"]  # fmt: skip
+    srv = bi.Server(env, hard_limit_s=hard_limit_s, command=cmd)
+    try:
+        srv.wait_ready()
+    except BaseException:
+        srv.stop()
+        inst.close()
+        raise
+    cred = base64.b64encode(f"{member.tracker_user}:{member.tracker_secret}".encode()).decode()
+
+    def count(device: str) -> int:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            return int(
+                con.execute(
+                    "SELECT count(*) FROM location_fixes WHERE account_id = ? AND client_id LIKE ?",
+                    (member.account_id, f"ot:{device}:%"),
+                ).fetchone()[0]
+            )
+        finally:
+            con.close()
+
+    def stop() -> None:
+        srv.stop()
+        inst.close()
+
+    return Target(
+        name="floor",
+        url=srv.url,
+        path="/owntracks",
+        user=member.tracker_user,
+        auth=f"Basic {cred}",
+        pids=srv.pids,
+        root=srv.proc.pid,
+        count=count,
+        stop=stop,
+        notes="bench/owntracks_floor.py under uvicorn (1 process, no access log): a Kares "
+        f"post's SQL on sqlite3 with nothing around it; log {srv.log_path}",
     )
 
 
@@ -311,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--conc", default="1,8", help="wrk connections, comma separated")
     p.add_argument("--variants", default="recorder,kares,kares-w2",
-                   help="of recorder, kares, kares-w2, kares-quiet")  # fmt: skip
+                   help="of recorder, kares, kares-w2, kares-quiet, floor")  # fmt: skip
     p.add_argument("--quiet-wait", type=float, default=120,
                    help="wait up to this long before each run for other jobs to end")  # fmt: skip
     p.add_argument("--recorder", type=Path, default=DEFAULT_RECORDER,
@@ -348,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(kares_target("kares-quiet", 1, "WARNING", hard))
             elif v == "kares-w2":
                 targets.append(kares_target("kares-w2", 2, "INFO", hard))
+            elif v == "floor":
+                targets.append(floor_target(hard))
             else:
                 p.error(f"unknown variant {v}")
         for t in targets:
@@ -410,6 +464,15 @@ def main(argv: list[str] | None = None) -> int:
         "processes on the machine took during a run"
     )
     print("  vs ref = posts/s of the server / posts/s of the reference at the same concurrency")
+    names = {t.name for t in targets}
+    if "floor" in names:
+        for conc in concs:
+            floor = cells[("floor", conc)].med("rate")
+            for name in ("kares", "kares-quiet", "kares-w2"):
+                if name in names and floor:
+                    rate = cells[(name, conc)].med("rate")
+                    print(f"  {name} / floor at c={conc}: {rate / floor:.2f}x (the floor is the "
+                          "same SQL without our layers)")  # fmt: skip
     bad = [r for c in cells.values() for r in c.runs if r.stored < r.completed or r.non2xx]
     if bad:
         print(f"  !! {len(bad)} run(s) lost acknowledged posts or had non-2xx replies")

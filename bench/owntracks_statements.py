@@ -106,9 +106,9 @@ async def run(args: argparse.Namespace) -> None:
 
                 async def post(i: int) -> None:
                     body = (
-                        '{"_type":"location","lat":%.6f,"lon":%.6f,"tst":%d,"tid":"JJ",'
+                        f'{{"_type":"location","lat":{31.23 + (i % 1000) * 1e-5:.6f},'
+                        f'"lon":{121.47 + (i % 777) * 1e-5:.6f},"tst":{base + i},"tid":"JJ",'
                         '"acc":10,"batt":80,"vel":0,"conn":"w"}'
-                        % (31.23 + (i % 1000) * 1e-5, 121.47 + (i % 777) * 1e-5, base + i)
                     )
                     r = await c.post("/owntracks", content=body, headers=headers)
                     assert r.status_code == 200, r.text
@@ -130,8 +130,8 @@ async def run(args: argparse.Namespace) -> None:
                     await post(i)
                 if prof:
                     prof.disable()
-                    if os.environ.get("DUMP"):
-                        prof.dump_stats(os.environ["DUMP"])
+                    if args.dump:
+                        prof.dump_stats(args.dump)
                 cpu = (time.process_time() - c0) / args.posts
                 wall = (time.perf_counter() - t0) / args.posts
         n = args.posts
@@ -149,22 +149,27 @@ async def run(args: argparse.Namespace) -> None:
               f"(client and server in one process)")  # fmt: skip
         print(f"  reference: raw sqlite3 INSERT + COMMIT of a point {ref * 1000:.3f} ms CPU; "
               f"ratio {cpu / ref:.1f}x")  # fmt: skip
-        print("  statement kinds per post: "
-              + ", ".join(f"{k} {v / n:.2f}" for k, v in kinds.most_common()))
-        print("  hand-offs per post by kind: "
-              + ", ".join(f"{k} {v / n:.2f}" for k, v in hops.most_common()))
+        print(
+            "  statement kinds per post: "
+            + ", ".join(f"{k} {v / n:.2f}" for k, v in kinds.most_common())
+        )
+        print(
+            "  hand-offs per post by kind: "
+            + ", ".join(f"{k} {v / n:.2f}" for k, v in hops.most_common())
+        )
         print(f"\n  the statements of one post ({len(one)}; {one_hops} hand-offs):")
         for s in one:
-            print(f"    {s if os.environ.get('FULL') else s[:150]}")
+            print(f"    {s if args.full else s[:150]}")
         if prof:
             st = pstats.Stats(prof)
             calls = sum(v[1] for v in st.stats.values())  # type: ignore[attr-defined]
             print(f"  Python function calls per post: {calls / n:,.0f} (cProfile; a count, "
                   "steadier than CPU time on a busy machine)")  # fmt: skip
             out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats(os.environ.get("SORT", "tottime")).print_stats(args.profile)
-            if os.environ.get("CALLERS"):
-                pstats.Stats(prof, stream=out).print_callers(os.environ["CALLERS"])
+            stats = pstats.Stats(prof, stream=out).sort_stats(args.sort)
+            stats.print_stats(args.profile)
+            if args.callers:
+                stats.print_callers(args.callers)
             print(out.getvalue())
     finally:
         aiosqlite.core.sqlite3.connect = real_connect  # type: ignore[assignment]
@@ -176,6 +181,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--posts", type=int, default=2000, help="posts measured (100-50000)")
     p.add_argument("--profile", type=int, default=0, help="print the top N of cProfile")
+    p.add_argument("--sort", default="tottime", help="cProfile order (tottime, cumulative)")
+    p.add_argument("--callers", default="", help="with --profile: who calls these (a regex)")
+    p.add_argument("--dump", default="", help="with --profile: write the stats to this file")
+    p.add_argument("--full", action="store_true", help="print the statements whole")
     args = p.parse_args()
     if not 100 <= args.posts <= 50_000:
         p.error("--posts must be 100..50000")
