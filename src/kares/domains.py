@@ -16,6 +16,7 @@ from kares.devices import models as devices_models
 from kares.devices import service as devices_service
 from kares.families import models as families_models
 from kares.families import service as families_service
+from kares.location import jobs as location_jobs
 from kares.location import models as location_models
 from kares.location import service as location_service
 from kares.media import models as media_models
@@ -39,6 +40,7 @@ __all__ = [
     "families_models",
     "families_service",
     "jobs_models",
+    "location_jobs",
     "location_models",
     "location_service",
     "media_models",

@@ -474,7 +474,7 @@ async def track(
         nxt = f"{fixes[-1].t_ms}:{fixes[-1].id}" if more else None
         total = len(fixes)
     else:
-        fixes = await service.fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
+        fixes = await service.day_fixes(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
         total = len(fixes)
         with gc_paused():
             keep = simplify(service.to_points(fixes), zoom=zoom, max_points=max_points)
@@ -533,7 +533,7 @@ async def member_timeline(
     end: sc.ToQ = None,
 ) -> sc.Timeline:
     from_ms, to_ms = service.time_range(start, end)
-    fixes = await service.fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
+    fixes = await service.day_fixes(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
     with gc_paused():
         shown, precise = service.shown_fixes(rt, fixes, ctx.degraded)
         tl = timeline.detect(service.to_points(shown))

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -71,6 +72,42 @@ class LocationFix(Base):
     status: Mapped[str] = mapped_column(String(12))
     flag: Mapped[str | None] = mapped_column(String(32))
     radio: Mapped[str | None] = mapped_column(Text, info=personal("location.precise"))
+
+
+class LocationDay(Base):
+    """One person's good fixes of one UTC day, packed as columns: what the track
+    and the timeline read instead of 86,400 rows (``location.days``).
+
+    A derived copy of ``location_fixes``, and personal data like them: every
+    column holds the same location as the fixes it was packed from. It holds the
+    day's ``ok`` fixes with ids up to ``through_id`` (little-endian arrays in
+    (time, id) order); fixes stored later are read from ``location_fixes``. The
+    database deletes it with any of its fixes (triggers of migration 0009: a
+    deleted or changed fix deletes its day's copy) and with the account.
+    """
+
+    __tablename__ = "location_days"
+    __table_args__ = (
+        table_info(subject="account_id", not_personal=("through_id", "count", "ids", "precise")),
+    )
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    # the UTC day: recorded_ms // 86_400_000
+    day: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, info=personal("location.precise")
+    )
+    through_id: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(Integer)
+    ids: Mapped[bytes] = mapped_column(LargeBinary)  # int64: the fixes' ids
+    t_ms: Mapped[bytes] = mapped_column(LargeBinary, info=personal("location.precise"))  # int64
+    lat: Mapped[bytes] = mapped_column(LargeBinary, info=personal("location.precise"))  # float64
+    lon: Mapped[bytes] = mapped_column(LargeBinary, info=personal("location.precise"))  # float64
+    # float64, NaN where unknown
+    accuracy_m: Mapped[bytes] = mapped_column(LargeBinary, info=personal("location.precise"))
+    speed_mps: Mapped[bytes] = mapped_column(LargeBinary, info=personal("location.precise"))
+    precise: Mapped[bytes] = mapped_column(LargeBinary)  # uint8
 
 
 class LastLocation(Base):

@@ -39,7 +39,7 @@ from kares.geo.distance import haversine_m
 from kares.geo.points import Point, PointArrays, gc_paused
 from kares.geo.resolver import Cell, WifiAp, resolver_for
 from kares.identity.models import Account
-from kares.location import places, trackers
+from kares.location import days, places, trackers
 from kares.location.models import LastLocation, LocationFix, Tracker
 from kares.privacy import ports
 from kares.privacy import service as privacy
@@ -190,6 +190,7 @@ async def ingest(
             res.unresolved += 1
     if not good:
         return res
+    days.note_written(s, account_id, map(_get_row_t, good))
 
     # the newest good fix (the first of equals, in batch order)
     newest = good[0]
@@ -502,6 +503,7 @@ _SQLITE_INSERT_GROUP = (
 )
 # positions in a row (FIX_COLUMNS)
 _CLIENT_ID, _T, _LAT, _LON, _STATUS, _FLAG, _RADIO = 2, 3, 5, 6, 14, 15, 16
+_get_row_t = itemgetter(_T)
 _BATCH_CONSTANT = ("account_id", "device_id", "received_ms", "precise")
 _PG_TYPES = {
     "account_id": "VARCHAR",
@@ -872,6 +874,71 @@ _get_t_ms, _get_lat, _get_lon, _get_acc, _get_speed, _get_precise = (
 )
 
 
+def _none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+class FixColumns(Sequence[StoredFix]):
+    """The good fixes of a track or timeline read (:func:`day_fixes`) as columns:
+    time, position, accuracy, speed and the precise flag, what the algorithms and
+    the track's points need. As a sequence it gives a ``StoredFix`` per index
+    (altitude, course and battery None, source ``""``: not read)."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, columns: days.Columns) -> None:
+        self._c = columns
+
+    def __len__(self) -> int:
+        return self._c.n
+
+    @overload
+    def __getitem__(self, i: int) -> StoredFix: ...
+    @overload
+    def __getitem__(self, i: slice) -> FixColumns: ...
+    def __getitem__(self, i: int | slice) -> StoredFix | FixColumns:
+        c = self._c
+        if isinstance(i, slice):
+            return FixColumns(days.Columns._make(x[i] for x in c))
+        return StoredFix(
+            int(c.id[i]),
+            int(c.t_ms[i]),
+            float(c.lat[i]),
+            float(c.lon[i]),
+            _none(float(c.acc[i])),
+            None,
+            _none(float(c.speed[i])),
+            None,
+            None,
+            "",
+            bool(c.precise[i]),
+        )
+
+    def __iter__(self) -> Iterator[StoredFix]:
+        for i in range(self._c.n):
+            yield self[i]
+
+    def all_precise(self) -> bool:
+        return bool(self._c.precise.all())
+
+    def points(self) -> PointArrays:
+        c = self._c
+        return PointArrays(c.t_ms / 1000, c.lat, c.lon, c.acc, c.speed)
+
+
+async def day_fixes(
+    s: AsyncSession, *, account_id: str, from_ms: int, to_ms: int
+) -> Sequence[StoredFix]:
+    """Good fixes of one person in [from_ms, to_ms), in time order, for the track and
+    the timeline: on SQLite from the day store (``days``: each day's packed copy and
+    what was stored since), elsewhere as :func:`fixes_between` reads them."""
+    with gc_paused():
+        cols = await days.read(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
+    if cols is None:
+        return await fixes_between(s, account_id=account_id, from_ms=from_ms, to_ms=to_ms)
+    return FixColumns(cols)
+
+
 async def fixes_between(
     s: AsyncSession,
     *,
@@ -951,7 +1018,9 @@ def shown_fixes(
     """Stored fixes as the caller may see them (see :func:`shown`); and whether
     all of them are precise."""
     if PRECISE not in degraded and (
-        fixes.all_precise() if isinstance(fixes, StoredFixes) else all(f.precise for f in fixes)
+        fixes.all_precise()
+        if isinstance(fixes, StoredFixes | FixColumns)
+        else all(f.precise for f in fixes)
     ):
         return fixes, True
     out = []
@@ -977,7 +1046,7 @@ def shown_fixes(
 
 def to_points(fixes: Sequence[StoredFix]) -> Sequence[Point]:
     """The fixes as the algorithms' points (a read's fixes as columns, at once)."""
-    if isinstance(fixes, StoredFixes):
+    if isinstance(fixes, StoredFixes | FixColumns):
         return fixes.points()
     return [Point(f[1] / 1000, f[2], f[3], f[4], f[6]) for f in fixes]
 
