@@ -6,6 +6,7 @@ member goes through the guard and that member's sharing choice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
@@ -271,6 +272,40 @@ async def test_a_stream_that_falls_behind_gets_a_snapshot_instead_of_the_backlog
     (snap,) = events[1][1]["families"]
     by = {m["account_id"]: m for m in snap["members"]}
     assert by[bob["account"]["id"]]["position"]["lat"] == pytest.approx(31.21)
+
+
+async def test_a_crowd_opening_maps_at_once_queues_without_holding_the_pool(
+    app: Any, client: httpx.AsyncClient, sms: Any, fam: dict
+) -> None:
+    """Everyone's map reconnecting at once (a server restart): the streams queue for
+    their turn to read their first snapshot, and none of them holds a connection
+    while it queues, so the pool stays free for everything else and none is refused."""
+    from kares import live
+
+    pool = app.state.runtime.db.engine.pool
+    members = [fam[n] for n in ("alice", "bob", "carol")]
+    crowd = 3 * len(members)
+    async with live.hub.reading():  # every reading turn taken: the streams must queue
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(live.READERS - 1):
+                await held.enter_async_context(live.hub.reading())
+            tasks = [
+                asyncio.create_task(
+                    client.get(
+                        "/api/v1/location/stream",
+                        params={"max_seconds": 1},
+                        headers=bearer(members[i % len(members)]["token"]),
+                    )
+                )
+                for i in range(crowd)
+            ]
+            for _ in range(100):  # until each has passed the guard and waits for its turn
+                await asyncio.sleep(0.02)
+            assert not any(t.done() for t in tasks)
+            assert pool.checkedout() == 0
+    answers = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    assert [r.status_code for r in answers] == [200] * crowd
+    assert all(sse_events(r)[0][0] == "snapshot" for r in answers)
 
 
 async def test_a_waiting_stream_holds_no_connection_and_goes_when_the_client_does(

@@ -80,6 +80,13 @@ async def _close(scope: Scope) -> None:
         await s.close()
 
 
+async def end_request_session(scope: Scope) -> None:
+    """Close the request's database session now, before the response starts: for a
+    response that waits before its first byte (a stream queueing for its turn to
+    read), so that the wait holds no connection."""
+    await _close(scope)
+
+
 def request_ip(conn: HTTPConnection, rt: Runtime) -> str:
     """The client's address, believing ``X-Forwarded-For`` only from trusted proxies."""
     peer = conn.client.host if conn.client else None

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 from kares import live
-from kares.deps import DbDep, JsonModelRoute, RuntimeDep, request_ip
+from kares.deps import DbDep, JsonModelRoute, RuntimeDep, end_request_session, request_ip
 from kares.errors import Problem, responses
 from kares.families import service as families
 from kares.geo import timeline
@@ -304,6 +304,9 @@ class _LiveMap(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rt, ctx = self.rt, self.ctx
+        # the guard's session is done with: a crowd opening maps at once must not
+        # hold the pool while it queues for its turn to read
+        await end_request_session(scope)
         async with live.hub.reading(), rt.db.sessions() as s:  # a reconnecting crowd queues
             watching = await families.co_members(s, ctx.account_id)
             first = _sse("snapshot", await _snapshot(s, rt, ctx))
