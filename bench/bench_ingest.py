@@ -507,7 +507,9 @@ class SqliteDb:
                 r[0]
                 for r in con.execute(
                     "SELECT sql FROM sqlite_master WHERE tbl_name='location_fixes' "
-                    "AND sql IS NOT NULL ORDER BY type DESC"  # table first, then indexes
+                    "AND sql IS NOT NULL AND type IN ('table', 'index') "
+                    "ORDER BY type DESC"  # table first, then indexes (the triggers on
+                    # deletes and updates, migration 0009, have no part in an insert)
                 )
             ]
             con.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
