@@ -84,6 +84,32 @@ class Target:
     notes: str = ""
 
 
+def _kares_count(db: Path, account_id: str) -> Any:
+    """(device) -> the fixes a run stored in a Kares database (its client ids name the device)."""
+
+    def count(device: str) -> int:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            return int(
+                con.execute(
+                    "SELECT count(*) FROM location_fixes WHERE account_id = ? AND client_id LIKE ?",
+                    (account_id, f"ot:{device}:%"),
+                ).fetchone()[0]
+            )
+        finally:
+            con.close()
+
+    return count
+
+
+def _stopper(srv: Any, inst: Any) -> Any:
+    def stop() -> None:
+        srv.stop()
+        inst.close()
+
+    return stop
+
+
 def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> Target:
     inst = bi.make_instance("sqlite", log_level=log_level)
     member = inst.members[0]
@@ -96,22 +122,7 @@ def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> 
         raise
     cred = base64.b64encode(f"{member.tracker_user}:{member.tracker_secret}".encode()).decode()
     db = inst.sqlite_path
-
-    def count(device: str) -> int:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            return int(
-                con.execute(
-                    "SELECT count(*) FROM location_fixes WHERE account_id = ? AND client_id LIKE ?",
-                    (member.account_id, f"ot:{device}:%"),
-                ).fetchone()[0]
-            )
-        finally:
-            con.close()
-
-    def stop() -> None:
-        srv.stop()
-        inst.close()
+    count, stop = _kares_count(db, member.account_id), _stopper(srv, inst)
 
     how = (
         f"kares serve (1 process), KARES_LOG_LEVEL={log_level}"
@@ -150,22 +161,7 @@ def floor_target(hard_limit_s: int) -> Target:
         inst.close()
         raise
     cred = base64.b64encode(f"{member.tracker_user}:{member.tracker_secret}".encode()).decode()
-
-    def count(device: str) -> int:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            return int(
-                con.execute(
-                    "SELECT count(*) FROM location_fixes WHERE account_id = ? AND client_id LIKE ?",
-                    (member.account_id, f"ot:{device}:%"),
-                ).fetchone()[0]
-            )
-        finally:
-            con.close()
-
-    def stop() -> None:
-        srv.stop()
-        inst.close()
+    count, stop = _kares_count(db, member.account_id), _stopper(srv, inst)
 
     return Target(
         name="floor",

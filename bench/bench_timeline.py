@@ -264,9 +264,7 @@ def from_database(runs: int) -> int:
                 c0 = time.process_time()
                 t0 = time.perf_counter()
                 async with rt.db.sessions() as s:
-                    fixes = await service.day_fixes(
-                        s, account_id=account, from_ms=start, to_ms=end
-                    )
+                    fixes = await service.day_fixes(s, account_id=account, from_ms=start, to_ms=end)
                 t1 = time.perf_counter()
                 with gc_paused():  # as the track and timeline routes do
                     pts = service.to_points(fixes)

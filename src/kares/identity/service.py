@@ -13,6 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import phonenumbers
 from sqlalchemy import bindparam, func, select, update
@@ -244,25 +245,18 @@ def usable(account: Account, sess: Session) -> bool:
 
 # built once: the one query every signed-in request makes (the account's
 # privacy_version comes with it, for the guard's cached decisions)
-_BY_TOKEN = Entities(
-    (Session, Account),
-    lambda *cols: (
-        select(*cols)
-        .join(Account, Account.id == Session.account_id)
-        .where(Session.token_hash == bindparam("token_hash"))
-    ),
-)
+def _session_and_account(where: Any) -> Entities:
+    return Entities(
+        (Session, Account),
+        lambda *cols: select(*cols).join(Account, Account.id == Session.account_id).where(where),
+    )
+
+
+_BY_TOKEN = _session_and_account(Session.token_hash == bindparam("token_hash"))
 
 
 # the same for a session the server holds itself (a watch's connection, a live stream)
-_BY_SESSION_ID = Entities(
-    (Session, Account),
-    lambda *cols: (
-        select(*cols)
-        .join(Account, Account.id == Session.account_id)
-        .where(Session.id == bindparam("session_id"))
-    ),
-)
+_BY_SESSION_ID = _session_and_account(Session.id == bindparam("session_id"))
 
 
 async def live_session(s: AsyncSession, session_id: str) -> tuple[Account, Session] | None:
