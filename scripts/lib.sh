@@ -34,7 +34,9 @@ ensure_venv() {
 
 install_kares() {
   # install_kares EXTRAS : editable install; re-run only when pyproject.toml changed.
-  local extras="$1" stamp=".venv/.kares-installed${extras:+-$extras}"
+  # two statements: the words of one `local` are expanded before any is set
+  local extras="$1"
+  local stamp=".venv/.kares-installed${extras:+-$extras}"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
     touch "$stamp"
