@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from kares.deps import JsonModelRoute
+from kares.errors import install_handlers
 
 pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
 
@@ -32,6 +33,7 @@ seen: list[str] = []
 
 def _app() -> FastAPI:
     app = FastAPI()
+    install_handlers(app)  # the answers Kares gives: problem documents with stable codes
     router = APIRouter()
 
     async def echo(body: Batch) -> dict[str, object]:
@@ -63,6 +65,7 @@ BODIES = [
     b'{"items":[{"t":1733446800}]}',
     b'{"items":[{"t":"2026-12-06T01:00:00Z","lat":true}]}',
     b"",
+    b'{"items":' + b"[" * 50_000,  # too deep for json.loads: a 400, not a 500
 ]
 
 

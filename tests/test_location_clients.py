@@ -325,15 +325,18 @@ async def test_owntracks_refuses_a_foreign_user_and_malformed_posts(
         "/owntracks", json=ot_location(now_s()), headers={**h, "X-Limit-U": "someone-else"}
     )
     assert r.status_code == 403 and r.json()["code"] == "owntracks.user_mismatch"
-    for body, code in (
-        (b"not json", 400),
-        (b"[1, 2]", 422),
-        (json.dumps({"_type": "location", "lat": "x", "lon": 1, "tst": 1}).encode(), 422),
-        (json.dumps({"_type": "location", "lat": 1, "lon": 1}).encode(), 422),
-    ):
+    for body, status, code in (
+        (b"not json", 400, "request.bad"),
+        (b"[" * 50_000, 400, "request.bad"),  # too deep to read, not a 500
+        (b'{"_type": "location", "lat": NaN, "lon": 1, "tst": 1}', 400, "request.bad"),
+        (b"[1, 2]", 422, "owntracks.invalid"),
+        (json.dumps({"_type": "location", "lat": "x", "lon": 1, "tst": 1}).encode(), 422,
+         "owntracks.invalid"),
+        (json.dumps({"_type": "location", "lat": 1, "lon": 1}).encode(), 422, "owntracks.invalid"),
+    ):  # fmt: skip
         r = await client.post("/owntracks", content=body, headers=h)
-        assert r.status_code == code, body
-        assert r.json()["code"] == "owntracks.invalid"
+        assert r.status_code == status, body[:80]
+        assert r.json()["code"] == code
     assert await snapshot(db) == before
 
 
@@ -418,14 +421,15 @@ async def test_overland_refuses_what_is_not_an_overland_batch(
     before = await snapshot(db)
     no_time = overland_batch(2, 100)
     del no_time["locations"][1]["properties"]["timestamp"]
-    for body, status in (
-        (b"{", 400),
-        (b'{"locations": 5}', 422),
-        (json.dumps({"locations": [{"type": "Feature"}]}).encode(), 422),
-        (json.dumps(no_time).encode(), 422),
-        (json.dumps(overland_batch(1001, 20000)).encode(), 413),
+    for body, status, code in (
+        (b"{", 400, "request.bad"),
+        (b'{"locations": ' + b"[" * 50_000, 400, "request.bad"),  # too deep, not a 500
+        (b'{"locations": 5}', 422, "overland.invalid"),
+        (json.dumps({"locations": [{"type": "Feature"}]}).encode(), 422, "overland.invalid"),
+        (json.dumps(no_time).encode(), 422, "overland.invalid"),
+        (json.dumps(overland_batch(1001, 20000)).encode(), 413, "overland.batch_too_large"),
     ):
         r = await client.post("/overland", content=body, headers=h)
         assert r.status_code == status, r.text
-        assert r.json()["code"].startswith("overland.")
+        assert r.json()["code"] == code
     assert await snapshot(db) == before

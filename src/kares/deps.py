@@ -113,8 +113,8 @@ class JsonModelRoute(APIRoute):
                 raw = await request.body()
                 try:
                     return validate(raw)
-                except ValidationError:  # FastAPI validates again, with its own errors
-                    return json.loads(raw)
+                except ValidationError:  # FastAPI reads and validates again, with its
+                    return json.loads(raw)  # own answers (a 400 for JSON it cannot read)
 
             request.json = parsed  # type: ignore[method-assign]
             return await handler(request)

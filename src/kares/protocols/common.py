@@ -4,13 +4,12 @@ be JSON."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from starlette.requests import Request
 
-from kares.errors import Problem
+from kares import jsonread
 
 
 def num(v: Any) -> float | None:
@@ -32,9 +31,6 @@ def integer(v: Any) -> int | None:
     return int(f) if f is not None else None
 
 
-async def json_body(request: Request, code: str) -> Any:
-    """The request body as JSON, or a 400 problem with ``code``."""
-    try:
-        return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, code, "The body is not JSON.") from exc
+async def json_body(request: Request) -> Any:
+    """The request body as JSON, or a 400 ``request.bad`` problem (``kares.jsonread``)."""
+    return jsonread.body(await request.body())

@@ -98,7 +98,7 @@ def parse(payload: Any) -> list[FixIn]:
     "/overland",
     responses=responses(
         *AUTH_ERRORS,
-        (400, "overland.invalid"),
+        (400, "request.bad"),
         (413, "overland.batch_too_large"),
         (422, "overland.invalid"),
     ),
@@ -115,7 +115,7 @@ async def overland(
     rt: RuntimeDep,
     s: DbDep,
 ) -> Response:
-    fixes = parse(await json_body(request, "overland.invalid"))
+    fixes = parse(await json_body(request))
     headers: dict[str, str] = {}
     if fixes:
         res = await service.upload(s, rt, ctx, fixes)

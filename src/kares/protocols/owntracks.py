@@ -159,7 +159,7 @@ async def friends(
     "/owntracks",
     responses=responses(
         *AUTH_ERRORS,
-        (400, "owntracks.invalid"),
+        (400, "request.bad"),
         (403, "owntracks.user_mismatch"),
         (422, "owntracks.invalid"),
     ),
@@ -187,7 +187,7 @@ async def owntracks(
             f"This credential belongs to user {username!r}; set that as the user name.",
         )
     device = (request.headers.get("x-limit-d") or request.query_params.get("d") or "phone")[:32]
-    msg = parse(await json_body(request, "owntracks.invalid"), device=device)
+    msg = parse(await json_body(request), device=device)
     headers: dict[str, str] = {}
     if msg.fixes or msg.regions or msg.tid:
         res = await service.upload(

@@ -24,6 +24,7 @@ import gpxpy.gpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from kares import jsonread
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
@@ -166,7 +167,7 @@ def _features(doc: Any) -> list[dict[str, Any]]:
 
 def parse_geojson(data: bytes, tag: str) -> Parsed:
     try:
-        doc = json.loads(data.decode("utf-8-sig"))
+        doc = jsonread.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise Problem(422, "import.invalid_geojson", "This is not JSON.") from exc
     feats = _features(doc)
