@@ -431,3 +431,22 @@ async def test_invitation_secrets_are_not_stored(
     stored = " ".join(str(v) for v in row)
     for secret in (inv["code"], inv["code"].replace("-", ""), inv["token"].split(".")[2]):
         assert secret not in stored
+
+
+async def test_many_people_taking_the_last_use_at_once(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    """One join wins the last use; everyone else is told it is used up (never a 500),
+    and the family has exactly one new member, on either database."""
+    import asyncio
+
+    owner = await person(client, sms, OWNER)
+    fid = await new_family(client, owner)
+    inv = await invite(client, owner, fid, max_uses=1)
+    phones = [f"+86137000099{i:02d}" for i in range(6)]
+    people = [await person(client, sms, p) for p in phones]
+    answers = await asyncio.gather(*(accept(client, who, inv["text"]) for who in people))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [201] + [410] * (len(people) - 1), [r.text for r in answers]
+    assert all(r.json()["code"] == "invitation.used_up" for r in answers if r.status_code == 410)
+    assert (await family(client, owner, fid))["member_count"] == 2

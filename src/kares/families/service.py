@@ -958,10 +958,12 @@ async def accept(s: AsyncSession, *, account_id: str, text: str) -> tuple[Family
     _require_active(inv)
     await _check_room(s, fam.id)
     now = clock.utcnow()
+    # a rollback below expires every loaded object: keep what is needed after it
+    fam_id, inv_id = fam.id, inv.id
     res = await s.execute(
         update(FamilyInvitation)
         .where(
-            FamilyInvitation.id == inv.id,
+            FamilyInvitation.id == inv_id,
             FamilyInvitation.revoked_at.is_(None),
             FamilyInvitation.expires_at > now,
             FamilyInvitation.uses < FamilyInvitation.max_uses,
@@ -972,19 +974,21 @@ async def accept(s: AsyncSession, *, account_id: str, text: str) -> tuple[Family
     if res.rowcount != 1:  # type: ignore[attr-defined]
         # another join took the last use (or it was revoked) just now
         await s.rollback()
-        if await member(s, fam.id, account_id) is not None:
+        if await member(s, fam_id, account_id) is not None:
+            await s.refresh(fam)
             return fam, False  # this account's own concurrent join took it
-        fresh = await s.get(FamilyInvitation, inv.id, populate_existing=True)
+        fresh = await s.get(FamilyInvitation, inv_id, populate_existing=True)
         status = invitation_status(fresh, now) if fresh is not None else "revoked"
         raise _status_problem("used_up" if status == "active" else status)
-    s.add(_new_member(fam.id, account_id, "member", now))
+    s.add(_new_member(fam_id, account_id, "member", now))
     try:
         await s.flush()
     except IntegrityError:
         # the same account joined in a concurrent request: nothing more to do
         await s.rollback()
+        await s.refresh(fam)
         return fam, False
-    await _family_changed(s, fam.id)
+    await _family_changed(s, fam_id)
     await s.commit()
     return fam, True
 
