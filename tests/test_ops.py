@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import httpx
 import pytest
 from sqlalchemy import text
@@ -111,3 +114,50 @@ async def test_nul_characters_are_refused_before_any_database_sees_them(
     )
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "request.nul_character"
+
+
+async def test_a_client_that_goes_away_mid_request_is_one_info_line(
+    app: Any, client: httpx.AsyncClient, sms: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A phone that loses its signal half-way through an upload is not an error of
+    ours: no traceback, no ERROR line to bury the real ones, and no exception out
+    of the app for the server to log again."""
+    from tests.test_location_ingest import member
+
+    me = await member(client, sms, "+8613700009901")
+    messages = [
+        {"type": "http.request", "body": b'{"_type": "location", "lat": 3', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/owntracks",  # a route that reads its own body
+        "raw_path": b"/owntracks",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {me['token']}".encode()),
+        ],
+        "client": ("127.0.0.1", 40001),
+        "server": ("testserver", 80),
+    }
+    with caplog.at_level(logging.INFO):
+        await app(scope, receive, send)  # raises nothing
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert len(gone) == 1 and gone[0].levelno == logging.INFO and not gone[0].exc_info

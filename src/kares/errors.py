@@ -13,9 +13,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("kares.errors")
 
@@ -127,6 +128,13 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(req: Request, _exc: ClientDisconnect) -> Response:
+        # the client went away before its request was read: nobody is there to
+        # answer and nothing is wrong on our side, so one line, no traceback
+        log.info("client went away mid-request: %s %s", req.method, req.url.path)
+        return Response(status_code=499)
+
     @app.exception_handler(Problem)
     async def _problem(_req: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra)
