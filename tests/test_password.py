@@ -96,6 +96,31 @@ async def test_lockout_after_five_failures(client: httpx.AsyncClient, sms, db) -
     assert r.status_code == 200
 
 
+async def test_a_burst_of_wrong_passwords_at_once_still_locks(
+    client: httpx.AsyncClient, sms, db
+) -> None:
+    """Guesses sent all at once, not one after another: every one of them counts
+    (the database adds each), so the burst locks the account like five in a row."""
+    import asyncio
+
+    await _with_password(client, sms)
+    answers = await asyncio.gather(
+        *(
+            client.post(LOGIN, json={"phone": PHONE, "password": f"wrong-pass-{i}"})
+            for i in range(16)
+        )
+    )
+    assert all(r.status_code in (401, 423) for r in answers), [r.text for r in answers]
+    async with db.engine.connect() as conn:
+        failures, locked = (
+            await conn.execute(text("SELECT password_failures, locked_until FROM accounts"))
+        ).one()
+    assert locked is not None  # five of the sixteen were enough
+    assert 0 <= failures < 5  # each lock starts the count again; it never passes the limit
+    r = await client.post(LOGIN, json={"phone": PHONE, "password": GOOD})
+    assert r.status_code == 423 and r.json()["code"] == "auth.locked"
+
+
 async def test_lockout_leaves_sms_sign_in_open(client: httpx.AsyncClient, sms) -> None:
     await _with_password(client, sms)
     for _ in range(5):

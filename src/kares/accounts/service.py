@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kares import clock, crypto
 from kares.accounts.models import AuthTicket, ExternalIdentity, LoginEvent
 from kares.accounts.schemas import DeviceInfo
+from kares.config import Settings
 from kares.devices import service as devices
 from kares.errors import Problem, retry_after
 from kares.gateways.oauth import (
@@ -347,6 +348,33 @@ async def _verify_password(rt: Runtime, hashed: str | None, password: str) -> bo
     return await anyio.to_thread.run_sync(_check)
 
 
+async def _count_failure(s: AsyncSession, cfg: Settings, account_id: str, now: datetime) -> bool:
+    """Count one wrong password, in the database: each of a burst of guesses sent at
+    once adds its own (no read-modify-write), and the one that reaches the limit
+    locks the account and starts the count again. True when this one locked it."""
+    failures = (
+        await s.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(password_failures=Account.password_failures + 1)
+            .returning(Account.password_failures)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one()
+    if failures < cfg.password_max_failures:
+        return False
+    await s.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(
+            locked_until=now + timedelta(seconds=cfg.password_lockout_seconds),
+            password_failures=0,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
 async def sign_in_with_password(
     s: AsyncSession, rt: Runtime, *, phone: str, password: str, env: Environment
 ) -> SignInResult:
@@ -367,11 +395,8 @@ async def sign_in_with_password(
     ok = await _verify_password(rt, account.password_hash if account else None, password)
     if account is None or account.password_hash is None or not ok:
         if account is not None:
-            account.password_failures += 1
             reason = "bad_password" if account.password_hash else "no_password"
-            if account.password_failures >= cfg.password_max_failures:
-                account.locked_until = now + timedelta(seconds=cfg.password_lockout_seconds)
-                account.password_failures = 0
+            if await _count_failure(s, cfg, account.id, now):
                 reason = "locked_now"
             s.add(_login_event(account.id, env, "password", success=False, reason=reason))
             await s.commit()
