@@ -450,3 +450,25 @@ async def test_many_people_taking_the_last_use_at_once(
     assert statuses == [201] + [410] * (len(people) - 1), [r.text for r in answers]
     assert all(r.json()["code"] == "invitation.used_up" for r in answers if r.status_code == 410)
     assert (await family(client, owner, fid))["member_count"] == 2
+
+
+async def test_a_burst_of_new_invitations_stops_at_the_cap(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    """Forty invitations asked for at once: the family holds its count while each is
+    made, so exactly the cap's worth are open and the rest are refused."""
+    import asyncio
+
+    owner = await person(client, sms, OWNER)
+    fid = await new_family(client, owner)
+    cap = families.MAX_ACTIVE_INVITATIONS
+    answers = await asyncio.gather(
+        *(
+            client.post(f"{FAMILIES}/{fid}/invitations", json={}, headers=h(owner))
+            for _ in range(2 * cap)
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [201] * cap + [409] * cap
+    assert all(r.json()["code"] == "invitation.too_many" for r in answers if r.status_code == 409)
+    listed = (await client.get(f"{FAMILIES}/{fid}/invitations", headers=h(owner))).json()
+    assert len([i for i in listed if i["status"] == "active"]) == cap

@@ -718,3 +718,28 @@ async def test_an_sos_without_a_position_sends_the_last_known_one(
     assert r.status_code == 201, r.text
     body = r.json()
     assert (body["lat"], body["lon"], body["precision"]) == (31.2345, 121.4567, "precise")
+
+
+async def test_a_burst_of_new_places_stops_at_the_cap(
+    client: httpx.AsyncClient, sms: Any, fam: dict
+) -> None:
+    """More places asked for at once than a family may have: exactly the cap is kept."""
+    from kares.location.places import MAX_PLACES_PER_FAMILY as CAP
+
+    alice = fam["alice"]
+    url = f"/api/v1/families/{fam['fid']}/places"
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                url,
+                json={"name": f"Place {i}", "lat": 31.2 + i * 1e-3, "lon": 121.4, "radius_m": 100},
+                headers=bearer(alice["token"]),
+            )
+            for i in range(CAP + 30)
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [201] * CAP + [409] * 30, {
+        r.status_code: r.text for r in answers
+    }
+    listed = (await client.get(url, headers=bearer(alice["token"]))).json()
+    assert len(listed) == CAP

@@ -181,7 +181,23 @@ async def member_count(s: AsyncSession, family_id: str) -> int:
     return int((await s.execute(q)).scalar_one())
 
 
+async def hold(s: AsyncSession, family_id: str) -> None:
+    """Hold the family until this transaction ends, before counting what it has
+    (members, open invitations, places) to enforce a cap: requests that add to the
+    same family at the same time then count one after another, so no burst can
+    overrun a cap. A write to the family's row: PostgreSQL locks that row; on SQLite
+    the first write of a transaction takes the database's write lock (and the count
+    after it reads what every earlier writer committed)."""
+    await s.execute(
+        update(Family)
+        .where(Family.id == family_id)
+        .values(updated_at=Family.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def _check_room(s: AsyncSession, family_id: str) -> None:
+    await hold(s, family_id)
     if await member_count(s, family_id) >= MAX_MEMBERS:
         raise Problem(409, "family.full", f"A family has at most {MAX_MEMBERS} members.")
 
@@ -751,6 +767,7 @@ async def create_invitation(
             422, "invitation.invalid_limits", "An invitation lasts 1-30 days and 1-50 uses."
         )
     now = clock.utcnow().replace(microsecond=0)
+    await hold(s, family_id)
     active = (
         await s.execute(
             select(func.count())

@@ -253,6 +253,7 @@ async def create(
         raise Problem(403, "family.forbidden", "A dependant's guardians manage places.")
     clean = families.clean_name(name, max_len=64, code="place.invalid_name")
     _check_circle(lat, lon, radius_m)
+    await families.hold(s, family_id)
     count = len(
         (await s.execute(select(Place.id).where(Place.family_id == family_id))).scalars().all()
     )
