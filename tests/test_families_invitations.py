@@ -472,3 +472,22 @@ async def test_a_burst_of_new_invitations_stops_at_the_cap(
     assert all(r.json()["code"] == "invitation.too_many" for r in answers if r.status_code == 409)
     listed = (await client.get(f"{FAMILIES}/{fid}/invitations", headers=h(owner))).json()
     assert len([i for i in listed if i["status"] == "active"]) == cap
+
+
+async def test_a_burst_of_guesses_gets_no_more_tries_than_the_limit(
+    client: httpx.AsyncClient, sms: Any
+) -> None:
+    """Thirty wrong codes sent at once: exactly the hour's allowance of them is
+    looked up (and answered 400); the rest are refused before any lookup (429)."""
+    import asyncio
+
+    owner = await person(client, sms, OWNER)
+    fid = await new_family(client, owner)
+    await invite(client, owner, fid)
+    guesser = await person(client, sms, MEMBER)
+    answers = await asyncio.gather(*(preview(client, guesser, f"2222-{i:04d}") for i in range(30)))
+    codes = sorted(r.json()["code"] for r in answers)
+    allowed = families.ATTEMPTS_PER_HOUR
+    assert codes == ["invitation.invalid"] * allowed + ["invitation.too_many_attempts"] * (
+        30 - allowed
+    )

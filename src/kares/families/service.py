@@ -908,8 +908,18 @@ async def _check_attempts(s: AsyncSession, account_id: str, now: datetime) -> No
 
 
 async def _lookup(s: AsyncSession, account_id: str, text: str) -> FamilyInvitation:
-    """The invitation a text names, whatever its state; 400 when it names none."""
+    """The invitation a text names, whatever its state; 400 when it names none.
+
+    The caller's account is held first (a write to its row, as :func:`hold` does
+    for a family), so one account's lookups count their wrong codes one after
+    another: a burst of guesses gets no more tries than the hour allows."""
     now = clock.utcnow()
+    await s.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(updated_at=Account.updated_at)
+        .execution_options(synchronize_session=False)
+    )
     await _check_attempts(s, account_id, now)
     inv = await _find_invitation(s, text)
     if inv is None:
