@@ -743,3 +743,33 @@ async def test_a_burst_of_new_places_stops_at_the_cap(
     }
     listed = (await client.get(url, headers=bearer(alice["token"]))).json()
     assert len(listed) == CAP
+
+
+async def test_booleans_are_not_numbers_and_numbers_are_not_times(
+    client: httpx.AsyncClient, sms: Any, db: Any, fam: dict
+) -> None:
+    """true is not 1 and a bare number is not a time: a place at (1, 0), a fix at
+    (true, false) or a track to "0.5" (1970) is refused, and nothing is stored."""
+    alice = fam["alice"]
+    h = bearer(alice["token"])
+    before = await snapshot(db)
+    places = f"/api/v1/families/{fam['fid']}/places"
+    for body in (
+        {"name": "Home", "lat": True, "lon": False},
+        {"name": "Home", "lat": 31.2, "lon": 121.4, "radius_m": True},
+        {"name": "Home", "lat": "31.2", "lon": 121.4},
+    ):
+        r = await client.post(places, json=body, headers=h)
+        assert (r.status_code, r.json()["code"]) == (422, "request.invalid"), body
+    for fix in (
+        {"t": iso(DAY0), "lat": True, "lon": False},
+        {"t": iso(DAY0), "lat": 31.2, "lon": 121.4, "battery": True},
+        {"t": iso(DAY0), "lat": 31.2, "lon": 121.4, "accuracy_m": "10"},
+    ):
+        r = await client.post("/api/v1/location/fixes", json={"fixes": [fix]}, headers=h)
+        assert (r.status_code, r.json()["code"]) == (422, "request.invalid"), fix
+    me = alice["account"]["id"]
+    for query in ({"to": "0.5"}, {"from": "1733446800"}, {"from": "1e9"}):
+        r = await client.get(f"/api/v1/location/{me}/track", params=query, headers=h)
+        assert (r.status_code, r.json()["code"]) == (422, "request.invalid"), query
+    assert await snapshot(db) == before

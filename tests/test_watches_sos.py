@@ -249,7 +249,16 @@ async def test_bad_sos_input_changes_nothing(client: httpx.AsyncClient, sms, db)
     h = bearer(me["token"])
     await client.get("/api/v1/me", headers=h)
     before = await snapshot(db)
-    for body in ({"lat": 91, "lon": 0}, {"battery": 150}, {"lat": "north"}, {"x": 1}):
+    for body in (
+        {"lat": 91, "lon": 0},
+        {"battery": 150},
+        {"lat": "north"},
+        {"x": 1},
+        # true and false are not numbers: no SOS at 0,0 told to every guardian
+        {"lat": False, "lon": 0.0, "accuracy_m": True},
+        {"lat": "31.2", "lon": "121.4"},
+        {"battery": True},
+    ):
         r = await client.post("/api/v1/sos", json=body, headers=h)
         assert r.status_code == 422, body
         assert r.json()["code"] == "request.invalid"

@@ -9,8 +9,9 @@ ciphertext so a value cannot be moved to another column unnoticed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from sqlalchemy import Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -75,3 +76,9 @@ def table_info(
             "also_about": list(also_about),
         }
     }
+
+
+# Numbers in request bodies: a JSON number, never true/false (pydantic's lax mode
+# reads true as 1) nor a string of digits. An int is a number too.
+Number = Annotated[float, Field(strict=True)]
+Count = Annotated[int, Field(strict=True)]

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kares.fields import Count
+
 
 class PermissionsReport(BaseModel):
     """The OS permission states the app read on this device, e.g.
@@ -41,5 +43,5 @@ class StatusReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    battery: int = Field(ge=0, le=100)
+    battery: Count = Field(ge=0, le=100)
     charging: bool | None = None

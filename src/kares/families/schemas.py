@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kares.fields import Count
+
 Role = Literal["owner", "guardian", "member", "dependant"]
 LocationSharing = Literal["live", "history", "off"]
 AgeBracket = Literal["under_14", "14_to_17", "adult"]
@@ -117,8 +119,8 @@ class Transfer(_In):
 
 
 class InvitationCreate(_In):
-    expires_in_days: int = Field(default=7, ge=1, le=30)
-    max_uses: int = Field(default=1, ge=1, le=50)
+    expires_in_days: Count = Field(default=7, ge=1, le=30)
+    max_uses: Count = Field(default=1, ge=1, le=50)
 
 
 class PersonOut(BaseModel):

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+from kares.fields import Count, Number
+
+
+def _iso_8601(v: object) -> object:
+    """A time in the query string is ISO 8601: a bare number (pydantic would read
+    ``?to=0.5`` as half a second after 1970) is refused."""
+    if isinstance(v, str) and re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", v):
+        raise ValueError("a time is ISO 8601 with its zone, e.g. 2026-12-06T08:00:00+08:00")
+    return v
+
 
 # a read's time range in the query string: ?from=...&to=... (ISO 8601, with zone)
-FromQ = Annotated[datetime | None, Query(alias="from")]
-ToQ = Annotated[datetime | None, Query(alias="to")]
+FromQ = Annotated[datetime | None, BeforeValidator(_iso_8601), Query(alias="from")]
+ToQ = Annotated[datetime | None, BeforeValidator(_iso_8601), Query(alias="to")]
 
 BATCH_MAX = 1000
 
@@ -20,16 +32,16 @@ class _In(BaseModel):
 
 
 class CellIn(_In):
-    mcc: int = Field(ge=0, le=999)
-    mnc: int = Field(ge=0, le=999)
-    lac: int = Field(ge=0, le=2**32)
-    cid: int = Field(ge=0, le=2**32)
-    rssi: int = Field(default=0, ge=-200, le=200)
+    mcc: Count = Field(ge=0, le=999)
+    mnc: Count = Field(ge=0, le=999)
+    lac: Count = Field(ge=0, le=2**32)
+    cid: Count = Field(ge=0, le=2**32)
+    rssi: Count = Field(default=0, ge=-200, le=200)
 
 
 class WifiIn(_In):
     mac: str = Field(pattern=r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$")
-    rssi: int = Field(default=0, ge=-200, le=200)
+    rssi: Count = Field(default=0, ge=-200, le=200)
 
 
 class FixIn(_In):
@@ -41,13 +53,13 @@ class FixIn(_In):
         description="The client's own id of this fix: a retried batch is stored once.",
     )
     t: AwareDatetime = Field(description="When the fix was taken (ISO 8601, with its zone).")
-    lat: float | None = None
-    lon: float | None = None
-    accuracy_m: float | None = Field(default=None, description="Horizontal accuracy, metres.")
-    altitude_m: float | None = None
-    speed_mps: float | None = None
-    course_deg: float | None = None
-    battery: int | None = None
+    lat: Number | None = None
+    lon: Number | None = None
+    accuracy_m: Number | None = Field(default=None, description="Horizontal accuracy, metres.")
+    altitude_m: Number | None = None
+    speed_mps: Number | None = None
+    course_deg: Number | None = None
+    battery: Count | None = None
     source: Literal["gps", "wifi", "cell", "network", "manual"] = "gps"
     cells: list[CellIn] = Field(default_factory=list, max_length=16)
     wifi: list[WifiIn] = Field(default_factory=list, max_length=32)
@@ -218,16 +230,16 @@ class ImportResult(BaseModel):
 
 class PlaceCreate(_In):
     name: str = Field(min_length=1, max_length=64)
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
-    radius_m: float = Field(default=150, ge=50, le=50_000)
+    lat: Number = Field(ge=-90, le=90)
+    lon: Number = Field(ge=-180, le=180)
+    radius_m: Number = Field(default=150, ge=50, le=50_000)
 
 
 class PlaceUpdate(_In):
     name: str | None = Field(default=None, min_length=1, max_length=64)
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
-    radius_m: float | None = Field(default=None, ge=50, le=50_000)
+    lat: Number | None = Field(default=None, ge=-90, le=90)
+    lon: Number | None = Field(default=None, ge=-180, le=180)
+    radius_m: Number | None = Field(default=None, ge=50, le=50_000)
 
 
 class PresenceOut(BaseModel):

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from kares.fields import Count, Number
+
 
 class NotificationOut(BaseModel):
     id: str
@@ -98,7 +100,7 @@ class WebPushSubscription(BaseModel):
 
     endpoint: str = Field(max_length=2048)
     keys: WebPushKeys
-    expirationTime: int | float | None = None  # the browser's name for it
+    expirationTime: Count | Number | None = None  # the browser's name for it
 
 
 class WebPushRegistration(BaseModel):

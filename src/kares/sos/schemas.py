@@ -7,14 +7,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kares.fields import Count, Number
+
 
 class SosRaise(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
-    accuracy_m: float | None = Field(default=None, ge=0, le=100_000)
-    battery: int | None = Field(default=None, ge=0, le=100)
+    lat: Number | None = Field(default=None, ge=-90, le=90)
+    lon: Number | None = Field(default=None, ge=-180, le=180)
+    accuracy_m: Number | None = Field(default=None, ge=0, le=100_000)
+    battery: Count | None = Field(default=None, ge=0, le=100)
     note: str | None = Field(default=None, max_length=200)
 
 
