@@ -128,10 +128,14 @@ async def test_demo_is_idempotent_and_tokens_work(
 
 
 def test_demo_plain_output_says_how_to_sign_in(kares_env: dict[str, str], db_url: str) -> None:
-    r = run_kares("demo", env=kares_env)
+    r = run_kares("demo", env={**kares_env, "KARES_PORT": "18100"})
     try:
         assert r.returncode == 0, r.stderr
         assert "password" in r.stdout and "token" in r.stdout and "+8613800000001" in r.stdout
+        # the hints point where the server listens, not at a port it does not use
+        assert "http://127.0.0.1:18100/owntracks" in r.stdout and ":8000" not in r.stdout
+        r = run_kares("demo", "--url", "http://192.0.2.7:9000", env=kares_env)
+        assert r.returncode == 0 and "http://192.0.2.7:9000/api/v1/me" in r.stdout
     finally:
         if db_url.startswith("postgresql"):
             import asyncio

@@ -195,8 +195,22 @@ async def _demo_family(s: Any, rt: Any, accounts: list[Any]) -> None:
     )
 
 
+def _demo_url(args: argparse.Namespace) -> str:
+    """Where the hints point: --url, else the host and port `kares serve` would use."""
+    if args.url:
+        return str(args.url).rstrip("/")
+    from kares.config import get_settings
+
+    settings = get_settings()
+    # a server on every interface is reached on this machine at the loopback address
+    anywhere = {"0.0.0.0", "::", ""}  # noqa: S104 (compared with, not bound to)
+    host = "127.0.0.1" if settings.host in anywhere else settings.host
+    return f"http://{host}:{settings.port}"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     members = asyncio.run(_demo())
+    url = _demo_url(args)
     if args.json:
         print(json.dumps({"members": members}, indent=2))
         return 0
@@ -212,13 +226,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         t = m["tracker"]
         print(f"    owntracks user {t['username']}  password {t['secret']}")
     print(
-        "\nTry:  curl -H 'Authorization: Bearer <token>' http://127.0.0.1:8000/api/v1/me\n"
+        f"\nTry:  curl -H 'Authorization: Bearer <token>' {url}/api/v1/me\n"
         'Or sign in:  POST /api/v1/auth/password {"phone": ..., "password": ...}\n'
-        "OwnTracks (HTTP mode): URL http://127.0.0.1:8000/owntracks with the user and password "
+        f"OwnTracks (HTTP mode): URL {url}/owntracks with the user and password "
         "above;\n"
         "  or: curl -u <user>:<password> -H 'Content-Type: application/json' -d "
         '\'{"_type":"location","lat":31.23,"lon":121.47,"tst":\'$(date +%s)\'}\' '
-        "http://127.0.0.1:8000/owntracks"
+        f"{url}/owntracks"
     )
     return 0
 
@@ -376,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="seed demo accounts and print how to sign in as each member")
     demo.add_argument("--json", action="store_true", help="print JSON for scripts")
+    demo.add_argument(
+        "--url", default=None, help="the server's address in the hints (default: KARES_HOST:PORT)"
+    )
     demo.set_defaults(func=_cmd_demo)
 
     policy = sub.add_parser("policy", help="the privacy policy: check the catalog, render the text")
