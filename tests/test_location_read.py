@@ -17,6 +17,7 @@ import pytest
 
 from kares import clock
 from tests.conftest import POLICY_VERSION, bearer, sign_up, snapshot
+from tests.support.asgi import http_scope
 from tests.support.tracks import DAY0, reference_day
 from tests.test_families import join, new_family
 from tests.test_location_clients import named
@@ -331,23 +332,13 @@ async def test_a_waiting_stream_holds_no_connection_and_goes_when_the_client_doe
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/v1/location/stream",
-        "raw_path": b"/api/v1/location/stream",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
+    scope = http_scope(
+        "GET",
+        "/api/v1/location/stream",
+        [
             (b"authorization", f"Bearer {alice['token']}".encode()),
         ],
-        "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 80),
-    }
+    )
     task = asyncio.create_task(app(scope, receive, send))
     for _ in range(250):
         if live.hub.connected([alice["account"]["id"]]) and len(sent) >= 2:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from kares import migrations
+from tests.support.asgi import http_scope
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -138,24 +139,14 @@ async def test_a_client_that_goes_away_mid_request_is_one_info_line(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/owntracks",  # a route that reads its own body
-        "raw_path": b"/owntracks",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
+    scope = http_scope(
+        "POST",
+        "/owntracks",  # a route that reads its own body
+        [
             (b"content-type", b"application/json"),
             (b"authorization", f"Bearer {me['token']}".encode()),
         ],
-        "client": ("127.0.0.1", 40001),
-        "server": ("testserver", 80),
-    }
+    )
     with caplog.at_level(logging.INFO):
         await app(scope, receive, send)  # raises nothing
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
