@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, String, event, make_url
+from sqlalchemy import DateTime, MetaData, String, event, make_url, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect
@@ -273,3 +273,17 @@ def _adopt(session: OrmSession, cls: type[Any], props: list[tuple[str, Any]], va
     make_transient_to_detached(obj)
     session.add(obj)
     return obj
+
+
+async def hold(s: AsyncSession, entity: Any, key: str) -> None:
+    """Hold one row until this transaction ends (a write to it that changes
+    nothing: its ``updated_at`` to itself): PostgreSQL locks the row; on SQLite the
+    first write of a transaction takes the database's write lock. Requests that
+    hold the same row then run what follows one after another: a count made after
+    it is exact until the commit, so no burst overruns a cap."""
+    await s.execute(
+        update(entity)
+        .where(entity.id == key)
+        .values(updated_at=entity.updated_at)
+        .execution_options(synchronize_session=False)
+    )

@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, crypto, events, live
+from kares import clock, crypto, db, events, live
 from kares.accounts import service as accounts
 from kares.db import new_id
 from kares.errors import Problem
@@ -183,17 +183,8 @@ async def member_count(s: AsyncSession, family_id: str) -> int:
 
 async def hold(s: AsyncSession, family_id: str) -> None:
     """Hold the family until this transaction ends, before counting what it has
-    (members, open invitations, places) to enforce a cap: requests that add to the
-    same family at the same time then count one after another, so no burst can
-    overrun a cap. A write to the family's row: PostgreSQL locks that row; on SQLite
-    the first write of a transaction takes the database's write lock (and the count
-    after it reads what every earlier writer committed)."""
-    await s.execute(
-        update(Family)
-        .where(Family.id == family_id)
-        .values(updated_at=Family.updated_at)
-        .execution_options(synchronize_session=False)
-    )
+    (members, open invitations, places) against a cap (``db.hold``)."""
+    await db.hold(s, Family, family_id)
 
 
 async def _check_room(s: AsyncSession, family_id: str) -> None:
@@ -910,16 +901,11 @@ async def _check_attempts(s: AsyncSession, account_id: str, now: datetime) -> No
 async def _lookup(s: AsyncSession, account_id: str, text: str) -> FamilyInvitation:
     """The invitation a text names, whatever its state; 400 when it names none.
 
-    The caller's account is held first (a write to its row, as :func:`hold` does
-    for a family), so one account's lookups count their wrong codes one after
-    another: a burst of guesses gets no more tries than the hour allows."""
+    The caller's account is held first (``db.hold``), so one account's lookups
+    count their wrong codes one after another: a burst of guesses gets no more
+    tries than the hour allows."""
     now = clock.utcnow()
-    await s.execute(
-        update(Account)
-        .where(Account.id == account_id)
-        .values(updated_at=Account.updated_at)
-        .execution_options(synchronize_session=False)
-    )
+    await db.hold(s, Account, account_id)
     await _check_attempts(s, account_id, now)
     inv = await _find_invitation(s, text)
     if inv is None:
