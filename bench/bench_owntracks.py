@@ -102,6 +102,18 @@ def _kares_count(db: Path, account_id: str) -> Any:
     return count
 
 
+def _ready(srv: Any, inst: Any, member: Any) -> str:
+    """Wait for the server (stopping it and its instance if it never answers); the
+    member's tracker credential as HTTP Basic."""
+    try:
+        srv.wait_ready()
+    except BaseException:
+        srv.stop()
+        inst.close()
+        raise
+    return base64.b64encode(f"{member.tracker_user}:{member.tracker_secret}".encode()).decode()
+
+
 def _stopper(srv: Any, inst: Any) -> Any:
     def stop() -> None:
         srv.stop()
@@ -114,13 +126,7 @@ def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> 
     inst = bi.make_instance("sqlite", log_level=log_level)
     member = inst.members[0]
     srv = bi.Server(inst.env, workers=workers, hard_limit_s=hard_limit_s)
-    try:
-        srv.wait_ready()
-    except BaseException:
-        srv.stop()
-        inst.close()
-        raise
-    cred = base64.b64encode(f"{member.tracker_user}:{member.tracker_secret}".encode()).decode()
+    cred = _ready(srv, inst, member)
     db = inst.sqlite_path
     count, stop = _kares_count(db, member.account_id), _stopper(srv, inst)
 
@@ -154,13 +160,7 @@ def floor_target(hard_limit_s: int) -> Target:
     cmd = [str(bi.VENV_BIN / "uvicorn"), "owntracks_floor:app", "--app-dir", str(HERE),
            "--no-access-log", "--log-level", "warning", "--no-server-header"]  # fmt: skip
     srv = bi.Server(env, hard_limit_s=hard_limit_s, command=cmd)
-    try:
-        srv.wait_ready()
-    except BaseException:
-        srv.stop()
-        inst.close()
-        raise
-    cred = base64.b64encode(f"{member.tracker_user}:{member.tracker_secret}".encode()).decode()
+    cred = _ready(srv, inst, member)
     count, stop = _kares_count(db, member.account_id), _stopper(srv, inst)
 
     return Target(
