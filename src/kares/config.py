@@ -12,10 +12,14 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A list read from one environment variable: "a, b" or a JSON array ("NoDecode" lets
+# the validator below split it; pydantic-settings would take the text for JSON and fail)
+CsvList = Annotated[list[str], NoDecode]
 
 
 class ConfigError(RuntimeError):
@@ -69,7 +73,7 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = True
     session_ttl_days: int = 90
     session_touch_seconds: int = 60
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: CsvList = Field(default_factory=list)
     ip_places_csv: Path | None = None
 
     # Uploaded images
@@ -81,13 +85,13 @@ class Settings(BaseSettings):
     wechat_app_id: str = ""
     wechat_app_secret: str = ""
     wechat_api_base: str = "https://api.weixin.qq.com"
-    wechat_avatar_hosts: list[str] = Field(
+    wechat_avatar_hosts: CsvList = Field(
         default_factory=lambda: ["thirdwx.qlogo.cn", "wx.qlogo.cn"]
     )
     wechat_avatar_scheme: Literal["https", "http"] = "https"
 
     # Sign in with Apple (ID-token verification)
-    apple_client_ids: list[str] = Field(default_factory=list)
+    apple_client_ids: CsvList = Field(default_factory=list)
     apple_issuer: str = "https://appleid.apple.com"
     apple_jwks_url: str = "https://appleid.apple.com/auth/keys"
     apple_jwks_cache_seconds: int = 3600
@@ -130,7 +134,7 @@ class Settings(BaseSettings):
     webpush_vapid_key: str = ""
     webpush_vapid_subject: str = "mailto:support@auroraKare.com"
     # Subscription endpoints may point only at these push services (no SSRF)
-    webpush_hosts: list[str] = Field(
+    webpush_hosts: CsvList = Field(
         default_factory=lambda: [
             "fcm.googleapis.com",
             "updates.push.services.mozilla.com",
