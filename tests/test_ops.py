@@ -117,8 +117,16 @@ async def test_nul_characters_are_refused_before_any_database_sees_them(
     assert r.json()["code"] == "request.nul_character"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/owntracks",  # a route that reads its own body
+        "/api/v1/location/fixes",  # validated from the raw bytes (JsonModelRoute)
+        "/api/v1/families",  # an ordinary route: FastAPI reads the body
+    ],
+)
 async def test_a_client_that_goes_away_mid_request_is_one_info_line(
-    app: Any, client: httpx.AsyncClient, sms: Any, caplog: pytest.LogCaptureFixture
+    app: Any, client: httpx.AsyncClient, sms: Any, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
     """A phone that loses its signal half-way through an upload is not an error of
     ours: no traceback, no ERROR line to bury the real ones, and no exception out
@@ -141,7 +149,7 @@ async def test_a_client_that_goes_away_mid_request_is_one_info_line(
 
     scope = http_scope(
         "POST",
-        "/owntracks",  # a route that reads its own body
+        path,
         [
             (b"content-type", b"application/json"),
             (b"authorization", f"Bearer {me['token']}".encode()),
@@ -152,3 +160,27 @@ async def test_a_client_that_goes_away_mid_request_is_one_info_line(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     gone = [r for r in caplog.records if "went away" in r.getMessage()]
     assert len(gone) == 1 and gone[0].levelno == logging.INFO and not gone[0].exc_info
+
+
+@pytest.mark.db_agnostic
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1", ["127.0.0.1"]),
+        ("10.0.0.0/8, 192.168.0.0/16", ["10.0.0.0/8", "192.168.0.0/16"]),
+        ('["10.0.0.0/8"]', ["10.0.0.0/8"]),
+        ("", []),
+    ],
+)
+def test_list_settings_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
+) -> None:
+    """README says KARES_TRUSTED_PROXIES takes CIDRs: a plain comma list is read, not
+    taken for JSON (which stopped the server at start)."""
+    from kares.config import Settings
+
+    monkeypatch.setenv("KARES_TRUSTED_PROXIES", value)
+    monkeypatch.setenv("KARES_WEBPUSH_HOSTS", value or "x.example")
+    s = Settings()
+    assert s.trusted_proxies == expected
+    assert s.webpush_hosts == (expected or ["x.example"])

@@ -127,13 +127,17 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _client_went_away(req: Request) -> Response:
+    # the client went away before its request was read: nobody is there to answer
+    # and nothing is wrong on our side, so one line, no traceback
+    log.info("client went away mid-request: %s %s", req.method, req.url.path)
+    return Response(status_code=499)
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnect)
     async def _gone(req: Request, _exc: ClientDisconnect) -> Response:
-        # the client went away before its request was read: nobody is there to
-        # answer and nothing is wrong on our side, so one line, no traceback
-        log.info("client went away mid-request: %s %s", req.method, req.url.path)
-        return Response(status_code=499)
+        return _client_went_away(req)
 
     @app.exception_handler(Problem)
     async def _problem(_req: Request, exc: Problem) -> JSONResponse:
@@ -151,7 +155,10 @@ def install_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, ClientDisconnect):
+            # FastAPI turns a body that stopped coming into "400, error parsing the body"
+            return _client_went_away(req)
         code = {
             404: "not_found",
             405: "method_not_allowed",
