@@ -1,0 +1,104 @@
+"""A real ``kares serve`` process on loopback, for tests and bench scripts that must
+talk to the service the way a client on the network does (raw sockets, many
+connections at once, the log a server writes).
+
+``live_server(env)`` runs ``kares migrate`` and ``kares demo --json`` with ``env``
+(so the demo's accounts, tokens and tracker credentials exist), starts ``kares serve``
+on a free port of 127.0.0.1 (and a watch port when asked), waits for ``/readyz`` and
+yields a :class:`Live`. The server's output goes to a file the caller can read
+(``Live.log()``); the process is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kares(*args: str, env: dict[str, str], timeout: float = 120) -> str:
+    """Run ``python -m kares ARGS`` with ``env`` on top of this process's; its stdout."""
+    r = subprocess.run(
+        [sys.executable, "-m", "kares", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        check=False,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"kares {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}")
+    return r.stdout
+
+
+@dataclass
+class Live:
+    url: str
+    port: int
+    watch_port: int | None
+    env: dict[str, str]
+    demo: list[dict[str, Any]]
+    log_path: Path
+    proc: subprocess.Popen[bytes] = field(repr=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@contextmanager
+def live_server(
+    env: dict[str, str], log_dir: Path, *, watch: bool = False, start_timeout: float = 60
+) -> Iterator[Live]:
+    kares("migrate", env=env)
+    demo = json.loads(kares("demo", "--json", env=env))["members"]
+    port = free_port()
+    watch_port = free_port() if watch else None
+    args = [sys.executable, "-m", "kares", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if watch_port is not None:
+        args += ["--watch-port", str(watch_port)]
+    log_path = log_dir / f"kares-serve-{port}.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"kares serve exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kares serve did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield Live(url, port, watch_port, env, demo, log_path, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,393 @@
+"""The probes of issue 12 (step 6), replayed from outside against a live server.
+
+Each probe is what an attacker, a crowd or an odd client did to a running Kares
+when steps 1-4 were probed: bursts of requests at once, hostile bodies, a client
+that goes away. Each one sends its requests for real (over loopback, many at once
+where the original did) to a :class:`tests.support.live.Live` server, and raises
+``AssertionError`` saying what it saw when the service does not hold.
+
+``tests/test_probes.py`` runs every probe against a server on each database tier;
+``bench/probes.py`` runs them by hand, with larger bursts (``--scale``), and prints
+a table. Loops are bounded in count and time; nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.support.fakes import FakeSmsGateway
+from tests.support.live import Live
+
+POLICY_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass
+class Ctx:
+    live: Live
+    client: httpx.AsyncClient
+    sms: FakeSmsGateway
+    scale: int = 1
+    _phones: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(random.randrange(0, 9000) * 100)
+    )
+    _ips: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def phone(self) -> str:
+        """A new mobile number (China, 139 prefix) no probe used before in this run."""
+        return f"+86139{next(self._phones) % 100_000_000:08d}"
+
+    def ip(self) -> dict[str, str]:
+        """An ``X-Forwarded-For`` header naming an address no probe used before (the
+        server trusts 127.0.0.1 as a proxy), so per-address limits of one probe do not
+        spill into the next."""
+        n = next(self._ips)
+        net = "198.51.100" if n < 250 else "203.0.113"
+        return {"X-Forwarded-For": f"{net}.{n % 250 + 1}"}
+
+    def demo(self, i: int) -> dict[str, Any]:
+        return self.live.demo[i]
+
+    async def sign_up(self, phone: str | None = None) -> dict[str, Any]:
+        """A new adult account through the public API; its SignedIn body."""
+        phone = phone or self.phone()
+        hdr = self.ip()
+        r = await self.client.post("/api/v1/auth/sms/send", json={"phone": phone}, headers=hdr)
+        assert r.status_code == 202, f"sms/send {r.status_code} {r.text}"
+        policy = (await self.client.get("/api/v1/privacy/policy")).json()["version"]
+        body = {
+            "phone": phone,
+            "code": self.sms.last_code(phone),
+            "accept_policy": policy,
+            "age_bracket": "adult",
+        }
+        r = await self.client.post("/api/v1/auth/sms/verify", json=body, headers=hdr)
+        assert r.status_code in (200, 201), f"sms/verify {r.status_code} {r.text}"
+        return dict(r.json())
+
+
+def auth(who: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {who['token']}"}
+
+
+def statuses(answers: list[httpx.Response]) -> list[int]:
+    return sorted(r.status_code for r in answers)
+
+
+def no_5xx(answers: list[httpx.Response]) -> None:
+    bad = [f"{r.status_code} {r.text[:200]}" for r in answers if r.status_code >= 500]
+    assert not bad, f"5xx answers: {bad}"
+
+
+def code(r: httpx.Response) -> str | None:
+    try:
+        return str(r.json().get("code"))
+    except (ValueError, AttributeError):
+        return None
+
+
+Probe = Callable[[Ctx], Awaitable[None]]
+PROBES: dict[str, tuple[str, Probe]] = {}
+
+
+def probe(name: str, what: str) -> Callable[[Probe], Probe]:
+    def register(fn: Probe) -> Probe:
+        PROBES[name] = (what, fn)
+        return fn
+
+    return register
+
+
+# --- 1. password guesses at once ------------------------------------------------------------
+
+
+@probe("1-lockout-burst", "30 wrong passwords at once lock the account; the right one is refused")
+async def lockout_burst(c: Ctx) -> None:
+    who = c.demo(3)
+    n = 30 * c.scale
+    answers = await asyncio.gather(
+        *(
+            c.client.post(
+                "/api/v1/auth/password",
+                json={"phone": who["phone"], "password": f"wrong-{i}"},
+                headers=c.ip(),
+            )
+            for i in range(n)
+        )
+    )
+    no_5xx(answers)
+    assert set(statuses(answers)) <= {401, 423, 429}, statuses(answers)
+    r = await c.client.post(
+        "/api/v1/auth/password",
+        json={"phone": who["phone"], "password": who["password"]},
+        headers=c.ip(),
+    )
+    assert r.status_code == 423 and code(r) == "auth.locked", f"{r.status_code} {r.text}"
+
+
+# --- 3. caps under a burst ------------------------------------------------------------------
+
+
+@probe("3-invitation-cap", "40 invitations asked for at once leave exactly 20 open")
+async def invitation_cap(c: Ctx) -> None:
+    owner = await c.sign_up()
+    r = await c.client.post("/api/v1/families", json={"name": "Probe"}, headers=auth(owner))
+    assert r.status_code == 201, r.text
+    fid = r.json()["id"]
+    url = f"/api/v1/families/{fid}/invitations"
+    answers = await asyncio.gather(
+        *(c.client.post(url, json={}, headers=auth(owner)) for _ in range(40 * c.scale))
+    )
+    no_5xx(answers)
+    assert statuses(answers).count(201) == 20, statuses(answers)
+    listed = (await c.client.get(url, headers=auth(owner))).json()
+    assert sum(i["status"] == "active" for i in listed) == 20
+
+
+@probe("3-place-cap", "130 places created at once leave exactly 100")
+async def place_cap(c: Ctx) -> None:
+    owner = await c.sign_up()
+    r = await c.client.post("/api/v1/families", json={"name": "Probe"}, headers=auth(owner))
+    fid = r.json()["id"]
+    url = f"/api/v1/families/{fid}/places"
+    answers = await asyncio.gather(
+        *(
+            c.client.post(
+                url,
+                json={"name": f"p{i}", "lat": 31.2 + i / 1000, "lon": 121.4},
+                headers=auth(owner),
+            )
+            for i in range(130)
+        )
+    )
+    no_5xx(answers)
+    assert statuses(answers) == [201] * 100 + [409] * 30, statuses(answers)
+    assert len((await c.client.get(url, headers=auth(owner))).json()) == 100
+
+
+@probe("3-preview-guesses", "30 invalid invitation codes at once get exactly 10 lookups")
+async def preview_guesses(c: Ctx) -> None:
+    guesser = await c.sign_up()
+    answers = await asyncio.gather(
+        *(
+            c.client.post(
+                "/api/v1/invitations/preview",
+                json={"text": f"2222-{i:04d}"},
+                headers=auth(guesser),
+            )
+            for i in range(30)
+        )
+    )
+    no_5xx(answers)
+    codes = sorted(str(code(r)) for r in answers)
+    assert codes == ["invitation.invalid"] * 10 + ["invitation.too_many_attempts"] * 20, codes
+
+
+# --- 4. the last use of an invitation -------------------------------------------------------
+
+
+@probe("4-last-use-race", "three accounts take the last use at once: one 201, two 410, no 500")
+async def last_use_race(c: Ctx) -> None:
+    owner = await c.sign_up()
+    r = await c.client.post("/api/v1/families", json={"name": "Probe"}, headers=auth(owner))
+    fid = r.json()["id"]
+    r = await c.client.post(
+        f"/api/v1/families/{fid}/invitations", json={"max_uses": 1}, headers=auth(owner)
+    )
+    assert r.status_code == 201, r.text
+    text = r.json()["text"]
+    people = [await c.sign_up() for _ in range(3)]
+    answers = await asyncio.gather(
+        *(
+            c.client.post("/api/v1/invitations/accept", json={"text": text}, headers=auth(p))
+            for p in people
+        )
+    )
+    assert statuses(answers) == [201, 410, 410], [f"{r.status_code} {r.text}" for r in answers]
+
+
+# --- 5. deeply nested JSON ------------------------------------------------------------------
+
+
+def _raw(live: Live, requests: list[bytes], timeout: float = 10) -> list[bytes]:
+    """Send each request on ONE connection, reading each answer before the next."""
+    out: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", live.port), timeout=timeout) as s:
+        for req in requests:
+            s.sendall(req)
+            out.append(_read_response(s))
+    return out
+
+
+def _read_response(s: socket.socket) -> bytes:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            length = int(v)
+    while len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def _request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+
+
+@probe("5-nested-json", "[ x 50,000 answers 400 request.bad and the connection lives on")
+async def nested_json(c: Ctx) -> None:
+    me = c.demo(0)
+    tracker = me["tracker"]
+    basic_header = (
+        "Basic " + base64.b64encode(f"{tracker['username']}:{tracker['secret']}".encode()).decode()
+    )
+    deep = b"[" * 50_000
+    targets = [
+        ("/owntracks", {"Authorization": basic_header, "Content-Type": "application/json"}),
+        ("/overland", {**auth(me), "Content-Type": "application/json"}),
+        ("/api/v1/location/import", {**auth(me), "Content-Type": "application/geo+json"}),
+    ]
+    for path, headers in targets:
+        bad, after = await asyncio.to_thread(
+            _raw,
+            c.live,
+            [_request("POST", path, headers, deep), _request("GET", "/healthz", {})],
+        )
+        # a GeoJSON file that cannot be read is refused as a file, with its own code
+        want = b"import.invalid_geojson" if path.endswith("/import") else b"request.bad"
+        assert _status(bad) in (400, 422) and want in bad, f"{path}: {bad[:300]!r}"
+        assert _status(after) == 200, f"{path}: the next request on the connection: {after[:200]!r}"
+
+
+# --- 6. booleans where numbers are meant ----------------------------------------------------
+
+
+@probe("6-booleans", "booleans for numbers, a bare number for a time: 422, nothing stored")
+async def booleans(c: Ctx) -> None:
+    me = c.demo(1)
+    before = (await c.client.get("/api/v1/sos", headers=auth(me))).json()
+    r = await c.client.post(
+        "/api/v1/sos", json={"lat": False, "lon": 0.0, "accuracy_m": True}, headers=auth(me)
+    )
+    assert r.status_code == 422, f"sos: {r.status_code} {r.text}"
+    assert (await c.client.get("/api/v1/sos", headers=auth(me))).json() == before
+    fam = (await c.client.get("/api/v1/families", headers=auth(me))).json()
+    assert fam, "the demo member is in a family"
+    url = f"/api/v1/families/{fam[0]['id']}/places"
+    places = (await c.client.get(url, headers=auth(me))).json()
+    r = await c.client.post(url, json={"name": "bool", "lat": True, "lon": False}, headers=auth(me))
+    assert r.status_code == 422, f"place: {r.status_code} {r.text}"
+    assert (await c.client.get(url, headers=auth(me))).json() == places
+    r = await c.client.get(
+        f"/api/v1/location/{await _me_id(c, me)}/track",
+        params={"to": "0.5"},
+        headers=auth(me),
+    )
+    assert r.status_code == 422, f"?to=0.5: {r.status_code} {r.text}"
+
+
+async def _me_id(c: Ctx, me: dict[str, Any]) -> str:
+    return str((await c.client.get("/api/v1/me", headers=auth(me))).json()["id"])
+
+
+# --- 10. a client that goes away ------------------------------------------------------------
+
+
+@probe("10-client-disconnect", "a client gone mid-body is one info line in the log, no traceback")
+async def client_disconnect(c: Ctx) -> None:
+    me = c.demo(2)
+    paths = ["/api/v1/location/fixes", "/api/v1/families", "/overland"]
+
+    def go_away(path: str) -> None:
+        with socket.create_connection(("127.0.0.1", c.live.port), timeout=5) as s:
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {me['token']}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100000\r\n\r\n"
+            )
+            s.sendall(head.encode() + b'{"fixes": [')
+            time.sleep(0.2)  # the route is reading the body when the client leaves
+
+    mark = len(c.live.log())
+    for path in paths:
+        await asyncio.to_thread(go_away, path)
+    for _ in range(100):  # the log is written after the server notices: up to 10 s
+        if c.live.log()[mark:].count("went away") >= len(paths):
+            break
+        await asyncio.sleep(0.1)
+    new = c.live.log()[mark:]
+    for path in paths:
+        lines = [x for x in new.splitlines() if "went away" in x and x.endswith(f" {path}")]
+        assert len(lines) == 1 and " INFO " in lines[0], f"{path}: {new[-2000:]}"
+    assert "Traceback" not in new and " ERROR " not in new, new[-2000:]
+    assert (await c.client.get("/healthz")).status_code == 200
+
+
+# --- the runner -----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    name: str
+    what: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+async def run(ctx: Ctx, names: list[str] | None = None, budget_s: float = 120) -> list[Outcome]:
+    """Run the probes (all, or those named) one after another; each is bounded by the
+    time left of ``budget_s``."""
+    out: list[Outcome] = []
+    end = time.monotonic() + budget_s
+    for name, (what, fn) in PROBES.items():
+        if names and name not in names:
+            continue
+        t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(fn(ctx), timeout=max(1.0, end - t0))
+            out.append(Outcome(name, what, True, time.monotonic() - t0))
+        except (AssertionError, TimeoutError, httpx.HTTPError, OSError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            out.append(Outcome(name, what, False, time.monotonic() - t0, detail[:1500]))
+    return out
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = [f"{'probe':24} {'result':6} {'s':>5}  what"]
+    for o in outcomes:
+        rows.append(f"{o.name:24} {'ok' if o.ok else 'FAIL':6} {o.seconds:5.1f}  {o.what}")
+        if o.detail:
+            rows.append("    " + o.detail.replace("\n", "\n    "))
+    return "\n".join(rows)
+
+
+def dumps(outcomes: list[Outcome]) -> str:
+    return json.dumps([o.__dict__ for o in outcomes], indent=2)
