@@ -617,6 +617,7 @@ async def test_health_readings_are_answered_and_not_stored(
     assert await conn.ask(from_file("bphrt.txt")) == b"[3G*8800000015*0005*bphrt]"
     assert await conn.ask(from_file("btemp2.txt")) == b"[3G*8800000015*0006*btemp2]"
     assert await conn.ask(from_file("oxygen.txt")) == b"[3G*8800000015*0008*oxygen,1]"
+    assert await conn.ask(frame("BLOOD,109,68")) == b"[3G*8800000015*0005*BLOOD]"
     await conn.send(from_file("heart.txt"))  # no reply is known for it
     await conn.silent()
     await conn.sync()
