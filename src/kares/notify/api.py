@@ -47,18 +47,21 @@ async def list_notifications(
     before: Annotated[str | None, Query(max_length=32, pattern=ID)] = None,
 ) -> list[NotificationOut]:
     rows = await service.list_for(s, account_id=caller.account.id, limit=limit, before=before)
-    return [
-        NotificationOut(
-            id=n.id,
-            category=n.category,
-            title=n.title,
-            body=n.body,
-            data=n.data,
-            created_at=n.created_at,
-            read_at=n.read_at,
+    out = []
+    for n in rows:
+        shown = await service.shown(s, n)
+        out.append(
+            NotificationOut(
+                id=n.id,
+                category=n.category,
+                title=shown.title,
+                body=shown.body,
+                data=shown.data,
+                created_at=n.created_at,
+                read_at=n.read_at,
+            )
         )
-        for n in rows
-    ]
+    return out
 
 
 @router.get(

@@ -15,6 +15,7 @@ from kares.families import service as families
 from kares.identity.models import Account
 from kares.location import service as location
 from kares.notify import service as notify
+from kares.notify.models import Notification
 from kares.privacy import service as privacy
 from kares.privacy.catalog import Catalog
 from kares.sos.models import SosAlert, SosRecipient
@@ -127,22 +128,43 @@ async def open_alert(
 async def _tell(
     s: AsyncSession, alert: SosAlert, person: Account, recipients: list[str], *, reminder: bool
 ) -> None:
-    where = f" near {alert.lat:.5f}, {alert.lon:.5f}" if alert.lat is not None else ""
+    """Tell the recipients: the notice references the alert and stores no
+    position; the inbox renders where it was raised when it is read (``_shown``)."""
     await notify.send(
         s,
         account_ids=recipients,
         category="sos",
         title=("Still waiting: " if reminder else "") + f"SOS from {_who(person)}",
-        body=f"{_who(person)} asked for help{where}. Open Kares to respond.",
+        body=f"{_who(person)} asked for help. Open Kares to respond.",
         data={
+            notify.RENDER: "sos",
             "sos_id": alert.id,
             "account_id": person.id,
-            "lat": alert.lat,
-            "lon": alert.lon,
             "precision": alert.precision,
             "battery": alert.battery,
         },
     )
+
+
+@notify.renderer("sos")
+async def _shown(s: AsyncSession, note: Notification) -> notify.Shown | None:
+    """An SOS notice as its recipient reads it: where, from the alert itself."""
+    alert = await s.get(SosAlert, str(note.data.get("sos_id", "")))
+    if alert is None:
+        return None
+    person = await s.get(Account, alert.account_id)
+    who = _who(person) if person is not None else "A family member"
+    where = ""
+    if alert.lat is not None and alert.lon is not None:
+        where = f" near {alert.lat:.5f}, {alert.lon:.5f}"
+    data = {
+        **note.data,
+        "lat": alert.lat,
+        "lon": alert.lon,
+        "precision": alert.precision,
+        "battery": alert.battery,
+    }
+    return notify.Shown(note.title, f"{who} asked for help{where}. Open Kares to respond.", data)
 
 
 async def recipients_of(s: AsyncSession, alert_id: str) -> list[str]:

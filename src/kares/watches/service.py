@@ -34,6 +34,13 @@ def _imei_hash(imei: str) -> str:
     return crypto.blind_index(imei.upper(), purpose="watch-imei")
 
 
+def report_key(w: Watch) -> str:
+    """What names the watch in the keys of what it reports (a fix's client id,
+    an alarm's key): a prefix of its IMEI's keyed hash, never the IMEI, which is
+    kept nowhere in plaintext (docs/WATCHES_AND_SOS.md)."""
+    return w.imei_hash[:16]
+
+
 def pairing_text(imei: str, secret: str) -> str:
     """What the watch shows as a QR code for a guardian to scan."""
     return f"{PAIR_PREFIX}imei={imei}&s={secret}"

@@ -207,7 +207,7 @@ class WatchServer:
             t_ms=t_ms,
             lat=pos.lat,
             lon=pos.lon,
-            client_id=f"w:{frame.device_id}:{pos.kind}:{t_ms}"[:96],
+            client_id=f"w:{watches.report_key(who.watch)}:{pos.kind}:{t_ms}",
             accuracy_m=pos.accuracy_m if pos.lat is not None else None,
             altitude_m=pos.altitude_m,
             speed_mps=pos.speed_kmh / 3.6 if pos.speed_kmh is not None else None,
@@ -234,7 +234,7 @@ class WatchServer:
         self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position, t_ms: int
     ) -> None:
         """Raise what an alarm frame says, once per alarm (a resend raises nothing)."""
-        key = f"w:{frame.device_id}:{t_ms}:{pos.status:x}"[:96]
+        key = f"w:{watches.report_key(who.watch)}:{t_ms}:{pos.status:x}"
         emergencies = [a for a in SOS_ALARMS if a in pos.alarms]
         if emergencies:
             # SOS is consent-exempt (vital interests): the position goes as the
