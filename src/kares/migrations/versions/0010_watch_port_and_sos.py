@@ -1,5 +1,9 @@
 """the watch port held at its edges; no IMEI and no SOS coordinates as text (step 6)
 
+- A device has one live SOS alert at a time (``sos_alerts.open_device``,
+  unique); further alarms are added to it (``repeats``, ``repeated_at``); a
+  device's alarm keeps its own time (``alarm_at``).
+
 - What a watch reported was keyed by its protocol id, usually its IMEI, in
   plaintext: ``location_fixes.client_id`` (``w:<id>:<kind>:<ms>``) and
   ``sos_alerts.source_key`` (``w:<id>:<ms>:<status>``). New keys name the watch
@@ -79,6 +83,16 @@ def _sos_notices(bind: sa.Connection) -> None:
 
 
 def upgrade() -> None:
+    # one live alert per device, its repeats, and an alarm's own time; plain
+    # ALTER TABLE on both databases (a batch rebuild on SQLite would drop the
+    # table and, foreign keys on, what points at it)
+    op.add_column("sos_alerts", sa.Column("alarm_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("sos_alerts", sa.Column("open_device", sa.String(length=32), nullable=True))
+    op.add_column(
+        "sos_alerts", sa.Column("repeats", sa.Integer(), server_default="0", nullable=False)
+    )
+    op.add_column("sos_alerts", sa.Column("repeated_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("uq_sos_alerts_open_device", "sos_alerts", ["open_device"], unique=True)
     bind = op.get_bind()
     _rekey(bind, "location_fixes", "client_id", "id")
     _rekey(bind, "sos_alerts", "source_key", "id")
@@ -87,4 +101,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # the plaintext ids are gone for good, which is the point
-    pass
+    op.drop_index("uq_sos_alerts_open_device", table_name="sos_alerts")
+    for column in ("repeated_at", "repeats", "open_device", "alarm_at"):
+        op.execute(f"ALTER TABLE sos_alerts DROP COLUMN {column}")

@@ -235,6 +235,10 @@ class WatchServer:
     ) -> None:
         """Raise what an alarm frame says, once per alarm (a resend raises nothing)."""
         key = f"w:{watches.report_key(who.watch)}:{t_ms}:{pos.status:x}"
+        # an alarm the watch kept (offline, or a firmware that replays old ones)
+        # is history, not an emergency: recorded with its own time, nobody alerted
+        age = (clock.utcnow() - pos.time).total_seconds()
+        late = age > self.rt.settings.watch_alarm_max_age_seconds
         emergencies = [a for a in SOS_ALARMS if a in pos.alarms]
         if emergencies:
             # SOS is consent-exempt (vital interests): the position goes as the
@@ -253,7 +257,11 @@ class WatchServer:
                 battery=pos.battery,
                 note=SOS_ALARMS[emergencies[0]],
                 source_key=key,
+                alarm_at=pos.time,
+                late=late,
             )
+        if late:
+            return
         notices = [a for a in NOTICE_ALARMS if a in pos.alarms and (key, a) not in self._told]
         if notices:
             guardians = await sos.recipients_for(s, who.account)
