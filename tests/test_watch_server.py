@@ -660,12 +660,16 @@ async def test_frames_split_joined_and_among_garbage(
     assert len(await stored(db, ctx["dep"])) == 3
 
 
-async def test_several_watches_at_once(
+@pytest.mark.parametrize("settings_overrides", [{"watch_max_per_id": 3}], indirect=True)
+async def test_several_connections_of_one_watch_at_once(
     client: httpx.AsyncClient, sms: Any, db: Any, server: WatchServer
 ) -> None:
+    """Every report is kept; while several connections speak for one id none is
+    believed (tests/test_watch_port_limits.py)."""
     ctx = await household(client, sms)
     conns = [await Conn.open(server.port) for _ in range(3)]  # type: ignore[attr-defined]
     try:
+        await asyncio.gather(*(c.sync() for c in conns))  # each speaks for the id now
         t = now_s() - timedelta(seconds=300)
         await asyncio.gather(
             *(
@@ -677,7 +681,8 @@ async def test_several_watches_at_once(
     finally:
         for c in conns:
             await c.close()
-    assert len(await stored(db, ctx["dep"])) == 3
+    rows = await stored(db, ctx["dep"])
+    assert [(r["status"], r["flag"]) for r in rows] == [("flagged", "fix.contested")] * 3
 
 
 async def test_an_unpaired_watch_is_no_longer_heard(
