@@ -3,6 +3,8 @@
 - A device has one live SOS alert at a time (``sos_alerts.open_device``,
   unique); further alarms are added to it (``repeats``, ``repeated_at``); a
   device's alarm keeps its own time (``alarm_at``).
+- ``watch_hello_counts``: introductions per peer address (a keyed hash) and
+  hour, counted by one upsert, for the limit of ``POST /watches/hello``.
 
 - What a watch reported was keyed by its protocol id, usually its IMEI, in
   plaintext: ``location_fixes.client_id`` (``w:<id>:<kind>:<ms>``) and
@@ -93,6 +95,13 @@ def upgrade() -> None:
     )
     op.add_column("sos_alerts", sa.Column("repeated_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("uq_sos_alerts_open_device", "sos_alerts", ["open_device"], unique=True)
+    op.create_table(
+        "watch_hello_counts",
+        sa.Column("peer_hash", sa.String(length=64), nullable=False),
+        sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("peer_hash", name=op.f("pk_watch_hello_counts")),
+    )
     bind = op.get_bind()
     _rekey(bind, "location_fixes", "client_id", "id")
     _rekey(bind, "sos_alerts", "source_key", "id")
@@ -101,6 +110,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # the plaintext ids are gone for good, which is the point
+    op.drop_table("watch_hello_counts")
     op.drop_index("uq_sos_alerts_open_device", table_name="sos_alerts")
     for column in ("repeated_at", "repeats", "open_device", "alarm_at"):
         op.execute(f"ALTER TABLE sos_alerts DROP COLUMN {column}")
