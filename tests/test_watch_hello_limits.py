@@ -13,7 +13,7 @@ import pytest
 
 from kares import clock, jobs
 from tests.conftest import bearer, count_rows, snapshot
-from tests.test_watches_sos import family_with_dependant, hello
+from tests.test_watches_sos import hello, paired
 
 DAY = 86400
 
@@ -61,19 +61,8 @@ async def test_a_watch_nobody_pairs_is_forgotten(
     client: httpx.AsyncClient, sms: Any, app: Any, db: Any
 ) -> None:
     rt = app.state.runtime
-    ctx = await family_with_dependant(client, sms)
+    ctx = await paired(client, sms)  # this one is paired and stays
     lonely = await hello(client, imei(1))
-    paired = await hello(client, imei(2))
-    r = await client.post(
-        "/api/v1/watches/pair",
-        json={
-            "text": paired["pairing_text"],
-            "family_id": ctx["family"]["id"],
-            "dependant_id": ctx["dependant_id"],
-        },
-        headers=bearer(ctx["guardian"]["token"]),
-    )
-    assert r.status_code == 201, r.text
     # introduced again half a day later: its day starts again
     clock.advance(DAY // 2)
     again = await hello(client, imei(3))
@@ -82,7 +71,7 @@ async def test_a_watch_nobody_pairs_is_forgotten(
     clock.advance(DAY // 2 + 1)
     await jobs.run_due(rt)
     assert not await is_paired_or_waiting(client, lonely["token"])  # forgotten
-    assert await is_paired_or_waiting(client, paired["token"])
+    assert await is_paired_or_waiting(client, ctx["watch"]["token"])
     assert await is_paired_or_waiting(client, again["token"])
     assert await count_rows(db, "watches") == 2
     clock.advance(DAY // 2)
@@ -92,8 +81,9 @@ async def test_a_watch_nobody_pairs_is_forgotten(
     assert await count_rows(db, "watch_hello_counts") == 0  # the hours are over too
 
     # unpaired and not paired again: forgotten a day later
-    watch_id = r.json()["id"]
-    r = await client.delete(f"/api/v1/watches/{watch_id}", headers=bearer(ctx["guardian"]["token"]))
+    r = await client.delete(
+        f"/api/v1/watches/{ctx['watch_id']}", headers=bearer(ctx["guardian"]["token"])
+    )
     assert r.status_code == 204, r.text
     assert await count_rows(db, "watches") == 1
     clock.advance(DAY + 1)
