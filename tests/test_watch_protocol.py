@@ -507,6 +507,11 @@ def test_health_replies() -> None:
     assert reply_for(frame_of("btemp2.txt")) == b"[3G*7402610015*0006*btemp2]"
     assert reply_for(frame_of("oxygen.txt")) == b"[3G*7402610015*0008*oxygen,1]"
     assert reply_for(frame_of("heart.txt")) is None
+    # the older blood-pressure upload is answered like bphrt: echoed as spelt
+    (blood,) = FrameReader().feed(b"[3G*7402610015*000C*BLOOD,109,68]")
+    assert reply_for(blood) == b"[3G*7402610015*0005*BLOOD]"
+    (lower,) = FrameReader().feed(b"[3G*7402610015*000C*blood,109,68]")
+    assert reply_for(lower) == b"[3G*7402610015*0005*blood]"
 
 
 def test_other_commands() -> None:

@@ -617,6 +617,7 @@ async def test_health_readings_are_answered_and_not_stored(
     assert await conn.ask(from_file("bphrt.txt")) == b"[3G*8800000015*0005*bphrt]"
     assert await conn.ask(from_file("btemp2.txt")) == b"[3G*8800000015*0006*btemp2]"
     assert await conn.ask(from_file("oxygen.txt")) == b"[3G*8800000015*0008*oxygen,1]"
+    assert await conn.ask(frame("BLOOD,109,68")) == b"[3G*8800000015*0005*BLOOD]"
     await conn.send(from_file("heart.txt"))  # no reply is known for it
     await conn.silent()
     await conn.sync()
@@ -659,12 +660,16 @@ async def test_frames_split_joined_and_among_garbage(
     assert len(await stored(db, ctx["dep"])) == 3
 
 
-async def test_several_watches_at_once(
+@pytest.mark.parametrize("settings_overrides", [{"watch_max_per_id": 3}], indirect=True)
+async def test_several_connections_of_one_watch_at_once(
     client: httpx.AsyncClient, sms: Any, db: Any, server: WatchServer
 ) -> None:
+    """Every report is kept; while several connections speak for one id none is
+    believed (tests/test_watch_port_limits.py)."""
     ctx = await household(client, sms)
     conns = [await Conn.open(server.port) for _ in range(3)]  # type: ignore[attr-defined]
     try:
+        await asyncio.gather(*(c.sync() for c in conns))  # each speaks for the id now
         t = now_s() - timedelta(seconds=300)
         await asyncio.gather(
             *(
@@ -676,7 +681,8 @@ async def test_several_watches_at_once(
     finally:
         for c in conns:
             await c.close()
-    assert len(await stored(db, ctx["dep"])) == 3
+    rows = await stored(db, ctx["dep"])
+    assert [(r["status"], r["flag"]) for r in rows] == [("flagged", "fix.contested")] * 3
 
 
 async def test_an_unpaired_watch_is_no_longer_heard(

@@ -7,6 +7,7 @@ events, console SMS sender, development keys generated on first run.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import secrets
@@ -158,12 +159,30 @@ class Settings(BaseSettings):
     # The kids'-watch TCP protocol listener (`kares serve --watch-port`); 0: off
     watch_host: str = "127.0.0.1"
     watch_port: int = Field(default=0, ge=0, le=65535)
-    watch_idle_seconds: int = Field(default=600, ge=10)
+    # a connection silent this long is closed (watches keep alive every few minutes)
+    watch_idle_seconds: int = Field(default=120, ge=10)
+    # open connections at once: from one peer address (carrier NAT puts many
+    # watches behind one), and for one watch id (a reconnect while the old one lingers)
+    watch_max_per_peer: int = Field(default=32, ge=1)
+    watch_max_per_id: int = Field(default=2, ge=1)
+    # only these networks (CIDRs) may connect; empty: any (docs/WATCHES_AND_SOS.md)
+    watch_allow: list[str] = Field(default_factory=list)
+    # an alarm dated longer ago than this is recorded, never raised as a live SOS
+    watch_alarm_max_age_seconds: int = Field(default=600, ge=60)
+    # POST /api/v1/watches/hello: per peer address and hour, and how long an
+    # introduced watch waits for its pairing before it is forgotten
+    watch_hello_per_ip_per_hour: int = Field(default=20, ge=1)
+    watch_hello_ttl_seconds: int = Field(default=86400, ge=60)
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
 
     @field_validator(
-        "trusted_proxies", "wechat_avatar_hosts", "apple_client_ids", "webpush_hosts", mode="before"
+        "trusted_proxies",
+        "wechat_avatar_hosts",
+        "apple_client_ids",
+        "webpush_hosts",
+        "watch_allow",
+        mode="before",
     )
     @classmethod
     def _split_csv(cls, v: object) -> object:
@@ -172,6 +191,16 @@ class Settings(BaseSettings):
             if v.startswith("["):
                 return json.loads(v)
             return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("watch_allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network (CIDR)") from None
         return v
 
     @property

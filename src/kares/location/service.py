@@ -72,6 +72,8 @@ class FixIn:
     source: str = "gps"
     cells: tuple[Cell, ...] = ()
     wifi: tuple[WifiAp, ...] = ()
+    # the client's own doubt (a FLAG_DETAIL code): stored flagged, never used as good
+    flag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ FLAG_DETAIL = {
     "fix.poor_accuracy": "Accuracy worse than the service keeps as good.",
     "fix.impossible_speed": "The reported speed is faster than any vehicle.",
     "fix.implied_speed": "Reaching this fix from the one before needs an impossible speed.",
+    "fix.contested": "Another connection reported for the same device at the same time.",
 }
 
 
@@ -285,6 +288,8 @@ def _validate(
                 status, flag = "flagged", "fix.poor_accuracy"
             elif speed is not None and speed > max_speed:
                 status, flag = "flagged", "fix.impossible_speed"
+            elif fix.flag is not None:
+                status, flag = "flagged", fix.flag
         if cat is not None and lat is not None and lon is not None:
             lat, lon = privacy.coarsen(cat, APPROXIMATE, lat, lon)
             acc = max(acc or 0.0, APPROXIMATE_ACCURACY_M)

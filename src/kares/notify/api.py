@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
@@ -47,17 +48,13 @@ async def list_notifications(
     before: Annotated[str | None, Query(max_length=32, pattern=ID)] = None,
 ) -> list[NotificationOut]:
     rows = await service.list_for(s, account_id=caller.account.id, limit=limit, before=before)
+    # title, body and data as the inbox shows them: rendered from what they reference
+    shown = [asdict(await service.shown(s, n)) for n in rows]
     return [
         NotificationOut(
-            id=n.id,
-            category=n.category,
-            title=n.title,
-            body=n.body,
-            data=n.data,
-            created_at=n.created_at,
-            read_at=n.read_at,
+            id=n.id, category=n.category, created_at=n.created_at, read_at=n.read_at, **v
         )
-        for n in rows
+        for n, v in zip(rows, shown, strict=True)
     ]
 
 

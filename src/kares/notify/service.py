@@ -15,12 +15,19 @@ get it (``decide``):
   turned off.
 
 The inbox always has the notification, whatever happens to the push.
+
+A notice about something that has its own record (an SOS alert) stores a
+reference to it, not a copy of its personal details: ``data["render"]`` names
+a renderer that the owning domain registered (``@renderer("sos")``), and the
+inbox renders the text from the record when it is read (``shown``). The stored
+title and body are what a push carries and what the inbox shows if the record
+is gone.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
@@ -133,6 +140,43 @@ def decide(
 
 
 # --- the inbox -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A notification as the inbox shows it."""
+
+    title: str
+    body: str
+    data: dict[str, Any]
+
+
+Renderer = Callable[[AsyncSession, Notification], Awaitable[Shown | None]]
+RENDER = "render"  # the key in ``data`` naming the renderer of a notice
+_renderers: dict[str, Renderer] = {}
+
+
+def renderer(kind: str) -> Callable[[Renderer], Renderer]:
+    """Register how notices whose ``data["render"]`` is ``kind`` are shown: the
+    renderer reads the record they reference (None: show what is stored)."""
+
+    def register(fn: Renderer) -> Renderer:
+        _renderers[kind] = fn
+        return fn
+
+    return register
+
+
+async def shown(s: AsyncSession, note: Notification) -> Shown:
+    """The notification as the inbox shows it, rendered now from what it references."""
+    data = dict(note.data or {})
+    kind = data.get(RENDER)
+    fn = _renderers.get(kind) if isinstance(kind, str) else None
+    if fn is not None:
+        got = await fn(s, note)
+        if got is not None:
+            return got
+    return Shown(note.title, note.body, data)
 
 
 async def send(

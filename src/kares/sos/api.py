@@ -33,6 +33,8 @@ async def sos_out(s: AsyncSession, a: SosAlert) -> SosOut:
         note=a.note,
         recipients=await service.recipients_of(s, a.id),
         created_at=a.created_at,
+        alarm_at=a.alarm_at,
+        repeats=a.repeats,
         acknowledged_by=a.acknowledged_by,
         acknowledged_at=a.acknowledged_at,
     )
@@ -76,7 +78,9 @@ async def raise_sos(
 async def list_sos(
     ctx: Annotated[Allowed, guard("sos", "respond")],
     s: DbDep,
-    status_: Annotated[Literal["open", "acknowledged"] | None, Query(alias="status")] = None,
+    status_: Annotated[
+        Literal["open", "acknowledged", "late"] | None, Query(alias="status")
+    ] = None,
 ) -> list[SosOut]:
     alerts = await service.alerts_for(s, account_id=ctx.account_id, status=status_)
     return [await sos_out(s, a) for a in alerts]

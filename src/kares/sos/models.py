@@ -15,10 +15,11 @@ class SosAlert(Base):
     __tablename__ = "sos_alerts"
     __table_args__ = (
         Index("uq_sos_alerts_account_id_source_key", "account_id", "source_key", unique=True),
+        Index("uq_sos_alerts_open_device", "open_device", unique=True),
         table_info(
             subject="account_id",
             also_about=("acknowledged_by",),
-            not_personal=("id", "status", "device_id", "reminders_sent"),
+            not_personal=("id", "status", "device_id", "reminders_sent", "open_device", "repeats"),
         ),
     )
 
@@ -48,6 +49,18 @@ class SosAlert(Base):
     # answer was lost raises nothing twice
     source_key: Mapped[str | None] = mapped_column(
         String(96), info=not_personal("the device's id of the alarm")
+    )
+    # when the device says the alarm was given (a watch's frame carries its time)
+    alarm_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), info=personal("notification.content")
+    )
+    # a device's alarm holds its device here while it is open and live: unique,
+    # so a device has one such alert at a time and the database decides which
+    open_device: Mapped[str | None] = mapped_column(String(32))
+    # further alarms of the device added to this alert while it was open, and the last one's time
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    repeated_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), info=personal("notification.content")
     )
 
 

@@ -23,7 +23,10 @@ class SosRaise(BaseModel):
 class SosOut(BaseModel):
     id: str
     account_id: str
-    status: Literal["open", "acknowledged"]
+    status: Literal["open", "acknowledged", "late"] = Field(
+        description="late: a device's alarm that arrived too old to be an emergency; "
+        "recorded with its own time (alarm_at), nobody was alerted"
+    )
     lat: float | None
     lon: float | None
     accuracy_m: float | None
@@ -32,5 +35,11 @@ class SosOut(BaseModel):
     note: str | None
     recipients: list[str]
     created_at: datetime
+    alarm_at: datetime | None = Field(
+        description="When the device says the alarm was given (a watch's alarm carries its time)"
+    )
+    repeats: int = Field(
+        description="Further alarms of the same device added to this alert while it was open"
+    )
     acknowledged_by: str | None
     acknowledged_at: datetime | None

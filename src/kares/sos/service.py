@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, jobs
+from kares.db import insert_for, new_id
 from kares.devices import service as devices
 from kares.errors import Problem
 from kares.families import service as families
 from kares.identity.models import Account
 from kares.location import service as location
 from kares.notify import service as notify
+from kares.notify.models import Notification
 from kares.privacy import service as privacy
 from kares.privacy.catalog import Catalog
 from kares.sos.models import SosAlert, SosRecipient
@@ -23,6 +25,10 @@ SMS_JOB = "sos.sms"
 REMIND_JOB = "sos.remind"
 REMIND_EVERY_SECONDS = 120
 REMIND_AT_MOST = 10
+
+# a device's open alert takes its new alarms while its reminders run; after that a
+# new alarm is a new emergency
+LIVE_FOR = timedelta(seconds=REMIND_EVERY_SECONDS * REMIND_AT_MOST)
 
 # an SOS without a position uses the last fix if it is at most this old
 LAST_FIX_MAX_AGE_MS = 15 * 60 * 1000
@@ -64,15 +70,20 @@ async def open_alert(
     battery: int | None,
     note: str | None,
     source_key: str | None = None,
+    alarm_at: datetime | None = None,
+    late: bool = False,
 ) -> SosAlert:
     """An alert, every guardian told (inbox and pushes now, SMS and reminders as
-    jobs), in the caller's transaction. ``source_key`` is the device's own id of
-    the alarm: raising the same key again returns the first alert."""
+    jobs), in the caller's transaction.
+
+    A device's alarm (``source_key``: the device's own id of it) is raised once:
+    raising the same key again returns the first alert. A device has one live
+    alert at a time (``open_device``, unique): a new alarm while one is open and
+    live is added to it (``repeats``) and tells nobody again. ``late``: the alarm
+    is too old to be an emergency now; it is recorded with its own time
+    (``alarm_at``) for the guardians to see, and nobody is alerted."""
     if source_key is not None:
-        q = select(SosAlert).where(
-            SosAlert.account_id == account.id, SosAlert.source_key == source_key
-        )
-        same = (await s.execute(q)).scalar_one_or_none()
+        same = await _by_key(s, account.id, source_key)
         if same is not None:
             return same
     precision = "precise"
@@ -80,7 +91,7 @@ async def open_alert(
         lat, lon = privacy.coarsen(cat, "location.approximate", lat, lon)
         accuracy_m, precision = None, "approximate"
     now = clock.utcnow()
-    if lat is None or lon is None:
+    if (lat is None or lon is None) and not late:
         lat = lon = accuracy_m = None
         precision = "none"
         # no position in the alert: the person's last known one, if it is recent
@@ -91,26 +102,42 @@ async def open_alert(
             if precision == "precise" and "location.precise" in degraded:
                 lat, lon = privacy.coarsen(cat, "location.approximate", lat, lon)
                 accuracy_m, precision = None, "approximate"
-    recipients = await recipients_for(s, account)
-    if device_id is not None and battery is not None:
+    elif lat is None or lon is None:
+        lat = lon = accuracy_m = None
+        precision = "none"
+    if device_id is not None and battery is not None and not late:
         await devices.note_battery(s, device_id, battery)
-    alert = SosAlert(
-        account_id=account.id,
-        device_id=device_id,
-        lat=lat,
-        lon=lon,
-        accuracy_m=accuracy_m,
-        precision=precision,
-        battery=battery,
-        note=note,
-        source_key=source_key,
-        status="open",
-        reminders_sent=0,
-        created_at=now,
-    )
-    s.add(alert)
-    await s.flush()
+    values: dict[str, Any] = {
+        "account_id": account.id,
+        "device_id": device_id,
+        "lat": lat,
+        "lon": lon,
+        "accuracy_m": accuracy_m,
+        "precision": precision,
+        "battery": battery,
+        "note": note,
+        "source_key": source_key,
+        "alarm_at": alarm_at,
+        "status": "late" if late else "open",
+        "reminders_sent": 0,
+        "repeats": 0,
+        "created_at": now,
+    }
+    recipients = await recipients_for(s, account)
+    if late or source_key is None or device_id is None:
+        alert = SosAlert(**values)
+        s.add(alert)
+        await s.flush()
+    else:
+        got = await _open_for_device(s, device_id, source_key, values, now)
+        if got is None:
+            raise RuntimeError("an SOS alert could be neither opened nor found")
+        alert, opened = got
+        if not opened:
+            return alert
     s.add_all(SosRecipient(alert_id=alert.id, account_id=r) for r in recipients)
+    if late:
+        return alert
     await _tell(s, alert, account, recipients, reminder=False)
     for r in recipients:
         jobs.enqueue(s, SMS_JOB, {"alert_id": alert.id, "to": r}, account_id=r)
@@ -124,25 +151,101 @@ async def open_alert(
     return alert
 
 
+async def _by_key(s: AsyncSession, account_id: str, source_key: str) -> SosAlert | None:
+    q = select(SosAlert).where(SosAlert.account_id == account_id, SosAlert.source_key == source_key)
+    return (await s.execute(q)).scalar_one_or_none()
+
+
+async def _open_for_device(
+    s: AsyncSession, device_id: str, source_key: str, values: dict[str, Any], now: datetime
+) -> tuple[SosAlert, bool] | None:
+    """Open the device's alert, or add this alarm to the one it has open:
+    (the alert, whether it was opened now). The database decides: the insert
+    takes ``open_device`` or does nothing, in one statement, so alarms that
+    arrive at once (even on two connections) open one alert between them."""
+    # an alert nobody answered within its reminders no longer takes new alarms:
+    # a new one after that is a new emergency
+    await s.execute(
+        update(SosAlert)
+        .where(SosAlert.open_device == device_id, SosAlert.created_at < now - LIVE_FOR)
+        .values(open_device=None)
+        .execution_options(synchronize_session=False)
+    )
+    for _ in range(3):
+        alert_id = new_id()
+        inserted = (
+            await s.execute(
+                insert_for(s)(SosAlert)
+                .values(id=alert_id, open_device=device_id, **values)
+                .on_conflict_do_nothing()
+                .returning(SosAlert.id)
+            )
+        ).scalar_one_or_none()
+        if inserted is not None:
+            alert = await s.get(SosAlert, alert_id)
+            assert alert is not None
+            return alert, True
+        # the same alarm raised at the same moment (a resend on another connection)
+        same = await _by_key(s, values["account_id"], source_key)
+        if same is not None:
+            return same, False
+        added = (
+            await s.execute(
+                update(SosAlert)
+                .where(SosAlert.open_device == device_id)
+                .values(repeats=SosAlert.repeats + 1, repeated_at=values["alarm_at"] or now)
+                .returning(SosAlert.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalar_one_or_none()
+        if added is not None:
+            alert = await s.get(SosAlert, added, populate_existing=True)
+            assert alert is not None
+            return alert, False
+        # answered between the two statements: try to open it again
+    return None
+
+
 async def _tell(
     s: AsyncSession, alert: SosAlert, person: Account, recipients: list[str], *, reminder: bool
 ) -> None:
-    where = f" near {alert.lat:.5f}, {alert.lon:.5f}" if alert.lat is not None else ""
+    """Tell the recipients: the notice references the alert and stores no
+    position; the inbox renders where it was raised when it is read (``_shown``)."""
     await notify.send(
         s,
         account_ids=recipients,
         category="sos",
         title=("Still waiting: " if reminder else "") + f"SOS from {_who(person)}",
-        body=f"{_who(person)} asked for help{where}. Open Kares to respond.",
+        body=f"{_who(person)} asked for help. Open Kares to respond.",
         data={
+            notify.RENDER: "sos",
             "sos_id": alert.id,
             "account_id": person.id,
-            "lat": alert.lat,
-            "lon": alert.lon,
             "precision": alert.precision,
             "battery": alert.battery,
         },
     )
+
+
+@notify.renderer("sos")
+async def _shown(s: AsyncSession, note: Notification) -> notify.Shown | None:
+    """An SOS notice as its recipient reads it: where, from the alert itself."""
+    alert = await s.get(SosAlert, str(note.data.get("sos_id", "")))
+    if alert is None:
+        return None
+    person = await s.get(Account, alert.account_id)
+    who = _who(person) if person is not None else "A family member"
+    where = ""
+    if alert.lat is not None and alert.lon is not None:
+        where = f" near {alert.lat:.5f}, {alert.lon:.5f}"
+    data = {
+        **note.data,
+        "lat": alert.lat,
+        "lon": alert.lon,
+        "precision": alert.precision,
+        "battery": alert.battery,
+    }
+    return notify.Shown(note.title, f"{who} asked for help{where}. Open Kares to respond.", data)
 
 
 async def recipients_of(s: AsyncSession, alert_id: str) -> list[str]:
@@ -168,6 +271,7 @@ async def acknowledge(s: AsyncSession, *, responder: Account, alert_id: str) -> 
         )
     if alert.status == "open":
         alert.status = "acknowledged"
+        alert.open_device = None
         alert.acknowledged_by = responder.id
         alert.acknowledged_at = clock.utcnow()
         person = await s.get(Account, alert.account_id)

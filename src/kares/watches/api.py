@@ -3,12 +3,13 @@ a dependant, listed and unpaired."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import segno
 from fastapi import APIRouter, Request, Response
 
-from kares.deps import DbDep
+from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.guard import Allowed, guard
@@ -38,14 +39,28 @@ def watch_out(w: Watch) -> WatchOut:
     "/watches/hello",
     dependencies=[guard("watches", "hello")],
     response_model=WatchCredentials,
-    responses=responses((409, "watch.already_paired"), (422, "watch.invalid_imei")),
+    responses=responses(
+        (409, "watch.already_paired"), (422, "watch.invalid_imei"), (429, "watch.hello_limit")
+    ),
     summary="A watch introduces itself and gets a credential and a pairing code",
     description="The watch shows `pairing_text` as a QR code; a guardian scans it. Until "
     "then the credential only answers GET /api/v1/watches/me. Introducing itself again "
-    "replaces both.",
+    "replaces both. A network address may introduce `KARES_WATCH_HELLO_PER_IP_PER_HOUR` "
+    "(20) watches an hour; a watch not paired within `KARES_WATCH_HELLO_TTL_SECONDS` (a day) "
+    "is forgotten.",
 )
-async def watch_hello(body: WatchHello, s: DbDep) -> WatchCredentials:
-    w, token, secret = await service.watch_hello(s, imei=body.imei, model=body.model)
+async def watch_hello(
+    body: WatchHello, request: Request, rt: RuntimeDep, s: DbDep
+) -> WatchCredentials:
+    settings = rt.settings
+    w, token, secret = await service.watch_hello(
+        s,
+        imei=body.imei,
+        model=body.model,
+        peer=request_ip(request, rt),
+        per_hour=settings.watch_hello_per_ip_per_hour,
+        forget_after=timedelta(seconds=settings.watch_hello_ttl_seconds),
+    )
     text = service.pairing_text(body.imei, secret)
     return WatchCredentials(
         watch_id=w.id,
@@ -120,7 +135,15 @@ async def family_watches(
     summary="Unpair a watch: its credential stops working at once",
 )
 async def watch_unpair(
-    watch_id: str, ctx: Annotated[Allowed, guard("watches", "manage")], s: DbDep
+    watch_id: str,
+    ctx: Annotated[Allowed, guard("watches", "manage")],
+    rt: RuntimeDep,
+    s: DbDep,
 ) -> Response:
-    await service.unpair_watch(s, actor_id=ctx.account_id, watch_id=watch_id)
+    await service.unpair_watch(
+        s,
+        actor_id=ctx.account_id,
+        watch_id=watch_id,
+        forget_after=timedelta(seconds=rt.settings.watch_hello_ttl_seconds),
+    )
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
@@ -60,3 +60,25 @@ class Watch(Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), info=personal("device.attributes")
     )
+
+
+class WatchHelloCount(Base):
+    """How many watches one peer address introduced in its current hour: the
+    limit of ``POST /api/v1/watches/hello``, counted by the database in one
+    statement (``watches.service.count_hello``). The address is kept only as a
+    keyed hash, and only for the hour."""
+
+    __tablename__ = "watch_hello_counts"
+    __table_args__ = (
+        table_info(
+            subject=None,
+            why="a rate limit per network address, keyed by its hash, kept an hour",
+            not_personal=("window_start", "count"),
+        ),
+    )
+
+    peer_hash: Mapped[str] = mapped_column(
+        String(64), primary_key=True, info=personal("security.login_environment")
+    )
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    count: Mapped[int] = mapped_column(Integer)

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import case, delete, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, crypto
+from kares import clock, crypto, jobs
+from kares.db import UTCDateTime, insert_for
 from kares.devices import service as devices
-from kares.errors import Problem
+from kares.errors import Problem, retry_after
 from kares.families import service as families
 from kares.identity.models import Session
-from kares.watches.models import Watch
+from kares.watches.models import Watch, WatchHelloCount
 
 WATCH_TOKEN_PREFIX = "kares_w"
+FORGET_JOB = "watches.forget_unpaired"
+HELLO_WINDOW = timedelta(hours=1)
 
 
 WATCH_SESSION_DAYS = 3650
@@ -32,6 +35,13 @@ _IMEI_RE = re.compile(r"^[0-9A-Za-z]{8,20}$")
 
 def _imei_hash(imei: str) -> str:
     return crypto.blind_index(imei.upper(), purpose="watch-imei")
+
+
+def report_key(w: Watch) -> str:
+    """What names the watch in the keys of what it reports (a fix's client id,
+    an alarm's key): a prefix of its IMEI's keyed hash, never the IMEI, which is
+    kept nowhere in plaintext (docs/WATCHES_AND_SOS.md)."""
+    return w.imei_hash[:16]
 
 
 def pairing_text(imei: str, secret: str) -> str:
@@ -50,11 +60,57 @@ def parse_pairing(text: str) -> tuple[str, str]:
     return imei, secret
 
 
-async def watch_hello(s: AsyncSession, *, imei: str, model: str | None) -> tuple[Watch, str, str]:
+async def count_hello(s: AsyncSession, *, peer: str, limit: int) -> None:
+    """Count one introduction from this peer address in its hour, or refuse it
+    (429 ``watch.hello_limit``). One statement decides (an upsert that starts a
+    new hour or adds one, returning the count), so a burst sent at once counts
+    one by one; a refused request's count goes with its rolled-back transaction."""
+    now = clock.utcnow()
+    t = WatchHelloCount.__table__
+    stale = t.c.window_start <= now - HELLO_WINDOW
+    stmt = insert_for(s)(WatchHelloCount).values(
+        peer_hash=crypto.blind_index(peer, purpose="watch-hello-peer"),
+        window_start=now,
+        count=1,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.peer_hash],
+        set_={
+            "count": case((stale, 1), else_=t.c.count + 1),
+            "window_start": case((stale, literal(now, UTCDateTime())), else_=t.c.window_start),
+        },
+    ).returning(t.c.count, t.c.window_start)
+    count, started = (await s.execute(stmt)).one()
+    if count > limit:
+        # a request that waited for the row may find an hour started after its own "now"
+        wait = (started + HELLO_WINDOW - max(now, started)).total_seconds()
+        await s.rollback()
+        raise Problem(
+            429,
+            "watch.hello_limit",
+            "Too many watches were introduced from this network in the last hour.",
+            headers=retry_after(wait),
+        )
+
+
+async def watch_hello(
+    s: AsyncSession,
+    *,
+    imei: str,
+    model: str | None,
+    peer: str = "",
+    per_hour: int | None = None,
+    forget_after: timedelta = timedelta(days=1),
+) -> tuple[Watch, str, str]:
     """A watch introduces itself: a fresh credential and pairing secret (the old
-    ones stop working). A paired watch must be unpaired by its family first."""
+    ones stop working). A paired watch must be unpaired by its family first.
+    ``per_hour``: introductions a peer address may make in an hour. An
+    introduced watch that is not paired within ``forget_after`` is forgotten
+    (a job): it must introduce itself again."""
     if not _IMEI_RE.match(imei):
         raise Problem(422, "watch.invalid_imei", "An IMEI or serial is 8 to 20 letters or digits.")
+    if per_hour is not None:
+        await count_hello(s, peer=peer, limit=per_hour)
     w = (
         await s.execute(select(Watch).where(Watch.imei_hash == _imei_hash(imei)))
     ).scalar_one_or_none()
@@ -73,8 +129,34 @@ async def watch_hello(s: AsyncSession, *, imei: str, model: str | None) -> tuple
     w.token_hash = crypto.token_hash(token)
     w.secret_hash = crypto.token_hash(secret)
     w.last_seen_at = now
+    await s.flush()
+    _plan_forgetting(s, w.id, seen=now, at=now + forget_after)
     await s.commit()
     return w, token, secret
+
+
+def _plan_forgetting(s: AsyncSession, watch_id: str, *, seen: datetime, at: datetime) -> None:
+    """Forget the watch at ``at`` unless it is paired or introduces itself after ``seen``."""
+    jobs.enqueue(s, FORGET_JOB, {"watch_id": watch_id, "seen": seen.isoformat()}, run_at=at)
+
+
+async def forget_unpaired(s: AsyncSession, *, watch_id: str, seen: datetime) -> bool:
+    """Forget a watch that is unpaired and has not introduced itself since
+    ``seen``; and the hello counts whose hour is over. True if the watch went."""
+    now = clock.utcnow()
+    await s.execute(
+        delete(WatchHelloCount).where(WatchHelloCount.window_start <= now - HELLO_WINDOW)
+    )
+    res = await s.execute(
+        delete(Watch).where(
+            Watch.id == watch_id,
+            Watch.status == "unpaired",
+            Watch.account_id.is_(None),
+            Watch.last_seen_at.is_(None) | (Watch.last_seen_at <= seen),
+        )
+    )
+    await s.commit()
+    return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
 async def watch_by_imei(s: AsyncSession, imei: str) -> Watch | None:
@@ -157,9 +239,12 @@ async def pair_watch(
     return w
 
 
-async def unpair_watch(s: AsyncSession, *, actor_id: str, watch_id: str) -> None:
+async def unpair_watch(
+    s: AsyncSession, *, actor_id: str, watch_id: str, forget_after: timedelta = timedelta(days=1)
+) -> None:
     """The family's owner or a guardian (or the wearer) unpairs: the watch's
-    credential stops working at once; it must introduce itself again."""
+    credential stops working at once; it must introduce itself again (and is
+    forgotten if it is not paired again within ``forget_after``)."""
     w = await s.get(Watch, watch_id)
     if w is None or w.status != "paired":
         raise Problem(404, "watch.not_found", "No such paired watch.")
@@ -182,6 +267,7 @@ async def unpair_watch(s: AsyncSession, *, actor_id: str, watch_id: str) -> None
     w.family_id = None
     w.session_id = None
     w.device_id = None
+    _plan_forgetting(s, w.id, seen=now, at=now + forget_after)
     await s.commit()
 
 

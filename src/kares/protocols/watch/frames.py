@@ -109,9 +109,14 @@ Health: ``bphrt,systolic,diastolic,heart_rate,height,gender,age,weight`` (0:
 not measured; height/gender/age/weight are profile values the watch echoes,
 deliberately not kept), answered ``bphrt``; ``btemp2,mode,temp`` (mode 0
 forehead, 1 wrist; a temperature of 0 means "too low to measure", 1 "too
-high"), answered ``btemp2``; ``oxygen,type,spo2``, answered ``oxygen,1``; and
-the older ``heart,bpm`` / ``PULSE,bpm`` / ``BLOOD,sys,dia`` / ``TEMP,deg``
-(no reply known). ``hrtstart`` is the watch acknowledging our own command.
+high"), answered ``btemp2``; ``oxygen,type,spo2``, answered ``oxygen,1``;
+``BLOOD,sys,dia[,bpm]`` (the older blood-pressure upload that ``bphrt``
+replaced), answered like ``bphrt``: the command echoed as the watch spelt it
+(``BLOOD``). No vendor document we found names its reply; the watches that
+send it resend an unanswered upload as they do ``bphrt``, and the echo is
+the answer the protocol gives every upload of this family. ``heart,bpm`` /
+``PULSE,bpm`` / ``TEMP,deg`` have no reply known. ``hrtstart`` is the watch
+acknowledging our own command.
 
 Everything else is :class:`Other`. Of those, ``TKQ`` / ``TKQ2`` (the watch
 asking for pending voice messages) are echoed, ``INIT`` is answered
@@ -850,7 +855,7 @@ def reply_for(frame: Frame, message: Message | None = None) -> bytes | None:
 
     Same vendor, device id and index as the request: ``LK`` -> ``LK``; any
     alarm (``AL``, ``AL_LTE``, ...) -> ``AL``; ``TKQ``/``TKQ2``/``bphrt``/
-    ``btemp2`` echoed; ``INIT``/``oxygen``/``calllog``/``RYIMEI`` -> ``CMD,1``.
+    ``BLOOD``/``btemp2`` echoed; ``INIT``/``oxygen``/``calllog``/``RYIMEI`` -> ``CMD,1``.
     ``message`` may be None: the reply depends on the command, so a keep-alive
     or an alarm whose fields did not parse is still answered (the watch
     retries, then reconnects, otherwise); only a vendor-named alarm
@@ -865,7 +870,7 @@ def reply_for(frame: Frame, message: Message | None = None) -> bytes | None:
         or (isinstance(message, Position) and message.kind == "AL")
     ):
         content = "AL"
-    elif upper in ("TKQ", "TKQ2") or command.lower() in ("bphrt", "btemp2"):
+    elif upper in ("TKQ", "TKQ2") or command.lower() in ("bphrt", "blood", "btemp2"):
         content = command
     elif upper in ("INIT", "OXYGEN", "CALLLOG", "RYIMEI"):
         content = f"{command},1"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -45,6 +46,9 @@ from kares.watches import service as watches
 from kares.watches.models import Watch
 
 log = logging.getLogger("kares.watch")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# a position sent while another connection spoke for the same watch id
+CONTESTED = "fix.contested"
 READ_CHUNK = 4096
 TOLD_MAX = 10_000
 # alarms that are emergencies: every guardian is told at once, until one answers
@@ -84,16 +88,55 @@ async def _battery(s: AsyncSession, who: Wearer, battery: int | None) -> None:
         await devices.note_battery(s, device_id, battery)
 
 
+def _address(writer: asyncio.StreamWriter) -> IPAddress | None:
+    """The peer's address (an IPv4 address mapped into IPv6 as IPv4)."""
+    peer = writer.get_extra_info("peername")
+    try:
+        ip = ipaddress.ip_address(peer[0] if isinstance(peer, tuple) else peer)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 class WatchServer:
+    """The listener. What holds a connection at the edge, in this process:
+
+    - ``KARES_WATCH_ALLOW``: when set, only peers in those networks are served;
+      anyone else is closed at once, before a byte is read.
+    - At most ``watch_max_per_peer`` open connections per peer address; more
+      are closed at once.
+    - A connection speaks for the watch id of its first frame, and only for it
+      (a frame for another id is ignored). At most ``watch_max_per_id``
+      connections speak for one id at once; one more is closed at its first
+      frame. While more than one does, the positions of every one of them are
+      stored flagged ``fix.contested`` (kept, never on the family map or the
+      timeline): the listener cannot tell the watch from whoever copies its
+      id, so neither is believed until one of them is gone. Alarms are still
+      raised (an emergency is never dropped; one live SOS per watch bounds
+      what a copy can do).
+    - A connection silent for ``watch_idle_seconds`` (120) is closed.
+    """
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.server: asyncio.Server | None = None
         self.connections: set[asyncio.Task[None]] = set()
         self.frames = 0
         self.errors = 0
+        self.refused = 0  # connections closed by the allow-list or a limit
         # notices already sent per alarm key: a resent alarm tells nobody twice
         # (SOS alerts are deduplicated in the database, by the same key)
         self._told: dict[tuple[str, str], None] = {}
+        self._allow = [ipaddress.ip_network(c, strict=False) for c in rt.settings.watch_allow]
+        self._per_peer: dict[IPAddress | None, int] = {}
+        self._per_id: dict[str, set[int]] = {}
+        self._next_conn = 0
+
+    def connections_of(self, device_id: str) -> int:
+        """How many open connections speak for this watch id now."""
+        return len(self._per_id.get(device_id, ()))
 
     async def start(self, host: str, port: int) -> int:
         self.server = await asyncio.start_server(self._serve, host, port, limit=wp.MAX_FRAME)
@@ -111,10 +154,54 @@ class WatchServer:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
 
+    def _admit(self, ip: IPAddress | None) -> bool:
+        """Whether a new connection from ``ip`` may be served (and counted)."""
+        settings = self.rt.settings
+        if self._allow and (ip is None or not any(ip in net for net in self._allow)):
+            log.info("watch connection from %s refused: not in KARES_WATCH_ALLOW", ip)
+            return False
+        if self._per_peer.get(ip, 0) >= settings.watch_max_per_peer:
+            log.info("watch connection from %s refused: %s open already", ip, self._per_peer[ip])
+            return False
+        self._per_peer[ip] = self._per_peer.get(ip, 0) + 1
+        return True
+
+    def _release(self, ip: IPAddress | None, conn: int, device_id: str | None) -> None:
+        n = self._per_peer.get(ip, 0) - 1
+        if n > 0:
+            self._per_peer[ip] = n
+        else:
+            self._per_peer.pop(ip, None)
+        if device_id is not None:
+            holders = self._per_id.get(device_id)
+            if holders is not None:
+                holders.discard(conn)
+                if not holders:
+                    del self._per_id[device_id]
+
+    def _claim(self, conn: int, device_id: str) -> bool:
+        """The connection speaks for ``device_id`` from now on, if the limit allows."""
+        holders = self._per_id.setdefault(device_id, set())
+        if len(holders) >= self.rt.settings.watch_max_per_id:
+            log.info("watch connection closed: %s connections speak for its id", len(holders))
+            return False
+        holders.add(conn)
+        return True
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ip = _address(writer)
+        if not self._admit(ip):
+            self.refused += 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return
         task = asyncio.current_task()
         if task is not None:
             self.connections.add(task)
+        self._next_conn += 1
+        conn = self._next_conn
+        device_id: str | None = None
         frames = wp.FrameReader()
         idle = self.rt.settings.watch_idle_seconds
         try:
@@ -127,7 +214,16 @@ class WatchServer:
                     break
                 for frame in frames.feed(data):
                     self.frames += 1
-                    reply = await self.handle(frame)
+                    if device_id is None:
+                        if not self._claim(conn, frame.device_id):
+                            self.refused += 1
+                            return
+                        device_id = frame.device_id
+                    elif frame.device_id != device_id:
+                        self.errors += 1
+                        log.info("watch frame for another id than its connection's ignored")
+                        continue
+                    reply = await self.handle(frame, contested=self.connections_of(device_id) > 1)
                     if reply is not None:
                         writer.write(reply)
                         # a watch that never reads must not hold the task forever
@@ -135,14 +231,16 @@ class WatchServer:
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
+            self._release(ip, conn, device_id)
             if task is not None:
                 self.connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def handle(self, frame: wp.Frame) -> bytes | None:
-        """Handle one frame; return the bytes to answer (None: no answer)."""
+    async def handle(self, frame: wp.Frame, *, contested: bool = False) -> bytes | None:
+        """Handle one frame; return the bytes to answer (None: no answer).
+        ``contested``: another connection speaks for the same id right now."""
         try:
             msg: wp.Message | None = wp.parse(frame)
         except wp.FrameError as exc:
@@ -155,7 +253,7 @@ class WatchServer:
                 if who is None:
                     # only a keep-alive is answered for a watch we cannot attribute
                     return wp.reply_for(frame, msg) if frame.command.upper() == "LK" else None
-                handled = await self._process(s, who, frame, msg)
+                handled = await self._process(s, who, frame, msg, contested)
         except Exception:
             self.errors += 1
             log.exception("watch frame %s failed", frame.command)
@@ -170,7 +268,7 @@ class WatchServer:
             return None
 
     async def _process(
-        self, s: AsyncSession, who: Wearer, frame: wp.Frame, msg: wp.Message | None
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, msg: wp.Message | None, contested: bool
     ) -> bool:
         """Store what the frame says; True when it may be acknowledged."""
         now = clock.utcnow()
@@ -185,12 +283,12 @@ class WatchServer:
             await s.commit()
             return True
         if isinstance(msg, wp.Position):
-            return await self._position(s, who, frame, msg)
+            return await self._position(s, who, frame, msg, contested)
         await s.commit()
         return msg is not None or frame.command.upper() == "LK"
 
     async def _position(
-        self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position, contested: bool
     ) -> bool:
         """A position report (and an alarm in it), stored in one transaction."""
         t_ms = int(pos.time.timestamp() * 1000)
@@ -207,7 +305,7 @@ class WatchServer:
             t_ms=t_ms,
             lat=pos.lat,
             lon=pos.lon,
-            client_id=f"w:{frame.device_id}:{pos.kind}:{t_ms}"[:96],
+            client_id=f"w:{watches.report_key(who.watch)}:{pos.kind}:{t_ms}",
             accuracy_m=pos.accuracy_m if pos.lat is not None else None,
             altitude_m=pos.altitude_m,
             speed_mps=pos.speed_kmh / 3.6 if pos.speed_kmh is not None else None,
@@ -216,6 +314,7 @@ class WatchServer:
             source="gps" if pos.lat is not None else "cell",
             cells=pos.cells,
             wifi=pos.wifi,
+            flag=CONTESTED if contested else None,
         )
         await service.upload(s, self.rt, allowed, [fix])
         return True
@@ -234,7 +333,11 @@ class WatchServer:
         self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position, t_ms: int
     ) -> None:
         """Raise what an alarm frame says, once per alarm (a resend raises nothing)."""
-        key = f"w:{frame.device_id}:{t_ms}:{pos.status:x}"[:96]
+        key = f"w:{watches.report_key(who.watch)}:{t_ms}:{pos.status:x}"
+        # an alarm the watch kept (offline, or a firmware that replays old ones)
+        # is history, not an emergency: recorded with its own time, nobody alerted
+        age = (clock.utcnow() - pos.time).total_seconds()
+        late = age > self.rt.settings.watch_alarm_max_age_seconds
         emergencies = [a for a in SOS_ALARMS if a in pos.alarms]
         if emergencies:
             # SOS is consent-exempt (vital interests): the position goes as the
@@ -253,7 +356,11 @@ class WatchServer:
                 battery=pos.battery,
                 note=SOS_ALARMS[emergencies[0]],
                 source_key=key,
+                alarm_at=pos.time,
+                late=late,
             )
+        if late:
+            return
         notices = [a for a in NOTICE_ALARMS if a in pos.alarms and (key, a) not in self._told]
         if notices:
             guardians = await sos.recipients_for(s, who.account)
