@@ -548,6 +548,15 @@ async def test_a_geojson_line_with_coordinate_times_imports(
         "duplicates": 0,
         "rejected": 1,
         "flagged": 0,
+        "refused": [
+            {
+                "point": 2,
+                "time": None,
+                "code": "import.no_time",
+                "detail": "The point has no time, so it cannot be placed in anyone's history.",
+            }
+        ],
+        "refused_truncated": False,
     }
 
 

@@ -438,6 +438,8 @@ class Imported:
     duplicates: int = 0
     rejected: int = 0
     flagged: int = 0
+    # every point not kept as good: its index among the fixes given, and why
+    refused: list[Refusal] = field(default_factory=list)
 
 
 async def import_fixes(
@@ -464,6 +466,11 @@ async def import_fixes(
         out.duplicates += res.duplicates
         out.rejected += len(res.rejected)
         out.flagged += len(res.flagged)
+        out.refused += (
+            Refusal(k + r.index, r.client_id, r.code, r.detail)
+            for r in chain(res.rejected, res.flagged)
+        )
+    out.refused.sort(key=lambda r: r.index)
     await s.commit()
     return out
 
