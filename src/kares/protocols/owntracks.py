@@ -45,7 +45,7 @@ class Message:
 
 # OwnTracks' message types that carry nothing Kares keeps (the booklet's JSON page)
 NOT_KEPT = frozenset(
-    {"lwt", "cmd", "status", "steps", "beacon", "request", "configuration", "dump"}
+    {"lwt", "cmd", "status", "steps", "beacon", "request", "configuration", "dump", "msg"}
 )
 REFUSED_DETAIL = {
     "owntracks.encrypted": "An encrypted payload: Kares holds no OwnTracks secret key; "
