@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -54,12 +54,16 @@ async def timeline(client: httpx.AsyncClient, me: dict, since: timedelta) -> lis
     return list(r.json()["items"])
 
 
+async def someone(client: httpx.AsyncClient, sms: Any) -> tuple[dict, str, datetime]:
+    """A member who agreed to precise location, their account id, and now."""
+    me = await member(client, sms)
+    return me, me["account"]["id"], clock.utcnow()
+
+
 async def test_a_stale_first_fix_is_outvoted_by_the_true_ones_after_it(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:
-    me = await member(client, sms)
-    aid = me["account"]["id"]
-    now = clock.utcnow()
+    me, aid, now = await someone(client, sms)
     # the phone's cached position from yesterday in Beijing, sent with today's time
     r = await upload(client, me, [fix(0, now - timedelta(minutes=4), **BEIJING)])
     assert r.json()["flagged"] == []
@@ -86,8 +90,7 @@ async def test_a_stale_first_fix_is_outvoted_by_the_true_ones_after_it(
 async def test_a_stale_fix_in_the_same_batch_as_the_true_ones_is_the_one_flagged(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:
-    me = await member(client, sms)
-    now = clock.utcnow()
+    me, _, now = await someone(client, sms)
     batch = [fix(0, now - timedelta(minutes=4), **BEIJING)]
     batch += [fix(k, now - timedelta(minutes=4 - k), **near(SHANGHAI, k)) for k in (1, 2, 3)]
     r = await upload(client, me, batch)
@@ -99,9 +102,7 @@ async def test_a_stale_fix_in_the_same_batch_as_the_true_ones_is_the_one_flagged
 async def test_late_teleports_are_judged_against_their_neighbours_in_time(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:
-    me = await member(client, sms)
-    aid = me["account"]["id"]
-    now = clock.utcnow()
+    me, aid, now = await someone(client, sms)
     track = [fix(k, now - timedelta(seconds=600 - 60 * k), **near(SHANGHAI, k)) for k in range(10)]
     assert (await upload(client, me, track)).json()["flagged"] == []
     # three fixes 2 s apart, older than the last one stored: Sydney, London, Shanghai
@@ -128,9 +129,7 @@ async def test_late_teleports_are_judged_against_their_neighbours_in_time(
 async def test_late_fixes_that_fit_between_their_neighbours_are_good(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:
-    me = await member(client, sms)
-    aid = me["account"]["id"]
-    now = clock.utcnow()
+    me, aid, now = await someone(client, sms)
     evens = [fix(k, now - timedelta(seconds=600 - 30 * k), **near(SHANGHAI, k)) for k in (0, 2, 4)]
     odds = [fix(k, now - timedelta(seconds=600 - 30 * k), **near(SHANGHAI, k)) for k in (3, 1)]
     assert (await upload(client, me, evens)).json()["flagged"] == []
@@ -142,9 +141,7 @@ async def test_late_fixes_that_fit_between_their_neighbours_are_good(
 async def test_a_stale_last_location_is_replaced_by_older_fixes_that_outvote_it(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:
-    me = await member(client, sms)
-    aid = me["account"]["id"]
-    now = clock.utcnow()
+    me, aid, now = await someone(client, sms)
     # the only fix stored: a wrong one in Beijing, the newest there is
     assert (await upload(client, me, [fix(9, now, **BEIJING)])).json()["flagged"] == []
     # a delayed batch from a minute before, in Shanghai: the map moves back to its newest
@@ -163,9 +160,7 @@ async def test_true_fixes_sent_at_once_after_a_stale_one_all_win(
     """Several posts of one phone at once (a queue flushed on reconnecting): each is
     judged after the others that got there first, so the outcome is the same as one
     by one."""
-    me = await member(client, sms)
-    aid = me["account"]["id"]
-    now = clock.utcnow()
+    me, aid, now = await someone(client, sms)
     assert (await upload(client, me, [fix(0, now - timedelta(minutes=9), **BEIJING)])).json()
     posts = [[fix(k, now - timedelta(minutes=8 - k), **near(SHANGHAI, k))] for k in range(1, 7)]
     replies = await asyncio.gather(*(upload(client, me, p) for p in posts))

@@ -24,6 +24,7 @@ from kares import clock
 from tests.conftest import bearer
 from tests.test_location_clients import basic, tracker
 from tests.test_location_ingest import last_of, member, stored
+from tests.test_location_read import import_file
 
 DATA = Path(__file__).parent / "data" / "clients"
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})")
@@ -247,11 +248,7 @@ async def test_file_import_replay(
     else:
         (body,) = json_capture(name)
         ctype = "application/geo+json"
-    r = await client.post(
-        "/api/v1/location/import",
-        content=body,
-        headers={**bearer(me["token"]), "Content-Type": ctype},
-    )
+    r = await import_file(client, me, body, ctype)
     assert r.status_code == 200, r.text
     reply = r.json()
     assert (reply["points"], reply["accepted"]) == (points, accepted)
