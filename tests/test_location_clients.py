@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -303,14 +303,18 @@ async def test_owntracks_bearer_auth_and_the_other_message_types(
     card = {"_type": "card", "name": "Jane", "face": base64.b64encode(b"\x89PNG").decode()}
     r = await client.post("/owntracks", json=card, headers=h)
     assert r.status_code == 200 and isinstance(r.json(), list)
-    for other in (
-        {"_type": "lwt", "tst": tst},
-        {"_type": "encrypted", "data": "abc"},
-        {"_type": "status"},
-        {"_type": "cmd", "action": "reportLocation"},
+    # what is not stored is still answered 200 (or the app resends it forever), with why
+    for other, code in (
+        ({"_type": "lwt", "tst": tst}, "owntracks.not_kept"),
+        ({"_type": "encrypted", "data": "abc"}, "owntracks.encrypted"),
+        ({"_type": "status"}, "owntracks.not_kept"),
+        ({"_type": "cmd", "action": "reportLocation"}, "owntracks.not_kept"),
+        ({"_type": "selfie"}, "owntracks.unknown_type"),
+        ({"lat": 31.2, "lon": 121.4}, "owntracks.unknown_type"),
     ):
         r = await client.post("/owntracks", json=other, headers=h)
         assert r.status_code == 200 and r.content == b"[]", other
+        assert r.headers["x-kares-refused"] == code, other
     assert len(await stored(db, me["account"]["id"])) == 1  # the transition's position
 
 
@@ -329,14 +333,25 @@ async def test_owntracks_refuses_a_foreign_user_and_malformed_posts(
         (b"not json", 400, "request.bad"),
         (b"[" * 50_000, 400, "request.bad"),  # too deep to read, not a 500
         (b'{"_type": "location", "lat": NaN, "lon": 1, "tst": 1}', 400, "request.bad"),
-        (b"[1, 2]", 422, "owntracks.invalid"),
-        (json.dumps({"_type": "location", "lat": "x", "lon": 1, "tst": 1}).encode(), 422,
-         "owntracks.invalid"),
-        (json.dumps({"_type": "location", "lat": 1, "lon": 1}).encode(), 422, "owntracks.invalid"),
-    ):  # fmt: skip
+    ):
         r = await client.post("/owntracks", content=body, headers=h)
         assert r.status_code == status, body[:80]
         assert r.json()["code"] == code
+    # JSON the app may really send but that holds no usable message: 200, so that it
+    # does not resend it forever, and the reason in X-Kares-Refused
+    for body, code in (
+        (b"[1, 2]", "owntracks.unknown_type"),
+        (json.dumps({"_type": "location", "lat": "x", "lon": 1, "tst": 1}).encode(),
+         "owntracks.invalid"),
+        (json.dumps({"_type": "location", "lat": 1, "lon": 1}).encode(), "owntracks.invalid"),
+        (json.dumps({"_type": "location", "lat": True, "lon": 1, "tst": 1}).encode(),
+         "owntracks.invalid"),
+        (json.dumps({"_type": "waypoints", "waypoints": 3}).encode(), "owntracks.invalid"),
+        (b"", "owntracks.empty"),
+    ):  # fmt: skip
+        r = await client.post("/owntracks", content=body, headers=h)
+        assert r.status_code == 200 and r.content == b"[]", body[:80]
+        assert r.headers["x-kares-refused"] == code, body[:80]
     assert await snapshot(db) == before
 
 
@@ -419,17 +434,44 @@ async def test_overland_refuses_what_is_not_an_overland_batch(
     t = await tracker(client, me, "overland")
     h = bearer(t["secret"])
     before = await snapshot(db)
-    no_time = overland_batch(2, 100)
-    del no_time["locations"][1]["properties"]["timestamp"]
     for body, status, code in (
         (b"{", 400, "request.bad"),
         (b'{"locations": ' + b"[" * 50_000, 400, "request.bad"),  # too deep, not a 500
         (b'{"locations": 5}', 422, "overland.invalid"),
-        (json.dumps({"locations": [{"type": "Feature"}]}).encode(), 422, "overland.invalid"),
-        (json.dumps(no_time).encode(), 422, "overland.invalid"),
+        (b'[{"type": "Feature"}]', 422, "overland.invalid"),
         (json.dumps(overland_batch(1001, 20000)).encode(), 413, "overland.batch_too_large"),
     ):
         r = await client.post("/overland", content=body, headers=h)
         assert r.status_code == status, r.text
         assert r.json()["code"] == code
     assert await snapshot(db) == before
+
+
+async def test_an_overland_batch_is_taken_whole_when_some_features_cannot_be_read(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    me = await member(client, sms, ALICE)
+    t = await tracker(client, me, "overland")
+    batch = overland_batch(4, 100)
+    del batch["locations"][1]["properties"]["timestamp"]
+    batch["locations"][2]["geometry"] = {"type": "Point", "coordinates": [True, 31.2]}
+    batch["locations"].append({"type": "Feature"})
+    r = await client.post("/overland", json=batch, headers=bearer(t["secret"]))
+    assert r.status_code == 200
+    # Overland deletes the batch on "result": "ok"; what was not stored rides along
+    assert r.json()["result"] == "ok"
+    assert [(x["index"], x["code"]) for x in r.json()["refused"]] == [
+        (1, "overland.unreadable"),
+        (2, "overland.unreadable"),
+        (4, "overland.unreadable"),
+    ]
+    assert r.headers["x-kares-refused"] == "overland.unreadable"
+    rows = await stored(db, me["account"]["id"])
+    assert [r["client_id"] for r in rows] == [
+        f"ol::{ms}" for ms in (batch_ms(batch, 0), batch_ms(batch, 3))
+    ]
+
+
+def batch_ms(batch: dict, k: int) -> int:
+    t = datetime.fromisoformat(batch["locations"][k]["properties"]["timestamp"])
+    return int(t.timestamp() * 1000)

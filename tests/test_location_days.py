@@ -125,13 +125,14 @@ async def test_a_read_is_the_pack_and_what_was_stored_after_it(
     await pack_due(app)
     assert len(await packed_days(db, aid)) == 2
     # late fixes: between packed ones (same times too), before, after, and a bad one
+    # (late fixes near the track: they face the same plausibility filter as any other)
     t0 = two_days_ago(22)
     late = [
-        {"id": "late1", "t": (t0 + timedelta(seconds=45)).isoformat(), "lat": 31.3, "lon": 121.5},
-        {"id": "late2", "t": (t0 + timedelta(seconds=60)).isoformat(), "lat": 31.3, "lon": 121.5},
+        {"id": "late1", "t": (t0 + timedelta(seconds=45)).isoformat(), "lat": 31.23, "lon": 121.47},
+        {"id": "late2", "t": (t0 + timedelta(seconds=60)).isoformat(), "lat": 31.23, "lon": 121.47},
         {"id": "late3", "t": (t0 - timedelta(hours=1)).isoformat(), "lat": 31.3, "lon": 121.5},
         {"id": "late4", "t": (t0 + timedelta(hours=6)).isoformat(), "lat": 31.3, "lon": 121.5},
-        {"id": "bad", "t": (t0 + timedelta(seconds=90)).isoformat(), "lat": 31.3, "lon": 121.5,
+        {"id": "bad", "t": (t0 + timedelta(seconds=90)).isoformat(), "lat": 31.23, "lon": 121.47,
          "accuracy_m": -1},
     ]  # fmt: skip
     r = await upload(client, me, late)

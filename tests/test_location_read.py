@@ -463,6 +463,17 @@ async def test_timeline_of_a_synthetic_day_names_stays_by_family_places(
         assert a["end"] <= c["start"]
 
 
+async def import_file(
+    client: httpx.AsyncClient, me: dict, body: bytes, ctype: str
+) -> httpx.Response:
+    """A file sent to the import route as a person's app sends it."""
+    return await client.post(
+        "/api/v1/location/import",
+        content=body,
+        headers={**bearer(me["token"]), "Content-Type": ctype},
+    )
+
+
 async def test_export_as_gpx_and_geojson_and_import_back(
     client: httpx.AsyncClient, sms: Any, db: Any, fam: dict
 ) -> None:
@@ -482,11 +493,7 @@ async def test_export_as_gpx_and_geojson_and_import_back(
         (geo.content, "application/geo+json"),
     ):
         for attempt in range(2):
-            r = await client.post(
-                "/api/v1/location/import",
-                content=body,
-                headers={**bearer(dan["token"]), "Content-Type": ctype},
-            )
+            r = await import_file(client, dan, body, ctype)
             assert r.status_code == 200, r.text
             res = r.json()
             assert res["points"] == 200
@@ -548,6 +555,15 @@ async def test_a_geojson_line_with_coordinate_times_imports(
         "duplicates": 0,
         "rejected": 1,
         "flagged": 0,
+        "refused": [
+            {
+                "point": 2,
+                "time": None,
+                "code": "import.no_time",
+                "detail": "The point has no time, so it cannot be placed in anyone's history.",
+            }
+        ],
+        "refused_truncated": False,
     }
 
 

@@ -219,6 +219,13 @@ class Timeline(BaseModel):
     items: list[StayOut | TripOut]
 
 
+class RefusedPoint(BaseModel):
+    point: int = Field(description="The point's place in the file, from 0, in reading order.")
+    time: datetime | None = Field(description="The point's time; null when it has none.")
+    code: str
+    detail: str
+
+
 class ImportResult(BaseModel):
     format: Literal["gpx", "geojson"]
     points: int
@@ -226,6 +233,11 @@ class ImportResult(BaseModel):
     duplicates: int
     rejected: int
     flagged: int
+    refused: list[RefusedPoint] = Field(
+        description="Each point not kept as good (rejected or flagged), in file order; at "
+        "most the first 1,000 (`refused_truncated` says when there were more)."
+    )
+    refused_truncated: bool
 
 
 class PlaceCreate(_In):

@@ -30,11 +30,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import Statement, sqlite_driver
+from kares.db import Statement, hold, sqlite_driver
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
+from kares.geo import plausible
 from kares.geo.distance import haversine_m
 from kares.geo.points import Point, PointArrays, gc_paused
 from kares.geo.resolver import Cell, WifiAp, resolver_for
@@ -171,7 +172,17 @@ async def ingest(
         wifi_allowed=wifi_allowed,
     )
     last = await _last_of(s, account_id)
-    for k in _implied_speeds(rows, last, settings.location_max_speed_mps):
+    max_speed = settings.location_max_speed_mps
+    jumps = _implied_speeds(rows, None if last is None else last[:3], max_speed)
+    recheck: _Recheck | None = None
+    if jumps or (last is not None and _any_late(rows, last[0])):
+        # a fix that disagrees with the one before it, or one arriving after a newer
+        # one: judged with its stored neighbours on both sides (geo.plausible), which
+        # may also flag a stored fix the newcomers outvote, or clear one they back
+        recheck = await _recheck(s, account_id, rows, max_speed)
+        jumps = recheck.flag_new
+        last = recheck.last
+    for k in jumps:
         rows[k] = (*rows[k][:_STATUS], "flagged", "fix.implied_speed", rows[k][_RADIO])
     inserted = await _store(s, rows)
     # a retried batch (even one running at the same moment): what the database
@@ -191,6 +202,8 @@ async def ingest(
             res.flagged.append(Refusal(index[k], r[_CLIENT_ID], code, FLAG_DETAIL[code]))
         else:
             res.unresolved += 1
+    if recheck is not None and (recheck.demote or recheck.revive):
+        res.last_updated = await _restate(s, account_id, recheck, last)
     if not good:
         return res
     days.note_written(s, account_id, map(_get_row_t, good))
@@ -443,6 +456,8 @@ class Imported:
     duplicates: int = 0
     rejected: int = 0
     flagged: int = 0
+    # every point not kept as good: its index among the fixes given, and why
+    refused: list[Refusal] = field(default_factory=list)
 
 
 async def import_fixes(
@@ -469,6 +484,11 @@ async def import_fixes(
         out.duplicates += res.duplicates
         out.rejected += len(res.rejected)
         out.flagged += len(res.flagged)
+        out.refused += (
+            Refusal(k + r.index, r.client_id, r.code, r.detail)
+            for r in chain(res.rejected, res.flagged)
+        )
+    out.refused.sort(key=lambda r: r.index)
     await s.commit()
     return out
 
@@ -622,17 +642,190 @@ async def _sqlite_insert(driver: Any, rows: list[_Row]) -> None:
 # the stored last location, as ingest needs it (a row, not an ORM object: the
 # upsert below changes it behind the session's back)
 _LAST = Statement(
-    select(LastLocation.recorded_ms, LastLocation.lat, LastLocation.lon).where(
-        LastLocation.account_id == bindparam("account_id")
-    )
+    select(
+        LastLocation.recorded_ms, LastLocation.lat, LastLocation.lon, LastLocation.position
+    ).where(LastLocation.account_id == bindparam("account_id"))
 )
 
 
-async def _last_of(s: AsyncSession, account_id: str) -> tuple[int, float, float] | None:
+async def _last_of(s: AsyncSession, account_id: str) -> tuple[int, float, float, int | None] | None:
     """The time and place of the person's stored last location (where the
-    implied-speed check starts)."""
+    implied-speed check starts), and its position (the id of its fix)."""
     row = await _LAST.first(s, {"account_id": account_id})
-    return None if row is None else (row[0], row[1], row[2])
+    return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+# --- the plausibility filter over stored neighbours ---------------------------------------------
+
+NEIGHBOURS = 8
+"""Stored fixes read on each side of a batch that needs its neighbours."""
+_STORED_WEIGHT = 1.001  # a stored good fix: a tie keeps what was there
+_IMPLIED = "fix.implied_speed"
+
+
+@dataclass
+class _Recheck:
+    flag_new: list[int]  # positions in the batch's rows to flag
+    demote: list[int]  # ids of stored good fixes now flagged
+    revive: list[int]  # ids of stored fixes flagged for their speed, now good
+    last: tuple[int, float, float, int | None] | None
+
+
+def _any_late(rows: Sequence[_Row], last_ms: int) -> bool:
+    return any(r[_T] <= last_ms for r in rows if r[_STATUS] == "ok")
+
+
+def _neighbours_statements() -> tuple[Statement, Statement, Statement]:
+    c = LocationFix.__table__.c
+    cols = (c.id, c.client_id, c.recorded_ms, c.lat, c.lon, c.status)
+    judged = and_(
+        c.account_id == bindparam("account_id"),
+        c.lat.is_not(None),
+        c.lon.is_not(None),
+        or_(c.status == "ok", c.flag == _IMPLIED),
+    )
+    before = (
+        select(*cols)
+        .where(judged, c.recorded_ms < bindparam("t_min"))
+        .order_by(c.recorded_ms.desc(), c.id.desc())
+        .limit(NEIGHBOURS)
+    )
+    between = select(*cols).where(
+        judged, c.recorded_ms >= bindparam("t_min"), c.recorded_ms <= bindparam("t_max")
+    )
+    after = (
+        select(*cols)
+        .where(judged, c.recorded_ms > bindparam("t_max"))
+        .order_by(c.recorded_ms, c.id)
+        .limit(NEIGHBOURS)
+    )
+    return Statement(before), Statement(between), Statement(after)
+
+
+_NEIGHBOURS = _neighbours_statements()
+
+
+async def _recheck(
+    s: AsyncSession, account_id: str, rows: Sequence[_Row], max_speed: float
+) -> _Recheck:
+    """The batch's good fixes judged together with the stored ones around them
+    (``NEIGHBOURS`` on each side and all in between) by ``geo.plausible.keep``.
+
+    Holds the person's account row first, so two batches of one person that both
+    need this are judged one after the other, each seeing the other's fixes."""
+    await hold(s, Account, account_id)
+    last = await _last_of(s, account_id)  # as it is now that the row is held
+    at = [k for k, r in enumerate(rows) if r[_STATUS] == "ok"]
+    if not at:
+        return _Recheck([], [], [], last)
+    params = {
+        "account_id": account_id,
+        "t_min": min(rows[k][_T] for k in at),
+        "t_max": max(rows[k][_T] for k in at),
+    }
+    batch_ids = {rows[k][_CLIENT_ID] for k in at} - {None}
+    stored = [
+        r
+        for st in _NEIGHBOURS
+        for r in await st.rows(s, params)
+        if r.client_id is None or r.client_id not in batch_ids  # a retry is not a neighbour
+    ]
+    # (time, stored first at equal times, lat, lon, weight, stored id or -1 - position)
+    items = [
+        (
+            r.recorded_ms,
+            0,
+            r.lat,
+            r.lon,
+            _STORED_WEIGHT if r.status == "ok" else 1.0,
+            r.id,
+            r.status == "ok",
+        )
+        for r in stored
+    ]
+    items += [(rows[k][_T], 1, rows[k][_LAT], rows[k][_LON], 1.0, -1 - k, True) for k in at]
+    items.sort(key=itemgetter(0, 1))
+    t = [x[0] for x in items]
+    lat = [x[2] for x in items]
+    lon = [x[3] for x in items]
+    if plausible.consistent(t, lat, lon, max_speed):
+        kept = [True] * len(items)
+    else:
+        kept = plausible.keep(t, lat, lon, [x[4] for x in items], max_speed)
+    out = _Recheck([], [], [], last)
+    for x, k in zip(items, kept, strict=True):
+        ident, was_ok = x[5], x[6]
+        if ident < 0:
+            if not k:
+                out.flag_new.append(-1 - ident)
+        elif was_ok and not k:
+            out.demote.append(ident)
+        elif k and not was_ok:
+            out.revive.append(ident)
+    return out
+
+
+_NEWEST_GOOD = Statement(
+    select(LocationFix.recorded_ms)
+    .where(LocationFix.account_id == bindparam("account_id"), LocationFix.status == "ok")
+    .order_by(LocationFix.recorded_ms.desc(), LocationFix.id.desc())
+    .limit(1)
+)
+
+
+async def _restate(
+    s: AsyncSession,
+    account_id: str,
+    recheck: _Recheck,
+    last: tuple[int, float, float, int | None] | None,
+) -> bool:
+    """Write what the recheck decided about stored fixes; when the fix of the last
+    location lost, or a fix cleared is newer than it, the last location becomes the
+    newest good fix (or none), and the person's live streams are told. Whether it
+    changed."""
+    table: Table = LocationFix.__table__  # type: ignore[assignment]
+    for ids, status, flag in ((recheck.demote, "flagged", _IMPLIED), (recheck.revive, "ok", None)):
+        for k in range(0, len(ids), 500):
+            await s.execute(
+                table.update()
+                .where(table.c.account_id == account_id, table.c.id.in_(ids[k : k + 500]))
+                .values(status=status, flag=flag)
+            )
+    if recheck.revive:
+        changed = select(table.c.recorded_ms).where(table.c.id.in_(recheck.revive))
+        days.note_written(s, account_id, (await s.execute(changed)).scalars())
+    if last is None or last[3] is None:
+        return False  # the batch's newest good fix sets it, as always
+    lt: Table = LastLocation.__table__  # type: ignore[assignment]
+    newest = await _NEWEST_GOOD.first(s, {"account_id": account_id})
+    lost = last[3] in recheck.demote
+    if newest is None:
+        await s.execute(lt.delete().where(lt.c.account_id == account_id, lt.c.position == last[3]))
+        return False
+    if not lost and newest[0] <= last[0]:
+        return False  # the last location stands
+    fix = (
+        await s.execute(
+            select(*(table.c[c] for c in _LAST_COLUMNS), table.c.id)
+            .where(table.c.account_id == account_id, table.c.recorded_ms == newest[0])
+            .order_by(table.c.id.desc())
+            .limit(1)
+        )
+    ).one()
+    values = {c: fix._mapping[c] for c in _LAST_COLUMNS}
+    # only if it is still the one this recheck saw (the account's row is held)
+    await s.execute(
+        lt.update()
+        .where(lt.c.account_id == account_id, lt.c.position == last[3])
+        .values(**values, position=fix.id)
+    )
+    position = int(fix.id)
+    events.on_commit(
+        s,
+        lambda: live.hub.deliver(kind="location", about=account_id, seq=position),
+        key=("location", account_id),
+    )
+    return True
 
 
 _METRES_PER_DEGREE_BOUND = 111_320  # a degree is at most ~111.2 km

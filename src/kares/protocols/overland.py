@@ -2,13 +2,20 @@
 
 The app posts ``{"locations": [GeoJSON Point Feature, ...]}`` with ISO 8601
 times and speeds in m/s, ``-1`` for unknown, as its project documents; tests
-replay its examples. It deletes what it sent only when the reply is exactly
-``{"result":"ok"}``, so that reply is sent only once the batch is committed.
+replay captures of it (tests/data/clients/). It deletes what it sent only when
+the reply's ``result`` is ``"ok"``, so that reply is sent only once the batch is
+committed, and whenever the batch could be read: a feature that is not stored
+(a log entry, a visit, a trip summary, a fix refused by the checks) is listed
+with its reason in the reply's ``refused`` (which the app ignores) and its code
+in ``X-Kares-Refused``.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -43,8 +50,51 @@ def _time(v: Any) -> int | None:
     return int(t.timestamp() * 1000)
 
 
-def parse(payload: Any) -> list[FixIn]:
-    """One Overland batch (pure: no I/O)."""
+@dataclass(frozen=True)
+class Skipped:
+    """A feature of the batch that is not stored as a fix, and why."""
+
+    index: int
+    code: str
+
+
+# what Overland sends besides locations (GLManager.m in aaronpk/Overland-iOS): log
+# entries of the app's life (``properties.action``, with the last location as their
+# point when it has one), the visits iOS reports (``action: "visit"``, dated when
+# reported) and a finished trip's summary (``properties.type: "trip"``, placed at
+# the trip's end). None of them is a position measured at its time: none becomes a fix.
+SKIP_DETAIL = {
+    "overland.action": "A log entry of the app (its action), not a location.",
+    "overland.visit": "A visit as iOS reports it; stays are computed from the locations.",
+    "overland.trip": "A trip summary; trips are computed from the locations.",
+    "overland.unreadable": "Not a GeoJSON Point Feature with numeric coordinates and an "
+    "ISO 8601 timestamp with its time zone.",
+}
+
+
+def _kind(props: dict[str, Any]) -> str | None:
+    """The code a feature that is not a location is skipped with, or None."""
+    action = props.get("action")
+    if action == "visit":
+        return "overland.visit"
+    if action is not None:
+        return "overland.action"
+    if props.get("type") == "trip":
+        return "overland.trip"
+    return None
+
+
+@dataclass
+class Batch:
+    fixes: list[FixIn] = field(default_factory=list)
+    at: list[int] = field(default_factory=list)  # each fix's index in the batch
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def parse(payload: Any) -> Batch:
+    """One Overland batch (pure: no I/O): its locations as fixes, and the features
+    that are not stored, each with why. Only a body that is not a batch at all is
+    refused: the app cannot change a batch, and resends it until it is taken."""
     if not isinstance(payload, dict) or not isinstance(payload.get("locations"), list):
         raise _bad('Overland posts {"locations": [GeoJSON Feature, ...]}.')
     items = payload["locations"]
@@ -54,26 +104,32 @@ def parse(payload: Any) -> list[FixIn]:
             "overland.batch_too_large",
             f"At most {MAX_BATCH} locations per request; lower Overland's batch size.",
         )
-    out: list[FixIn] = []
+    batch = Batch()
+    out, index, skipped = batch.fixes, batch.at, batch.skipped
     for i, f in enumerate(items):
-        geom = f.get("geometry") if isinstance(f, dict) else None
         props = f.get("properties") if isinstance(f, dict) else None
+        if not isinstance(props, dict):
+            skipped.append(Skipped(i, "overland.unreadable"))
+            continue
+        kind = _kind(props)
+        if kind is not None:
+            skipped.append(Skipped(i, kind))
+            continue
+        geom = f.get("geometry")
         coords = geom.get("coordinates") if isinstance(geom, dict) else None
+        t_ms = _time(props.get("timestamp"))
         if (
-            not isinstance(props, dict)
+            not isinstance(geom, dict)
+            or geom.get("type") != "Point"
             or not isinstance(coords, list)
             or len(coords) < 2
-            or not isinstance(geom, dict)
-            or geom.get("type") != "Point"
+            or num(coords[0]) is None
+            or num(coords[1]) is None
+            or t_ms is None
         ):
-            raise _bad(f"locations[{i}] is not a GeoJSON Point Feature.")
+            skipped.append(Skipped(i, "overland.unreadable"))
+            continue
         lon, lat = num(coords[0]), num(coords[1])
-        t_ms = _time(props.get("timestamp"))
-        if lon is None or lat is None or t_ms is None:
-            raise _bad(
-                f"locations[{i}] needs numeric coordinates and an ISO 8601 timestamp with "
-                "its time zone."
-            )
         level = num(props.get("battery_level"))
         raw_device = props.get("device_id")
         device = raw_device if isinstance(raw_device, str) else ""
@@ -91,7 +147,8 @@ def parse(payload: Any) -> list[FixIn]:
                 source="gps",
             )
         )
-    return out
+        index.append(i)
+    return batch
 
 
 @router.post(
@@ -104,10 +161,12 @@ def parse(payload: Any) -> list[FixIn]:
     ),
     summary='Overland: store a batch of GeoJSON locations; reply {"result":"ok"} once stored',
     description="Authenticate with a bearer token (a tracker's secret). The reply is "
-    'exactly `{"result":"ok"}` and is sent only after the batch is committed, so Overland '
-    "deletes only what is stored. Fixes refused one by one (say at 0,0) are dropped with "
-    "the reason in the `X-Kares-Refused` header: a batch the app cannot change must not be "
-    "refused forever.",
+    '`{"result":"ok"}`, sent only after the batch is committed, so Overland deletes only '
+    "what is stored. Features that are not stored (the app's `action` log entries, "
+    "`visit`s, `trip` summaries, unreadable features, fixes refused by the checks) do not "
+    "hold the batch up: the reply lists them in `refused` (index, code, detail) and their "
+    "codes in the `X-Kares-Refused` header. Only a body that is not an Overland batch at "
+    "all is refused.",
 )
 async def overland(
     request: Request,
@@ -115,11 +174,22 @@ async def overland(
     rt: RuntimeDep,
     s: DbDep,
 ) -> Response:
-    fixes = parse(await json_body(request))
-    headers: dict[str, str] = {}
-    if fixes:
-        res = await service.upload(s, rt, ctx, fixes)
-        codes = sorted({r.code for r in res.rejected + res.flagged})
-        if codes:
-            headers["X-Kares-Refused"] = ",".join(codes)
-    return Response(b'{"result":"ok"}', media_type="application/json", headers=headers)
+    batch = parse(await json_body(request))
+    refused: list[dict[str, Any]] = [
+        {"index": k.index, "code": k.code, "detail": SKIP_DETAIL[k.code]} for k in batch.skipped
+    ]
+    if batch.fixes:
+        res = await service.upload(s, rt, ctx, batch.fixes)
+        refused += (
+            {"index": batch.at[r.index], "code": r.code, "detail": r.detail}
+            for r in res.rejected + res.flagged
+        )
+    if not refused:
+        return Response(b'{"result":"ok"}', media_type="application/json")
+    # Overland reads only "result"; what was not stored, and why, rides along
+    refused.sort(key=itemgetter("index"))
+    codes = ",".join(sorted({r["code"] for r in refused}))
+    body = json.dumps({"result": "ok", "refused": refused}, separators=(",", ":"))
+    return Response(
+        body.encode(), media_type="application/json", headers={"X-Kares-Refused": codes}
+    )

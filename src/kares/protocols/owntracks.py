@@ -18,13 +18,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kares import jsonread
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
 from kares.location import service, trackers
 from kares.location.service import FixIn, Region
 from kares.privacy.guard import Allowed, guard
-from kares.protocols.common import integer, json_body, num, positive
+from kares.protocols.common import integer, num, positive
 from kares.runtime import Runtime
 
 log = logging.getLogger("kares.protocols.owntracks")
@@ -33,24 +34,38 @@ router = APIRouter(tags=["location"])
 MAX_WAYPOINTS = 200
 
 
-def _bad(detail: str) -> Problem:
-    return Problem(422, "owntracks.invalid", detail)
-
-
 @dataclass
 class Message:
     kind: str  # location | transition | waypoints | card | ignored
     fixes: list[FixIn] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
     tid: str | None = None
+    refused: str | None = None  # why a message that is not stored is not (kind "ignored")
 
 
-def _fix(msg: dict[str, Any], device: str, prefix: str) -> FixIn:
+# OwnTracks' message types that carry nothing Kares keeps (the booklet's JSON page)
+NOT_KEPT = frozenset(
+    {"lwt", "cmd", "status", "steps", "beacon", "request", "configuration", "dump", "msg"}
+)
+REFUSED_DETAIL = {
+    "owntracks.encrypted": "An encrypted payload: Kares holds no OwnTracks secret key; "
+    "turn encryption off in the app.",
+    "owntracks.not_kept": "A message type that holds nothing Kares keeps.",
+    "owntracks.unknown_type": "Not an OwnTracks message (no known _type).",
+    "owntracks.empty": "An empty body (what the app posts when a friend is deleted).",
+    "owntracks.invalid": "A location needs numeric lat, lon and tst (epoch seconds).",
+}
+
+
+def _ignored(code: str) -> Message:
+    return Message("ignored", refused=code)
+
+
+def _fix(msg: dict[str, Any], device: str, prefix: str) -> FixIn | None:
+    """The message's fix; None when it has no numeric lat, lon and tst (epoch seconds)."""
     lat, lon, tst = num(msg.get("lat")), num(msg.get("lon")), integer(msg.get("tst"))
-    if lat is None or lon is None or tst is None:
-        raise _bad("An OwnTracks location needs numeric lat, lon and tst (epoch seconds).")
-    if not 0 <= tst < 2**33:
-        raise _bad("tst is not a plausible time in epoch seconds.")
+    if lat is None or lon is None or tst is None or not 0 <= tst < 2**33:
+        return None
     vel = num(msg.get("vel"))
     batt = integer(msg.get("batt"))
     return FixIn(
@@ -86,29 +101,37 @@ def _region(msg: dict[str, Any]) -> Region | None:
 
 
 def parse(payload: Any, *, device: str) -> Message:
-    """One OwnTracks message (pure: no I/O)."""
+    """One OwnTracks message (pure: no I/O). What the app sends is answered 200
+    whatever it holds: the app retries a message until it gets a 2xx and holds up
+    the messages behind it, so one it cannot fix (its own encrypted payload, a type
+    Kares does not keep, a location without a position) is not stored, with why."""
     if not isinstance(payload, dict):
-        raise _bad("OwnTracks posts one JSON object with a _type.")
+        return _ignored("owntracks.unknown_type")
     kind = payload.get("_type")
     tid = payload.get("tid") if isinstance(payload.get("tid"), str) else None
-    if kind == "location":
-        return Message("location", [_fix(payload, device, "ot")], tid=tid)
-    if kind == "transition":
-        # the device's own enter/leave: its position is a fix like any other;
-        # whether someone arrived is decided on the server, for every place
-        return Message("transition", [_fix(payload, device, "ott")], tid=tid)
+    if kind in ("location", "transition"):
+        # a transition is the device's own enter/leave: its position is a fix like
+        # any other; whether someone arrived is decided on the server, for every place
+        fix = _fix(payload, device, "ot" if kind == "location" else "ott")
+        if fix is None:
+            return _ignored("owntracks.invalid")
+        return Message(kind, [fix], tid=tid)
     if kind == "waypoint":
         wp = _region(payload)
         return Message("waypoints", regions=[wp] if wp else [])
     if kind == "waypoints":
         items = payload.get("waypoints")
         if not isinstance(items, list):
-            raise _bad("waypoints must carry a list of waypoints.")
+            return _ignored("owntracks.invalid")
         found = (_region(x) for x in items[:MAX_WAYPOINTS] if isinstance(x, dict))
         return Message("waypoints", regions=[w for w in found if w is not None])
     if kind == "card":
         return Message("card", tid=tid)
-    return Message("ignored")
+    if kind == "encrypted":
+        return _ignored("owntracks.encrypted")
+    if kind in NOT_KEPT:
+        return _ignored("owntracks.not_kept")
+    return _ignored("owntracks.unknown_type")
 
 
 def _tid(name: str | None) -> str:
@@ -161,14 +184,17 @@ async def friends(
         *AUTH_ERRORS,
         (400, "request.bad"),
         (403, "owntracks.user_mismatch"),
-        (422, "owntracks.invalid"),
     ),
     summary="OwnTracks HTTP mode: store a location, reply with the family's locations",
     description="Authenticate with HTTP Basic (a tracker's user name and secret) or a bearer "
     "token. `X-Limit-U`, when sent, must be the credential's user name; `X-Limit-D` names "
     "the device. Accepts `location`, `transition`, `waypoint`, `waypoints` and `card`; the "
     "reply is a JSON array of the last locations and cards of the family members who share "
-    "their location with you, yourself included. Other types are ignored with `[]`.",
+    "their location with you, yourself included. A message that is not stored (a fix the "
+    "checks refuse, an `encrypted` payload, a type Kares does not keep, a location without "
+    "a position, an empty body) is still answered 200, so the app does not resend it "
+    "forever, with its code in the `X-Kares-Refused` header (`[]` when nothing of it was "
+    "kept). Only a body that is not JSON is refused (400).",
 )
 async def owntracks(
     request: Request,
@@ -187,18 +213,26 @@ async def owntracks(
             f"This credential belongs to user {username!r}; set that as the user name.",
         )
     device = (request.headers.get("x-limit-d") or request.query_params.get("d") or "phone")[:32]
-    msg = parse(await json_body(request), device=device)
+    raw = await request.body()
+    # the booklet: the app posts a zero-length body when a friend is deleted
+    if raw.strip():
+        msg = parse(jsonread.body(raw), device=device)
+    else:
+        msg = _ignored("owntracks.empty")
     headers: dict[str, str] = {}
+    codes: list[str] = []
     if msg.fixes or msg.regions or msg.tid:
         res = await service.upload(
             s, rt, ctx, msg.fixes, regions=msg.regions, tracker=tracker, tid=msg.tid
         )
-        if res.rejected or res.flagged:
-            # the app cannot act on a refusal (a 4xx makes it resend the same fix
-            # forever); say it in a header and the log
-            codes = [r.code for r in res.rejected + res.flagged]
-            headers["X-Kares-Refused"] = ",".join(codes)
-            log.info("owntracks fix refused: %s", ",".join(codes))
+        codes = [r.code for r in res.rejected + res.flagged]
+    if msg.refused is not None:
+        codes.append(msg.refused)
+    if codes:
+        # the app cannot act on a refusal (a 4xx makes it resend the same message
+        # forever): say it in a header and the log
+        headers["X-Kares-Refused"] = ",".join(codes)
+        log.info("owntracks message not stored: %s", ",".join(codes))
     if msg.kind == "ignored":
         return JSONResponse([], headers=headers)
     body = await friends(s, rt, ctx, (username, device))

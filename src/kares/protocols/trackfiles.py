@@ -7,7 +7,9 @@ timestamped waypoints (``gpxpy``); GeoJSON Point features with a
 LineString / MultiLineString features with per-coordinate times in
 ``properties.coordTimes`` or ``properties.coordinateProperties.times`` (the
 convention of togeojson, used by Strava and Google exports). A point without
-a time cannot be placed in anyone's history and is counted as rejected.
+a time cannot be placed in anyone's history and is counted as rejected. The
+reply lists every point not kept as good (its place in the file, its time and
+why), not only the counts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -29,7 +31,7 @@ from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
 from kares.location import service
-from kares.location.schemas import FromQ, ImportResult, ToQ
+from kares.location.schemas import FromQ, ImportResult, RefusedPoint, ToQ
 from kares.location.service import FixIn, StoredFix
 from kares.privacy.guard import Allowed, guard
 from kares.protocols.common import num, positive
@@ -92,7 +94,19 @@ class Parsed:
     format: str
     fixes: list[FixIn]
     points: int
-    untimed: int
+    at: list[int] = field(default_factory=list)  # each fix's point index in the file
+    unread: list[tuple[int, str]] = field(default_factory=list)  # (point, code) not read
+
+    @property
+    def untimed(self) -> int:
+        return len(self.unread)
+
+
+UNREAD_DETAIL = {
+    "import.no_time": "The point has no time, so it cannot be placed in anyone's history.",
+    "import.no_position": "The point has no numeric coordinates.",
+}
+MAX_REFUSED_LISTED = 1000
 
 
 def _ms(t: datetime | None) -> int | None:
@@ -128,19 +142,20 @@ def parse_gpx(data: bytes, tag: str) -> Parsed:
         doc = gpxpy.parse(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, gpxpy.gpx.GPXException, ValueError) as exc:
         raise Problem(422, "import.invalid_gpx", "This is not a GPX file we can read.") from exc
-    out: list[FixIn] = []
-    points = untimed = 0
+    parsed = Parsed("gpx", [], 0)
+    out = parsed.fixes
     pts: list[Any] = [p for t in doc.tracks for seg in t.segments for p in seg.points]
     pts += [p for r in doc.routes for p in r.points]
     pts += list(doc.waypoints)
-    for p in pts:
-        points += 1
-        if points > MAX_IMPORT_POINTS:
-            raise _too_many()
+    if len(pts) > MAX_IMPORT_POINTS:
+        raise _too_many()
+    parsed.points = len(pts)
+    for k, p in enumerate(pts):
         t_ms = _ms(p.time)
         if t_ms is None:
-            untimed += 1
+            parsed.unread.append((k, "import.no_time"))
             continue
+        parsed.at.append(k)
         out.append(
             FixIn(
                 t_ms=t_ms,
@@ -152,7 +167,7 @@ def parse_gpx(data: bytes, tag: str) -> Parsed:
                 source="import",
             )
         )
-    return Parsed("gpx", out, points, untimed)
+    return parsed
 
 
 def _features(doc: Any) -> list[dict[str, Any]]:
@@ -175,21 +190,23 @@ def parse_geojson(data: bytes, tag: str) -> Parsed:
         raise Problem(
             422, "import.invalid_geojson", "Expected a GeoJSON Feature or FeatureCollection."
         )
-    out: list[FixIn] = []
-    points = untimed = 0
+    parsed = Parsed("geojson", [], 0)
+    out = parsed.fixes
 
     def add(coord: Any, t_ms: int | None, props: dict[str, Any]) -> None:
-        nonlocal points, untimed
-        points += 1
-        if points > MAX_IMPORT_POINTS:
+        k = parsed.points
+        parsed.points += 1
+        if parsed.points > MAX_IMPORT_POINTS:
             raise _too_many()
-        if not isinstance(coord, list) or len(coord) < 2:
-            untimed += 1
+        ok = isinstance(coord, list) and len(coord) >= 2
+        lon, lat = (num(coord[0]), num(coord[1])) if ok else (None, None)
+        if lon is None or lat is None:
+            parsed.unread.append((k, "import.no_position"))
             return
-        lon, lat = num(coord[0]), num(coord[1])
-        if lon is None or lat is None or t_ms is None:
-            untimed += 1
+        if t_ms is None:
+            parsed.unread.append((k, "import.no_time"))
             return
+        parsed.at.append(k)
         alt = num(coord[2]) if len(coord) > 2 else num(props.get("altitude"))
         out.append(
             FixIn(
@@ -229,7 +246,7 @@ def parse_geojson(data: bytes, tag: str) -> Parsed:
             for k, c in enumerate(line):
                 t = lt[k] if isinstance(lt, list) and k < len(lt) else None
                 add(c, _parse_time(t), props)
-    return Parsed("geojson", out, points, untimed)
+    return parsed
 
 
 def parse(data: bytes, content_type: str | None) -> Parsed:
@@ -299,7 +316,8 @@ async def export(
     summary="Import your own past routes from a GPX or GeoJSON file",
     description="Send the file as the request body (`application/gpx+xml` or "
     "`application/geo+json`). Points need times; the same file imported twice is stored "
-    "once. The same checks as any upload apply, point by point.",
+    "once. The same checks as any upload apply, point by point; the reply lists each point "
+    "not kept as good with its place in the file, its time and the reason.",
 )
 async def import_file(
     request: Request,
@@ -309,6 +327,10 @@ async def import_file(
 ) -> ImportResult:
     parsed = parse(await request.body(), request.headers.get("content-type"))
     res = await service.import_fixes(s, rt, ctx, parsed.fixes)
+    refused = [(k, None, code, UNREAD_DETAIL[code]) for k, code in parsed.unread] + [
+        (parsed.at[r.index], parsed.fixes[r.index].t_ms, r.code, r.detail) for r in res.refused
+    ]
+    refused.sort(key=lambda x: x[0])
     return ImportResult(
         format="gpx" if parsed.format == "gpx" else "geojson",
         points=parsed.points,
@@ -316,4 +338,14 @@ async def import_file(
         duplicates=res.duplicates,
         rejected=res.rejected + parsed.untimed,
         flagged=res.flagged,
+        refused=[
+            RefusedPoint(
+                point=k,
+                time=None if t_ms is None else datetime.fromtimestamp(t_ms / 1000, UTC),
+                code=code,
+                detail=detail,
+            )
+            for k, t_ms, code, detail in refused[:MAX_REFUSED_LISTED]
+        ],
+        refused_truncated=len(refused) > MAX_REFUSED_LISTED,
     )
