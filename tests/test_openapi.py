@@ -140,3 +140,22 @@ async def test_docs_load_only_local_assets_and_each_answers(client: httpx.AsyncC
     assert "http" not in "".join(page.urls)
     assert (await client.get("/docs/oauth2-redirect")).status_code == 200
     assert (await client.get("/redoc")).status_code == 404  # it would need a CDN
+
+
+async def test_routes_that_read_their_own_body_document_it(app: Any) -> None:
+    spec = app.openapi()
+    body = {
+        p: spec["paths"][p]["post"]["requestBody"]["content"]
+        for p in ("/owntracks", "/overland", "/api/v1/location/import")
+    }
+    fix = body["/owntracks"]["application/json"]["schema"]["anyOf"][0]
+    assert set(fix["required"]) == {"_type", "lat", "lon", "tst"}
+    batch = body["/overland"]["application/json"]["schema"]
+    assert batch["required"] == ["locations"] and batch["properties"]["locations"]["maxItems"]
+    assert set(body["/api/v1/location/import"]) == {"application/gpx+xml", "application/geo+json"}
+    # every other route that takes a body declares it (those without take none)
+    for method, path, op in operations(spec):
+        if method in ("POST", "PUT", "PATCH") and "requestBody" not in op:
+            assert path.endswith(
+                ("/nonce", "/logout", "/code", "/read", "/read-all", "/acknowledge")
+            )
