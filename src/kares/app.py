@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kares import __version__, domains, jobs, migrations
+from kares import __version__, domains, jobs, migrations, openapi
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
 from kares.deps import RequestSessions
@@ -188,6 +188,10 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         description="The Kares family-care service. Errors are application/problem+json "
         "(RFC 9457) with a stable `code`.",
         lifespan=lifespan,
+        # /docs is served from the installed Swagger UI files (openapi.install_docs);
+        # FastAPI's own pages load theirs from a CDN
+        docs_url=None,
+        redoc_url=None,
         openapi_tags=[
             {
                 "name": "accounts",
@@ -267,6 +271,8 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))
     guard.document_routes(app)
+    openapi.install(app)
+    openapi.install_docs(app)
 
     return app
 

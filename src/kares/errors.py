@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 log = logging.getLogger("kares.errors")
 
@@ -69,6 +70,32 @@ _TITLES = {
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
+
+
+def status_title(status: int) -> str:
+    """The HTTP reason phrase a problem document carries as its ``title``."""
+    return _TITLES.get(status, "Error")
+
+
+def allowed_methods(req: Request) -> str:
+    """The ``Allow`` header of a 405: the methods of every route on this path.
+    (Starlette names only those of the first route that matched the path, and
+    a path's methods are often spread over several routes.)"""
+    methods: set[str] = set()
+    for route in _routes(req.app.routes):
+        if getattr(route, "methods", None) and route.matches(req.scope)[0] != Match.NONE:
+            methods |= set(route.methods)
+    return ", ".join(sorted(methods))
+
+
+def _routes(routes: list[Any]) -> list[Any]:
+    """The app's routes, with included routers expanded."""
+    try:  # FastAPI >= 0.16x includes routers lazily
+        from fastapi.routing import _iter_included_route_candidates
+
+        return list(_iter_included_route_candidates(routes))
+    except ImportError:  # pragma: no cover - older FastAPI
+        return list(routes)
 
 
 def retry_after(seconds: float) -> dict[str, str]:
@@ -168,9 +195,10 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == "Text may not contain NUL characters.":
             code = "request.nul_character"
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
-        return problem_response(
-            exc.status_code, code, detail, headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(_req)
+        return problem_response(exc.status_code, code, detail, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

@@ -33,6 +33,61 @@ router = APIRouter(tags=["location"])
 
 MAX_BATCH = 1000
 
+# The request body, as Overland sends it (the route reads it itself): GeoJSON
+# Point features with an ISO 8601 timestamp, speeds in m/s, -1 for unknown.
+OVERLAND_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "locations": {
+                            "type": "array",
+                            "maxItems": MAX_BATCH,
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "type": {"const": "Feature"},
+                                    "geometry": {
+                                        "type": "object",
+                                        "properties": {
+                                            "type": {"const": "Point"},
+                                            "coordinates": {
+                                                "type": "array",
+                                                "items": {"type": "number"},
+                                                "minItems": 2,
+                                                "maxItems": 3,
+                                            },
+                                        },
+                                        "required": ["type", "coordinates"],
+                                    },
+                                    "properties": {
+                                        "type": "object",
+                                        "properties": {
+                                            "timestamp": {"type": "string", "format": "date-time"},
+                                            "horizontal_accuracy": {"type": "number"},
+                                            "altitude": {"type": "number"},
+                                            "speed": {"type": "number"},
+                                            "course": {"type": "number"},
+                                            "battery_level": {"type": "number"},
+                                            "device_id": {"type": "string"},
+                                        },
+                                        "required": ["timestamp"],
+                                    },
+                                },
+                                "required": ["type", "geometry", "properties"],
+                            },
+                        }
+                    },
+                    "required": ["locations"],
+                }
+            }
+        },
+    }
+}
+
 
 def _bad(detail: str) -> Problem:
     return Problem(422, "overland.invalid", detail)
@@ -159,6 +214,7 @@ def parse(payload: Any) -> Batch:
         (413, "overland.batch_too_large"),
         (422, "overland.invalid"),
     ),
+    openapi_extra=OVERLAND_BODY,
     summary='Overland: store a batch of GeoJSON locations; reply {"result":"ok"} once stored',
     description="Authenticate with a bearer token (a tracker's secret). The reply is "
     '`{"result":"ok"}`, sent only after the batch is committed, so Overland deletes only '

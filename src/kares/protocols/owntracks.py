@@ -31,6 +31,77 @@ from kares.runtime import Runtime
 log = logging.getLogger("kares.protocols.owntracks")
 router = APIRouter(tags=["location"])
 
+_NUM = {"type": "number"}
+_OT_KINDS = ["location", "transition", "waypoint", "waypoints", "card"]
+_OT_WAYPOINT = {
+    "type": "object",
+    "properties": {
+        "_type": {"const": "waypoint"},
+        "desc": {"type": "string"},
+        "lat": _NUM,
+        "lon": _NUM,
+        "rad": _NUM,
+        "rid": {"type": "string"},
+        "tst": {"type": "integer"},
+    },
+    "required": ["_type"],
+}
+# The request body, as OwnTracks' JSON format documents it (the route reads it
+# itself): a fix (location, transition) needs lat, lon and tst; any other
+# _type is answered with [].
+OWNTRACKS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "properties": {
+                                "_type": {"enum": ["location", "transition"]},
+                                "lat": _NUM,
+                                "lon": _NUM,
+                                "tst": {"type": "integer", "minimum": 0, "maximum": 2**33 - 1},
+                                "acc": _NUM,
+                                "alt": _NUM,
+                                "vel": _NUM,
+                                "cog": _NUM,
+                                "batt": {"type": "integer"},
+                                "tid": {"type": "string"},
+                            },
+                            "required": ["_type", "lat", "lon", "tst"],
+                        },
+                        _OT_WAYPOINT,
+                        {
+                            "type": "object",
+                            "properties": {
+                                "_type": {"const": "waypoints"},
+                                "waypoints": {"type": "array", "items": _OT_WAYPOINT},
+                            },
+                            "required": ["_type", "waypoints"],
+                        },
+                        {
+                            "type": "object",
+                            "properties": {
+                                "_type": {"const": "card"},
+                                "tid": {"type": "string"},
+                                "name": {"type": "string"},
+                            },
+                            "required": ["_type"],
+                        },
+                        {
+                            "type": "object",
+                            "properties": {"_type": {"type": "string", "not": {"enum": _OT_KINDS}}},
+                            "required": ["_type"],
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
 MAX_WAYPOINTS = 200
 
 
@@ -185,6 +256,7 @@ async def friends(
         (400, "request.bad"),
         (403, "owntracks.user_mismatch"),
     ),
+    openapi_extra=OWNTRACKS_BODY,
     summary="OwnTracks HTTP mode: store a location, reply with the family's locations",
     description="Authenticate with HTTP Basic (a tracker's user name and secret) or a bearer "
     "token. `X-Limit-U`, when sent, must be the credential's user name; `X-Limit-D` names "

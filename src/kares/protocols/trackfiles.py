@@ -39,6 +39,27 @@ from kares.protocols.common import num, positive
 router = APIRouter(tags=["location"])
 
 MAX_IMPORT_POINTS = 200_000
+
+# The request body: the file itself (the route reads it itself).
+IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/gpx+xml": {
+                "schema": {"type": "string", "description": "A GPX 1.0 or 1.1 file"}
+            },
+            "application/geo+json": {
+                "schema": {
+                    "type": "object",
+                    "description": "A GeoJSON FeatureCollection (or Feature) with timestamped "
+                    "Point features or LineStrings with per-coordinate times",
+                    "properties": {"type": {"enum": ["FeatureCollection", "Feature"]}},
+                    "required": ["type"],
+                }
+            },
+        },
+    }
+}
 GPX_CREATOR = "Kares"
 
 
@@ -313,6 +334,7 @@ async def export(
         (422, "import.invalid_gpx"),
         (422, "import.invalid_geojson"),
     ),
+    openapi_extra=IMPORT_BODY,
     summary="Import your own past routes from a GPX or GeoJSON file",
     description="Send the file as the request body (`application/gpx+xml` or "
     "`application/geo+json`). Points need times; the same file imported twice is stored "
