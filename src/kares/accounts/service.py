@@ -36,6 +36,7 @@ from kares.identity.models import Account, Session
 from kares.identity.service import (
     TOKEN_PREFIX,
     CodeSent,
+    authenticate,
     check_code,
     consume_code,
     find_by_phone,
@@ -786,32 +787,66 @@ async def unlink_identity(s: AsyncSession, account: Account, provider: str) -> N
 # --- demo ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DemoMember:
+    account: Account
+    token: str
+    created: tuple[str, ...]  # what this run made: "account", "password", "token"
+
+
 async def demo_member(
-    s: AsyncSession, rt: Runtime, *, phone: str, name: str, password: str
-) -> tuple[Account, str]:
-    """Create (or reuse) a demo account and give it a fresh bearer token."""
+    s: AsyncSession,
+    rt: Runtime,
+    *,
+    phone: str,
+    name: str,
+    password: str,
+    token: str | None = None,
+) -> DemoMember:
+    """Make what is missing of a demo member: the account, its password (set again
+    only when it no longer matches) and a bearer token. ``token``, the one a
+    previous run printed, is kept while it still works; otherwise a new one is
+    made and any other demo token of the account revoked (nobody can print
+    those again)."""
     e164 = parse_phone(phone, rt.settings.default_region)
     account = await find_by_phone(s, e164)
+    created: list[str] = []
     if account is None:
         account = await _new_account(s, e164, birth_date=None, age_bracket="adult")
+        created.append("account")
     account.name = name
-    account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
-    await s.execute(
-        update(Session)
-        .where(
-            Session.account_id == account.id, Session.label == "demo", Session.revoked_at.is_(None)
+    if account.password_hash is None or not await _verify_password(
+        rt, account.password_hash, password
+    ):
+        account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
+        if not created:  # a new account's password goes without saying
+            created.append("password")
+    await limits.clear_lock(s, e164)  # the printed password works at once
+    found = await authenticate(s, rt, token) if token else None
+    if found is not None and found[0].id == account.id and found[1].label == "demo":
+        session = found[1]
+    else:
+        await s.execute(
+            update(Session)
+            .where(
+                Session.account_id == account.id,
+                Session.label == "demo",
+                Session.revoked_at.is_(None),
+            )
+            .values(revoked_at=clock.utcnow())
         )
-        .values(revoked_at=clock.utcnow())
-    )
-    env = Environment(
-        ip="127.0.0.1",
-        user_agent="kares-demo",
-        device=DeviceInfo(id="kares-demo", model="Demo", os="kares"),
-        client="app",
-    )
-    res = await _complete_sign_in(
-        s, rt, account=account, created=True, method="demo", env=env, label="demo"
-    )
+        env = Environment(
+            ip="127.0.0.1",
+            user_agent="kares-demo",
+            device=DeviceInfo(id="kares-demo", model="Demo", os="kares"),
+            client="app",
+        )
+        res = await _complete_sign_in(
+            s, rt, account=account, created=True, method="demo", env=env, label="demo"
+        )
+        session, token = res.session, res.token
+        created.append("token")
+    assert token is not None
     # Demo members have agreed to everything, so the demo shows every function.
     st = await privacy.state(s, account.id)
     for subject in privacy.consentable(catalog_of(rt)):
@@ -823,8 +858,8 @@ async def demo_member(
                 action="grant",
                 policy_version=catalog_of(rt).policy.version,
                 via="app",
-                session_id=res.session.id,
-                device_id=res.session.device_id,
+                session_id=session.id,
+                device_id=session.device_id,
             )
     await s.commit()
-    return res.account, res.token
+    return DemoMember(account, token, tuple(created))
