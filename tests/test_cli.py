@@ -51,77 +51,99 @@ def kares_env(tmp_path: Path, db_url: str) -> dict[str, str]:
     return env
 
 
-async def test_demo_is_idempotent_and_tokens_work(
+async def test_demo_is_idempotent_and_keeps_what_it_printed(
     kares_env: dict[str, str], db_url: str, tmp_path: Path
 ) -> None:
+    """Each `scripts/serve` start runs the demo: a phone set up with what it
+    printed must keep working. A re-run keeps every credential that still works,
+    makes only what is missing, and says which."""
+    from kares.app import create_app
+    from kares.config import Settings
+
+    var = Path(kares_env["KARES_VAR_DIR"])
+    settings = Settings(
+        var_dir=var,
+        database_url=kares_env.get("KARES_DATABASE_URL", ""),
+        data_keys=kares_env.get("KARES_DATA_KEYS", ""),
+        index_key=kares_env.get("KARES_INDEX_KEY", ""),
+    )
+    fix = {"_type": "location", "lat": 31.23, "lon": 121.47, "tst": 1}
+
+    def demo() -> dict:
+        r = run_kares("demo", "--json", env=kares_env)
+        assert r.returncode == 0, r.stderr
+        return dict(json.loads(r.stdout))
+
     try:
-        first = run_kares("demo", "--json", env=kares_env)
-        assert first.returncode == 0, first.stderr
-        members = json.loads(first.stdout)["members"]
-        assert len(members) >= 3
+        first = demo()
+        members = first["members"]
+        assert len(members) >= 3 and first["family_created"] is True
         for m in members:
-            assert set(m) == {"name", "phone", "password", "token", "tracker"}
+            assert set(m) == {"name", "phone", "password", "token", "tracker", "created"}
             assert set(m["tracker"]) == {"id", "kind", "username", "secret"}
-        second = run_kares("demo", "--json", env=kares_env)
-        assert second.returncode == 0, second.stderr
-        again = json.loads(second.stdout)["members"]
-        assert [m["phone"] for m in again] == [m["phone"] for m in members]
+            assert m["created"] == ["account", "token", "owntracks"]
+        # the printed secrets are kept for the next run, readable by this user only
+        kept = var / "demo-credentials.json"
+        assert kept.stat().st_mode & 0o777 == 0o600
+        second = demo()
+        assert second["family_created"] is False
+        assert [m["created"] for m in second["members"]] == [[]] * len(members)
+        strip = [{k: v for k, v in m.items() if k != "created"} for m in members]
+        assert [{k: v for k, v in m.items() if k != "created"} for m in second["members"]] == strip
 
-        from kares.app import create_app
-        from kares.config import Settings
-
-        settings = Settings(
-            var_dir=Path(kares_env["KARES_VAR_DIR"]),
-            database_url=kares_env.get("KARES_DATABASE_URL", ""),
-            data_keys=kares_env.get("KARES_DATA_KEYS", ""),
-            index_key=kares_env.get("KARES_INDEX_KEY", ""),
-        )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
                 ids = set()
-                for m in again:
-                    r = await c.get("/api/v1/me", headers={"Authorization": f"Bearer {m['token']}"})
+                for m in members:  # what the FIRST run printed
+                    h = {"Authorization": f"Bearer {m['token']}"}
+                    r = await c.get("/api/v1/me", headers=h)
                     assert r.status_code == 200, r.text
                     assert r.json()["name"] == m["name"]
                     ids.add(r.json()["id"])
-                    sessions = await c.get(
-                        "/api/v1/me/sessions", headers={"Authorization": f"Bearer {m['token']}"}
-                    )
-                    assert len(sessions.json()) == 1  # the first run's token was replaced
-                    # the demo OwnTracks credential works; the first run's was revoked
+                    assert len((await c.get("/api/v1/me/sessions", headers=h)).json()) == 1
                     t = m["tracker"]
-                    fix = {"_type": "location", "lat": 31.23, "lon": 121.47, "tst": 1}
                     r = await c.post("/owntracks", json=fix, auth=(t["username"], t["secret"]))
                     assert r.status_code == 200, r.text
                     assert r.headers["x-kares-refused"] == "fix.too_old"  # 1970 is past keeping
-                    old = next(x for x in members if x["phone"] == m["phone"])["tracker"]
-                    r = await c.post("/owntracks", json=fix, auth=(old["username"], old["secret"]))
-                    assert r.status_code == 401
-                    trackers = await c.get(
-                        "/api/v1/location/trackers",
-                        headers={"Authorization": f"Bearer {m['token']}"},
-                    )
-                    assert [x["revoked"] for x in trackers.json()] == [True, False]
+                    trackers = (await c.get("/api/v1/location/trackers", headers=h)).json()
+                    assert [x["revoked"] for x in trackers] == [False]
                     r = await c.post(
                         "/api/v1/auth/password",
                         json={"phone": m["phone"], "password": m["password"]},
                     )
                     assert r.status_code == 200, r.text
-                assert len(ids) == len(again)
+                assert len(ids) == len(members)
                 # one demo family, whatever the number of runs, with every member
-                fams = await c.get(
-                    "/api/v1/families", headers={"Authorization": f"Bearer {again[0]['token']}"}
-                )
+                h = {"Authorization": f"Bearer {members[0]['token']}"}
+                fams = await c.get("/api/v1/families", headers=h)
                 assert [(f["name"], f["member_count"]) for f in fams.json()] == [
-                    ("Li family", len(again) + 1)
+                    ("Li family", len(members) + 1)
                 ]
-                # the first run's tokens no longer work: nothing piles up
-                r = await c.get(
-                    "/api/v1/me", headers={"Authorization": f"Bearer {members[0]['token']}"}
-                )
-                assert r.status_code == 401
+                # the first member signs its demo token out; the second revokes its tracker
+                assert (await c.post("/api/v1/auth/logout", headers=h)).status_code in (200, 204)
+                h2 = {"Authorization": f"Bearer {members[1]['token']}"}
+                tid = members[1]["tracker"]["id"]
+                r = await c.delete(f"/api/v1/location/trackers/{tid}", headers=h2)
+                assert r.status_code in (200, 204), r.text
+        third = demo()["members"]
+        assert [m["created"] for m in third] == [["token"], ["owntracks"]] + [[]] * (
+            len(members) - 2
+        )
+        assert third[0]["token"] != members[0]["token"]
+        assert third[1]["tracker"] != members[1]["tracker"]
+        assert third[1]["token"] == members[1]["token"]
+        assert third[2:] == second["members"][2:]
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
+                h = {"Authorization": f"Bearer {third[0]['token']}"}
+                assert (await c.get("/api/v1/me", headers=h)).status_code == 200
+                t = third[1]["tracker"]
+                r = await c.post("/owntracks", json=fix, auth=(t["username"], t["secret"]))
+                assert r.status_code == 200, r.text
     finally:
         if db_url.startswith("postgresql"):
             await _wipe(db_url)

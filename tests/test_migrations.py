@@ -35,8 +35,8 @@ def test_every_migration_goes_down_and_up_again_keeping_rows(tmp_path) -> None:
     con = sqlite3.connect(path)
     con.execute("PRAGMA foreign_keys=ON")
     con.execute(
-        "INSERT INTO accounts (id, phone, phone_hash, password_failures, status, created_at, "
-        "updated_at) VALUES ('a1', 'x', 'h1', 0, 'active', '2026-01-01', '2026-01-01')"
+        "INSERT INTO accounts (id, phone, phone_hash, status, created_at, "
+        "updated_at) VALUES ('a1', 'x', 'h1', 'active', '2026-01-01', '2026-01-01')"
     )
     con.execute(
         "INSERT INTO devices (id, account_id, device_key, kind, first_seen_at, last_seen_at) "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from sqlalchemy import text
 
 from kares import clock
-from tests.conftest import PHONE, bearer, sign_up, snapshot
+from tests.conftest import PHONE, bearer, count_rows, sign_up, snapshot
 
 LOGIN = "/api/v1/auth/password"
 GOOD = "correct-horse-9"
@@ -99,10 +101,9 @@ async def test_lockout_after_five_failures(client: httpx.AsyncClient, sms, db) -
 async def test_a_burst_of_wrong_passwords_at_once_still_locks(
     client: httpx.AsyncClient, sms, db
 ) -> None:
-    """Guesses sent all at once, not one after another: every one of them counts
-    (the database adds each), so the burst locks the account like five in a row."""
-    import asyncio
-
+    """Guesses sent all at once, not one after another: each is counted by the
+    database before its password is checked, so exactly five passwords are
+    checked and the other eleven are refused without one, like guesses in a row."""
     await _with_password(client, sms)
     answers = await asyncio.gather(
         *(
@@ -110,13 +111,14 @@ async def test_a_burst_of_wrong_passwords_at_once_still_locks(
             for i in range(16)
         )
     )
-    assert all(r.status_code in (401, 423) for r in answers), [r.text for r in answers]
+    assert sorted(r.status_code for r in answers) == [401] * 5 + [423] * 11
     async with db.engine.connect() as conn:
         failures, locked = (
-            await conn.execute(text("SELECT password_failures, locked_until FROM accounts"))
+            await conn.execute(
+                text("SELECT failures, locked_until FROM password_limits WHERE scope = 'number'")
+            )
         ).one()
-    assert locked is not None  # five of the sixteen were enough
-    assert 0 <= failures < 5  # each lock starts the count again; it never passes the limit
+    assert locked is not None and failures == 5  # refused guesses are not counted
     r = await client.post(LOGIN, json={"phone": PHONE, "password": GOOD})
     assert r.status_code == 423 and r.json()["code"] == "auth.locked"
 
@@ -216,3 +218,126 @@ async def test_password_change_signs_out_other_sessions(client: httpx.AsyncClien
     assert r.json()["revoked"] == 1
     assert (await client.get("/api/v1/me", headers=bearer(other["token"]))).status_code == 401
     assert (await client.get("/api/v1/me", headers=bearer(me["token"]))).status_code == 200
+
+
+# --- limits per number and per address, the same for unknown numbers ---------------
+
+UNKNOWN = "+8613999999999"
+
+
+def _login(client: httpx.AsyncClient, phone: str, password: str, ip: str):
+    return client.post(
+        LOGIN, json={"phone": phone, "password": password}, headers={"X-Forwarded-For": ip}
+    )
+
+
+def _answer(r: httpx.Response) -> tuple[int, object, str | None]:
+    return r.status_code, r.json(), r.headers.get("Retry-After")
+
+
+async def test_an_unknown_number_answers_like_a_registered_one_at_every_count(
+    client: httpx.AsyncClient, sms, db
+) -> None:
+    """Wrong passwords for a registered number and for a number nobody has, side
+    by side (each from its own address): the same status, body and Retry-After at
+    every count, through the lockout, its end, a second lockout and the hourly
+    limit per number."""
+    await _with_password(client, sms)
+    seen = []
+    for i in range(14):
+        if i in (6, 12):
+            clock.advance(901)  # the lock runs out
+        a = await _login(client, PHONE, "wrong-pass-1", "198.51.100.1")
+        b = await _login(client, UNKNOWN, "wrong-pass-1", "198.51.100.2")
+        assert _answer(a) == _answer(b), i
+        seen.append(a.json()["code"])
+    bad, locked, limit = "auth.invalid_credentials", "auth.locked", "auth.number_limit"
+    assert seen == [bad] * 5 + [locked] + [bad] * 5 + [locked] + [limit] * 2
+    # ten passwords checked in the hour for each number, and not one more
+    async with db.engine.connect() as conn:
+        counts = (
+            await conn.execute(
+                text("SELECT window_count FROM password_limits WHERE scope = 'number'")
+            )
+        ).scalars()
+        assert sorted(counts) == [10, 10]
+    clock.advance(3600)  # a new hour: the right password works again
+    assert (await _login(client, PHONE, GOOD, "198.51.100.1")).status_code == 200
+
+
+async def test_bursts_on_an_unknown_and_a_registered_number_are_answered_alike(
+    client: httpx.AsyncClient, sms
+) -> None:
+    await _with_password(client, sms)
+    answers = {}
+    for phone, ip in ((PHONE, "198.51.100.1"), (UNKNOWN, "198.51.100.2")):
+        burst = await asyncio.gather(
+            *(_login(client, phone, f"wrong-pass-{i}", ip) for i in range(12))
+        )
+        answers[phone] = sorted((r.status_code, r.json()["code"]) for r in burst)
+    assert answers[PHONE] == answers[UNKNOWN]
+    assert answers[PHONE] == [(401, "auth.invalid_credentials")] * 5 + [(423, "auth.locked")] * 7
+
+
+@pytest.mark.parametrize("settings_overrides", [{"password_per_ip_per_hour": 4}])
+async def test_wrong_passwords_from_one_address_are_limited_even_in_a_burst(
+    client: httpx.AsyncClient, sms, db
+) -> None:
+    """Twelve different numbers tried from one address at once: four passwords
+    are checked, the rest are refused 429 with when to retry, and another address
+    is not affected. A refused attempt counts against no number."""
+    await _with_password(client, sms)
+    burst = await asyncio.gather(
+        *(_login(client, f"+86139000000{i:02d}", "wrong-pass-1", "203.0.113.9") for i in range(12))
+    )
+    assert sorted(r.status_code for r in burst) == [401] * 4 + [429] * 8
+    refused = [r for r in burst if r.status_code == 429]
+    assert {r.json()["code"] for r in refused} == {"auth.ip_limit"}
+    assert all(3590 <= int(r.headers["Retry-After"]) <= 3600 for r in refused)
+    assert await count_rows(db, "password_limits") == 1 + 4  # the address, four numbers
+    # the owner, from elsewhere, signs in as usual
+    assert (await _login(client, PHONE, GOOD, "198.51.100.1")).status_code == 200
+    # a success is not a failure: it is taken back from the address's count
+    ok = [await _login(client, PHONE, GOOD, "198.51.100.7") for _ in range(6)]
+    assert {r.status_code for r in ok} == {200}
+    clock.advance(3600)
+    assert (await _login(client, UNKNOWN, "wrong-pass-1", "203.0.113.9")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"password_per_number_per_hour": 3, "password_max_failures": 100}]
+)
+async def test_wrong_passwords_for_one_number_are_limited_per_hour_even_in_a_burst(
+    client: httpx.AsyncClient, sms
+) -> None:
+    await _with_password(client, sms)
+    for phone in (PHONE, UNKNOWN):
+        burst = await asyncio.gather(
+            *(_login(client, phone, "wrong-pass-1", f"198.51.100.{i}") for i in range(10))
+        )
+        assert (
+            sorted((r.status_code, r.json()["code"]) for r in burst)
+            == [(401, "auth.invalid_credentials")] * 3 + [(429, "auth.number_limit")] * 7
+        )
+        assert {r.headers.get("Retry-After") for r in burst if r.status_code == 429} == {"3600"}
+    r = await _login(client, PHONE, GOOD, "198.51.100.1")
+    assert r.status_code == 429  # the limit holds for the right password too, until the hour ends
+    clock.advance(3600)
+    assert (await _login(client, PHONE, GOOD, "198.51.100.1")).status_code == 200
+
+
+async def test_limits_that_ran_out_are_tidied_away(client: httpx.AsyncClient, db) -> None:
+    for i in range(3):
+        await _login(client, f"+86139000000{i:02d}", "wrong-pass-1", "203.0.113.9")
+    assert await count_rows(db, "password_limits") == 4
+    clock.advance(3601)
+    # the address's first attempt of a new hour removes what limits nothing any more
+    await _login(client, UNKNOWN, "wrong-pass-1", "203.0.113.9")
+    assert await count_rows(db, "password_limits") == 2
+
+
+async def test_a_bad_number_changes_nothing(client: httpx.AsyncClient, db) -> None:
+    before = await snapshot(db)
+    r = await client.post(LOGIN, json={"phone": "12", "password": "wrong-pass-1"})
+    assert r.status_code == 422 and r.json()["code"] == "phone.invalid"
+    assert await snapshot(db) == before

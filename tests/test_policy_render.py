@@ -237,6 +237,37 @@ async def test_every_catalog_entry_appears(client: httpx.AsyncClient, lang: str)
     assert CAT.policy.contact_email in rights and CAT.policy.contact_email in contact
 
 
+@pytest.mark.db_agnostic
+def test_every_feature_has_a_readable_name_in_both_languages() -> None:
+    from kares.privacy.policy_text import FEATURE_LABELS
+
+    for fkey, f in CAT.functions.items():
+        for name in f.features:
+            label = FEATURE_LABELS.get(f"{fkey}.{name}")
+            assert label is not None, f"{fkey}.{name} has no readable name"
+            assert label[0] and CJK.search(label[1]), f"{fkey}.{name}: {label}"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+async def test_the_policy_shows_readable_names_only(client: httpx.AsyncClient, lang: str) -> None:
+    """No internal label of the catalog reaches a reader: not a feature's key
+    ("(wlan fix)", "(photo upload)") or a function's, in brackets or bare."""
+    r = await client.get("/privacy/policy", params={"lang": lang})
+    shown = [page_text(r.text), all_text(await policy(client, lang))]
+    keys = {name for f in CAT.functions.values() for name in f.features}
+    keys |= set(CAT.functions)
+    for text in shown:
+        for key in keys:
+            for form in (key, key.replace("_", " ")):
+                assert f"({form})" not in text and f"（{form}）" not in text, (key, lang)
+    for key in keys:  # the JSON document names its entries by key; the page never
+        if "_" in key:
+            assert key not in shown[0], (key, lang)
+    if lang == "en":
+        assert "Finding your location from nearby Wi-Fi networks" in shown[0]
+        assert "Setting a family's group photo" in shown[0]
+
+
 async def test_each_function_has_its_purpose_basis_and_categories(
     client: httpx.AsyncClient,
 ) -> None:

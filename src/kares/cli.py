@@ -107,7 +107,38 @@ DEMO_MEMBERS = (
 )
 
 
-async def _demo() -> list[dict[str, Any]]:
+DEMO_SECRETS = "demo-credentials.json"
+
+
+def _read_demo_secrets(path: Path) -> dict[str, Any]:
+    """What the last run printed, by phone number (nothing if the file is gone or
+    unreadable: then everything is made anew)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {m["phone"]: m for m in data.get("members", []) if isinstance(m, dict) and "phone" in m}
+
+
+def _write_demo_secrets(path: Path, members: list[dict[str, Any]]) -> None:
+    """Keep the printed secrets for the next run, readable by this user only
+    (written to a new file made 0600, then moved over the old one)."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        keep = [{k: v for k, v in m.items() if k != "created"} for m in members]
+        json.dump({"members": keep}, f, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+async def _demo() -> tuple[list[dict[str, Any]], bool]:
+    """Make what is missing of the demo (members, their tokens and OwnTracks
+    credentials, the family) and keep what still works; returns the members, each
+    with what this run created, and whether the family was created."""
     from kares import domains, migrations
     from kares.accounts import service
     from kares.config import get_settings
@@ -118,62 +149,85 @@ async def _demo() -> list[dict[str, Any]]:
     assert domains.metadata.tables  # every domain and its hooks are registered
     await asyncio.to_thread(migrations.upgrade, settings.effective_database_url)
     rt = Runtime.build(settings)
+    secrets_path = settings.var_dir / DEMO_SECRETS
+    before = _read_demo_secrets(secrets_path)
     out = []
     try:
         await privacy.sync_at_start(rt)
         async with rt.db.sessions() as s:
             accounts = []
             for name, phone, password in DEMO_MEMBERS:
-                account, token = await service.demo_member(
-                    s, rt, phone=phone, name=name, password=password
+                last = before.get(phone, {})
+                member = await service.demo_member(
+                    s, rt, phone=phone, name=name, password=password, token=last.get("token")
                 )
-                accounts.append(account)
-                tracker = await _demo_tracker(s, account.id)
+                accounts.append(member.account)
+                tracker, made = await _demo_tracker(s, rt, member.account.id, last.get("tracker"))
                 out.append(
                     {
                         "name": name,
                         "phone": phone,
                         "password": password,
-                        "token": token,
+                        "token": member.token,
                         "tracker": tracker,
+                        "created": [*member.created, *(["owntracks"] if made else [])],
                     }
                 )
-            await _demo_family(s, rt, accounts)
+            family_created = await _demo_family(s, rt, accounts)
     finally:
         await rt.close()
-    return out
+    _write_demo_secrets(secrets_path, out)
+    return out, family_created
 
 
 DEMO_TRACKER = "Demo OwnTracks"
 
 
-async def _demo_tracker(s: Any, account_id: str) -> dict[str, str]:
-    """A fresh OwnTracks credential per demo member (the previous one is revoked:
-    secrets are shown once and never stored)."""
+async def _demo_tracker(
+    s: Any, rt: Any, account_id: str, last: dict[str, str] | None
+) -> tuple[dict[str, str], bool]:
+    """The member's demo OwnTracks credential: the one the last run printed while
+    it still works, else a new one (and any other demo credential, whose secret
+    nobody can print again, is revoked). True when it is new."""
+    from kares.identity.service import TRACKER_KIND, authenticate
     from kares.location import trackers
+    from kares.location.models import Tracker
 
+    if last:
+        found = await authenticate(s, rt, str(last.get("secret", "")))
+        t = await s.get(Tracker, str(last.get("id", ""))[:32])
+        if (
+            found is not None
+            and found[0].id == account_id
+            and found[1].kind == TRACKER_KIND
+            and t is not None
+            and t.session_id == found[1].id
+            and t.username == last.get("username")
+        ):
+            return {k: str(last[k]) for k in ("id", "kind", "username", "secret")}, False
     for v in await trackers.list_for(s, account_id=account_id):
         if v.tracker.name == DEMO_TRACKER and not v.revoked:
             await trackers.revoke(s, account_id=account_id, tracker_id=v.tracker.id)
     t, secret = await trackers.create(
         s, account_id=account_id, name=DEMO_TRACKER, kind="owntracks", ip="127.0.0.1"
     )
-    return {"id": t.id, "kind": t.kind, "username": t.username, "secret": secret}
+    return {"id": t.id, "kind": t.kind, "username": t.username, "secret": secret}, True
 
 
 DEMO_FAMILY = "Li family"
 DEMO_DEPENDANT = "Doudou"
 
 
-async def _demo_family(s: Any, rt: Any, accounts: list[Any]) -> None:
+async def _demo_family(s: Any, rt: Any, accounts: list[Any]) -> bool:
     """The demo family, once: the first member owns it, the second is a guardian,
-    the others are members, and a child's managed profile is a dependant."""
+    the others are members, and a child's managed profile is a dependant. True
+    when this run created it."""
     from kares.families import service as families
 
     owner, *others = accounts
     mine = [m for m in await families.families_of(s, owner.id) if m.family.name == DEMO_FAMILY]
     if mine:
-        return
+        return False
     fam = await families.create_family(s, owner=owner, name=DEMO_FAMILY)
     inv = await families.create_invitation(
         s, family_id=fam.id, actor_id=owner.id, expires_in_days=1, max_uses=len(others)
@@ -193,6 +247,7 @@ async def _demo_family(s: Any, rt: Any, accounts: list[Any]) -> None:
         name=DEMO_DEPENDANT,
         age_bracket="under_14",
     )
+    return True
 
 
 def _demo_url(args: argparse.Namespace) -> str:
@@ -209,14 +264,16 @@ def _demo_url(args: argparse.Namespace) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    members = asyncio.run(_demo())
+    members, family_created = asyncio.run(_demo())
     url = _demo_url(args)
     if args.json:
-        print(json.dumps({"members": members}, indent=2))
+        print(json.dumps({"members": members, "family_created": family_created}, indent=2))
         return 0
+    made = "created now" if family_created else "kept"
     print(
-        f"Demo family '{DEMO_FAMILY}' (with {DEMO_DEPENDANT}, a child's managed profile) "
-        "and its members (run again for fresh tokens; nothing is duplicated):\n"
+        f"Demo family '{DEMO_FAMILY}' ({made}; with {DEMO_DEPENDANT}, a child's managed "
+        "profile) and its members. Running the demo again keeps every credential below "
+        "that still works and makes only what is missing:\n"
     )
     for m in members:
         print(f"  {m['name']}")
@@ -225,6 +282,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"    token     {m['token']}")
         t = m["tracker"]
         print(f"    owntracks user {t['username']}  password {t['secret']}")
+        print(f"    created now: {', '.join(m['created'])}" if m["created"] else "    all kept")
     print(
         f"\nTry:  curl -H 'Authorization: Bearer <token>' {url}/api/v1/me\n"
         'Or sign in:  POST /api/v1/auth/password {"phone": ..., "password": ...}\n'

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     password_min_length: int = 8
     password_max_failures: int = 5
     password_lockout_seconds: int = 900
+    # wrong passwords allowed per number and per client address in an hour, on
+    # top of the lockout (docs/ACCOUNTS.md)
+    password_per_number_per_hour: int = 10
+    password_per_ip_per_hour: int = 30
     argon2_time_cost: int = 3
     argon2_memory_cost_kib: int = 65536
     argon2_parallelism: int = 2

@@ -225,6 +225,8 @@ async def verify_code(
         (401, "auth.invalid_credentials"),
         (403, "account.inactive"),
         (423, "auth.locked"),
+        (429, "auth.number_limit"),
+        (429, "auth.ip_limit"),
     ),
     summary="Sign in with phone number and password",
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
@@ -105,3 +105,40 @@ class AuthTicket(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class PasswordLimit(Base):
+    """Password sign-in attempts counted per phone number and per client address.
+
+    A number's row is keyed by a keyed hash of the number, whether or not an
+    account has it, so an unknown number is counted, locked and refused exactly
+    like a registered one. ``failures`` (in a row, since the last success) and
+    ``locked_until`` are the lockout; ``window_started_at`` and ``window_count``
+    the hourly limit. An address's row uses only the hourly limit. Each attempt
+    changes its rows in one statement (``accounts.limits``).
+    """
+
+    __tablename__ = "password_limits"
+    __table_args__ = (
+        Index("ix_password_limits_window", "window_started_at"),
+        table_info(
+            subject=None,
+            why="sign-in limits: keyed hashes of a number or an address, kept about an hour",
+            not_personal=(
+                "scope",
+                "failures",
+                "locked_until",
+                "window_started_at",
+                "window_count",
+            ),
+        ),
+    )
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)  # "number" | "ip"
+    key: Mapped[str] = mapped_column(
+        String(64), primary_key=True, info=personal("security.login_environment")
+    )
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    window_count: Mapped[int] = mapped_column(Integer)

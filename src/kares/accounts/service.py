@@ -21,9 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto
+from kares.accounts import limits
 from kares.accounts.models import AuthTicket, ExternalIdentity, LoginEvent
 from kares.accounts.schemas import DeviceInfo
-from kares.config import Settings
 from kares.devices import service as devices
 from kares.errors import Problem, retry_after
 from kares.gateways.oauth import (
@@ -36,6 +36,7 @@ from kares.identity.models import Account, Session
 from kares.identity.service import (
     TOKEN_PREFIX,
     CodeSent,
+    authenticate,
     check_code,
     consume_code,
     find_by_phone,
@@ -95,7 +96,6 @@ async def _new_account(
         birth_date=birth_date,
         age_bracket=age_bracket,
         status="active",
-        password_failures=0,
         created_at=now,
         updated_at=now,
     )
@@ -117,7 +117,6 @@ async def new_managed_account(
         birth_date=birth_date,
         age_bracket=age_bracket,
         status="managed",
-        password_failures=0,
         created_at=now,
         updated_at=now,
     )
@@ -213,9 +212,7 @@ async def _complete_sign_in(
             session_id=sess.id,
             device_id=device.id,
         )
-    if account.password_failures:
-        account.password_failures = 0
-        account.locked_until = None
+    await limits.clear_lock(s, account.phone)
     if new_device:
         what = " ".join(p for p in (d.model, d.os, d.os_version) if p) or "an unknown device"
         where = place or env.ip
@@ -348,61 +345,40 @@ async def _verify_password(rt: Runtime, hashed: str | None, password: str) -> bo
     return await anyio.to_thread.run_sync(_check)
 
 
-async def _count_failure(s: AsyncSession, cfg: Settings, account_id: str, now: datetime) -> bool:
-    """Count one wrong password, in the database: each of a burst of guesses sent at
-    once adds its own (no read-modify-write), and the one that reaches the limit
-    locks the account and starts the count again. True when this one locked it."""
-    failures = (
-        await s.execute(
-            update(Account)
-            .where(Account.id == account_id)
-            .values(password_failures=Account.password_failures + 1)
-            .returning(Account.password_failures)
-            .execution_options(synchronize_session=False)
-        )
-    ).scalar_one()
-    if failures < cfg.password_max_failures:
-        return False
-    await s.execute(
-        update(Account)
-        .where(Account.id == account_id)
-        .values(
-            locked_until=now + timedelta(seconds=cfg.password_lockout_seconds),
-            password_failures=0,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return True
-
-
 async def sign_in_with_password(
     s: AsyncSession, rt: Runtime, *, phone: str, password: str, env: Environment
 ) -> SignInResult:
+    """Sign in with a number and its password, within the limits of
+    ``accounts.limits``. An unknown number takes the same path as a registered
+    one: counted and locked alike, a dummy hash checked, the same answers."""
     cfg = rt.settings
     e164 = parse_phone(phone, cfg.default_region)
     account = await find_by_phone(s, e164)
     now = clock.utcnow()
-    if account is not None and account.locked_until is not None and account.locked_until > now:
-        wait = (account.locked_until - now).total_seconds()
-        s.add(_login_event(account.id, env, "password", success=False, reason="locked"))
+    attempt = await limits.count_attempt(s, cfg, e164=e164, ip=env.ip, now=now)
+    if attempt.refusal is not None:
+        if account is not None:
+            s.add(_login_event(account.id, env, "password", success=False, reason=attempt.reason))
         await s.commit()
-        raise Problem(
-            423,
-            "auth.locked",
-            "Too many wrong passwords. Sign in with an SMS code, or try again later.",
-            headers=retry_after(wait),
-        )
+        raise attempt.refusal
+    # The count stands before the slow hash: a burst is decided by it, and no
+    # write lock is held while the password is checked.
+    await s.commit()
+    if attempt.purge_due:
+        await limits.purge(s, now)
+        await s.commit()
     ok = await _verify_password(rt, account.password_hash if account else None, password)
     if account is None or account.password_hash is None or not ok:
         if account is not None:
             reason = "bad_password" if account.password_hash else "no_password"
-            if await _count_failure(s, cfg, account.id, now):
+            if attempt.locks:
                 reason = "locked_now"
             s.add(_login_event(account.id, env, "password", success=False, reason=reason))
             await s.commit()
         raise Problem(401, "auth.invalid_credentials", "The phone number or password is wrong.")
     if account.status != "active":
         raise Problem(403, "account.inactive", "This account cannot sign in.")
+    await limits.succeeded(s, attempt)
     if rt.passwords.check_needs_rehash(account.password_hash):
         account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
     return await _complete_sign_in(
@@ -584,8 +560,7 @@ async def set_password(
     if challenge_id:
         await consume_code(s, rt, challenge_id)
     account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, new_password)
-    account.password_failures = 0
-    account.locked_until = None
+    await limits.clear_lock(s, account.phone)
     account.updated_at = clock.utcnow()
     await notify.add(
         s,
@@ -812,34 +787,66 @@ async def unlink_identity(s: AsyncSession, account: Account, provider: str) -> N
 # --- demo ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DemoMember:
+    account: Account
+    token: str
+    created: tuple[str, ...]  # what this run made: "account", "password", "token"
+
+
 async def demo_member(
-    s: AsyncSession, rt: Runtime, *, phone: str, name: str, password: str
-) -> tuple[Account, str]:
-    """Create (or reuse) a demo account and give it a fresh bearer token."""
+    s: AsyncSession,
+    rt: Runtime,
+    *,
+    phone: str,
+    name: str,
+    password: str,
+    token: str | None = None,
+) -> DemoMember:
+    """Make what is missing of a demo member: the account, its password (set again
+    only when it no longer matches) and a bearer token. ``token``, the one a
+    previous run printed, is kept while it still works; otherwise a new one is
+    made and any other demo token of the account revoked (nobody can print
+    those again)."""
     e164 = parse_phone(phone, rt.settings.default_region)
     account = await find_by_phone(s, e164)
+    created: list[str] = []
     if account is None:
         account = await _new_account(s, e164, birth_date=None, age_bracket="adult")
+        created.append("account")
     account.name = name
-    account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
-    account.password_failures = 0
-    account.locked_until = None
-    await s.execute(
-        update(Session)
-        .where(
-            Session.account_id == account.id, Session.label == "demo", Session.revoked_at.is_(None)
+    if account.password_hash is None or not await _verify_password(
+        rt, account.password_hash, password
+    ):
+        account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
+        if not created:  # a new account's password goes without saying
+            created.append("password")
+    await limits.clear_lock(s, e164)  # the printed password works at once
+    found = await authenticate(s, rt, token) if token else None
+    if found is not None and found[0].id == account.id and found[1].label == "demo":
+        session = found[1]
+    else:
+        await s.execute(
+            update(Session)
+            .where(
+                Session.account_id == account.id,
+                Session.label == "demo",
+                Session.revoked_at.is_(None),
+            )
+            .values(revoked_at=clock.utcnow())
         )
-        .values(revoked_at=clock.utcnow())
-    )
-    env = Environment(
-        ip="127.0.0.1",
-        user_agent="kares-demo",
-        device=DeviceInfo(id="kares-demo", model="Demo", os="kares"),
-        client="app",
-    )
-    res = await _complete_sign_in(
-        s, rt, account=account, created=True, method="demo", env=env, label="demo"
-    )
+        env = Environment(
+            ip="127.0.0.1",
+            user_agent="kares-demo",
+            device=DeviceInfo(id="kares-demo", model="Demo", os="kares"),
+            client="app",
+        )
+        res = await _complete_sign_in(
+            s, rt, account=account, created=True, method="demo", env=env, label="demo"
+        )
+        session, token = res.session, res.token
+        created.append("token")
+    assert token is not None
     # Demo members have agreed to everything, so the demo shows every function.
     st = await privacy.state(s, account.id)
     for subject in privacy.consentable(catalog_of(rt)):
@@ -851,8 +858,8 @@ async def demo_member(
                 action="grant",
                 policy_version=catalog_of(rt).policy.version,
                 via="app",
-                session_id=res.session.id,
-                device_id=res.session.device_id,
+                session_id=session.id,
+                device_id=session.device_id,
             )
     await s.commit()
-    return res.account, res.token
+    return DemoMember(account, token, tuple(created))

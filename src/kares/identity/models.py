@@ -20,8 +20,6 @@ class Account(Base):
             subject="id",
             not_personal=(
                 "id",
-                "password_failures",
-                "locked_until",
                 "status",
                 "privacy_version",
                 "created_at",
@@ -52,8 +50,6 @@ class Account(Base):
         Encrypted("accounts.birth_date"), info=personal("account.age")
     )
     age_bracket: Mapped[str | None] = mapped_column(String(16), info=personal("account.age"))
-    password_failures: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), default="active")
     # bumped with every change the guard's decision depends on (consents, device
     # permissions, guardians): cached decisions are keyed by it

@@ -29,8 +29,10 @@ from kares.privacy.document import (
 
 LANGS = ("en", "zh")
 
-# Readable names of features (the catalog names functions, not features);
-# a feature missing here is shown as "<function name> (<feature key>)".
+# Readable names of features (the catalog names functions, not features).
+# Every feature of the catalog needs one: the policy never shows an internal
+# key (tests/test_policy_render.py fails on a feature missing here, and the
+# text falls back to the function's name alone).
 FEATURE_LABELS: dict[str, tuple[str, str]] = {
     "account.sign_in": ("Signing in", "登录"),
     "account.profile": ("Your account profile", "账号资料"),
@@ -45,7 +47,24 @@ FEATURE_LABELS: dict[str, tuple[str, str]] = {
         "监护人为不满十四周岁的儿童作出同意",
     ),
     "driving_tracks.upload": ("Recording your location", "记录您的位置"),
+    "driving_tracks.wlan_fix": (
+        "Finding your location from nearby Wi-Fi networks",
+        "通过附近的 Wi-Fi 网络确定您的位置",
+    ),
     "driving_tracks.view": ("Viewing locations and tracks", "查看位置和轨迹"),
+    "driving_tracks.history": (
+        "Your route history, timeline and driving summaries",
+        "您的路线记录、时间线和驾驶总结",
+    ),
+    "driving_tracks.import": ("Importing your own route files", "导入您自己的路线文件"),
+    "driving_tracks.places": (
+        "Family places and arrival and departure alerts",
+        "家庭地点及到达和离开提醒",
+    ),
+    "driving_tracks.trackers": (
+        "Connecting tracking apps (such as OwnTracks)",
+        "连接定位记录应用(如 OwnTracks)",
+    ),
     "messaging.chat": ("Chatting", "聊天"),
     "messaging.photo": ("Sending photos in a chat", "在聊天中发送图片"),
     "calls.voice": ("Voice calls", "语音通话"),
@@ -59,6 +78,12 @@ FEATURE_LABELS: dict[str, tuple[str, str]] = {
     "schedule.floating_reminders": ("Reminder windows over other apps", "悬浮窗提醒"),
     "family.circles": ("Family circles", "家庭圈"),
     "family.scan_code": ("Scanning a code to join a family", "扫码加入家庭"),
+    "family.photo_upload": ("Setting a family's group photo", "设置家庭圈照片"),
+    "watches.hello": ("A new watch introducing itself", "新手表首次连接"),
+    "watches.pair": ("Pairing a watch", "绑定手表"),
+    "watches.manage": ("Managing a paired watch", "管理已绑定的手表"),
+    "sos.raise": ("Raising an SOS alert", "发出 SOS 求助"),
+    "sos.respond": ("Responding to an SOS alert", "响应 SOS 求助"),
     "notifications.inbox": ("In-app notifications", "应用内通知"),
     "notifications.push": ("Push notifications", "推送通知"),
     "offline_maps.download": ("Downloading offline maps", "下载离线地图"),
@@ -199,7 +224,7 @@ class _Builder:
         label = FEATURE_LABELS.get(f"{fkey}.{name}")
         if label is not None:
             return self.t(*label)
-        return self.fn_name(fkey) + self.paren(name.replace("_", " "))
+        return self.fn_name(fkey)
 
     def feature_permissions(self, feat: Feature) -> str:
         parts = []
