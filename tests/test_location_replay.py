@@ -2,10 +2,12 @@
 where each one comes from): OwnTracks for Android and iOS in HTTP mode, an
 Overland batch, GPX files of GPSLogger, Strava and OsmAnd, and GeoJSON exports.
 
-Each capture is sent byte for byte as the client sends it, except its times,
-which are moved by one offset (every time of a capture by the same amount) so
-that the capture ends a few minutes ago: the fixes' retention window would
-refuse a capture from last year as ``fix.too_old``. Each replay asserts what
+Each capture is sent as the client sends it, except its times, which are moved
+by one offset (every time of a capture by the same amount) so that the capture
+ends a few minutes ago: the fixes' retention window would refuse a capture from
+last year as ``fix.too_old``. (A GPX file keeps every other byte; a JSON capture
+is written back compactly, keys in their order, to move its times; an empty
+body is sent empty.) Each replay asserts what
 was stored and what was not, with which code."""
 
 from __future__ import annotations
