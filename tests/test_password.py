@@ -130,6 +130,8 @@ async def test_lockout_leaves_sms_sign_in_open(client: httpx.AsyncClient, sms) -
     assert (await client.post(LOGIN, json={"phone": PHONE, "password": GOOD})).status_code == 423
     again = await sign_up(client, sms)  # the owner can still get in by SMS
     assert again["created"] is False
+    # and having signed in, the owner's password works again at once
+    assert (await client.post(LOGIN, json={"phone": PHONE, "password": GOOD})).status_code == 200
 
 
 async def test_successful_sign_in_resets_failure_count(client: httpx.AsyncClient, sms) -> None:

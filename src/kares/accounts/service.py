@@ -212,7 +212,8 @@ async def _complete_sign_in(
             session_id=sess.id,
             device_id=device.id,
         )
-    await limits.clear_lock(s, account.phone)
+    if account.phone:  # a sign-in of the number's owner ends its password lock
+        await limits.clear_lock(s, account.phone)
     if new_device:
         what = " ".join(p for p in (d.model, d.os, d.os_version) if p) or "an unknown device"
         where = place or env.ip
