@@ -1,11 +1,13 @@
-"""No request body, header or query of any shape gets a 5xx (property test).
+"""No request body, header or query of any shape gets a 5xx, nor a status or
+code the OpenAPI document does not list for its route (property test).
 
 Hypothesis builds requests for every route in the OpenAPI document: random
 path parameters (or the caller's own ids), query strings, headers and JSON
 bodies (shaped by the route's own schema so that they get past validation
 into the handler, well-formed but ill-typed, and not JSON at all), with and
 without a valid token. Any status from 500 to 599 fails, and so does an
-exception escaping the app (the test transport re-raises it).
+exception escaping the app (the test transport re-raises it); so does a
+refusal whose status and code the route's OpenAPI operation does not list.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class Route:
     def __init__(self, method: str, path: str, op: dict[str, Any], components: Any) -> None:
         self.method = method
         self.path = path
+        self.responses = op.get("responses", {})
         schema = op.get("requestBody", {}).get("content", {}).get("application/json", {})
         self.body = from_schema(schema["schema"], components) if "schema" in schema else None
         self.query = {
@@ -225,4 +228,15 @@ async def test_no_request_gets_a_5xx(
         client._fuzz_me = None  # type: ignore[attr-defined]
     if r.status_code >= 400:
         assert r.headers["content-type"].startswith("application/problem+json"), r.text
-        assert r.json()["code"]
+        code = r.json()["code"]
+        assert code
+        # the OpenAPI document lists every status and code a route answers (a path
+        # the random ids made unroutable is answered by the router, not the route)
+        documented = route.responses.get(str(r.status_code))
+        if documented is None and code in ("not_found", "method_not_allowed"):
+            return
+        assert documented is not None, f"{method} {route.path}: undocumented {r.status_code} {code}"
+        schema = documented["content"]["application/problem+json"]["schema"]
+        assert code in schema["properties"]["code"]["enum"], (
+            f"{method} {route.path}: {r.status_code} {code} is not in the document"
+        )

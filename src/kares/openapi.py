@@ -72,13 +72,21 @@ def refine(spec: dict[str, Any]) -> None:
             _refine_operation(op)
             for param in op.get("parameters", []):
                 _forbid_nul(param.get("schema", {}))
-            for media in op.get("requestBody", {}).get("content", {}).values():
-                _forbid_nul(media.get("schema", {}))
+            for name, media in op.get("requestBody", {}).get("content", {}).items():
+                if "json" in name:  # a file (GPX, an image) is read as it is
+                    _forbid_nul(media.get("schema", {}))
     for schema in components.values():
         _forbid_nul(schema)
 
 
 def _refine_operation(op: dict[str, Any]) -> None:
+    for response in op.get("responses", {}).values():
+        stream = response.get("content", {}).get("text/event-stream", {})
+        if "itemSchema" in stream:
+            # an event stream is described event by event (OpenAPI 3.2's itemSchema);
+            # FastAPI also calls the whole body a string, which tools then read as
+            # the schema of the list of events
+            stream.pop("schema", None)
     shared = list(EVERY_ROUTE)
     body = op.get("requestBody", {}).get("content", {})
     if body:

@@ -49,16 +49,19 @@ OVERLAND_BODY = {
                             "items": {
                                 "type": "object",
                                 "properties": {
-                                    "type": {"const": "Feature"},
+                                    "type": {"description": '"Feature" (not checked)'},
                                     "geometry": {
                                         "type": "object",
                                         "properties": {
                                             "type": {"const": "Point"},
                                             "coordinates": {
                                                 "type": "array",
-                                                "items": {"type": "number"},
+                                                "description": "longitude, latitude[, altitude]",
+                                                "prefixItems": [
+                                                    {"type": "number"},
+                                                    {"type": "number"},
+                                                ],
                                                 "minItems": 2,
-                                                "maxItems": 3,
                                             },
                                         },
                                         "required": ["type", "coordinates"],
@@ -66,18 +69,27 @@ OVERLAND_BODY = {
                                     "properties": {
                                         "type": "object",
                                         "properties": {
-                                            "timestamp": {"type": "string", "format": "date-time"},
-                                            "horizontal_accuracy": {"type": "number"},
-                                            "altitude": {"type": "number"},
-                                            "speed": {"type": "number"},
-                                            "course": {"type": "number"},
-                                            "battery_level": {"type": "number"},
-                                            "device_id": {"type": "string"},
+                                            "timestamp": {
+                                                "type": "string",
+                                                "format": "date-time",
+                                                "maxLength": 40,
+                                            },
+                                            **{
+                                                k: {"description": "ignored unless a number"}
+                                                for k in (
+                                                    "horizontal_accuracy",
+                                                    "altitude",
+                                                    "speed",
+                                                    "course",
+                                                    "battery_level",
+                                                )
+                                            },
+                                            "device_id": {"description": "ignored unless a string"},
                                         },
                                         "required": ["timestamp"],
                                     },
                                 },
-                                "required": ["type", "geometry", "properties"],
+                                "required": ["geometry", "properties"],
                             },
                         }
                     },

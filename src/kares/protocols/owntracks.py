@@ -31,24 +31,15 @@ from kares.runtime import Runtime
 log = logging.getLogger("kares.protocols.owntracks")
 router = APIRouter(tags=["location"])
 
+MAX_WAYPOINTS = 200
+
 _NUM = {"type": "number"}
-_OT_KINDS = ["location", "transition", "waypoint", "waypoints", "card"]
-_OT_WAYPOINT = {
-    "type": "object",
-    "properties": {
-        "_type": {"const": "waypoint"},
-        "desc": {"type": "string"},
-        "lat": _NUM,
-        "lon": _NUM,
-        "rad": _NUM,
-        "rid": {"type": "string"},
-        "tst": {"type": "integer"},
-    },
-    "required": ["_type"],
-}
+# read when it is what it should be, ignored otherwise
+_OPTIONAL = {"description": "ignored unless of the documented type"}
 # The request body, as OwnTracks' JSON format documents it (the route reads it
-# itself): a fix (location, transition) needs lat, lon and tst; any other
-# _type is answered with [].
+# itself): a fix (location, transition) needs numeric lat, lon and tst (epoch
+# seconds); a waypoint that cannot be read is skipped; any other message is
+# answered with [].
 OWNTRACKS_BODY = {
     "requestBody": {
         "required": True,
@@ -62,38 +53,28 @@ OWNTRACKS_BODY = {
                                 "_type": {"enum": ["location", "transition"]},
                                 "lat": _NUM,
                                 "lon": _NUM,
-                                "tst": {"type": "integer", "minimum": 0, "maximum": 2**33 - 1},
-                                "acc": _NUM,
-                                "alt": _NUM,
-                                "vel": _NUM,
-                                "cog": _NUM,
-                                "batt": {"type": "integer"},
-                                "tid": {"type": "string"},
+                                "tst": {"type": "number", "minimum": 0, "exclusiveMaximum": 2**33},
+                                **{
+                                    k: _OPTIONAL
+                                    for k in ("acc", "alt", "vel", "cog", "batt", "tid")
+                                },
                             },
                             "required": ["_type", "lat", "lon", "tst"],
                         },
-                        _OT_WAYPOINT,
                         {
                             "type": "object",
                             "properties": {
                                 "_type": {"const": "waypoints"},
-                                "waypoints": {"type": "array", "items": _OT_WAYPOINT},
+                                "waypoints": {"type": "array"},
                             },
                             "required": ["_type", "waypoints"],
                         },
+                        # a waypoint, a card, or anything else (ignored), even without a _type
                         {
                             "type": "object",
                             "properties": {
-                                "_type": {"const": "card"},
-                                "tid": {"type": "string"},
-                                "name": {"type": "string"},
+                                "_type": {"not": {"enum": ["location", "transition", "waypoints"]}}
                             },
-                            "required": ["_type"],
-                        },
-                        {
-                            "type": "object",
-                            "properties": {"_type": {"type": "string", "not": {"enum": _OT_KINDS}}},
-                            "required": ["_type"],
                         },
                     ]
                 }
@@ -101,8 +82,6 @@ OWNTRACKS_BODY = {
         },
     }
 }
-
-MAX_WAYPOINTS = 200
 
 
 @dataclass

@@ -294,7 +294,13 @@ def _day(ms: int) -> str:
             "content": {"application/gpx+xml": {}, "application/geo+json": {}},
             "description": "The track as a file",
         },
-        **responses(*AUTH_ERRORS, (403, "sharing.off"), (404, "not_found")),
+        **responses(
+            *AUTH_ERRORS,
+            (403, "sharing.off"),
+            (404, "not_found"),
+            (422, "location.invalid_range"),
+            (422, "location.range_too_long"),
+        ),
     },
     summary="Export a member's track as GPX or GeoJSON",
 )
