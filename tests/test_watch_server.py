@@ -182,13 +182,18 @@ def settings_overrides(request: pytest.FixtureRequest, tmp_path: Path) -> dict[s
 
 
 async def household(
-    client: httpx.AsyncClient, sms: Any, *, precise: bool = True, wid: str = WID
+    client: httpx.AsyncClient,
+    sms: Any,
+    *,
+    precise: bool = True,
+    wid: str = WID,
+    phones: tuple[str, str] = (GUARDIAN, SECOND_GUARDIAN),
 ) -> dict[str, Any]:
-    """An owner and a second guardian, a dependant ("Grandma Li") with the
-    watch ``wid`` introduced and paired; precise location granted by the
+    """An owner and a second guardian (``phones``), a dependant ("Grandma Li") with
+    the watch ``wid`` introduced and paired; precise location granted by the
     guardian for the dependant (unless told), and by both guardians."""
-    g = await sign_up(client, sms, GUARDIAN)
-    g2 = await sign_up(client, sms, SECOND_GUARDIAN)
+    g = await sign_up(client, sms, phones[0])
+    g2 = await sign_up(client, sms, phones[1])
     for who in (g, g2):
         await grant_precise(client, who)
     h = bearer(g["token"])

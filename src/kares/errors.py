@@ -197,7 +197,7 @@ def install_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
-            headers["Allow"] = allowed_methods(_req)
+            headers["Allow"] = allowed_methods(req)
         return problem_response(exc.status_code, code, detail, headers=headers or None)
 
     @app.exception_handler(Exception)

@@ -22,6 +22,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -348,6 +350,315 @@ async def client_disconnect(c: Ctx) -> None:
         assert len(lines) == 1 and " INFO " in lines[0], f"{path}: {new[-2000:]}"
     assert "Traceback" not in new and " ERROR " not in new, new[-2000:]
     assert (await c.client.get("/healthz")).status_code == 200
+
+
+# --- 2. an unknown number looks like a registered one ---------------------------------------
+
+
+@probe("2-unknown-number", "an unknown number answers like a registered one at every failure count")
+async def unknown_number(c: Ctx) -> None:
+    registered = c.demo(2)["phone"]
+    unknown = c.phone()
+    for attempt in range(1, 9):
+        hdr = c.ip()
+        got = []
+        for phone in (registered, unknown):
+            r = await c.client.post(
+                "/api/v1/auth/password",
+                json={"phone": phone, "password": f"not-it-{attempt}"},
+                headers=hdr,
+            )
+            body = r.json()
+            got.append(
+                (r.status_code, body.get("code"), body.get("detail"), "retry-after" in r.headers)
+            )
+        assert got[0] == got[1], f"attempt {attempt}: registered {got[0]} unknown {got[1]}"
+
+
+# --- 7, 8, 9, 17: the watch port --------------------------------------------------------------
+
+
+async def _household(c: Ctx, wid: str) -> dict[str, Any]:
+    """Two guardians, a dependant and the watch ``wid`` paired (as the watch tests
+    set it up), with numbers no other probe used."""
+    from tests.test_watch_server import household
+
+    return await household(c.client, c.sms, wid=wid, phones=(c.phone(), c.phone()))
+
+
+@probe("7-watch-spoof", "a second connection for a watch's id plants nothing on the family map")
+async def watch_spoof(c: Ctx) -> None:
+    from tests.test_watch_server import Conn, frame, from_file, now_s, reply
+
+    assert c.live.watch_port
+    wid = "8800000071"
+    ctx = await _household(c, wid)
+    watch = await Conn.open(c.live.watch_port)
+    copy = await Conn.open(c.live.watch_port)
+    try:
+        await asyncio.gather(watch.sync(wid), copy.sync(wid))
+        t = now_s()
+        planted = from_file("ud_gps.txt", at=t, wid=wid).replace(b"31.230416", b"39.908722")
+        await copy.send(planted)
+        await asyncio.gather(watch.sync(wid), copy.sync(wid))
+        r = await c.client.get(
+            f"/api/v1/families/{ctx['family_id']}/map", headers=auth(ctx["guardians"][0])
+        )
+        dep = next(m for m in r.json()["members"] if m["account_id"] == ctx["dep"])
+        assert dep["position"] is None, f"planted position shown: {dep}"
+        # more connections for the same id than allowed are refused
+        extra = [await Conn.open(c.live.watch_port) for _ in range(3)]
+        answered = 0
+        for x in extra:
+            try:
+                answered += await x.ask(frame("LK", wid)) == reply("LK", wid)
+            except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+                pass  # closed by the server: refused
+            await x.close()
+        assert answered == 0, f"{answered} connections beyond the per-id limit were answered"
+    finally:
+        await copy.close()
+        await watch.close()
+
+
+@probe("7-one-open-sos", "alarms sent at once by a watch open one SOS and tell each guardian once")
+async def one_open_sos(c: Ctx) -> None:
+    from tests.test_watch_server import Conn, from_file, now_s
+
+    assert c.live.watch_port
+    wid = "8800000072"
+    ctx = await _household(c, wid)
+    t = now_s() - timedelta(seconds=30)
+    conns = [await Conn.open(c.live.watch_port) for _ in range(2)]
+    try:
+        await asyncio.gather(
+            *(
+                x.ask(from_file("al_sos.txt", at=t + timedelta(seconds=k), wid=wid))
+                for k, x in enumerate(conns)
+            )
+        )
+        w = conns[0]
+        for k in range(3):
+            await w.ask(from_file("al_fall.txt", at=t + timedelta(seconds=5 + k), wid=wid))
+    finally:
+        for x in conns:
+            await x.close()
+    g = ctx["guardians"][0]
+    alerts = (await c.client.get("/api/v1/sos", headers=auth(g))).json()
+    mine = [a for a in alerts if a["account_id"] == ctx["dep"]]
+    assert len(mine) == 1 and mine[0]["status"] == "open", mine
+    assert mine[0]["repeats"] == 4, mine
+    for who in ctx["guardians"]:
+        notes = (await c.client.get("/api/v1/notifications", headers=auth(who))).json()
+        items = notes["items"] if isinstance(notes, dict) else notes
+        assert sum(n.get("category") == "sos" for n in items) == 1, items
+
+
+@probe("17-old-alarm", "a watch alarm from 2017 is recorded with its date and raises no live SOS")
+async def old_alarm(c: Ctx) -> None:
+    from tests.test_watch_server import Conn, from_file
+
+    assert c.live.watch_port
+    wid = "8800000073"
+    ctx = await _household(c, wid)
+    w = await Conn.open(c.live.watch_port)
+    try:
+        at = datetime(2017, 3, 2, 10, 15, tzinfo=UTC)
+        await w.ask(from_file("al_sos.txt", at=at, wid=wid))
+    finally:
+        await w.close()
+    g = ctx["guardians"][0]
+    alerts = [
+        a
+        for a in (await c.client.get("/api/v1/sos", headers=auth(g))).json()
+        if a["account_id"] == ctx["dep"]
+    ]
+    assert [(a["status"], a["alarm_at"]) for a in alerts] == [("late", "2017-03-02T10:15:00Z")]
+    notes = (await c.client.get("/api/v1/notifications", headers=auth(g))).json()
+    items = notes["items"] if isinstance(notes, dict) else notes
+    assert not [n for n in items if n.get("category") == "sos"], items
+
+
+@probe("8-hello-burst", "30 watch introductions at once from one address: 20 answered, 10 refused")
+async def hello_burst(c: Ctx) -> None:
+    hdr = c.ip()
+    answers = await asyncio.gather(
+        *(
+            c.client.post(
+                "/api/v1/watches/hello", json={"imei": f"86{i:013d}", "model": "probe"}, headers=hdr
+            )
+            for i in range(30)
+        )
+    )
+    no_5xx(answers)
+    assert statuses(answers) == [200] * 20 + [429] * 10, statuses(answers)
+    assert {code(r) for r in answers if r.status_code == 429} == {"watch.hello_limit"}
+
+
+@probe("9-imei-at-rest", "after a watch's SOS no IMEI or SOS coordinate is in the database files")
+async def imei_at_rest(c: Ctx) -> None:
+    from tests.test_watch_server import Conn, from_file, now_s
+
+    assert c.live.watch_port
+    db_file = Path(c.live.env.get("KARES_VAR_DIR", "")) / "kares.db"
+    if "KARES_DATABASE_URL" in c.live.env or not db_file.exists():
+        return  # PostgreSQL: tests/test_watch_at_rest.py reads every stored value there
+    wid = "8800000077"
+    await _household(c, wid)
+    w = await Conn.open(c.live.watch_port)
+    try:
+        sos = from_file("al_sos.txt", at=now_s() - timedelta(seconds=10), wid=wid)
+        await w.ask(sos)
+        await w.send(from_file("ud_gps.txt", at=now_s(), wid=wid))
+        await w.sync(wid)  # positions get no reply; a keep-alive's comes after it is stored
+    finally:
+        await w.close()
+    raw = b"".join(
+        p.read_bytes() for p in (db_file, db_file.with_name("kares.db-wal")) if p.exists()
+    )
+    for needle in (wid.encode(), b"31.230416", b"121.4737"):
+        assert needle not in raw, f"{needle!r} is in the database files"
+
+
+# --- 13-18: what real clients send ------------------------------------------------------------
+
+
+def _basic(tracker: dict[str, Any]) -> dict[str, str]:
+    token = base64.b64encode(f"{tracker['username']}:{tracker['secret']}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def _tracker(c: Ctx, who: dict[str, Any], kind: str) -> dict[str, Any]:
+    r = await c.client.post(
+        "/api/v1/location/trackers", json={"name": f"probe {kind}", "kind": kind}, headers=auth(who)
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def _precise(c: Ctx) -> dict[str, Any]:
+    who = await c.sign_up()
+    policy = (await c.client.get("/api/v1/privacy/policy")).json()["version"]
+    r = await c.client.post(
+        "/api/v1/me/consents",
+        json={"subject": "category:location.precise", "action": "grant", "policy_version": policy},
+        headers=auth(who),
+    )
+    assert r.status_code == 201, r.text
+    return who
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+@probe("13-overland-action", "an Overland batch with action, visit and trip entries is taken: ok")
+async def overland_action(c: Ctx) -> None:
+    who = await _precise(c)
+    tr = await _tracker(c, who, "overland")
+    now = time.time() - 60
+    point = {"type": "Point", "coordinates": [121.4737, 31.2304]}
+    batch = {
+        "locations": [
+            {
+                "type": "Feature",
+                "geometry": point,
+                "properties": {"timestamp": _iso(now), "horizontal_accuracy": 10},
+            },
+            {"type": "Feature", "properties": {"action": "will_terminate"}},
+            {
+                "type": "Feature",
+                "geometry": point,
+                "properties": {
+                    "action": "visit",
+                    "timestamp": _iso(now + 1),
+                    "arrival_date": _iso(now - 600),
+                },
+            },
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [0.0, 0.0]},
+                "properties": {"type": "trip", "timestamp": _iso(now + 2), "mode": "car"},
+            },
+        ]
+    }
+    r = await c.client.post(
+        "/overland", json=batch, headers={"Authorization": f"Bearer {tr['secret']}"}
+    )
+    assert r.status_code == 200 and r.json()["result"] == "ok", f"{r.status_code} {r.text}"
+    codes = {x["code"] for x in r.json().get("refused", [])}
+    assert codes == {"overland.action", "overland.visit", "overland.trip"}, r.text
+    me = await _me_id(c, who)
+    track = (await c.client.get(f"/api/v1/location/{me}/track", headers=auth(who))).json()
+    pts = track.get("points", track.get("fixes", []))
+    assert len(pts) == 1, track
+
+
+@probe(
+    "15-late-teleports", "fixes in Sydney, London, Shanghai 2 s apart, arriving late, are flagged"
+)
+async def late_teleports(c: Ctx) -> None:
+    who = await _precise(c)
+    now = time.time()
+    track = [
+        {
+            "t": _iso(now - 600 + 60 * k),
+            "lat": 31.2304 + k * 1e-4,
+            "lon": 121.4737,
+            "accuracy_m": 10,
+        }
+        for k in range(6)
+    ]
+    r = await c.client.post("/api/v1/location/fixes", json={"fixes": track}, headers=auth(who))
+    assert r.status_code == 200, r.text
+    late = [
+        {"t": _iso(now - 400), "lat": -33.8688, "lon": 151.2093, "accuracy_m": 10},
+        {"t": _iso(now - 398), "lat": 51.5074, "lon": -0.1278, "accuracy_m": 10},
+        {"t": _iso(now - 396), "lat": 31.2304, "lon": 121.4737, "accuracy_m": 10},
+    ]
+    r = await c.client.post("/api/v1/location/fixes", json={"fixes": late}, headers=auth(who))
+    assert r.status_code == 200, r.text
+    flagged = {f["index"] for f in r.json()["flagged"]}
+    assert flagged == {0, 1}, r.text
+    me = await _me_id(c, who)
+    tl = (await c.client.get(f"/api/v1/location/{me}/timeline", headers=auth(who))).json()
+    assert "26" not in json.dumps([x for x in tl.get("items", []) if x.get("kind") == "trip"]), tl
+    for item in tl.get("items", []):
+        assert (item.get("distance_m") or 0) < 50_000, item
+
+
+@probe("16-stale-first-fix", "a stale fix in Beijing does not veto the true fixes in Shanghai")
+async def stale_first_fix(c: Ctx) -> None:
+    who = await _precise(c)
+    now = time.time()
+    hdr = auth(who)
+    stale = {"t": _iso(now - 300), "lat": 39.9042, "lon": 116.4074, "accuracy_m": 20}
+    r = await c.client.post("/api/v1/location/fixes", json={"fixes": [stale]}, headers=hdr)
+    assert r.status_code == 200, r.text
+    for k in range(3):
+        fix = {"t": _iso(now - 240 + 60 * k), "lat": 31.2304, "lon": 121.4737, "accuracy_m": 10}
+        r = await c.client.post("/api/v1/location/fixes", json={"fixes": [fix]}, headers=hdr)
+        assert r.status_code == 200, r.text
+    me = await _me_id(c, who)
+    r = await c.client.get(f"/api/v1/location/{me}/track", headers=hdr)
+    assert r.status_code == 200, r.text
+    track = r.json()
+    assert track["total_points"] == 3, f"the track keeps the three Shanghai fixes: {track}"
+    assert all(abs(p["lat"] - 31.2304) < 0.01 for p in track["points"]), track
+
+
+@probe("18-owntracks-encrypted", "an encrypted OwnTracks message is answered 200 with why")
+async def owntracks_encrypted(c: Ctx) -> None:
+    who = await _precise(c)
+    tr = await _tracker(c, who, "owntracks")
+    basic = _basic({"username": tr["username"], "secret": tr["secret"]})
+    r = await c.client.post(
+        "/owntracks", json={"_type": "encrypted", "data": "c2VjcmV0"}, headers=basic
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers.get("x-kares-refused") == "owntracks.encrypted", dict(r.headers)
+    r = await c.client.post("/owntracks", json={"hello": "world"}, headers=basic)
+    assert r.status_code == 200 and r.headers.get("x-kares-refused") == "owntracks.unknown_type"
 
 
 # --- the runner -----------------------------------------------------------------------------

@@ -5,8 +5,8 @@ not an account has the number, so an unknown number is counted and locked like
 a registered one; per-address and per-number hourly counts sit beside it. The
 account's own counter and lock go.
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
