@@ -35,6 +35,47 @@ MAX_BATCH = 1000
 
 # The request body, as Overland sends it (the route reads it itself): GeoJSON
 # Point features with an ISO 8601 timestamp, speeds in m/s, -1 for unknown.
+_LOCATION_FEATURE = {
+    "type": "object",
+    "description": "A location: a GeoJSON Point feature with an ISO 8601 timestamp",
+    "properties": {
+        "type": {"description": '"Feature" (not checked)'},
+        "geometry": {
+            "type": "object",
+            "properties": {
+                "type": {"const": "Point"},
+                "coordinates": {
+                    "type": "array",
+                    "description": "longitude, latitude[, altitude]",
+                    "prefixItems": [{"type": "number"}, {"type": "number"}],
+                    "minItems": 2,
+                },
+            },
+            "required": ["type", "coordinates"],
+        },
+        "properties": {
+            "type": "object",
+            "properties": {
+                "timestamp": {"type": "string", "format": "date-time", "maxLength": 40},
+                **{
+                    k: {"description": "ignored unless a number"}
+                    for k in (
+                        "horizontal_accuracy",
+                        "altitude",
+                        "speed",
+                        "course",
+                        "battery_level",
+                    )
+                },
+                "device_id": {"description": "ignored unless a string"},
+                "action": {"description": "an app's log entry or a visit: skipped"},
+            },
+            "required": ["timestamp"],
+        },
+    },
+    "required": ["geometry", "properties"],
+}
+
 OVERLAND_BODY = {
     "requestBody": {
         "required": True,
@@ -46,50 +87,18 @@ OVERLAND_BODY = {
                         "locations": {
                             "type": "array",
                             "maxItems": MAX_BATCH,
+                            # a location is stored; anything else in the list (an action,
+                            # a visit, a trip summary, an entry that cannot be read) is
+                            # skipped and listed in the reply's "refused" with why: the app
+                            # cannot change a batch, so refusing it would block it forever
                             "items": {
-                                "type": "object",
-                                "properties": {
-                                    "type": {"description": '"Feature" (not checked)'},
-                                    "geometry": {
-                                        "type": "object",
-                                        "properties": {
-                                            "type": {"const": "Point"},
-                                            "coordinates": {
-                                                "type": "array",
-                                                "description": "longitude, latitude[, altitude]",
-                                                "prefixItems": [
-                                                    {"type": "number"},
-                                                    {"type": "number"},
-                                                ],
-                                                "minItems": 2,
-                                            },
-                                        },
-                                        "required": ["type", "coordinates"],
+                                "anyOf": [
+                                    _LOCATION_FEATURE,
+                                    {
+                                        "description": "Anything else: skipped, listed in "
+                                        "the reply's `refused` with why"
                                     },
-                                    "properties": {
-                                        "type": "object",
-                                        "properties": {
-                                            "timestamp": {
-                                                "type": "string",
-                                                "format": "date-time",
-                                                "maxLength": 40,
-                                            },
-                                            **{
-                                                k: {"description": "ignored unless a number"}
-                                                for k in (
-                                                    "horizontal_accuracy",
-                                                    "altitude",
-                                                    "speed",
-                                                    "course",
-                                                    "battery_level",
-                                                )
-                                            },
-                                            "device_id": {"description": "ignored unless a string"},
-                                        },
-                                        "required": ["timestamp"],
-                                    },
-                                },
-                                "required": ["geometry", "properties"],
+                                ]
                             },
                         }
                     },

@@ -42,7 +42,9 @@ _OPTIONAL = {"description": "ignored unless of the documented type"}
 # answered with [].
 OWNTRACKS_BODY = {
     "requestBody": {
-        "required": True,
+        # an empty body is what the apps post when a friend is deleted: 200 [],
+        # X-Kares-Refused: owntracks.empty
+        "required": False,
         "content": {
             "application/json": {
                 "schema": {
@@ -69,12 +71,12 @@ OWNTRACKS_BODY = {
                             },
                             "required": ["_type", "waypoints"],
                         },
-                        # a waypoint, a card, or anything else (ignored), even without a _type
+                        # a waypoint, a card, or anything else JSON can say: not stored,
+                        # answered 200 [] with why in X-Kares-Refused (the app would
+                        # otherwise resend it forever and hold up its queue)
                         {
-                            "type": "object",
-                            "properties": {
-                                "_type": {"not": {"enum": ["location", "transition", "waypoints"]}}
-                            },
+                            "description": "Any other JSON: not stored; the reply's "
+                            "X-Kares-Refused header says why"
                         },
                     ]
                 }
