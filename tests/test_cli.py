@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY, _wipe
+from tests.conftest import _wipe
+from tests.support import live
 
 
 def run_kares(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -37,18 +38,7 @@ def test_help_lists_every_command() -> None:
 
 @pytest.fixture
 def kares_env(tmp_path: Path, db_url: str) -> dict[str, str]:
-    env = {
-        "KARES_VAR_DIR": str(tmp_path / "var"),
-        "KARES_ARGON2_MEMORY_COST_KIB": "1024",
-        "KARES_ARGON2_TIME_COST": "1",
-    }
-    if db_url.startswith("postgresql"):
-        env.update(
-            KARES_DATABASE_URL=db_url,
-            KARES_DATA_KEYS=TEST_DATA_KEYS,
-            KARES_INDEX_KEY=TEST_INDEX_KEY,
-        )
-    return env
+    return live.kares_env(tmp_path / "var", db_url)
 
 
 async def test_demo_is_idempotent_and_keeps_what_it_printed(

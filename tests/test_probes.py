@@ -11,29 +11,20 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY
 from tests.support import probes
 from tests.support.fakes import FakeSmsGateway
-from tests.support.live import live_server
+from tests.support.live import kares_env, live_server
 
 
 def live_env(tmp_path: Path, db_url: str, sms: FakeSmsGateway) -> dict[str, str]:
-    env = {
-        "KARES_VAR_DIR": str(tmp_path / "var"),
-        "KARES_ARGON2_MEMORY_COST_KIB": "1024",
-        "KARES_ARGON2_TIME_COST": "1",
-        "KARES_SMS_SENDER": "http",
-        "KARES_SMS_HTTP_URL": sms.base + "/send",
-        "KARES_SMS_HTTP_TOKEN": "sms-secret",
-        "KARES_TRUSTED_PROXIES": "127.0.0.1",
-    }
-    if db_url.startswith("postgresql"):
-        env.update(
-            KARES_DATABASE_URL=db_url,
-            KARES_DATA_KEYS=TEST_DATA_KEYS,
-            KARES_INDEX_KEY=TEST_INDEX_KEY,
-        )
-    return env
+    return kares_env(
+        tmp_path / "var",
+        db_url,
+        KARES_SMS_SENDER="http",
+        KARES_SMS_HTTP_URL=sms.base + "/send",
+        KARES_SMS_HTTP_TOKEN="sms-secret",
+        KARES_TRUSTED_PROXIES="127.0.0.1",
+    )
 
 
 async def test_the_probes_of_step_6_hold_on_a_live_server(

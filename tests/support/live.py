@@ -47,6 +47,27 @@ def kares(*args: str, env: dict[str, str], timeout: float = 120) -> str:
     return r.stdout
 
 
+def kares_env(var_dir: Path, db_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``kares`` command on the test tier's database (``db_url``:
+    SQLite under ``var_dir``, or the PostgreSQL database with the tests' keys), with
+    cheap password hashing and ``extra`` settings."""
+    from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY
+
+    env = {
+        "KARES_VAR_DIR": str(var_dir),
+        "KARES_ARGON2_MEMORY_COST_KIB": "1024",
+        "KARES_ARGON2_TIME_COST": "1",
+        **extra,
+    }
+    if db_url.startswith("postgresql"):
+        env.update(
+            KARES_DATABASE_URL=db_url,
+            KARES_DATA_KEYS=TEST_DATA_KEYS,
+            KARES_INDEX_KEY=TEST_INDEX_KEY,
+        )
+    return env
+
+
 @dataclass
 class Live:
     url: str

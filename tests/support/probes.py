@@ -383,14 +383,21 @@ async def _household(c: Ctx, wid: str) -> dict[str, Any]:
     set it up), with numbers no other probe used."""
     from tests.test_watch_server import household
 
+    assert c.live.watch_port, "the server listens for watches"
     return await household(c.client, c.sms, wid=wid, phones=(c.phone(), c.phone()))
+
+
+async def _sos_notes(c: Ctx, who: dict[str, Any]) -> list[dict[str, Any]]:
+    """The SOS notices in ``who``'s inbox."""
+    notes = (await c.client.get("/api/v1/notifications", headers=auth(who))).json()
+    items = notes["items"] if isinstance(notes, dict) else notes
+    return [n for n in items if n.get("category") == "sos"]
 
 
 @probe("7-watch-spoof", "a second connection for a watch's id plants nothing on the family map")
 async def watch_spoof(c: Ctx) -> None:
     from tests.test_watch_server import Conn, frame, from_file, now_s, reply
 
-    assert c.live.watch_port
     wid = "8800000071"
     ctx = await _household(c, wid)
     watch = await Conn.open(c.live.watch_port)
@@ -425,7 +432,6 @@ async def watch_spoof(c: Ctx) -> None:
 async def one_open_sos(c: Ctx) -> None:
     from tests.test_watch_server import Conn, from_file, now_s
 
-    assert c.live.watch_port
     wid = "8800000072"
     ctx = await _household(c, wid)
     t = now_s() - timedelta(seconds=30)
@@ -449,16 +455,13 @@ async def one_open_sos(c: Ctx) -> None:
     assert len(mine) == 1 and mine[0]["status"] == "open", mine
     assert mine[0]["repeats"] == 4, mine
     for who in ctx["guardians"]:
-        notes = (await c.client.get("/api/v1/notifications", headers=auth(who))).json()
-        items = notes["items"] if isinstance(notes, dict) else notes
-        assert sum(n.get("category") == "sos" for n in items) == 1, items
+        assert len(await _sos_notes(c, who)) == 1
 
 
 @probe("17-old-alarm", "a watch alarm from 2017 is recorded with its date and raises no live SOS")
 async def old_alarm(c: Ctx) -> None:
     from tests.test_watch_server import Conn, from_file
 
-    assert c.live.watch_port
     wid = "8800000073"
     ctx = await _household(c, wid)
     w = await Conn.open(c.live.watch_port)
@@ -474,9 +477,7 @@ async def old_alarm(c: Ctx) -> None:
         if a["account_id"] == ctx["dep"]
     ]
     assert [(a["status"], a["alarm_at"]) for a in alerts] == [("late", "2017-03-02T10:15:00Z")]
-    notes = (await c.client.get("/api/v1/notifications", headers=auth(g))).json()
-    items = notes["items"] if isinstance(notes, dict) else notes
-    assert not [n for n in items if n.get("category") == "sos"], items
+    assert await _sos_notes(c, g) == []
 
 
 @probe("8-hello-burst", "30 watch introductions at once from one address: 20 answered, 10 refused")
