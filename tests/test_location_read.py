@@ -508,12 +508,13 @@ async def test_export_as_gpx_and_geojson_and_import_back(
     [
         (b"<gpx><trk><trkseg><trkpt lat='x'", "application/gpx+xml", 422, "import.invalid_gpx"),
         (b'{"type": "Point"}', "application/geo+json", 422, "import.invalid_geojson"),
-        (b"{not json", "application/geo+json", 422, "import.invalid_geojson"),
+        (b"{not json", "application/geo+json", 400, "request.bad"),
+        (b"\xff\xfe{}", "application/geo+json", 400, "request.bad"),
         (
             b'{"type": "Feature", "geometry": ' + b"[" * 50_000,
             "application/geo+json",
-            422,
-            "import.invalid_geojson",
+            400,
+            "request.bad",
         ),  # too deep to read, not a 500
         (b"GIF89a", "image/gif", 415, "import.unsupported"),
     ],

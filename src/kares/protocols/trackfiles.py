@@ -202,10 +202,13 @@ def _features(doc: Any) -> list[dict[str, Any]]:
 
 
 def parse_geojson(data: bytes, tag: str) -> Parsed:
+    # JSON that cannot be read is refused like any body the service reads itself
+    # (400 request.bad, kares.jsonread); JSON that is not GeoJSON is a bad file (422)
     try:
-        doc = jsonread.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Problem(422, "import.invalid_geojson", "This is not JSON.") from exc
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, jsonread.BAD, "The request body is not UTF-8 JSON.") from exc
+    doc = jsonread.body(text)
     feats = _features(doc)
     if not feats:
         raise Problem(
