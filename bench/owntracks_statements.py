@@ -89,7 +89,7 @@ async def run(args: argparse.Namespace) -> None:
         from kares.app import create_app
         from kares.config import get_settings
 
-        members = await cli._demo()
+        members, _ = await cli._demo()
         tracker = members[0]["tracker"]
         cred = base64.b64encode(f"{tracker['username']}:{tracker['secret']}".encode()).decode()
         headers = {
