@@ -52,7 +52,10 @@ async def test_strings_a_request_carries_say_they_refuse_nul(app: Any) -> None:
     families = spec["paths"]["/api/v1/families"]["post"]
     ref = families["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     name = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]["properties"]["name"]
-    assert name["pattern"] == NO_NUL
+    # a name states its own rule (kares.fields.name_rule), which refuses NUL too
+    assert "\\u0000-" in name["pattern"]
+    phone = spec["components"]["schemas"]["SmsCodeRequest"]["properties"]["phone"]
+    assert phone["pattern"] == NO_NUL
     for _method, _path, op in operations(spec):
         for param in op.get("parameters", []):
             schema = param["schema"]
@@ -159,3 +162,43 @@ async def test_routes_that_read_their_own_body_document_it(app: Any) -> None:
             assert path.endswith(
                 ("/nonce", "/logout", "/code", "/read", "/read-all", "/acknowledge")
             )
+
+
+async def test_bounds_are_named_as_json_schema_names_them(app: Any) -> None:
+    """A bound pydantic cannot draw through a union (``Count | None = Field(ge=0)``)
+    is still stated, as minimum/maximum, never as pydantic's own ``ge``/``le``."""
+    spec = app.openapi()
+    battery = spec["components"]["schemas"]["SosRaise"]["properties"]["battery"]
+    assert {"type": "integer", "minimum": 0, "maximum": 100} in battery["anyOf"]
+    stray: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") in ("integer", "number"):
+                stray.extend(f"{where}.{k}" for k in ("ge", "le", "gt", "lt") if k in node)
+            for k, v in node.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+
+    walk(spec, "")
+    assert stray == []
+
+
+async def test_a_templated_route_answers_at_a_literal_path_it_also_matches(
+    client: httpx.AsyncClient, sms: Any
+) -> None:
+    """Why OPTIONS /watches/hello names DELETE (scripts/fuzz-baseline.json keeps
+    schemathesis's Allow findings there): DELETE /watches/{watch_id} really answers
+    at /watches/hello, and DELETE /me/identities/{provider} at .../wechat."""
+    me = await sign_up(client, sms)
+    for url in (
+        "/api/v1/watches/hello",
+        "/api/v1/watches/pair",
+        "/api/v1/watches/me",
+        "/api/v1/me/identities/wechat",
+        "/api/v1/me/identities/apple",
+    ):
+        r = await client.delete(url, headers=bearer(me["token"]))
+        assert r.status_code == 404 and r.json()["code"] != "method_not_allowed", (url, r.text)

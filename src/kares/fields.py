@@ -9,9 +9,12 @@ ciphertext so a value cannot be moved to another column unnoticed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AwareDatetime, BeforeValidator, Field, WrapValidator
 from sqlalchemy import Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -78,7 +81,96 @@ def table_info(
     }
 
 
-# Numbers in request bodies: a JSON number, never true/false (pydantic's lax mode
-# reads true as 1) nor a string of digits. An int is a number too.
+# Request fields take what their JSON Schema says and nothing more. pydantic's lax
+# mode would read true as 1, 0 as 1970-01-01, "1" as true and "1700000000" as a
+# time; these types refuse all of that, so a body that breaks its schema gets 422.
+
+
+def _json_integer(v: object) -> object:
+    """An integer as JSON Schema means it: 25 and 25.0 (a number with no fraction
+    part), never true/false nor a string of digits."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _iso_text(v: object) -> object:
+    """A date or time comes as an ISO 8601 string: a number (or a string of one)
+    is refused, where pydantic would read it as seconds since 1970."""
+    if isinstance(v, datetime | date):  # made in code, not read from a request
+        return v
+    if not isinstance(v, str):
+        raise ValueError("a date or time is an ISO 8601 string, e.g. 2026-12-06T08:00:00+08:00")
+    if re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", v):
+        raise ValueError("a date or time is ISO 8601, e.g. 2026-12-06T08:00:00+08:00")
+    return v
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(v: object) -> object:
+    """A date comes as a string YYYY-MM-DD (JSON Schema's ``format: date``)."""
+    if isinstance(v, date) and not isinstance(v, datetime):
+        return v
+    if not isinstance(v, str) or not _DAY.fullmatch(v):
+        raise ValueError("a date is a string YYYY-MM-DD, e.g. 2015-06-01")
+    return v
+
+
+# a JSON number, never true/false nor a string of digits (an int is a number too)
 Number = Annotated[float, Field(strict=True)]
-Count = Annotated[int, Field(strict=True)]
+# a JSON integer (25 or 25.0), never true/false, 25.5 nor "25"
+Count = Annotated[
+    int, Field(strict=True), WrapValidator(lambda v, strict: strict(_json_integer(v)))
+]
+# true or false, never 0/1 nor "yes"
+Flag = Annotated[bool, Field(strict=True)]
+# a date as YYYY-MM-DD, never a number
+Day = Annotated[date, BeforeValidator(_iso_day)]
+# an ISO 8601 time (a zone is checked where one is required), never a number
+Time = Annotated[datetime, BeforeValidator(_iso_text)]
+# an ISO 8601 time with its zone (JSON Schema's ``format: date-time``)
+ZonedTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
+# What a display name may not hold (families.service.clean_name): control
+# characters (Cc), line and paragraph separators, bidirectional overrides.
+CONTROLS = r"\u0000-\u001f\u007f-\u009f"
+NAME_CONTROLS = CONTROLS + r"\u2028-\u202e\u2066-\u2069"
+
+
+def trimmed(pattern: str) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` of a string that is trimmed before it is checked
+    (``str_strip_whitespace``): ``pattern`` states the rule, whitespace around
+    included, and takes the place of minLength/maxLength, which JSON Schema would
+    count on the untrimmed string. The service may still answer its own code."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        for part in [schema, *schema.get("anyOf", [])]:
+            part.pop("minLength", None)
+            part.pop("maxLength", None)
+        schema["pattern"] = pattern
+
+    return extra
+
+
+def name_rule(max_len: int, controls: str = NAME_CONTROLS) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` of a display name: 1 to ``max_len`` characters once
+    trimmed, no control character (what families.service.clean_name checks)."""
+    c = controls
+    return trimmed(rf"^\s*[^\s{c}]([^{c}]{{0,{max_len - 2}}}[^\s{c}])?\s*$")
+
+
+def not_null(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of an optional field that may be left out but not
+    sent as null (the model refuses null): the schema drops its null branch."""
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        del schema["anyOf"]
+        if len(kept) == 1:
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+    schema.pop("default", None)

@@ -77,6 +77,28 @@ def refine(spec: dict[str, Any]) -> None:
                     _forbid_nul(media.get("schema", {}))
     for schema in components.values():
         _forbid_nul(schema)
+    _constraint_names(spec)
+
+
+# pydantic names a bound by its own name ("ge") where it cannot draw it through a
+# validator inside a union (``Count | None = Field(ge=0)``: kares.fields.Count
+# wraps the integer check); the model enforces it, the document says it as JSON
+# Schema does
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _constraint_names(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _constraint_names(item)
+    elif isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            for name, json_name in _BOUNDS.items():
+                if name in node:
+                    node[json_name] = node.pop(name)
+        for key, value in node.items():
+            if key not in ("examples", "default", "enum", "const", "example"):
+                _constraint_names(value)
 
 
 def _refine_operation(op: dict[str, Any]) -> None:
@@ -128,6 +150,9 @@ def _forbid_nul(schema: Any) -> None:
     plain = not any(k in schema for k in ("pattern", "format", "enum", "const"))
     if plain and (kind == "string" or (isinstance(kind, list) and "string" in kind)):
         schema["pattern"] = NO_NUL
+    if isinstance(schema.get("additionalProperties"), dict) and "propertyNames" not in schema:
+        # a map's keys are strings of the request too
+        schema["propertyNames"] = {"pattern": NO_NUL}
     for key, value in schema.items():
         if key in ("properties", "$defs", "patternProperties"):
             for sub in value.values() if isinstance(value, dict) else ():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kares.fields import CONTROLS, Day, name_rule
 
 
 class _In(BaseModel):
@@ -52,7 +54,7 @@ class SmsVerifyRequest(_In):
         description="Registering: the policy version the user accepted (GET "
         "/api/v1/privacy/policy). Ignored when the number already has an account.",
     )
-    birth_date: date | None = Field(
+    birth_date: Day | None = Field(
         default=None, description="Registering: birth date, or give age_bracket instead"
     )
     age_bracket: AgeBracket | None = None
@@ -129,8 +131,10 @@ class PhoneRequired(BaseModel):
 
 
 class ProfilePatch(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=64)
-    birth_date: date | None = None
+    name: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=name_rule(64, CONTROLS)
+    )
+    birth_date: Day | None = None
     age_bracket: AgeBracket | None = None
 
 

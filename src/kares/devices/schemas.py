@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kares.fields import Count
+from kares.fields import Count, Flag
 
 
 class PermissionsReport(BaseModel):
@@ -44,4 +44,4 @@ class StatusReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     battery: Count = Field(ge=0, le=100)
-    charging: bool | None = None
+    charging: Flag | None = None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kares.fields import Count
+from kares.fields import Count, Day, Flag, Time, name_rule, not_null
 
 Role = Literal["owner", "guardian", "member", "dependant"]
 LocationSharing = Literal["live", "history", "off"]
@@ -26,11 +26,14 @@ class FamilyCreate(_In):
         max_length=200,
         description="1 to 40 characters, no control characters",
         examples=["The Wangs"],
+        json_schema_extra=name_rule(40),
     )
 
 
 class FamilyRename(_In):
-    name: str = Field(max_length=200, description="1 to 40 characters")
+    name: str = Field(
+        max_length=200, description="1 to 40 characters", json_schema_extra=name_rule(40)
+    )
 
 
 class SharingOut(BaseModel):
@@ -91,10 +94,10 @@ class MemberSharingOut(BaseModel):
 class SharingUpdate(_In):
     """Fields left out keep their value; ``paused_until: null`` ends a pause."""
 
-    location: LocationSharing | None = None
-    health: bool | None = None
-    schedule: bool | None = None
-    paused_until: datetime | None = Field(
+    location: LocationSharing | None = Field(default=None, json_schema_extra=not_null)
+    health: Flag | None = Field(default=None, json_schema_extra=not_null)
+    schedule: Flag | None = Field(default=None, json_schema_extra=not_null)
+    paused_until: Time | None = Field(
         default=None,
         description="End of a pause (with a time zone), at most 7 days ahead; null resumes",
     )
@@ -156,7 +159,7 @@ class ScannedText(_In):
         max_length=512,
         description="What the camera read from the QR code, or the short code as typed",
     )
-    scanned: bool = Field(
+    scanned: Flag = Field(
         default=False,
         description="True when the camera scanned it (needs the Camera permission), "
         "false when typed in",
@@ -185,8 +188,43 @@ class DependantCreate(_In):
     ``age_bracket``) or ``account_id``: an existing child account whose
     guardian you are."""
 
-    name: str | None = Field(default=None, max_length=200, examples=["Xiaoming"])
-    birth_date: date | None = None
+    # the one-shape rule below, stated for clients (JSON Schema's anyOf)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["account_id"],
+                    "properties": {
+                        "account_id": {"type": "string"},
+                        "name": {"type": "null"},
+                        "birth_date": {"type": "null"},
+                        "age_bracket": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["name", "birth_date"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "birth_date": {"type": "string"},
+                        "account_id": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["name", "age_bracket"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "age_bracket": {"type": "string"},
+                        "account_id": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
+
+    name: str | None = Field(
+        default=None, max_length=200, examples=["Xiaoming"], json_schema_extra=name_rule(64)
+    )
+    birth_date: Day | None = None
     age_bracket: AgeBracket | None = None
     account_id: str | None = Field(default=None, min_length=1, max_length=64)
 

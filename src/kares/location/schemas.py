@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from kares.fields import Count, Number
+from kares.fields import Count, Flag, Number, Time, ZonedTime, name_rule
 
-
-def _iso_8601(v: object) -> object:
-    """A time in the query string is ISO 8601: a bare number (pydantic would read
-    ``?to=0.5`` as half a second after 1970) is refused."""
-    if isinstance(v, str) and re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", v):
-        raise ValueError("a time is ISO 8601 with its zone, e.g. 2026-12-06T08:00:00+08:00")
-    return v
-
-
-# a read's time range in the query string: ?from=...&to=... (ISO 8601, with zone)
-FromQ = Annotated[datetime | None, BeforeValidator(_iso_8601), Query(alias="from")]
-ToQ = Annotated[datetime | None, BeforeValidator(_iso_8601), Query(alias="to")]
+# a read's time range in the query string: ?from=...&to=... (ISO 8601, with zone;
+# a bare number such as ?to=0.5 is refused, never read as a 1970 time)
+FromQ = Annotated[Time | None, Query(alias="from")]
+ToQ = Annotated[Time | None, Query(alias="to")]
 
 BATCH_MAX = 1000
 
@@ -52,7 +43,7 @@ class FixIn(_In):
         pattern=r"^[\x21-\x7e]+$",
         description="The client's own id of this fix: a retried batch is stored once.",
     )
-    t: AwareDatetime = Field(description="When the fix was taken (ISO 8601, with its zone).")
+    t: ZonedTime = Field(description="When the fix was taken (ISO 8601, with its zone).")
     lat: Number | None = None
     lon: Number | None = None
     accuracy_m: Number | None = Field(default=None, description="Horizontal accuracy, metres.")
@@ -86,7 +77,7 @@ class BatchResult(BaseModel):
 
 
 class TrackerCreate(_In):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, json_schema_extra=name_rule(64))
     kind: Literal["owntracks", "overland", "other"] = "other"
 
 
@@ -241,14 +232,16 @@ class ImportResult(BaseModel):
 
 
 class PlaceCreate(_In):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, json_schema_extra=name_rule(64))
     lat: Number = Field(ge=-90, le=90)
     lon: Number = Field(ge=-180, le=180)
     radius_m: Number = Field(default=150, ge=50, le=50_000)
 
 
 class PlaceUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=64)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=name_rule(64)
+    )
     lat: Number | None = Field(default=None, ge=-90, le=90)
     lon: Number | None = Field(default=None, ge=-180, le=180)
     radius_m: Number | None = Field(default=None, ge=50, le=50_000)
@@ -277,8 +270,8 @@ class AlertIn(_In):
     subject_id: str | None = Field(
         default=None, max_length=32, description="A member, or null for anyone of the family."
     )
-    on_arrive: bool = True
-    on_leave: bool = True
+    on_arrive: Flag = True
+    on_leave: Flag = True
 
 
 class AlertOut(BaseModel):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool
 
 from kares.fields import Count, Number
 
@@ -30,6 +31,12 @@ class MarkedRead(BaseModel):
 
 # --- preferences -----------------------------------------------------------------------
 
+# what can be turned on or off (notify.service checks the names against these)
+CATEGORIES = ("security", "messages", "reminders", "location", "health", "sos", "system")
+# ... and what cannot be turned off: pushed at once even in quiet hours (and marked
+# urgent); a request may name them, only as true
+URGENT = ("security", "sos")
+
 HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
@@ -41,7 +48,14 @@ class QuietHours(BaseModel):
 
     start: str = Field(pattern=HHMM, examples=["22:00"])
     end: str = Field(pattern=HHMM, examples=["07:00"])
-    time_zone: str = Field(min_length=1, max_length=64, examples=["Asia/Shanghai"])
+    time_zone: str = Field(
+        min_length=1,
+        max_length=64,
+        examples=["Asia/Shanghai"],
+        description="An IANA time zone name",
+        # the names the service takes (notify.service.time_zones), stated for clients
+        json_schema_extra={"enum": list[JsonValue](sorted(available_timezones()))},
+    )
 
 
 class PreferencesIn(BaseModel):
@@ -51,7 +65,13 @@ class PreferencesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     categories: dict[str, StrictBool] | None = Field(
-        default=None, max_length=32, examples=[{"messages": True, "reminders": False}]
+        default=None,
+        max_length=32,
+        examples=[{"messages": True, "reminders": False}],
+        json_schema_extra={
+            "propertyNames": {"enum": list[JsonValue](CATEGORIES)},
+            "properties": {c: {"const": True} for c in URGENT},
+        },
     )
     quiet_hours: QuietHours | None = None
 
@@ -98,7 +118,11 @@ class WebPushSubscription(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint: str = Field(max_length=2048)
+    endpoint: str = Field(
+        max_length=2048,
+        description="The push service's https URL (only known push services are taken)",
+        json_schema_extra={"pattern": r"^https://[^\u0000]*$"},
+    )
     keys: WebPushKeys
     expirationTime: Count | Number | None = None  # the browser's name for it
 

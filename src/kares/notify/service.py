@@ -46,14 +46,12 @@ from kares.errors import Problem
 from kares.gateways import push as push_mod
 from kares.identity import service as identity
 from kares.notify.models import Notification, NotificationPreference, PushToken
+from kares.notify.schemas import CATEGORIES, URGENT
 from kares.privacy import ports
 
 if TYPE_CHECKING:
     from kares.privacy.catalog import Catalog
 
-CATEGORIES = ("security", "messages", "reminders", "location", "health", "sos", "system")
-# Cannot be turned off; pushed at once even in quiet hours (and marked urgent).
-URGENT = ("security", "sos")
 PUSH_JOB = "notify.push"
 HELD = "quiet hours"  # why a held push job waits (jobs.last_error)
 TITLE_MAX = 128

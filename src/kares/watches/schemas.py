@@ -6,11 +6,20 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kares.fields import trimmed
+
 
 class WatchHello(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    imei: str = Field(min_length=1, max_length=32, examples=["358240051111110"])
+    imei: str = Field(
+        min_length=1,
+        max_length=32,
+        examples=["358240051111110"],
+        description="The watch's IMEI or serial: 8 to 20 letters or digits",
+        # stated for clients; the service answers watch.invalid_imei itself
+        json_schema_extra=trimmed(r"^\s*[0-9A-Za-z]{8,20}\s*$"),
+    )
     model: str | None = Field(default=None, max_length=64)
 
 
