@@ -232,9 +232,11 @@ async def test_no_request_gets_a_5xx(
         assert code
         # the OpenAPI document lists every status and code a route answers (a path
         # the random ids made unroutable is answered by the router, not the route)
+        sent = r.request.url.path  # as the client sent it: "." and ".." segments resolved
+        template = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(route.path))
+        if not re.fullmatch(template, sent):
+            return  # the random ids made it another path: the router answered, not the route
         documented = route.responses.get(str(r.status_code))
-        if documented is None and code in ("not_found", "method_not_allowed"):
-            return
         assert documented is not None, f"{method} {route.path}: undocumented {r.status_code} {code}"
         schema = documented["content"]["application/problem+json"]["schema"]
         assert code in schema["properties"]["code"]["enum"], (
