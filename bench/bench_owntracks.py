@@ -122,20 +122,12 @@ def _stopper(srv: Any, inst: Any) -> Any:
     return stop
 
 
-def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> Target:
-    inst = bi.make_instance("sqlite", log_level=log_level)
+def _instance_target(name: str, srv: Any, inst: Any, notes: str) -> Target:
+    """A server started on a demo instance (Kares or the floor), once it answers:
+    it posts as the instance's first member, counts that member's stored fixes, and
+    stops the server and the instance together."""
     member = inst.members[0]
-    srv = bi.Server(inst.env, workers=workers, hard_limit_s=hard_limit_s)
     cred = _ready(srv, inst, member)
-    db = inst.sqlite_path
-    count, stop = _kares_count(db, member.account_id), _stopper(srv, inst)
-
-    how = (
-        f"kares serve (1 process), KARES_LOG_LEVEL={log_level}"
-        if workers == 1
-        else f"uvicorn --factory kares.app:create_app --workers {workers} (uvicorn's default "
-        "logging: an access line per request)"
-    )
     return Target(
         name=name,
         url=srv.url,
@@ -144,37 +136,38 @@ def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> 
         auth=f"Basic {cred}",
         pids=srv.pids,
         root=srv.proc.pid,
-        count=count,
-        stop=stop,
-        notes=f"{how}; SQLite WAL synchronous=NORMAL; log {srv.log_path}",
+        count=_kares_count(inst.sqlite_path, member.account_id),
+        stop=_stopper(srv, inst),
+        notes=f"{notes}; log {srv.log_path}",
     )
+
+
+def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> Target:
+    inst = bi.make_instance("sqlite", log_level=log_level)
+    srv = bi.Server(inst.env, workers=workers, hard_limit_s=hard_limit_s)
+    how = (
+        f"kares serve (1 process), KARES_LOG_LEVEL={log_level}"
+        if workers == 1
+        else f"uvicorn --factory kares.app:create_app --workers {workers} (uvicorn's default "
+        "logging: an access line per request)"
+    )
+    return _instance_target(name, srv, inst, f"{how}; SQLite WAL synchronous=NORMAL")
 
 
 def floor_target(hard_limit_s: int) -> Target:
     """The same SQL as a Kares post on a Kares database, under a bare ASGI app
     (bench/owntracks_floor.py): what is left when our layers are taken away."""
     inst = bi.make_instance("sqlite", log_level="WARNING")
-    member = inst.members[0]
-    db = inst.sqlite_path
-    env = {**inst.env, "FLOOR_DB": str(db)}
+    env = {**inst.env, "FLOOR_DB": str(inst.sqlite_path)}
     cmd = [str(bi.VENV_BIN / "uvicorn"), "owntracks_floor:app", "--app-dir", str(HERE),
            "--no-access-log", "--log-level", "warning", "--no-server-header"]  # fmt: skip
     srv = bi.Server(env, hard_limit_s=hard_limit_s, command=cmd)
-    cred = _ready(srv, inst, member)
-    count, stop = _kares_count(db, member.account_id), _stopper(srv, inst)
-
-    return Target(
-        name="floor",
-        url=srv.url,
-        path="/owntracks",
-        user=member.tracker_user,
-        auth=f"Basic {cred}",
-        pids=srv.pids,
-        root=srv.proc.pid,
-        count=count,
-        stop=stop,
-        notes="bench/owntracks_floor.py under uvicorn (1 process, no access log): a Kares "
-        f"post's SQL on sqlite3 with nothing around it; log {srv.log_path}",
+    return _instance_target(
+        "floor",
+        srv,
+        inst,
+        "bench/owntracks_floor.py under uvicorn (1 process, no access log): a Kares "
+        "post's SQL on sqlite3 with nothing around it",
     )
 
 
