@@ -31,6 +31,7 @@ from kares.app import create_app
 from kares.config import Settings
 from kares.location import trackers
 from kares.privacy import service as privacy_service
+from kares.protocols import owntracks
 from tests.conftest import POLICY_VERSION, bearer, sign_up, snapshot
 from tests.test_families import join, new_family, problem
 from tests.test_location_clients import basic, ot_location
@@ -352,6 +353,50 @@ async def test_a_tracker_revoked_through_b_is_refused_by_a(
         401,
         "auth.invalid_token",
     )
+
+
+async def test_owntracks_steady_posts_on_a_follow_consents_changed_through_b(
+    a: Instance, b: Instance, sms: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane's steady path (SQLite) answers from A's memory only while B changed
+    nothing: every change bumps the version it reads with the session."""
+    me = await member(b.client, sms, BOB)
+    r = await b.client.post(
+        "/api/v1/location/trackers",
+        json={"name": "Bob's phone", "kind": "owntracks"},
+        headers=bearer(me["token"]),
+    )
+    t = r.json()
+    auth = basic(t["username"], t["secret"])
+    taken: list[bool] = []
+    steady = owntracks._steady
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        reply = await steady(*args, **kw)
+        taken.append(reply is not None)
+        return reply
+
+    monkeypatch.setattr(owntracks, "_steady", counted)
+    sqlite = db.engine.dialect.name == "sqlite"
+    now = int(clock.utcnow().timestamp())
+
+    async def post(ago: int) -> httpx.Response:
+        return await a.client.post("/owntracks", json=ot_location(now - ago), headers=auth)
+
+    assert (await post(50)).status_code == 200
+    assert (await post(40)).status_code == 200
+    assert taken == ([False, True] if sqlite else [])
+
+    await consent(b, me, "category:location.precise", "withdraw")
+    assert (await post(30)).status_code == 200
+    assert (await post(20)).status_code == 200
+    assert taken[2:] == ([False, True] if sqlite else [])
+    rows = await stored(db, me["account"]["id"])
+    assert [(x["lat"], x["precise"]) for x in rows[2:]] == [(31.23, False), (31.23, False)]
+
+    await consent(b, me, "policy", "withdraw")
+    await refused_and_nothing_stored(db, lambda: post(10), 403, "consent.policy_required")
+    assert len(await stored(db, me["account"]["id"])) == 4
 
 
 # --- sharing choices -----------------------------------------------------------------------

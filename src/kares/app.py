@@ -22,6 +22,7 @@ from kares.deps import RequestSessions
 from kares.devices import api as devices_api
 from kares.errors import install_handlers, problem_response
 from kares.families import api as families_api
+from kares.lanes import Lanes
 from kares.location import api as location_api
 from kares.logs import setup_logging
 from kares.media import api as media_api
@@ -212,6 +213,8 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     )
     install_handlers(app)
     app.add_middleware(RequestSessions)
+    # what devices post all day, served beside the framework (kares.lanes)
+    app.add_middleware(Lanes, lanes=owntracks.LANES)
     app.add_middleware(BodyLimit, upload_limit=settings.image_max_bytes + 64 * 1024)
 
     app.add_middleware(SecurityHeaders)

@@ -103,14 +103,7 @@ def retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, int(seconds + 0.999)))}
 
 
-def problem_response(
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
+def _problem_doc(status: int, code: str, detail: str, extra: dict[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": _TITLES.get(status, "Error"),
@@ -119,7 +112,24 @@ def problem_response(
         "detail": detail,
     }
     body.update(extra)
+    return body
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = _problem_doc(status, code, detail, extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> bytes:
+    """The bytes of a problem document, as :func:`problem_response` sends them."""
+    return JSONResponse(None).render(_problem_doc(status, code, detail, extra))
 
 
 def responses(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -161,6 +171,21 @@ def _client_went_away(req: Request) -> Response:
     return Response(status_code=499)
 
 
+def http_problem(exc: StarletteHTTPException) -> tuple[int, str, str, dict[str, str]]:
+    """Status, code, detail and headers of the problem answering a framework error."""
+    code = {
+        404: "not_found",
+        405: "method_not_allowed",
+        400: "request.bad",
+        413: "request.too_large",
+    }.get(exc.status_code, f"http.{exc.status_code}")
+    if exc.status_code == 400 and exc.detail == "Text may not contain NUL characters.":
+        code = "request.nul_character"
+    detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+    headers = dict(getattr(exc, "headers", None) or {})
+    return exc.status_code, code, detail, headers
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnect)
     async def _gone(req: Request, _exc: ClientDisconnect) -> Response:
@@ -186,19 +211,10 @@ def install_handlers(app: FastAPI) -> None:
         if isinstance(exc.__cause__, ClientDisconnect):
             # FastAPI turns a body that stopped coming into "400, error parsing the body"
             return _client_went_away(req)
-        code = {
-            404: "not_found",
-            405: "method_not_allowed",
-            400: "request.bad",
-            413: "request.too_large",
-        }.get(exc.status_code, f"http.{exc.status_code}")
-        if exc.status_code == 400 and exc.detail == "Text may not contain NUL characters.":
-            code = "request.nul_character"
-        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
-        headers = dict(getattr(exc, "headers", None) or {})
+        status, code, detail, headers = http_problem(exc)
         if exc.status_code == 405:
             headers["Allow"] = allowed_methods(req)
-        return problem_response(exc.status_code, code, detail, headers=headers or None)
+        return problem_response(status, code, detail, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

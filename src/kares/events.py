@@ -22,15 +22,20 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from kares.db import Tx
+
 log = logging.getLogger("kares.events")
 
 _KEY = "kares_on_commit"
 Callback = Callable[[], object]
 
 
-def on_commit(s: AsyncSession | Session, fn: Callback, *, key: object = None) -> None:
+def on_commit(s: AsyncSession | Session | Tx, fn: Callback, *, key: object = None) -> None:
     """Run ``fn`` once the session's current transaction commits. With ``key``,
     a callback is registered once per transaction however often it is asked."""
+    if isinstance(s, Tx):
+        s.after_commit(key if key is not None else object(), fn)
+        return
     sync = s.sync_session if isinstance(s, AsyncSession) else s
     pending: dict[object, Callback] = sync.info.setdefault(_KEY, {})
     pending.setdefault(key if key is not None else object(), fn)

@@ -304,6 +304,11 @@ class Connection:
             gate, self._holding = self._holding, None
             gate.release()
 
+    @property
+    def raw(self) -> sqlite3.Connection:
+        """The ``sqlite3`` connection underneath."""
+        return self._conn
+
     # -- aiosqlite's interface ------------------------------------------------------------
 
     def cursor(self) -> Cursor:

@@ -18,7 +18,7 @@ the server's own origin.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -98,6 +98,16 @@ def read_credentials(
     return Credentials(token, "cookie")
 
 
+def steady_credentials(headers: Mapping[str, str]) -> Credentials | None:
+    """A request's bearer or Basic credential when it reads cleanly; None for
+    anything :func:`read_credentials` would answer with a problem or a cookie."""
+    try:
+        creds = read_credentials(headers, {}, "")
+    except Problem:
+        return None
+    return creds if creds.scheme != "cookie" else None
+
+
 async def resolve(s: AsyncSession, rt: Runtime, creds: Credentials) -> Caller:
     """The live session behind the credentials, or a 401 problem."""
     basic = creds.scheme == "basic"
@@ -130,23 +140,44 @@ def _same_origin(conn: HTTPConnection) -> bool:
     return origin is not None and urlsplit(origin).netloc == conn.headers.get("host")
 
 
+def _forged(conn: HTTPConnection) -> bool:
+    """Whether a cookie-authenticated connection may come from another site."""
+    if conn.scope["type"] == "websocket":
+        return not _same_origin(conn)
+    return unsafe_without_csrf(conn.scope["method"], conn.headers)
+
+
+def unsafe_without_csrf(method: str, headers: Mapping[str, str]) -> bool:
+    """A request that changes something and lacks the CSRF header (which a
+    cross-site form cannot send)."""
+    return method not in SAFE_METHODS and not headers.get(CSRF_HEADER.lower())
+
+
+async def request_caller(
+    s: AsyncSession,
+    rt: Runtime,
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    forged: Callable[[], bool],
+) -> Caller:
+    """The signed-in caller of a request, from its headers and cookies; ``forged``
+    says whether a cookie-authenticated one may come from another site."""
+    creds = read_credentials(headers, cookies, rt.settings.session_cookie_name)
+    caller = await resolve(s, rt, creds)
+    if caller.via_cookie and forged():
+        raise Problem(
+            403, "auth.csrf", f"Requests from the portal must carry the {CSRF_HEADER} header."
+        )
+    return caller
+
+
 async def current_caller(conn: HTTPConnection, rt: RuntimeDep, s: DbDep) -> Caller:
     """The signed-in caller of an HTTP request or a WebSocket; resolved once per
     connection (the guard and a handler may both ask)."""
     cached: Caller | None = getattr(conn.state, "kares_caller", None)
     if cached is not None:
         return cached
-    creds = read_credentials(conn.headers, conn.cookies, rt.settings.session_cookie_name)
-    caller = await resolve(s, rt, creds)
-    if caller.via_cookie:
-        if conn.scope["type"] == "websocket":
-            forged = not _same_origin(conn)
-        else:
-            forged = conn.scope["method"] not in SAFE_METHODS and not conn.headers.get(CSRF_HEADER)
-        if forged:
-            raise Problem(
-                403, "auth.csrf", f"Requests from the portal must carry the {CSRF_HEADER} header."
-            )
+    caller = await request_caller(s, rt, conn.headers, conn.cookies, lambda: _forged(conn))
     conn.state.kares_caller = caller
     return caller
 

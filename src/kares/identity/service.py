@@ -13,14 +13,14 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto
-from kares.db import Entities
+from kares.db import Conn, Entities, Statement
 from kares.errors import Problem, retry_after
 from kares.gateways.sms import SmsError, SmsMessage
 from kares.identity.models import Account, OtpChallenge, Session
@@ -240,7 +240,11 @@ def usable(account: Account, sess: Session) -> bool:
     """Whether the account may use this session: an active account any of its
     sessions; a managed profile (a child or elder run by a guardian) has no
     sign-in of its own, so only the session of its paired watch."""
-    return account.status == "active" or (account.status == "managed" and sess.kind == "watch")
+    return _usable(account.status, sess.kind)
+
+
+def _usable(status: str, kind: str) -> bool:
+    return status == "active" or (status == "managed" and kind == "watch")
 
 
 # built once: the one query every signed-in request makes (the account's
@@ -269,6 +273,60 @@ async def live_session(s: AsyncSession, session_id: str) -> tuple[Account, Sessi
     if sess.revoked_at is not None or sess.expires_at <= clock.utcnow():
         return None
     return (account, sess) if usable(account, sess) else None
+
+
+class SessionFacts(NamedTuple):
+    """What the request path needs of a live session and its account, as plain
+    values (no ORM objects): the caller of a steady-state request."""
+
+    session_id: str
+    account_id: str
+    kind: str
+    device_id: str | None
+    privacy_version: int
+    status: str
+    birth_date: str | None  # as stored (decrypted)
+    age_bracket: str | None
+
+
+_FACTS = Statement(
+    select(
+        Session.id,
+        Session.account_id,
+        Session.kind,
+        Session.device_id,
+        Account.privacy_version,
+        Account.status,
+        Account.birth_date,
+        Account.age_bracket,
+        Session.expires_at,
+        Session.revoked_at,
+        Session.last_seen_at,
+    )
+    .join(Account, Account.id == Session.account_id)
+    .where(Session.token_hash == bindparam("token_hash"))
+)
+
+
+async def steady_session(s: Conn, rt: Runtime, token: str) -> SessionFacts | None:
+    """The live session behind a token when nothing about it needs writing (it was
+    used within ``session_touch_seconds``): its facts, in one statement. None when
+    :func:`authenticate` must answer instead (no such live session, or one to
+    touch): it decides the same, with the account and session as objects."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+        return None
+    row = await _FACTS.first(s, {"token_hash": crypto.token_hash(token)})
+    if row is None:
+        return None
+    now = clock.utcnow()
+    if (
+        row.revoked_at is not None
+        or row.expires_at <= now
+        or not _usable(row.status, row.kind)
+        or (now - row.last_seen_at).total_seconds() >= rt.settings.session_touch_seconds
+    ):
+        return None
+    return SessionFacts(*row[:8])
 
 
 async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Account, Session] | None:

@@ -234,6 +234,13 @@ async def pack_day(s: AsyncSession, *, account_id: str, day: int) -> int:
 _planned: dict[tuple[str, int], float] = {}
 
 
+def planned(account_id: str, times_ms: Iterable[int]) -> bool:
+    """Whether a pack is already planned after now for every day of these times,
+    so that :func:`note_written` would plan nothing."""
+    now_s = clock.utcnow().timestamp()
+    return all(_planned.get((account_id, t // DAY_MS), 0.0) > now_s for t in times_ms)
+
+
 def note_written(s: AsyncSession, account_id: str, times_ms: Iterable[int]) -> None:
     """Plan a pack of each day of these newly stored good fixes, ``PACK_DELAY_S`` from
     now, unless one is already planned after now (it will include them). In the

@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
-from kares.db import Statement
+from kares.db import Conn, Statement, dialect_of
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
@@ -127,59 +129,98 @@ _CIRCLES = Statement(
 )
 
 
+_PRESENCE = Statement(
+    select(
+        PlacePresence.place_id,
+        PlacePresence.inside,
+        PlacePresence.since_ms,
+        PlacePresence.seen_ms,
+        PlacePresence.pending_since_ms,
+    ).where(
+        PlacePresence.account_id == bindparam("account"),
+        PlacePresence.place_id.in_(
+            select(Place.id).where(_APPLIES)  # the places _CIRCLES reads
+        ),
+    )
+)
+_STATE = ("inside", "since_ms", "seen_ms", "pending_since_ms")
+
+
+def _keep_presence(dialect: str) -> Statement:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite_insert
+    ins = insert(PlacePresence).values(
+        place_id=bindparam("place_id"),
+        account_id=bindparam("account_id"),
+        **{c: bindparam(c) for c in _STATE},
+    )
+    return Statement(
+        ins.on_conflict_do_update(
+            index_elements=["place_id", "account_id"],
+            set_={c: getattr(ins.excluded, c) for c in _STATE},
+        )
+    )
+
+
+_KEEP_PRESENCE = {d: _keep_presence(d) for d in ("sqlite", "postgresql")}
+
+
 async def observe(
-    s: AsyncSession, rt: Runtime, *, account_id: str, fixes: Sequence[dict[str, Any]]
-) -> list[tuple[Any, Crossing]]:
+    s: Conn,
+    rt: Runtime,
+    *,
+    account_id: str,
+    fixes: Sequence[dict[str, Any]],
+    steady: bool = False,
+) -> list[tuple[Any, Crossing]] | None:
     """Run a person's new good fixes (in time order) through every place that
     applies to them; tell the watchers of each confirmed crossing. In the
-    caller's transaction: the upload that carried the fixes commits it all."""
+    caller's transaction: the upload that carried the fixes commits it all.
+
+    ``steady``: the caller's transaction is a bare :class:`~kares.db.Tx` that
+    cannot tell anyone; when a fix crosses a place's edge, nothing is written
+    and None is returned (the caller runs the upload again with a session)."""
     found = await _CIRCLES.rows(s, {"account": account_id})
     if not found:
         return []
     confirm_ms = rt.settings.place_confirm_seconds * 1000
-    rows = {
-        p.place_id: p
-        for p in (
-            await s.execute(
-                select(PlacePresence).where(
-                    PlacePresence.account_id == account_id,
-                    PlacePresence.place_id.in_([p.id for p in found]),
-                )
-            )
-        ).scalars()
-    }
+    stored = {p.place_id: p for p in await _PRESENCE.rows(s, {"account": account_id})}
     crossings: list[tuple[Any, Crossing]] = []
+    changed: list[tuple[str, Presence]] = []
     for place in found:
-        row = rows.get(place.id)
-        state = (
+        row = stored.get(place.id)
+        before = (
             Presence(row.inside, row.since_ms, row.seen_ms, row.pending_since_ms)
             if row is not None
             else Presence(None, 0, 0, None)
         )
+        state = Presence(before.inside, before.since_ms, before.seen_ms, before.pending_since_ms)
         for f in fixes:
             d = haversine_m(place.lat, place.lon, f["lat"], f["lon"])
             ev = evidence(d, f["accuracy_m"], place.radius_m)
             state, crossing = step(state, t_ms=f["recorded_ms"], inside=ev, confirm_ms=confirm_ms)
             if crossing is not None:
                 crossings.append((place, crossing))
-        if state.inside is None:
-            continue
-        if row is None:
-            s.add(
-                PlacePresence(
-                    place_id=place.id,
-                    account_id=account_id,
-                    inside=state.inside,
-                    since_ms=state.since_ms,
-                    seen_ms=state.seen_ms,
-                    pending_since_ms=state.pending_since_ms,
-                )
-            )
-        else:
-            row.inside, row.since_ms = state.inside, state.since_ms
-            row.seen_ms, row.pending_since_ms = state.seen_ms, state.pending_since_ms
-    for place, crossing in crossings:
-        await _tell(s, place, account_id, crossing)
+        if state.inside is not None and state != before:
+            changed.append((place.id, state))
+    if steady and crossings:
+        return None
+    keep = _KEEP_PRESENCE[dialect_of(s)]
+    for place_id, state in changed:
+        await keep.run(
+            s,
+            {
+                "place_id": place_id,
+                "account_id": account_id,
+                "inside": state.inside,
+                "since_ms": state.since_ms,
+                "seen_ms": state.seen_ms,
+                "pending_since_ms": state.pending_since_ms,
+            },
+        )
+    if crossings:
+        assert isinstance(s, AsyncSession)
+        for place, crossing in crossings:
+            await _tell(s, place, account_id, crossing)
     return crossings
 
 

@@ -30,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import Statement, hold, sqlite_driver
+from kares.db import Conn, Statement, Tx, dialect_of, hold, sqlite_driver
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
@@ -450,6 +450,63 @@ async def upload(
     return res
 
 
+async def upload_steady(
+    tx: Tx,
+    rt: Runtime,
+    *,
+    account_id: str,
+    device_id: str | None,
+    fix: FixIn,
+    degraded: dict[str, str],
+    permissions: dict[str, str] | None,
+) -> IngestResult | None:
+    """One fix of a device in the steady state, on a bare transaction (kares.db.Tx):
+    what :func:`upload` does for it, with the same helpers and statements, when
+    nothing about it needs more. It is the steady state when the fix passes every
+    check, is newer than the person's last location and plausible after it, is not
+    stored already, falls on a day whose pack is planned, and crosses no place's
+    edge. Otherwise it returns None having written nothing that will stay (the
+    caller rolls the transaction back) and the caller runs :func:`upload`, which
+    decides the same and does the rest (flags, late fixes, notices, jobs)."""
+    res = IngestResult(precision="approximate" if PRECISE in degraded else "precise")
+    rows, _ = _validate(
+        rt,
+        [fix],
+        res,
+        account_id=account_id,
+        device_id=device_id,
+        now_ms=int(clock.utcnow().timestamp() * 1000),
+        approximate=PRECISE in degraded,
+        wifi_allowed=wifi_allowed(permissions or {}),
+    )
+    if len(rows) != 1 or rows[0][_STATUS] != "ok" or not days.planned(account_id, [rows[0][_T]]):
+        return None
+    last = await _last_of(tx, account_id)
+    if last is not None and rows[0][_T] <= last[0]:
+        return None  # late: judged with its neighbours
+    if _implied_speeds(
+        rows, None if last is None else last[:3], rt.settings.location_max_speed_mps
+    ):
+        return None
+    if not await _store(tx, rows):
+        return None  # stored already: a retry
+    res.accepted = 1
+    position = await _set_last(tx, account_id, dict(zip(FIX_COLUMNS, rows[0], strict=True)))
+    if position is not None:
+        res.last_updated = True
+        events.on_commit(
+            tx,
+            lambda: live.hub.deliver(kind="location", about=account_id, seq=position),
+            key=("location", account_id),
+        )
+    if (
+        await places.observe(tx, rt, account_id=account_id, fixes=_GoodFixes(rows), steady=True)
+        is None
+    ):
+        return None
+    return res
+
+
 @dataclass
 class Imported:
     accepted: int = 0
@@ -572,14 +629,14 @@ def _pg_array(values: Sequence[Any]) -> list[list[Any]]:
     return [padded[k : k + _PG_WIDTH] for k in range(0, len(padded), _PG_WIDTH)]
 
 
-async def _sqlite_driver(s: AsyncSession) -> Any:
+async def _sqlite_driver(s: Conn) -> Any:
     """The session's own SQLite connection (kares.sqlite), in its transaction."""
     driver = await sqlite_driver(s)
     assert driver is not None, "a SQLite session"
     return driver
 
 
-async def _store(s: AsyncSession, rows: list[_Row]) -> list[int]:
+async def _store(s: Conn, rows: list[_Row]) -> list[int]:
     """Insert the rows, each (account, client id) once; returns the positions of
     the rows that were written, so concurrent retries cannot both count a fix.
 
@@ -590,7 +647,8 @@ async def _store(s: AsyncSession, rows: list[_Row]) -> list[int]:
     undone and redone with the rows not already stored."""
     if not rows:
         return []
-    if s.get_bind().dialect.name == "postgresql":
+    if dialect_of(s) == "postgresql":
+        assert isinstance(s, AsyncSession)
         columns = list(zip(*rows, strict=True))
         params: dict[str, Any] = {c: rows[0][FIX_COLUMNS.index(c)] for c in _BATCH_CONSTANT}
         for c, k in zip(_PG_PER_ROW, _PG_PER_ROW_AT, strict=True):
@@ -606,6 +664,7 @@ async def _store(s: AsyncSession, rows: list[_Row]) -> list[int]:
     if len(rows) == 1:  # one fix (a phone's post): stored, or already there
         await driver.execute(_SQLITE_INSERT, rows[0])
         return [0] if driver.total_changes > before else []
+    assert isinstance(s, AsyncSession)
     # the usual case, a batch of new fixes, needs no look-up: insert, and only if
     # the database skipped some, undo and insert again knowing which are stored
     await driver.execute("SAVEPOINT kares_ingest")
@@ -648,7 +707,7 @@ _LAST = Statement(
 )
 
 
-async def _last_of(s: AsyncSession, account_id: str) -> tuple[int, float, float, int | None] | None:
+async def _last_of(s: Conn, account_id: str) -> tuple[int, float, float, int | None] | None:
     """The time and place of the person's stored last location (where the
     implied-speed check starts), and its position (the id of its fix)."""
     row = await _LAST.first(s, {"account_id": account_id})
@@ -979,10 +1038,10 @@ def _set_last_statement(dialect: str) -> Any:
 _SET_LAST = {d: Statement(_set_last_statement(d)) for d in ("sqlite", "postgresql")}
 
 
-async def _set_last(s: AsyncSession, account_id: str, r: dict[str, Any]) -> int | None:
+async def _set_last(s: Conn, account_id: str, r: dict[str, Any]) -> int | None:
     params = {c: r[c] for c in _LAST_COLUMNS}
     params["account_id"] = account_id
-    row = await _SET_LAST[s.get_bind().dialect.name].first(s, params)
+    row = await _SET_LAST[dialect_of(s)].first(s, params)
     return int(row.position) if row is not None and row.position is not None else None
 
 
@@ -1359,7 +1418,28 @@ def _visible_statement() -> Statement:
 _VISIBLE = _visible_statement()
 
 
-async def visible_positions(s: AsyncSession, viewer_id: str) -> list[Visible]:
+def _own_statement() -> Statement:
+    # what visible_positions shows of a viewer in no family yet
+    tid = (
+        select(Tracker.tid)
+        .where(Tracker.account_id == Account.id, Tracker.tid.is_not(None))
+        .order_by(Tracker.created_at)
+        .limit(1)
+        .correlate(Account)
+        .scalar_subquery()
+    )
+    last = LastLocation
+    return Statement(
+        select(Account.name, *(getattr(last, f) for f in Seen._fields), tid.label("tid"))
+        .outerjoin(last, last.account_id == Account.id)
+        .where(Account.id == bindparam("viewer"))
+    )
+
+
+_OWN = _own_statement()
+
+
+async def visible_positions(s: Conn, viewer_id: str) -> list[Visible]:
     """Who the viewer may see on the live map now, in one query: themself first,
     then everyone sharing a family with them whose choice there (live or history,
     not paused) shows them, each with their last location and tracker id."""
@@ -1375,12 +1455,10 @@ async def visible_positions(s: AsyncSession, viewer_id: str) -> list[Visible]:
         elif m.account_id not in out and families.allows(m, families.LIVE_LOCATION, now):
             out[m.account_id] = seen
     if me is None:  # in no family yet
-        acc = await s.get(Account, viewer_id)
-        own = (await last_locations(s, [viewer_id])).get(viewer_id)
-        me = Visible(
-            viewer_id,
-            acc.name if acc is not None else None,
-            Seen(*(getattr(own, f) for f in Seen._fields)) if own is not None else None,
-            (await trackers.tids_for(s, [viewer_id])).get(viewer_id),
-        )
+        own = await _OWN.first(s, {"viewer": viewer_id})
+        if own is None:
+            me = Visible(viewer_id, None, None, None)
+        else:
+            seen_own = Seen(*own[1:8]) if own.recorded_ms is not None else None
+            me = Visible(viewer_id, own.name, seen_own, own.tid)
     return [me, *out.values()]

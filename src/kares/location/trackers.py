@@ -166,10 +166,21 @@ async def of_session(s: AsyncSession, session_id: str) -> Credential | None:
     return found
 
 
+def known(session_id: str) -> Credential | None:
+    """The tracker credential of a session, when this process has read it already
+    (:func:`of_session` remembers it): the steady state asks no query."""
+    return _by_session.get(session_id)
+
+
+def tid_changes(tracker: Credential, tid: str | None) -> bool:
+    """Whether :func:`set_tid` would write this tracker id."""
+    return bool(tid) and tid != tracker.tid and len(tid or "") <= 4 and (tid or "").isprintable()
+
+
 async def set_tid(s: AsyncSession, session_id: str, tracker: Credential, tid: str | None) -> None:
     """OwnTracks' two-letter tracker id, shown on friends' maps, written with the
     upload that carried it (and remembered once that commits)."""
-    if not tid or tid == tracker.tid or len(tid) > 4 or not tid.isprintable():
+    if not tid_changes(tracker, tid):
         return
     await s.execute(update(Tracker).where(Tracker.id == tracker.id).values(tid=tid))
     newer = Credential(tracker.id, tracker.username, tid)

@@ -43,11 +43,12 @@ from starlette.requests import HTTPConnection
 
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem
+from kares.identity import service as identity
 from kares.identity.auth import TRACKER_KIND, Caller, current_caller
 from kares.privacy import ports
 from kares.privacy.catalog import Catalog, catalog_of
 from kares.privacy.ports import Allowed
-from kares.privacy.service import check
+from kares.privacy.service import check, remembered
 from kares.runtime import Runtime
 
 __all__ = ["Allowed", "Guard", "admit", "guard"]
@@ -82,6 +83,23 @@ async def admit(
         for chk in checks:
             await chk(s, allowed, subject)
     return allowed
+
+
+def steady(
+    cat: Catalog,
+    facts: identity.SessionFacts,
+    function: str,
+    feature: str | None = None,
+    *,
+    trackers: bool = False,
+) -> tuple[dict[str, str], dict[str, str] | None] | None:
+    """:func:`admit` for a caller known by its facts, answered from the guard's
+    remembered decision: what to coarsen and the device's permissions when it
+    lets the caller through. None when :func:`admit` must run (nothing
+    remembered, or a refusal): it decides, remembers, and raises the refusal."""
+    if facts.kind == TRACKER_KIND and not trackers:
+        return None
+    return remembered(cat, facts, function, feature)
 
 
 class Guard:

@@ -247,18 +247,57 @@ def _decision_key(cat: Catalog, allowed: Allowed) -> tuple[Any, ...]:
     caller = allowed.caller
     assert caller is not None
     a = caller.account
-    return (
-        a.id,
-        a.privacy_version,
-        a.status,
-        a.birth_date,
-        a.age_bracket,
-        clock.utcnow().date(),  # an age bracket can change overnight
+    return _key(
+        cat,
+        (a.id, a.privacy_version, a.status, a.birth_date, a.age_bracket),
         caller.session.device_id,
         allowed.function,
         allowed.feature,
+    )
+
+
+def _key(
+    cat: Catalog,
+    account: tuple[Any, ...],
+    device_id: str | None,
+    function: str,
+    feature: str | None,
+) -> tuple[Any, ...]:
+    # account: its id, privacy_version, status, birth_date and age_bracket
+    return (
+        *account,
+        clock.utcnow().date(),  # an age bracket can change overnight
+        device_id,
+        function,
+        feature,
         cat.digest(),
     )
+
+
+def remembered(
+    cat: Catalog, facts: identity.SessionFacts, function: str, feature: str | None
+) -> tuple[dict[str, str], dict[str, str] | None] | None:
+    """The guard's remembered decision for a caller known by its facts, when it let
+    the caller through: what to coarsen and the device's permissions. None when
+    nothing is remembered, or a refusal is: :func:`check` must run (it remembers
+    what it decides, and raises a refusal)."""
+    key = _key(
+        cat,
+        (
+            facts.account_id,
+            facts.privacy_version,
+            facts.status,
+            facts.birth_date,
+            facts.age_bracket,
+        ),
+        facts.device_id,
+        function,
+        feature,
+    )
+    found = _decisions.get(key)
+    if found is None or found.refusal is not None:
+        return None
+    return dict(found.degraded), found.permissions
 
 
 async def check(s: AsyncSession, rt: Runtime, allowed: Allowed) -> None:

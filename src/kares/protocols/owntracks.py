@@ -11,20 +11,35 @@ topic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import cookie_parser
+from starlette.types import Scope
 
 from kares import jsonread
+from kares.db import Conn
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
-from kares.identity.auth import AUTH_ERRORS
+from kares.identity.auth import (
+    AUTH_ERRORS,
+    TRACKER_KIND,
+    request_caller,
+    steady_credentials,
+    unsafe_without_csrf,
+)
+from kares.identity.service import steady_session
+from kares.lanes import Reply, json_reply
 from kares.location import service, trackers
 from kares.location.service import FixIn, Region
-from kares.privacy.guard import Allowed, guard
+from kares.privacy.catalog import catalog_of
+from kares.privacy.guard import Allowed, admit, guard
+from kares.privacy.guard import steady as guard_steady
 from kares.protocols.common import integer, num, positive
 from kares.runtime import Runtime
 
@@ -192,11 +207,10 @@ def _tid(name: str | None) -> str:
 
 
 async def friends(
-    s: AsyncSession, rt: Runtime, ctx: Allowed, own_topic: tuple[str, str]
+    s: Conn, rt: Runtime, me: str, degraded: dict[str, str], own_topic: tuple[str, str]
 ) -> list[dict[str, Any]]:
     """OwnTracks' reply: the last location and card of every family member the
     caller may see (the caller included), each under its own topic."""
-    me = ctx.account_id
     out: list[dict[str, Any]] = []
     for who in await service.visible_positions(s, me):
         account_id, name, last = who.account_id, who.name, who.last
@@ -210,7 +224,7 @@ async def friends(
         if last is None:
             continue
         lat, lon, acc_m, precise = service.shown(
-            rt, last.lat, last.lon, last.accuracy_m, last.precise, ctx.degraded
+            rt, last.lat, last.lon, last.accuracy_m, last.precise, degraded
         )
         loc: dict[str, Any] = {
             "_type": "location",
@@ -228,6 +242,9 @@ async def friends(
             loc["vel"] = round(last.speed_mps * 3.6)
         out.append(loc)
     return out
+
+
+GUARD = ("driving_tracks", "upload")
 
 
 @router.post(
@@ -251,28 +268,44 @@ async def friends(
 )
 async def owntracks(
     request: Request,
-    ctx: Annotated[Allowed, guard("driving_tracks", "upload", trackers=True)],
+    ctx: Annotated[Allowed, guard(*GUARD, trackers=True)],
     rt: RuntimeDep,
     s: DbDep,
 ) -> Response:
+    # served by the lane below (kares.lanes) in the app; this route documents it,
+    # declares its guard, and serves it wherever the lane is not installed
+    body, headers = await _post(
+        s, rt, ctx, request.headers, request.query_params, await request.body()
+    )
+    return JSONResponse(body, headers=headers)
+
+
+async def _post(
+    s: AsyncSession,
+    rt: Runtime,
+    ctx: Allowed,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    raw: bytes,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One post of the app, its caller admitted: the reply and its headers."""
     assert ctx.caller is not None
     tracker = await trackers.of_session(s, ctx.caller.session.id)
     username = tracker.username if tracker is not None else f"kares-{ctx.account_id[:12]}"
-    limit_u = request.headers.get("x-limit-u") or request.query_params.get("u")
+    limit_u = headers.get("x-limit-u") or query.get("u")
     if limit_u and limit_u.lower() != username.lower():
         raise Problem(
             403,
             "owntracks.user_mismatch",
             f"This credential belongs to user {username!r}; set that as the user name.",
         )
-    device = (request.headers.get("x-limit-d") or request.query_params.get("d") or "phone")[:32]
-    raw = await request.body()
+    device = (headers.get("x-limit-d") or query.get("d") or "phone")[:32]
     # the booklet: the app posts a zero-length body when a friend is deleted
     if raw.strip():
         msg = parse(jsonread.body(raw), device=device)
     else:
         msg = _ignored("owntracks.empty")
-    headers: dict[str, str] = {}
+    out: dict[str, str] = {}
     codes: list[str] = []
     if msg.fixes or msg.regions or msg.tid:
         res = await service.upload(
@@ -284,9 +317,88 @@ async def owntracks(
     if codes:
         # the app cannot act on a refusal (a 4xx makes it resend the same message
         # forever): say it in a header and the log
-        headers["X-Kares-Refused"] = ",".join(codes)
+        out["X-Kares-Refused"] = ",".join(codes)
         log.info("owntracks message not stored: %s", ",".join(codes))
     if msg.kind == "ignored":
-        return JSONResponse([], headers=headers)
-    body = await friends(s, rt, ctx, (username, device))
-    return JSONResponse(body, headers=headers)
+        return [], out
+    return await friends(s, rt, ctx.account_id, ctx.degraded, (username, device)), out
+
+
+async def lane(scope: Scope, raw: bytes) -> Reply:
+    """``POST /owntracks`` without the framework (kares.lanes): the same caller,
+    guard and post as the route above. On SQLite a location in the steady state
+    is stored on a bare transaction (:func:`_steady`); anything else, and every
+    post on PostgreSQL, goes the route's way with a session."""
+    rt: Runtime = scope["app"].state.runtime
+    headers = Headers(scope=scope)
+    if rt.db.dialect == "sqlite" and "cookie" not in headers:
+        reply = await _steady(rt, headers, QueryParams(scope["query_string"]), raw)
+        if reply is not None:
+            return reply
+    s = rt.db.sessions()
+    try:
+        cookies = cookie_parser(headers["cookie"]) if "cookie" in headers else {}
+        caller = await request_caller(
+            s, rt, headers, cookies, lambda: unsafe_without_csrf("POST", headers)
+        )
+        ctx = await admit(s, rt, caller, *GUARD, trackers=True)
+        body, extra = await _post(s, rt, ctx, headers, QueryParams(scope["query_string"]), raw)
+    finally:
+        await s.close()
+    return json_reply(body, extra)
+
+
+async def _steady(
+    rt: Runtime, headers: Mapping[str, str], query: Mapping[str, str], raw: bytes
+) -> Reply | None:
+    """One location in the steady state: a live session that needs no touch, the
+    guard's decision remembered, the tracker known, one fix that
+    ``service.upload_steady`` can store. None, with nothing stored, for anything
+    else: the caller then answers as the route does."""
+    creds = steady_credentials(headers)
+    if creds is None:
+        return None
+    device = (headers.get("x-limit-d") or query.get("d") or "phone")[:32]
+    if not raw.strip():
+        return None
+    try:
+        payload = jsonread.loads(raw)
+    except ValueError:
+        return None
+    msg = parse(payload, device=device)
+    if msg.kind not in ("location", "transition") or len(msg.fixes) != 1 or msg.regions:
+        return None
+    async with rt.db.tx() as tx:
+        facts = await steady_session(tx, rt, creds.token)
+        if facts is None or (creds.scheme == "basic" and facts.kind != TRACKER_KIND):
+            return None
+        tracker = trackers.known(facts.session_id)
+        if facts.kind == TRACKER_KIND and tracker is None:
+            return None  # the route reads it (and remembers it)
+        username = tracker.username if tracker is not None else f"kares-{facts.account_id[:12]}"
+        limit_u = headers.get("x-limit-u") or query.get("u")
+        if limit_u and limit_u.lower() != username.lower():
+            return None
+        if tracker is not None and trackers.tid_changes(tracker, msg.tid):
+            return None
+        decided = guard_steady(catalog_of(rt), facts, *GUARD, trackers=True)
+        if decided is None:
+            return None
+        degraded, permissions = decided
+        res = await service.upload_steady(
+            tx,
+            rt,
+            account_id=facts.account_id,
+            device_id=facts.device_id,
+            fix=msg.fixes[0],
+            degraded=degraded,
+            permissions=permissions,
+        )
+        if res is None:
+            return None
+        await tx.commit()
+        body = await friends(tx, rt, facts.account_id, degraded, (username, device))
+    return json_reply(body)
+
+
+LANES = {("POST", "/owntracks"): lane}
