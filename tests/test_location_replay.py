@@ -1,6 +1,9 @@
-"""Replays of what real clients send, kept in tests/data/clients/ (its README says
-where each one comes from): OwnTracks for Android and iOS in HTTP mode, an
-Overland batch, GPX files of GPSLogger, Strava and OsmAnd, and GeoJSON exports.
+"""Replays of what real clients send, as hand-written reconstructions kept in
+tests/data/clients/ (its README says where each one's shape comes from; none is a
+capture of the app): OwnTracks for Android and iOS in HTTP mode, an Overland
+batch, GPX files in the shape of GPSLogger, Strava and OsmAnd, and GeoJSON in the
+shape of togeojson and Compass. Files that real software wrote are replayed by
+tests/test_location_exports.py.
 
 Each capture is sent as the client sends it, except its times, which are moved
 by one offset (every time of a capture by the same amount) so that the capture

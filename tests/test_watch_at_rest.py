@@ -15,9 +15,9 @@ import httpx
 from sqlalchemy import select
 
 from kares.domains import metadata
-from tests import test_watch_server as ws
+from tests.support import watch as ws
 from tests.support.databases import tier
-from tests.test_watch_server import WID, Conn, alerts, from_file, household, inbox, now_s
+from tests.support.watch import WID, Conn, alerts, from_file, household, inbox, now_s
 
 server, conn = ws.server, ws.conn  # the listener and a connection to it (fixtures)
 

@@ -17,10 +17,9 @@ from pydantic import ValidationError
 
 from kares.config import Settings
 from kares.protocols.watch.server import WatchServer
-from tests import test_watch_server as ws
 from tests.conftest import bearer
-from tests.test_location_ingest import last_of, stored
-from tests.test_watch_server import (
+from tests.support import watch as ws
+from tests.support.watch import (
     WAIT,
     WID,
     Conn,
@@ -30,6 +29,7 @@ from tests.test_watch_server import (
     now_s,
     reply,
 )
+from tests.test_location_ingest import last_of, stored
 
 server, settings_overrides = ws.server, ws.settings_overrides  # fixtures
 

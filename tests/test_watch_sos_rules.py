@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from kares import clock, jobs
 from kares.protocols.watch.server import WatchServer
-from tests import test_watch_server as ws
 from tests.conftest import bearer
-from tests.test_watch_server import (
+from tests.support import watch as ws
+from tests.support.watch import (
     GUARDIAN,
     SECOND_GUARDIAN,
     Conn,

@@ -379,7 +379,7 @@ async def unknown_number(c: Ctx) -> None:
 async def _household(c: Ctx, wid: str) -> dict[str, Any]:
     """Two guardians, a dependant and the watch ``wid`` paired (as the watch tests
     set it up), with numbers no other probe used."""
-    from tests.test_watch_server import household
+    from tests.support.watch import household
 
     assert c.live.watch_port, "the server listens for watches"
     return await household(c.client, c.sms, wid=wid, phones=(c.phone(), c.phone()))
@@ -394,7 +394,7 @@ async def _sos_notes(c: Ctx, who: dict[str, Any]) -> list[dict[str, Any]]:
 
 @probe("7-watch-spoof", "a second connection for a watch's id plants nothing on the family map")
 async def watch_spoof(c: Ctx) -> None:
-    from tests.test_watch_server import Conn, frame, from_file, now_s, reply
+    from tests.support.watch import Conn, frame, from_file, now_s, reply
 
     wid = "8800000071"
     ctx = await _household(c, wid)
@@ -428,7 +428,7 @@ async def watch_spoof(c: Ctx) -> None:
 
 @probe("7-one-open-sos", "alarms sent at once by a watch open one SOS and tell each guardian once")
 async def one_open_sos(c: Ctx) -> None:
-    from tests.test_watch_server import Conn, from_file, now_s
+    from tests.support.watch import Conn, from_file, now_s
 
     wid = "8800000072"
     ctx = await _household(c, wid)
@@ -458,7 +458,7 @@ async def one_open_sos(c: Ctx) -> None:
 
 @probe("17-old-alarm", "a watch alarm from 2017 is recorded with its date and raises no live SOS")
 async def old_alarm(c: Ctx) -> None:
-    from tests.test_watch_server import Conn, from_file
+    from tests.support.watch import Conn, from_file
 
     wid = "8800000073"
     ctx = await _household(c, wid)
@@ -496,7 +496,7 @@ async def hello_burst(c: Ctx) -> None:
 
 @probe("9-imei-at-rest", "after a watch's SOS no IMEI or SOS coordinate is in the database files")
 async def imei_at_rest(c: Ctx) -> None:
-    from tests.test_watch_server import Conn, from_file, now_s
+    from tests.support.watch import Conn, from_file, now_s
 
     assert c.live.watch_port
     db_file = Path(c.live.env.get("KARES_VAR_DIR", "")) / "kares.db"

@@ -3,7 +3,9 @@ route a person recorded elsewhere.
 
 Import reads what common tools write: GPX 1.0/1.1 track points and
 timestamped waypoints (``gpxpy``); GeoJSON Point features with a
-``timestamp`` or ``time`` property (Overland, our own export), and
+``timestamp`` or ``time`` property (Overland, our own export, GDAL's
+``ogr2ogr``) or OwnTracks' ``tst``/``isotst`` (the OwnTracks Recorder's
+``ocat --format geojson``), and
 LineString / MultiLineString features with per-coordinate times in
 ``properties.coordTimes`` or ``properties.coordinateProperties.times`` (the
 convention of togeojson, used by Strava and Google exports). A point without
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import gpxpy
 import gpxpy.gpx
@@ -37,6 +39,7 @@ from kares.privacy.guard import Allowed, guard
 from kares.protocols.common import num, positive
 
 router = APIRouter(tags=["location"])
+T = TypeVar("T")
 
 MAX_IMPORT_POINTS = 200_000
 
@@ -185,10 +188,29 @@ def parse_gpx(data: bytes, tag: str) -> Parsed:
                 client_id=f"import:{tag}:{len(out)}",
                 altitude_m=float(p.elevation) if p.elevation is not None else None,
                 speed_mps=float(p.speed) if getattr(p, "speed", None) is not None else None,
+                course_deg=float(p.course) if getattr(p, "course", None) is not None else None,
                 source="import",
             )
         )
     return parsed
+
+
+# A Point feature's properties, as the tools that write them name them: Overland
+# and our export (timestamp, horizontal_accuracy, altitude), GDAL's ogr2ogr from
+# GPX (time, ele), the OwnTracks Recorder's ocat (tst in epoch seconds, isotst,
+# acc, alt, and vel in km/h). The first key that reads as a value wins.
+TIME_KEYS = ("timestamp", "time", "isotst", "tst")
+ACCURACY_KEYS = ("horizontal_accuracy", "accuracy", "acc")
+ALTITUDE_KEYS = ("altitude", "ele", "alt")
+
+
+def _first(
+    props: dict[str, Any], keys: tuple[str, ...], read: Callable[[Any], T | None]
+) -> T | None:
+    for key in keys:
+        if (v := read(props.get(key))) is not None:
+            return v
+    return None
 
 
 def _features(doc: Any) -> list[dict[str, Any]]:
@@ -231,16 +253,19 @@ def parse_geojson(data: bytes, tag: str) -> Parsed:
             parsed.unread.append((k, "import.no_time"))
             return
         parsed.at.append(k)
-        alt = num(coord[2]) if len(coord) > 2 else num(props.get("altitude"))
+        alt = num(coord[2]) if len(coord) > 2 else _first(props, ALTITUDE_KEYS, num)
+        speed = num(props.get("speed"))
+        if speed is None and (vel := num(props.get("vel"))) is not None:
+            speed = vel / 3.6  # OwnTracks' vel is km/h
         out.append(
             FixIn(
                 t_ms=t_ms,
                 lat=lat,
                 lon=lon,
                 client_id=f"import:{tag}:{len(out)}",
-                accuracy_m=positive(props.get("horizontal_accuracy") or props.get("accuracy")),
+                accuracy_m=_first(props, ACCURACY_KEYS, positive),
                 altitude_m=alt,
-                speed_mps=num(props.get("speed")),
+                speed_mps=speed,
                 source="import",
             )
         )
@@ -252,7 +277,7 @@ def parse_geojson(data: bytes, tag: str) -> Parsed:
         gtype = geom.get("type")
         coords = geom.get("coordinates")
         if gtype == "Point":
-            add(coords, _parse_time(props.get("timestamp", props.get("time"))), props)
+            add(coords, _first(props, TIME_KEYS, _parse_time), props)
             continue
         if gtype not in ("LineString", "MultiLineString") or not isinstance(coords, list):
             continue

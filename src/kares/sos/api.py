@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares.deps import DbDep, RuntimeDep
@@ -44,17 +44,30 @@ async def sos_out(s: AsyncSession, a: SosAlert) -> SosOut:
     "/sos",
     status_code=status.HTTP_201_CREATED,
     response_model=SosOut,
-    responses=responses(*AUTH),
+    responses={
+        200: {
+            "model": SosOut,
+            "description": "The caller already has an open SOS: this one was added to it "
+            "(`repeats`) and nobody was told again",
+        },
+        **responses(*AUTH),
+    },
     summary="Raise an SOS (from the app or a paired watch) with the last location",
     description="Every guardian of the caller is told at once: in-app, by push to each of "
     "their devices (whatever their preferences and quiet hours), and by SMS. Reminders "
-    "follow every 2 minutes until one of them answers.",
+    "follow every 2 minutes until one of them answers. A person has one open SOS at a "
+    "time: another while it is open (however many at once) is added to it, answered "
+    "200 with that alert, and tells nobody again.",
 )
 async def raise_sos(
-    body: SosRaise, ctx: Annotated[Allowed, guard("sos", "raise")], rt: RuntimeDep, s: DbDep
+    body: SosRaise,
+    ctx: Annotated[Allowed, guard("sos", "raise")],
+    rt: RuntimeDep,
+    s: DbDep,
+    response: Response,
 ) -> SosOut:
     assert ctx.caller is not None
-    alert = await service.raise_alert(
+    alert, opened = await service.raise_alert(
         s,
         catalog_of(rt),
         account=ctx.caller.account,
@@ -66,6 +79,8 @@ async def raise_sos(
         battery=body.battery,
         note=body.note,
     )
+    if not opened:
+        response.status_code = status.HTTP_200_OK
     return await sos_out(s, alert)
 
 

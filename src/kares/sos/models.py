@@ -16,6 +16,7 @@ class SosAlert(Base):
     __table_args__ = (
         Index("uq_sos_alerts_account_id_source_key", "account_id", "source_key", unique=True),
         Index("uq_sos_alerts_open_device", "open_device", unique=True),
+        Index("uq_sos_alerts_open_person", "open_person", unique=True),
         table_info(
             subject="account_id",
             also_about=("acknowledged_by",),
@@ -57,7 +58,13 @@ class SosAlert(Base):
     # a device's alarm holds its device here while it is open and live: unique,
     # so a device has one such alert at a time and the database decides which
     open_device: Mapped[str | None] = mapped_column(String(32))
-    # further alarms of the device added to this alert while it was open, and the last one's time
+    # an SOS raised through the API (the app) holds its person here while it is open
+    # and live: unique, so a person has one such alert at a time, decided the same way
+    open_person: Mapped[str | None] = mapped_column(
+        String(32), info=not_personal("a copy of account_id while the alert is open")
+    )
+    # further alarms of the device (or SOS of the person) added to this alert while it
+    # was open, and the last one's time
     repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     repeated_at: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), info=personal("notification.content")

@@ -39,7 +39,8 @@ class SosOut(BaseModel):
         description="When the device says the alarm was given (a watch's alarm carries its time)"
     )
     repeats: int = Field(
-        description="Further alarms of the same device added to this alert while it was open"
+        description="Further alarms of the same device, or SOS of the same person from "
+        "the app, added to this alert while it was open"
     )
     acknowledged_by: str | None
     acknowledged_at: datetime | None

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from kares import clock, jobs
 from kares.db import insert_for, new_id
@@ -50,14 +51,22 @@ def _who(account: Account) -> str:
     return account.name or "A family member"
 
 
-async def raise_alert(s: AsyncSession, cat: Catalog, **kw: Any) -> SosAlert:
-    """Raise an alert and tell every guardian: one action, committed here."""
-    alert = await open_alert(s, cat, **kw)
+async def raise_alert(s: AsyncSession, cat: Catalog, **kw: Any) -> tuple[SosAlert, bool]:
+    """Raise an alert and tell every guardian: one action, committed here. Returns
+    the alert and whether it was opened now (False: added to the open one)."""
+    alert, opened = await _open(s, cat, **kw)
     await s.commit()
+    return alert, opened
+
+
+async def open_alert(s: AsyncSession, cat: Catalog, **kw: Any) -> SosAlert:
+    """An alert, every guardian told (inbox and pushes now, SMS and reminders as
+    jobs), in the caller's transaction; see ``_open``."""
+    alert, _ = await _open(s, cat, **kw)
     return alert
 
 
-async def open_alert(
+async def _open(
     s: AsyncSession,
     cat: Catalog,
     *,
@@ -72,20 +81,21 @@ async def open_alert(
     source_key: str | None = None,
     alarm_at: datetime | None = None,
     late: bool = False,
-) -> SosAlert:
-    """An alert, every guardian told (inbox and pushes now, SMS and reminders as
-    jobs), in the caller's transaction.
+) -> tuple[SosAlert, bool]:
+    """The alert and whether it was opened now.
 
     A device's alarm (``source_key``: the device's own id of it) is raised once:
     raising the same key again returns the first alert. A device has one live
-    alert at a time (``open_device``, unique): a new alarm while one is open and
-    live is added to it (``repeats``) and tells nobody again. ``late``: the alarm
-    is too old to be an emergency now; it is recorded with its own time
-    (``alarm_at``) for the guardians to see, and nobody is alerted."""
+    alert at a time (``open_device``, unique), and so has a person for the SOS
+    they raise through the API, the app's button (``open_person``, unique): a new
+    alarm or SOS while one is open and live is added to it (``repeats``) and
+    tells nobody again. ``late``: the alarm is too old to be an emergency now; it
+    is recorded with its own time (``alarm_at``) for the guardians to see, and
+    nobody is alerted."""
     if source_key is not None:
         same = await _by_key(s, account.id, source_key)
         if same is not None:
-            return same
+            return same, False
     precision = "precise"
     if lat is not None and lon is not None and "location.precise" in degraded:
         lat, lon = privacy.coarsen(cat, "location.approximate", lat, lon)
@@ -124,20 +134,26 @@ async def open_alert(
         "created_at": now,
     }
     recipients = await recipients_for(s, account)
-    if late or source_key is None or device_id is None:
+    if late:
         alert = SosAlert(**values)
         s.add(alert)
         await s.flush()
     else:
-        got = await _open_for_device(s, device_id, source_key, values, now)
+        # a device's alarm is one per device; an SOS through the API, one per person
+        column, key = (
+            (SosAlert.open_device, device_id)
+            if source_key is not None and device_id is not None
+            else (SosAlert.open_person, account.id)
+        )
+        got = await _open_once(s, column, key, source_key, values, now)
         if got is None:
             raise RuntimeError("an SOS alert could be neither opened nor found")
         alert, opened = got
         if not opened:
-            return alert
+            return alert, False
     s.add_all(SosRecipient(alert_id=alert.id, account_id=r) for r in recipients)
     if late:
-        return alert
+        return alert, True
     await _tell(s, alert, account, recipients, reminder=False)
     for r in recipients:
         jobs.enqueue(s, SMS_JOB, {"alert_id": alert.id, "to": r}, account_id=r)
@@ -148,7 +164,7 @@ async def open_alert(
         account_id=account.id,
         run_at=now + timedelta(seconds=REMIND_EVERY_SECONDS),
     )
-    return alert
+    return alert, True
 
 
 async def _by_key(s: AsyncSession, account_id: str, source_key: str) -> SosAlert | None:
@@ -156,19 +172,26 @@ async def _by_key(s: AsyncSession, account_id: str, source_key: str) -> SosAlert
     return (await s.execute(q)).scalar_one_or_none()
 
 
-async def _open_for_device(
-    s: AsyncSession, device_id: str, source_key: str, values: dict[str, Any], now: datetime
+async def _open_once(
+    s: AsyncSession,
+    column: InstrumentedAttribute[str | None],
+    key: str,
+    source_key: str | None,
+    values: dict[str, Any],
+    now: datetime,
 ) -> tuple[SosAlert, bool] | None:
-    """Open the device's alert, or add this alarm to the one it has open:
-    (the alert, whether it was opened now). The database decides: the insert
-    takes ``open_device`` or does nothing, in one statement, so alarms that
-    arrive at once (even on two connections) open one alert between them."""
+    """Open the alert held by ``column`` = ``key`` (``open_device``: a device's
+    alarm; ``open_person``: a person's SOS through the API), or add this one to
+    the alert open there: (the alert, whether it was opened now). The database
+    decides: the insert takes the unique open column or does nothing, in one
+    statement, so alarms that arrive at once (even on two connections, or two
+    servers) open one alert between them."""
     # an alert nobody answered within its reminders no longer takes new alarms:
     # a new one after that is a new emergency
     await s.execute(
         update(SosAlert)
-        .where(SosAlert.open_device == device_id, SosAlert.created_at < now - LIVE_FOR)
-        .values(open_device=None)
+        .where(column == key, SosAlert.created_at < now - LIVE_FOR)
+        .values({column.key: None})
         .execution_options(synchronize_session=False)
     )
     for _ in range(3):
@@ -176,7 +199,7 @@ async def _open_for_device(
         inserted = (
             await s.execute(
                 insert_for(s)(SosAlert)
-                .values(id=alert_id, open_device=device_id, **values)
+                .values(id=alert_id, **{column.key: key}, **values)
                 .on_conflict_do_nothing()
                 .returning(SosAlert.id)
             )
@@ -186,13 +209,14 @@ async def _open_for_device(
             assert alert is not None
             return alert, True
         # the same alarm raised at the same moment (a resend on another connection)
-        same = await _by_key(s, values["account_id"], source_key)
-        if same is not None:
-            return same, False
+        if source_key is not None:
+            same = await _by_key(s, values["account_id"], source_key)
+            if same is not None:
+                return same, False
         added = (
             await s.execute(
                 update(SosAlert)
-                .where(SosAlert.open_device == device_id)
+                .where(column == key)
                 .values(repeats=SosAlert.repeats + 1, repeated_at=values["alarm_at"] or now)
                 .returning(SosAlert.id)
                 .execution_options(synchronize_session=False)
@@ -272,6 +296,7 @@ async def acknowledge(s: AsyncSession, *, responder: Account, alert_id: str) -> 
     if alert.status == "open":
         alert.status = "acknowledged"
         alert.open_device = None
+        alert.open_person = None
         alert.acknowledged_by = responder.id
         alert.acknowledged_at = clock.utcnow()
         person = await s.get(Account, alert.account_id)
