@@ -217,9 +217,11 @@ async def _take_back(s: AsyncSession, scope: str, key: str, window: datetime | N
 
 async def succeeded(s: AsyncSession, a: Attempt) -> None:
     """The right password: this attempt was no failure, so it is taken back from
-    both hourly counts."""
-    await _take_back(s, NUMBER, a.number_key, a.number_window)
+    both hourly counts. In the order :func:`count_attempt` writes them (the
+    address's row, then the number's): two transactions that take the same rows
+    in opposite orders deadlock on PostgreSQL."""
     await _take_back(s, IP, a.ip_key, a.ip_window)
+    await _take_back(s, NUMBER, a.number_key, a.number_window)
 
 
 async def clear_lock(s: AsyncSession, e164: str) -> None:
