@@ -271,17 +271,21 @@ _get_speed = attrgetter("speed")
 
 @dataclass
 class _Track:
-    """The clean fixes as arrays; ``lon`` is unwrapped (continuous over the antimeridian)
-    and ``orig`` maps back to indices of the input sequence."""
+    """The clean fixes as arrays; ``lon`` is unwrapped (continuous over the antimeridian),
+    ``orig`` maps back to indices of the input sequence and ``kx`` is each fix's metres
+    per degree of longitude (``M_PER_DEG_LAT * cos(lat)``)."""
 
     t: FloatArray
     lat: FloatArray
     lon: FloatArray
     dev: FloatArray
     orig: IntArray
+    kx: FloatArray
 
     def take(self, idx: IntArray) -> _Track:
-        return _Track(self.t[idx], self.lat[idx], self.lon[idx], self.dev[idx], self.orig[idx])
+        return _Track(
+            self.t[idx], self.lat[idx], self.lon[idx], self.dev[idx], self.orig[idx], self.kx[idx]
+        )
 
     def weights(self) -> FloatArray:
         """Seconds each fix stands for: half of each neighbouring interval, each half
@@ -326,7 +330,10 @@ def _prepare(points: Sequence[Point], params: TimelineParams) -> _Track:
         first = np.concatenate(([True], np.diff(t) > 0))
         idx = idx[first]
         t = t[first]
-    tr = _Track(t, lat[idx], unwrap_lon(lon[idx]), dev[idx], idx)
+    lat = lat[idx]
+    tr = _Track(
+        t, lat, unwrap_lon(lon[idx]), dev[idx], idx, M_PER_DEG_LAT * np.cos(np.radians(lat))
+    )
     return _drop_spikes(tr, params.stay_radius_m)
 
 
@@ -344,21 +351,23 @@ def _drop_spikes(tr: _Track, radius_m: float) -> _Track:
     if n < 3:
         return tr
     # Equirectangular distances with each fix's own scale: only ratios matter here.
-    kx = M_PER_DEG_LAT * np.cos(np.radians(tr.lat))
+    kx = tr.kx
     y = tr.lat * M_PER_DEG_LAT
     d = _norm((tr.lon[1:] - tr.lon[:-1]) * kx[1:], y[1:] - y[:-1])
     v = d / np.diff(tr.t)
-    skip = _norm((tr.lon[2:] - tr.lon[:-2]) * kx[1:-1], y[2:] - y[:-2])
-    d_in, d_out = d[:-1], d[1:]
-    away = np.minimum(d_in, d_out)
-    spike = (skip < 0.5 * away) & (
-        ((v[:-1] > _SPIKE_SPEED_MPS) & (v[1:] > _SPIKE_SPEED_MPS))
-        | ((skip <= 2.0 * radius_m) & (away > 4.0 * radius_m))
-    )
+    away = np.minimum(d[:-1], d[1:])
+    fast = (v[:-1] > _SPIKE_SPEED_MPS) & (v[1:] > _SPIKE_SPEED_MPS)
+    # Only these can be spikes; the distance between their neighbours decides.
+    c = np.flatnonzero(fast | (away > 4.0 * radius_m))
+    if c.size == 0:
+        return tr
+    skip = _norm((tr.lon[c + 2] - tr.lon[c]) * kx[c + 1], y[c + 2] - y[c])
+    away = away[c]
+    spike = (skip < 0.5 * away) & (fast[c] | ((skip <= 2.0 * radius_m) & (away > 4.0 * radius_m)))
     if not spike.any():
         return tr
     keep = np.ones(n, dtype=bool)
-    keep[1:-1] = ~spike
+    keep[c[spike] + 1] = False
     return tr.take(np.nonzero(keep)[0])
 
 
@@ -418,25 +427,29 @@ def _in_transit(tr: _Track, p: TimelineParams) -> BoolArray:
     if n < 3 or win <= 0:
         return np.zeros(n, dtype=np.bool_)
     jf = np.minimum(_sorted_search(t, t + win, "left"), n - 1)
-    jb = np.maximum(_sorted_search(t, t - win, "right") - 1, 0)
-    kx = M_PER_DEG_LAT * np.cos(np.radians(tr.lat))
     far = (4.0 * p.stay_radius_m) ** 2
-
-    def d2(j: IntArray) -> FloatArray:
-        dx = (tr.lon[j] - tr.lon) * kx
-        dy = (tr.lat[j] - tr.lat) * M_PER_DEG_LAT
-        return np.asarray(dx * dx + dy * dy, dtype=np.float64)
-
-    return np.asarray(
-        (t[jf] - t >= win)
-        & (t[jf] - t <= 2.0 * win)
-        & (t - t[jb] >= win)
-        & (t - t[jb] <= 2.0 * win)
-        & (d2(jf) > far)
-        & (d2(jb) > far)
-        & (_d2_between(tr, jb, jf, kx) > far),  # not a lone spike: the way goes on
-        dtype=np.bool_,
+    kx = tr.kx
+    out = np.zeros(n, dtype=np.bool_)
+    # far from where the person will be: the few fixes for which the rest is worth it
+    dx = (tr.lon[jf] - tr.lon) * kx
+    dy = (tr.lat[jf] - tr.lat) * M_PER_DEG_LAT
+    c = np.flatnonzero(dx * dx + dy * dy > far)
+    if c.size == 0:
+        return out
+    jb = np.maximum(_sorted_search(t, t[c] - win, "right") - 1, 0)
+    jf, tc = jf[c], t[c]
+    dx = (tr.lon[jb] - tr.lon[c]) * kx[c]
+    dy = (tr.lat[jb] - tr.lat[c]) * M_PER_DEG_LAT
+    ok = (
+        (t[jf] - tc >= win)
+        & (t[jf] - tc <= 2.0 * win)
+        & (tc - t[jb] >= win)
+        & (tc - t[jb] <= 2.0 * win)
+        & (dx * dx + dy * dy > far)
+        & (_d2_between(tr, jb, jf, kx[c]) > far)  # not a lone spike: the way goes on
     )
+    out[c[ok]] = True
+    return out
 
 
 _VECTOR_FROM = 16  # clusters with this many fixes continue in numpy chunks
@@ -1086,7 +1099,12 @@ def _speeds(tr: _Track, a: int, b: int) -> _Speeds:
     dt = t[hi] - t[lo]
     accel = np.full(t.size, np.nan)
     np.divide(v_acc[hi] - v_acc[lo], dt, out=accel, where=dt > 0)
-    return _Speeds(v_cls, v_fine, accel, _Track(t, lat, lon, dev, tr.orig[a : b + 1]).weights())
+    return _Speeds(
+        v_cls,
+        v_fine,
+        accel,
+        _Track(t, lat, lon, dev, tr.orig[a : b + 1], tr.kx[a : b + 1]).weights(),
+    )
 
 
 def _smooth(t: FloatArray, v: FloatArray, half: float) -> FloatArray:
