@@ -627,6 +627,14 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
     r = p.stay_radius_m
     bounds = [*starts, n]
     w = tr.weights()
+    centres: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def centre(s: int, e: int) -> tuple[float, float]:
+        """The median centre of fixes s..e, computed once per range."""
+        if (s, e) not in centres:
+            centres[(s, e)] = _median_centre(tr, w, s, e)
+        return centres[(s, e)]
+
     cum_lat = np.concatenate(([0.0], np.cumsum(tr.lat)))
     cum_lon = np.concatenate(([0.0], np.cumsum(tr.lon)))
 
@@ -645,7 +653,7 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         if in_transit or t[e] - t[s] < p.min_stay_s:
             plain(s, e)
             continue
-        clat, clon = _median_centre(tr, w, s, e)
+        clat, clon = centre(s, e)
         inside = _dist_from(tr.lat[s : e + 1], tr.lon[s : e + 1], clat, clon) <= r
         if not inside.any():
             plain(s, e)
@@ -655,7 +663,7 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         if t[e2] - t[s2] < p.min_stay_s:
             plain(s, e)
             continue
-        clat, clon = _median_centre(tr, w, s2, e2)
+        clat, clon = centre(s2, e2)
         plain(s, s2 - 1)
         blocks.append((s2, e2, True, clat, clon))
         plain(e2 + 1, e)
@@ -703,11 +711,11 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         if merged and _mergeable(tr, merged[-1], st, p):
             prev = merged[-1]
             prev.e = st.e
-            prev.lat, prev.lon = _median_centre(tr, w, prev.s, prev.e)
+            prev.lat, prev.lon = centre(prev.s, prev.e)
         else:
             merged.append(st)
     for st in merged:
-        st.lat, st.lon = _median_centre(tr, w, st.s, st.e)
+        st.lat, st.lon = centre(st.s, st.e)
         d = _dist_from(tr.lat[st.s : st.e + 1], tr.lon[st.s : st.e + 1], st.lat, st.lon)
         # Final trim: a stay starts and ends with fixes within the radius of its centre.
         inside = d <= r
@@ -715,7 +723,7 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         e2 = st.e - int(np.argmax(inside[::-1]))
         if (s2, e2) != (st.s, st.e) and t[e2] - t[s2] >= p.min_stay_s:
             st.s, st.e = s2, e2
-            st.lat, st.lon = _median_centre(tr, w, st.s, st.e)
+            st.lat, st.lon = centre(st.s, st.e)
             d = _dist_from(tr.lat[st.s : st.e + 1], tr.lon[st.s : st.e + 1], st.lat, st.lon)
         st.radius = _wquantile(d, w[st.s : st.e + 1] + 1e-9, 0.9)
         st.start_t = float(t[st.s])
