@@ -377,7 +377,7 @@ def _rdp_tree(
     parent = np.full(1, np.inf)  # and the value of the node that made them
     found_nodes: list[IntArray] = []
     found_values: list[FloatArray] = []
-    total = 0
+    total = recount = 0
     while True:
         starts = np.cumsum(cnt) - cnt
         ax, ay, bx, by = x[sa], y[sa], x[sb], y[sb]
@@ -413,7 +413,9 @@ def _rdp_tree(
         found_nodes.append(node)
         found_values.append(value)
         total += value.size
-        if total > keep:  # raise the bound to the keep+1-th largest value so far
+        if total > keep and total >= recount:
+            # raise the bound to the keep+1-th largest value so far (not at every level:
+            # a bound raised late only prunes a little less)
             allv = np.concatenate(found_values)
             alln = np.concatenate(found_nodes)
             kth = float(np.partition(allv, allv.size - keep - 1)[allv.size - keep - 1])
@@ -422,6 +424,7 @@ def _rdp_tree(
                 sel = allv > bound
                 allv, alln = allv[sel], alln[sel]
             found_values, found_nodes, total = [allv], [alln], int(allv.size)
+            recount = total + total // 4
         split = value > bound
         if not split.any():
             break
