@@ -215,7 +215,7 @@ def detect(points: Sequence[Point], params: TimelineParams = TimelineParams()) -
         keep = ~outlier
         newpos = np.cumsum(keep) - 1
         starts = [int(newpos[s]) for s in starts]  # a cluster's first fix is never an outlier
-        tr = tr.take(np.nonzero(keep)[0])
+        tr = tr.keep(keep)
         n = tr.t.size
     stays = _stays(tr, starts, moving, params)
     _refine(tr, stays, params)
@@ -282,9 +282,15 @@ class _Track:
     orig: IntArray
     kx: FloatArray
 
-    def take(self, idx: IntArray) -> _Track:
+    def keep(self, mask: BoolArray) -> _Track:
+        """The fixes where ``mask`` is true."""
         return _Track(
-            self.t[idx], self.lat[idx], self.lon[idx], self.dev[idx], self.orig[idx], self.kx[idx]
+            self.t[mask],
+            self.lat[mask],
+            self.lon[mask],
+            self.dev[mask],
+            self.orig[mask],
+            self.kx[mask],
         )
 
     def weights(self) -> FloatArray:
@@ -320,7 +326,7 @@ def _prepare(points: Sequence[Point], params: TimelineParams) -> _Track:
             & (np.abs(lon) <= 180.0)
             & ~(acc > params.max_accuracy_m)
         )
-    idx = np.nonzero(ok)[0].astype(np.int64)
+    idx = np.flatnonzero(ok).astype(np.int64, copy=False)
     t = t[idx]
     if t.size > 1 and bool((np.diff(t) < 0).any()):
         order = np.argsort(t, kind="stable")
@@ -368,7 +374,7 @@ def _drop_spikes(tr: _Track, radius_m: float) -> _Track:
         return tr
     keep = np.ones(n, dtype=bool)
     keep[c[spike] + 1] = False
-    return tr.take(np.nonzero(keep)[0])
+    return tr.keep(keep)
 
 
 def _norm(dx: FloatArray, dy: FloatArray) -> FloatArray:
