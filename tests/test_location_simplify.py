@@ -208,3 +208,79 @@ def test_budget_raises_the_tolerance_only_as_needed() -> None:
     well_formed(kept, len(pts))
     assert 0.4 * 500 <= len(kept) <= 500
     assert max_deviation(pts, kept) > max_deviation(pts, free)
+
+
+# -- the one-pass RDP tree against the library -----------------------------------------
+
+
+def _plane(n: int, seed: int, kind: int) -> np.ndarray:
+    """Coordinates in metres: a random walk, jitter, or either rounded to a grid (equal
+    distances, repeated and collinear fixes, closed loops)."""
+    rng = np.random.default_rng(seed)
+    if kind == 0:
+        xy = np.cumsum(rng.normal(0.0, 10.0, (n, 2)), axis=0)
+    elif kind == 1:
+        xy = rng.normal(0.0, 50.0, (n, 2))
+    elif kind == 2:
+        xy = np.round(np.cumsum(rng.normal(0.0, 1.0, (n, 2)), axis=0))
+    else:
+        xy = np.round(rng.normal(0.0, 2.0, (n, 2)))
+        xy[-1] = xy[0]
+    return np.ascontiguousarray(xy, dtype=np.float64)
+
+
+@PROPS
+@given(
+    n=st.integers(3, 600),
+    seed=st.integers(0, 2**16),
+    kind=st.integers(0, 3),
+    pick=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4),
+)
+def test_rdp_tree_is_the_library_at_every_tolerance(
+    n: int, seed: int, kind: int, pick: list[float]
+) -> None:
+    """The values of the recursion tree give exactly the library's result at any
+    tolerance, including at the values themselves (where a distance equals the
+    tolerance) and with ties."""
+    from simplification.cutil import simplify_coords_idx
+
+    from kares.geo.simplify import _rdp_tree
+
+    xy = _plane(n, seed, kind)
+    nodes, values, _ = _rdp_tree(xy, 1e-9, n, exact=True)
+    tolerances = [1e-9, *(float(np.quantile(values, q)) for q in pick if values.size)]
+    for tol in tolerances:
+        mine = [0, *sorted(nodes[values > tol].tolist()), n - 1]
+        assert mine == np.asarray(simplify_coords_idx(xy, tol)).tolist()
+
+
+@PROPS
+@given(
+    n=st.integers(3, 3000),
+    seed=st.integers(0, 2**16),
+    kind=st.integers(0, 3),
+    g=st.floats(0.01, 30.0),
+    max_points=st.integers(2, 400),
+)
+def test_a_budget_from_what_the_library_kept_is_the_library_at_one_tolerance(
+    n: int, seed: int, kind: int, g: float, max_points: int
+) -> None:
+    """From the library's result at ``g``, the fixes kept under a budget are the
+    library's result at the lowest tolerance that fits (found here from the whole
+    track's tree)."""
+    from simplification.cutil import simplify_coords_idx
+
+    from kares.geo.simplify import _fit_kept, _kth_largest, _rdp_tree
+
+    xy = _plane(n, seed, kind)
+    kept = np.asarray(simplify_coords_idx(xy, g), dtype=np.int64)
+    if kept.size <= max_points:
+        return
+    got = _fit_kept(xy, kept, g, max_points - 2)
+    _, values, bound = _rdp_tree(xy, g, max_points - 2, exact=True)
+    tol = _kth_largest(values, max_points - 2, bound)
+    assert got.tolist() == np.asarray(simplify_coords_idx(xy, tol)).tolist()
+    assert len(got) <= max_points
+    lower = values[values < tol]
+    if lower.size:  # the tolerance is the lowest that fits: any node value below keeps more
+        assert len(simplify_coords_idx(xy, float(lower.max()))) > max_points

@@ -67,6 +67,15 @@ class PointArrays(Sequence[Point]):
             yield self[i]
 
 
+def unwrap_lon(lon: FloatArray) -> FloatArray:
+    """Longitudes made continuous over the antimeridian: ``np.unwrap(lon, period=360)``,
+    which costs a few milliseconds on a day of fixes; when no step reaches 180 degrees
+    (nearly always) that is the input itself, returned as it is (not a copy)."""
+    if lon.size < 2 or float(np.abs(np.diff(lon)).max()) <= 180.0:
+        return lon
+    return np.asarray(np.unwrap(lon, period=360.0), dtype=np.float64)
+
+
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector around a bounded, synchronous burst of

@@ -16,19 +16,23 @@ pixel at ``zoom`` (web-mercator, 256 px tiles) at the track's mean latitude,
 ``156543.03392 * cos(lat) / 2**zoom`` metres, zoom clamped to 0..22; otherwise 0
 (keep every fix that is not exactly on a straight line).
 
-When the result has more than ``max_points`` fixes the tolerance is raised
-until it fits. Each library run costs time in proportion to the fixes, and on a
-jittery 1 Hz day the tolerance must climb to about the jitter (~100 m), so the
-search is done where it is cheap: on a copy of every k-th fix (about
-``4 * max_points`` fixes), by a safeguarded secant search on log(count) against
-log(tolerance). The whole track is then simplified at that tolerance raised by
-``_INFLATE`` (a sparser copy fits at a slightly lower tolerance than the whole),
-and stepped up again only if that still does not fit — usually one run on the
-whole track, at most ``_MAX_FULL_RUNS`` once something fits. The answer is always
-one simplification of the whole track at one tolerance, so the RDP guarantee holds
-at the tolerance finally used; the count usually lands between
-``_FILL_FULL * max_points`` and ``max_points`` (a straight line under noise may come
-back as its two ends).
+When the result has more than ``max_points`` fixes the tolerance is raised to the
+lowest one that fits. For RDP this is read off the recursion tree rather than searched
+for (see "RDP under a budget" below): a guess from a copy of every k-th fix (about
+``4 * max_points`` of them), one run of the library on the whole track at that
+guess raised by ``_INFLATE`` (a sparser copy fits at a lower tolerance than the
+whole), and, when that still does not fit, one pass over the fixes it kept, which
+gives the lowest tolerance that fits and the fixes the library keeps at it. So the
+answer is always one RDP of the whole track at one tolerance (the guarantee holds at
+that tolerance), with the most fixes that fit when the guess did not fit, and usually at
+least ``_FILL_FULL * max_points`` of them when it did (a guess that leaves fewer is
+lowered by ``_STEP_DOWN``, at most ``_MAX_FULL_RUNS`` runs in all).
+
+For VW the tolerance is searched for: a safeguarded secant search of log(count)
+against log(tolerance) on the copy, then on the whole track, stepped up until it fits
+(at most ``_MAX_FULL_RUNS`` runs on the whole track once something fits); the count
+usually lands between ``_FILL_FULL * max_points`` and ``max_points``. A straight line
+under noise may come back as its two ends.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy.typing as npt
 from simplification.cutil import simplify_coords_idx, simplify_coords_vw_idx
 
 from kares.geo.distance import M_PER_DEG_LAT
-from kares.geo.points import Point, PointArrays
+from kares.geo.points import Point, PointArrays, unwrap_lon
 
 Algorithm = Literal["rdp", "vw"]
 IntArray = npt.NDArray[np.int64]
@@ -63,7 +67,7 @@ _COARSE_MIN = 2048  # ... and at least this many
 _MIN_STRIDE = 4  # a copy with more than a quarter of the fixes saves too little
 _FILL_COARSE = 0.9  # the coarse search aims at [0.9, 1] * max_points
 _FILL_FULL = 0.4  # a fitting whole-track result with fewer fixes is refined further
-_INFLATE = 1.3
+_INFLATE = 1.35  # RDP: the whole's / the copy's tolerance, 1.33-1.46 on jittery 1 Hz days
 _BRACKET = 1.05  # stop when the bracket is narrower than 5 %
 _MAX_STEPS = 30
 _MAX_FULL_RUNS = 3  # runs on the whole track once something fits (the first one included)
@@ -93,7 +97,7 @@ def _project(lat: FloatArray, lon: FloatArray) -> FloatArray:
     if lat.size == 0:
         return xy
     lat0 = float(lat.mean())
-    lon_u = np.unwrap(lon, period=360.0)
+    lon_u = unwrap_lon(lon)
     xy[:, 0] = (lon_u - lon_u[0]) * (M_PER_DEG_LAT * math.cos(math.radians(lat0)))
     xy[:, 1] = (lat - lat0) * M_PER_DEG_LAT
     return xy
@@ -156,6 +160,8 @@ def _finish(idx: IntArray, n: int) -> list[int]:
 
 def _fit(xy: FloatArray, tol: float, max_points: int, algorithm: Algorithm) -> IntArray:
     """The simplification at ``tol``, or at the lowest tolerance found that fits."""
+    if algorithm == "rdp":
+        return _fit_rdp(xy, tol, max_points)
     n = xy.shape[0]
     lo = max(tol, _MIN_TOL)
     guess: float | None = None
@@ -260,3 +266,192 @@ def _step_up(
         k = min(4.0, max(0.5, k))
     factor = (n_lo / aim) ** (1.0 / k)
     return lo * min(4.0, max(1.05, factor))
+
+
+# --- RDP under a budget: one run of the library, one pass over what it kept ----------
+#
+# RDP's recursion does not depend on the tolerance: a segment is split at its farthest
+# fix whatever the tolerance, and only whether it is split does. So each split fix (a
+# node of the recursion tree) has a value, the largest tolerance at which it is kept:
+# its own distance from its segment, or its parent's value when that is smaller (the
+# parent must be kept for the segment to exist). At tolerance e the library keeps
+# exactly the two ends and the nodes whose value exceeds e, so the tolerance that fits
+# ``max_points`` is read off the sorted values instead of searched for.
+#
+# The values of the whole track would cost more than a run of the library (numpy,
+# level by level). But they are only needed above a tolerance ``g`` just below the
+# answer, and above ``g`` the tree consists of the fixes the library keeps at ``g``: a
+# segment split at ``g`` has its farthest fix among them, and it is also the farthest of
+# them. So: guess ``g`` on a copy of every k-th fix (values, cheaply), run the library
+# on the whole track at ``g``; if that does not fit, the same pass over the fixes it kept
+# gives the exact tolerance and the fixes kept at it, which is what the library would
+# return at that tolerance (bit for bit the same distances and choices; tested).
+
+_STEP_DOWN = 1.25  # a guess that fits with too few fixes is lowered by this factor
+
+
+def _fit_rdp(xy: FloatArray, tol: float, max_points: int) -> IntArray:
+    n = xy.shape[0]
+    keep = max_points - 2  # nodes besides the two ends
+    tol = max(tol, _TINY_TOL)
+    g = tol
+    k = n // max(_COARSE_MIN, _COARSE_PER_POINT * max_points)
+    if k >= _MIN_STRIDE:
+        coarse = xy[::k]
+        _, values, floor = _rdp_tree(coarse, tol, keep, exact=False)
+        if values.size > keep:  # the copy does not fit at ``tol``: nor will the whole
+            g = max(_kth_largest(values, keep, floor) * _INFLATE, tol * _BRACKET)
+    best: IntArray | None = None
+    for _ in range(_MAX_FULL_RUNS):
+        idx = _run(xy, g, "rdp")
+        if idx.size > max_points:
+            return _fit_kept(xy, idx, g, keep)
+        best = idx
+        if g <= tol or idx.size >= _FILL_FULL * max_points:
+            break
+        g = max(tol, g / _STEP_DOWN)  # fits with too few fixes: try lower
+    assert best is not None
+    return best
+
+
+def _fit_kept(xy: FloatArray, kept: IntArray, g: float, keep: int) -> IntArray:
+    """The library's result at the lowest tolerance above ``g`` at which at most
+    ``keep`` + 2 fixes remain, from ``kept``, its result at ``g``."""
+    nodes, values, floor = _rdp_tree(xy[kept], g, keep, exact=True)
+    e = _kth_largest(values, keep, floor)
+    inner = kept[nodes[values > e]]
+    inner.sort()
+    return np.concatenate((kept[:1], inner, kept[-1:]))
+
+
+def _kth_largest(values: FloatArray, keep: int, floor: float) -> float:
+    """The lowest tolerance at which at most ``keep`` of these node values remain."""
+    if values.size <= keep:
+        return floor
+    return max(floor, float(np.partition(values, values.size - keep - 1)[values.size - keep - 1]))
+
+
+def _distances(
+    px: FloatArray, py: FloatArray, dx: FloatArray, dy: FloatArray, d2: FloatArray, h: FloatArray
+) -> FloatArray:
+    """Distances of the fixes (``px``, ``py`` relative to their segment's first end) to
+    their segments (``dx``, ``dy``: the segment; ``d2`` its squared length; ``h`` its
+    length) as ``geo`` computes them (``line_segment_distance``, to the bit): the
+    distance to the first end where the projection falls before it (or both ends
+    coincide), |cross| / d2 * h inside; -1 where it falls beyond the last end (the
+    caller measures those from that end)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (px * dx + py * dy) / d2  # NaN when the ends coincide
+        d = np.abs((px * dy - py * dx) / d2) * h
+    before = np.flatnonzero(~(r > 0.0))
+    if before.size:
+        d[before] = np.hypot(px[before], py[before])
+    d[r >= 1.0] = -1.0
+    return d
+
+
+def _rdp_tree(
+    xy: FloatArray, floor: float, keep: int, *, exact: bool
+) -> tuple[IntArray, FloatArray, float]:
+    """The nodes of RDP's recursion tree over ``xy`` (positions of the split fixes) with
+    their values (see above), for the nodes whose value exceeds ``floor``, computed level
+    by level in numpy. A subtree is not explored once its value is at most the
+    ``keep + 1``-th largest value found so far (nothing in it can be among the ``keep``
+    largest); returns that bound too: every node above it is listed.
+
+    ``exact`` computes the distances as the library does (``geo``'s point-to-segment
+    distance, the last farthest fix on ties), so the values are the library's to the
+    bit; otherwise squared distances to the segment are used (a guess needs no more).
+    """
+    n = xy.shape[0]
+    x = np.ascontiguousarray(xy[:, 0])
+    y = np.ascontiguousarray(xy[:, 1])
+    if n <= 2:
+        return np.empty(0, dtype=np.int64), np.empty(0), floor
+    bound = floor if exact else floor * floor  # in the units of the distances used
+    pos = np.arange(1, n - 1, dtype=np.int64)  # the fixes inside live segments, in order
+    px_all, py_all = x[1:-1], y[1:-1]
+    sa = np.zeros(1, dtype=np.int64)  # segments: first and last fix, fixes inside,
+    sb = np.full(1, n - 1, dtype=np.int64)
+    cnt = np.full(1, n - 2, dtype=np.int64)
+    parent = np.full(1, np.inf)  # and the value of the node that made them
+    found_nodes: list[IntArray] = []
+    found_values: list[FloatArray] = []
+    total = recount = 0
+    while True:
+        starts = np.cumsum(cnt) - cnt
+        ax, ay, bx, by = x[sa], y[sa], x[sb], y[sb]
+        dx, dy = bx - ax, by - ay
+        d2 = dx * dx + dy * dy
+        px = px_all - np.repeat(ax, cnt)
+        py = py_all - np.repeat(ay, cnt)
+        rdx, rdy, rd2 = np.repeat(dx, cnt), np.repeat(dy, cnt), np.repeat(d2, cnt)
+        if exact:
+            d = _distances(px, py, rdx, rdy, rd2, np.repeat(np.hypot(dx, dy), cnt))
+            after = np.flatnonzero(d < 0.0)  # closest to the last end
+            if after.size:
+                seg = np.searchsorted(starts, after, side="right") - 1
+                d[after] = np.hypot(px_all[after] - bx[seg], py_all[after] - by[seg])
+        else:  # squared distance to the segment
+            rd2[rd2 == 0.0] = np.inf  # ends coincide: the distance to them
+            u = px * rdx
+            u += py * rdy
+            u /= rd2
+            np.clip(u, 0.0, 1.0, out=u)
+            px -= u * rdx
+            py -= u * rdy
+            px *= px
+            py *= py
+            d = px
+            d += py
+        far = np.maximum.reduceat(d, starts)
+        ties = np.flatnonzero(d == np.repeat(far, cnt))
+        at = np.empty(cnt.size, dtype=np.int64)
+        at[np.searchsorted(starts, ties, side="right") - 1] = ties  # the last one wins
+        value = np.minimum(far, parent)
+        node = pos[at]
+        found_nodes.append(node)
+        found_values.append(value)
+        total += value.size
+        if total > keep and total >= recount:
+            # raise the bound to the keep+1-th largest value so far (not at every level:
+            # a bound raised late only prunes a little less)
+            allv = np.concatenate(found_values)
+            alln = np.concatenate(found_nodes)
+            kth = float(np.partition(allv, allv.size - keep - 1)[allv.size - keep - 1])
+            if kth > bound:
+                bound = kth
+                sel = allv > bound
+                allv, alln = allv[sel], alln[sel]
+            found_values, found_nodes, total = [allv], [alln], int(allv.size)
+            recount = total + total // 4
+        split = value > bound
+        if not split.any():
+            break
+        live = np.repeat(split, cnt)
+        live[at] = False
+        pos = pos[live]
+        if pos.size == 0:
+            break
+        px_all, py_all = x[pos], y[pos]
+        m = at[split]
+        left = m - starts[split]
+        right = cnt[split] - left - 1
+        mid = node[split]
+        two = 2 * mid.size
+        sa2 = np.empty(two, dtype=np.int64)
+        sb2 = np.empty(two, dtype=np.int64)
+        cnt2 = np.empty(two, dtype=np.int64)
+        sa2[0::2], sa2[1::2] = sa[split], mid
+        sb2[0::2], sb2[1::2] = mid, sb[split]
+        cnt2[0::2], cnt2[1::2] = left, right
+        nonempty = cnt2 > 0
+        sa, sb, cnt = sa2[nonempty], sb2[nonempty], cnt2[nonempty]
+        parent = np.repeat(value[split], 2)[nonempty]
+    values = np.concatenate(found_values)
+    nodes = np.concatenate(found_nodes)
+    if not exact:
+        values = np.sqrt(values)
+        bound = math.sqrt(bound)
+    above = values > floor
+    return nodes[above], values[above], max(bound, floor)

@@ -45,7 +45,7 @@ import numpy.typing as npt
 from simplification.cutil import simplify_coords_idx
 
 from kares.geo.distance import M_PER_DEG_LAT, haversine_m, haversine_np
-from kares.geo.points import Point, PointArrays
+from kares.geo.points import Point, PointArrays, unwrap_lon
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -215,7 +215,7 @@ def detect(points: Sequence[Point], params: TimelineParams = TimelineParams()) -
         keep = ~outlier
         newpos = np.cumsum(keep) - 1
         starts = [int(newpos[s]) for s in starts]  # a cluster's first fix is never an outlier
-        tr = tr.take(np.nonzero(keep)[0])
+        tr = tr.keep(keep)
         n = tr.t.size
     stays = _stays(tr, starts, moving, params)
     _refine(tr, stays, params)
@@ -271,17 +271,27 @@ _get_speed = attrgetter("speed")
 
 @dataclass
 class _Track:
-    """The clean fixes as arrays; ``lon`` is unwrapped (continuous over the antimeridian)
-    and ``orig`` maps back to indices of the input sequence."""
+    """The clean fixes as arrays; ``lon`` is unwrapped (continuous over the antimeridian),
+    ``orig`` maps back to indices of the input sequence and ``kx`` is each fix's metres
+    per degree of longitude (``M_PER_DEG_LAT * cos(lat)``)."""
 
     t: FloatArray
     lat: FloatArray
     lon: FloatArray
     dev: FloatArray
     orig: IntArray
+    kx: FloatArray
 
-    def take(self, idx: IntArray) -> _Track:
-        return _Track(self.t[idx], self.lat[idx], self.lon[idx], self.dev[idx], self.orig[idx])
+    def keep(self, mask: BoolArray) -> _Track:
+        """The fixes where ``mask`` is true."""
+        return _Track(
+            self.t[mask],
+            self.lat[mask],
+            self.lon[mask],
+            self.dev[mask],
+            self.orig[mask],
+            self.kx[mask],
+        )
 
     def weights(self) -> FloatArray:
         """Seconds each fix stands for: half of each neighbouring interval, each half
@@ -316,7 +326,7 @@ def _prepare(points: Sequence[Point], params: TimelineParams) -> _Track:
             & (np.abs(lon) <= 180.0)
             & ~(acc > params.max_accuracy_m)
         )
-    idx = np.nonzero(ok)[0].astype(np.int64)
+    idx = np.flatnonzero(ok).astype(np.int64, copy=False)
     t = t[idx]
     if t.size > 1 and bool((np.diff(t) < 0).any()):
         order = np.argsort(t, kind="stable")
@@ -326,7 +336,10 @@ def _prepare(points: Sequence[Point], params: TimelineParams) -> _Track:
         first = np.concatenate(([True], np.diff(t) > 0))
         idx = idx[first]
         t = t[first]
-    tr = _Track(t, lat[idx], np.unwrap(lon[idx], period=360.0), dev[idx], idx)
+    lat = lat[idx]
+    tr = _Track(
+        t, lat, unwrap_lon(lon[idx]), dev[idx], idx, M_PER_DEG_LAT * np.cos(np.radians(lat))
+    )
     return _drop_spikes(tr, params.stay_radius_m)
 
 
@@ -344,22 +357,46 @@ def _drop_spikes(tr: _Track, radius_m: float) -> _Track:
     if n < 3:
         return tr
     # Equirectangular distances with each fix's own scale: only ratios matter here.
-    kx = M_PER_DEG_LAT * np.cos(np.radians(tr.lat))
+    kx = tr.kx
     y = tr.lat * M_PER_DEG_LAT
-    d = np.hypot((tr.lon[1:] - tr.lon[:-1]) * kx[1:], y[1:] - y[:-1])
+    d = _norm((tr.lon[1:] - tr.lon[:-1]) * kx[1:], y[1:] - y[:-1])
     v = d / np.diff(tr.t)
-    skip = np.hypot((tr.lon[2:] - tr.lon[:-2]) * kx[1:-1], y[2:] - y[:-2])
-    d_in, d_out = d[:-1], d[1:]
-    away = np.minimum(d_in, d_out)
-    spike = (skip < 0.5 * away) & (
-        ((v[:-1] > _SPIKE_SPEED_MPS) & (v[1:] > _SPIKE_SPEED_MPS))
-        | ((skip <= 2.0 * radius_m) & (away > 4.0 * radius_m))
-    )
+    away = np.minimum(d[:-1], d[1:])
+    fast = (v[:-1] > _SPIKE_SPEED_MPS) & (v[1:] > _SPIKE_SPEED_MPS)
+    # Only these can be spikes; the distance between their neighbours decides.
+    c = np.flatnonzero(fast | (away > 4.0 * radius_m))
+    if c.size == 0:
+        return tr
+    skip = _norm((tr.lon[c + 2] - tr.lon[c]) * kx[c + 1], y[c + 2] - y[c])
+    away = away[c]
+    spike = (skip < 0.5 * away) & (fast[c] | ((skip <= 2.0 * radius_m) & (away > 4.0 * radius_m)))
     if not spike.any():
         return tr
     keep = np.ones(n, dtype=bool)
-    keep[1:-1] = ~spike
-    return tr.take(np.nonzero(keep)[0])
+    keep[c[spike] + 1] = False
+    return tr.keep(keep)
+
+
+def _norm(dx: FloatArray, dy: FloatArray) -> FloatArray:
+    """``sqrt(dx**2 + dy**2)``, in place of ``np.hypot`` (several times slower, and its
+    guard against overflow is not needed for distances on Earth)."""
+    dx = dx * dx
+    dx += dy * dy
+    return np.sqrt(dx, out=dx)
+
+
+def _sorted_search(a: FloatArray, v: FloatArray, side: Literal["left", "right"]) -> IntArray:
+    """``np.searchsorted(a, v, side)`` for a sorted ``v``: one stable sort of both,
+    which merges the two sorted runs in linear time, instead of a binary search per
+    value (about twice as fast on a day of fixes); small inputs use the binary search."""
+    if v.size < 1024:
+        return np.asarray(np.searchsorted(a, v, side=side), dtype=np.int64)
+    m = v.size
+    if side == "left":  # on ties the values come first: counts the elements below
+        order = np.argsort(np.concatenate((v, a)), kind="stable")
+        return np.asarray(np.flatnonzero(order < m) - np.arange(m), dtype=np.int64)
+    order = np.argsort(np.concatenate((a, v)), kind="stable")
+    return np.asarray(np.flatnonzero(order >= a.size) - np.arange(m), dtype=np.int64)
 
 
 def _wrap_lon(lon: float) -> float:
@@ -395,31 +432,36 @@ def _in_transit(tr: _Track, p: TimelineParams) -> BoolArray:
     win = min(_TRANSIT_WINDOW_S, 0.25 * p.min_stay_s)
     if n < 3 or win <= 0:
         return np.zeros(n, dtype=np.bool_)
-    jf = np.minimum(np.searchsorted(t, t + win, side="left"), n - 1)
-    jb = np.maximum(np.searchsorted(t, t - win, side="right") - 1, 0)
-    kx = M_PER_DEG_LAT * np.cos(np.radians(tr.lat))
+    jf = np.minimum(_sorted_search(t, t + win, "left"), n - 1)
     far = (4.0 * p.stay_radius_m) ** 2
-
-    def d2(j: IntArray) -> FloatArray:
-        dx = (tr.lon[j] - tr.lon) * kx
-        dy = (tr.lat[j] - tr.lat) * M_PER_DEG_LAT
-        return np.asarray(dx * dx + dy * dy, dtype=np.float64)
-
-    return np.asarray(
-        (t[jf] - t >= win)
-        & (t[jf] - t <= 2.0 * win)
-        & (t - t[jb] >= win)
-        & (t - t[jb] <= 2.0 * win)
-        & (d2(jf) > far)
-        & (d2(jb) > far)
-        & (_d2_between(tr, jb, jf, kx) > far),  # not a lone spike: the way goes on
-        dtype=np.bool_,
+    kx = tr.kx
+    out = np.zeros(n, dtype=np.bool_)
+    # far from where the person will be: the few fixes for which the rest is worth it
+    dx = (tr.lon[jf] - tr.lon) * kx
+    dy = (tr.lat[jf] - tr.lat) * M_PER_DEG_LAT
+    c = np.flatnonzero(dx * dx + dy * dy > far)
+    if c.size == 0:
+        return out
+    jb = np.maximum(_sorted_search(t, t[c] - win, "right") - 1, 0)
+    jf, tc = jf[c], t[c]
+    dx = (tr.lon[jb] - tr.lon[c]) * kx[c]
+    dy = (tr.lat[jb] - tr.lat[c]) * M_PER_DEG_LAT
+    ok = (
+        (t[jf] - tc >= win)
+        & (t[jf] - tc <= 2.0 * win)
+        & (tc - t[jb] >= win)
+        & (tc - t[jb] <= 2.0 * win)
+        & (dx * dx + dy * dy > far)
+        & (_d2_between(tr, jb, jf, kx[c]) > far)  # not a lone spike: the way goes on
     )
+    out[c[ok]] = True
+    return out
 
 
 _VECTOR_FROM = 16  # clusters with this many fixes continue in numpy chunks
 _CHUNK0 = 64
 _CHUNK_MAX = 8192
+_WINDOW = 64  # fixes converted to Python floats at a time for the fix-by-fix steps
 
 
 def _scan(
@@ -443,10 +485,6 @@ def _scan(
     together span ``min_stay_s`` (then they are a real visit).
     """
     n = lat.size
-    la = lat.tolist()
-    lo = lon.tolist()
-    tl = t.tolist()
-    wl = w.tolist()
     wlat = w * lat
     wlon = w * lon
     ky = M_PER_DEG_LAT
@@ -454,23 +492,34 @@ def _scan(
     outlier = np.zeros(n, dtype=np.bool_)
     starts: list[int] = []
     moving: list[bool] = []
-    # next_still[i]: first index >= i that is not in transit
-    still = np.nonzero(~transit)[0]
-    pos = np.searchsorted(still, np.arange(n))
-    ns = np.where(pos < still.size, still[np.minimum(pos, max(still.size - 1, 0))], n).tolist()
-    tv = transit.tolist()
+    still = np.flatnonzero(~transit)  # the fixes not in transit
+    # The fix-by-fix steps read Python floats from a window of the arrays, [base, top),
+    # refilled where they are needed: converting whole days to lists would cost more
+    # than the steps themselves when long stays go by in numpy chunks.
+    base = top = 0
+    la: list[float] = []
+    lo: list[float] = []
+    tl: list[float] = []
+    wl: list[float] = []
+    tv: list[bool] = []
+
     i = 0
     while i < n:
+        if i + _MAX_OUTLIER_RUN >= top and top < n:
+            base, top = i, min(n, i + _WINDOW)
+            la, lo, tl = lat[base:top].tolist(), lon[base:top].tolist(), t[base:top].tolist()
+            wl, tv = w[base:top].tolist(), transit[base:top].tolist()
         starts.append(i)
-        if tv[i]:
+        if tv[i - base]:
             moving.append(True)
-            i = ns[i]
+            k = int(np.searchsorted(still, i))
+            i = int(still[k]) if k < still.size else n
             continue
         moving.append(False)
-        kx = ky * math.cos(math.radians(la[i]))
-        sw = wl[i]
-        slat = sw * la[i]
-        slon = sw * lo[i]
+        kx = ky * math.cos(math.radians(la[i - base]))
+        sw = wl[i - base]
+        slat = sw * la[i - base]
+        slon = sw * lo[i - base]
         cnt = 1
         j = i + 1
         chunk = _CHUNK0
@@ -496,30 +545,32 @@ def _scan(
                     cnt += k
                     j += k
                     continue
-            else:
-                if tv[j]:
-                    break
-                dx0 = (lo[j] - clon) * kx
-                dy0 = (la[j] - clat) * ky
+            if j + _MAX_OUTLIER_RUN >= top and top < n:
+                base, top = j, min(n, j + _WINDOW)
+                la, lo, tl = lat[base:top].tolist(), lon[base:top].tolist(), t[base:top].tolist()
+                wl, tv = w[base:top].tolist(), transit[base:top].tolist()
+            if tv[j - base]:
+                break
+            if not (cnt >= _VECTOR_FROM and n - j > _VECTOR_FROM):
+                dx0 = (lo[j - base] - clon) * kx
+                dy0 = (la[j - base] - clat) * ky
                 if dx0 * dx0 + dy0 * dy0 <= rr:
-                    wj = wl[j]
+                    wj = wl[j - base]
                     sw += wj
-                    slat += wj * la[j]
-                    slon += wj * lo[j]
+                    slat += wj * la[j - base]
+                    slon += wj * lo[j - base]
                     cnt += 1
                     j += 1
                     continue
             # Fix j is outside: an outlier run if the track comes straight back.
-            if tv[j]:
-                break
             back = -1
             for k in range(j + 1, min(n, j + 1 + _MAX_OUTLIER_RUN)):
-                dx1 = (lo[k] - clon) * kx
-                dy1 = (la[k] - clat) * ky
+                dx1 = (lo[k - base] - clon) * kx
+                dy1 = (la[k - base] - clat) * ky
                 if dx1 * dx1 + dy1 * dy1 <= rr:
                     back = k
                     break
-            if back > 0 and tl[back - 1] - tl[j] < min_stay_s:
+            if back > 0 and tl[back - 1 - base] - tl[j - base] < min_stay_s:
                 outlier[j:back] = True
                 j = back
                 continue
@@ -550,10 +601,21 @@ def _wquantile(v: FloatArray, w: FloatArray, q: float) -> float:
         pick = np.linspace(0, v.size - 1, _QUANTILE_SAMPLE).astype(np.int64)
         v = v[pick]
         w = w[pick]
-    order = np.argsort(v, kind="stable")
+    order = _argsort_stable(v)
     cw = np.cumsum(w[order])
     k = int(np.searchsorted(cw, q * float(cw[-1]), side="left"))
-    return float(v[order][min(k, v.size - 1)])
+    return float(v[order[min(k, v.size - 1)]])
+
+
+def _argsort_stable(v: FloatArray) -> IntArray:
+    """``np.argsort(v, kind="stable")``, faster: numpy's default sort is several times
+    quicker (SIMD), and without equal values every sort gives the one same order; only
+    with ties (then ordered by position) is the stable sort run."""
+    order = np.argsort(v)
+    vs = v[order]
+    if bool((vs[1:] == vs[:-1]).any()):
+        order = np.argsort(v, kind="stable")
+    return np.asarray(order, dtype=np.int64)
 
 
 def _median_centre(tr: _Track, w: FloatArray, s: int, e: int) -> tuple[float, float]:
@@ -571,6 +633,14 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
     r = p.stay_radius_m
     bounds = [*starts, n]
     w = tr.weights()
+    centres: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def centre(s: int, e: int) -> tuple[float, float]:
+        """The median centre of fixes s..e, computed once per range."""
+        if (s, e) not in centres:
+            centres[(s, e)] = _median_centre(tr, w, s, e)
+        return centres[(s, e)]
+
     cum_lat = np.concatenate(([0.0], np.cumsum(tr.lat)))
     cum_lon = np.concatenate(([0.0], np.cumsum(tr.lon)))
 
@@ -589,7 +659,7 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         if in_transit or t[e] - t[s] < p.min_stay_s:
             plain(s, e)
             continue
-        clat, clon = _median_centre(tr, w, s, e)
+        clat, clon = centre(s, e)
         inside = _dist_from(tr.lat[s : e + 1], tr.lon[s : e + 1], clat, clon) <= r
         if not inside.any():
             plain(s, e)
@@ -599,7 +669,7 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         if t[e2] - t[s2] < p.min_stay_s:
             plain(s, e)
             continue
-        clat, clon = _median_centre(tr, w, s2, e2)
+        clat, clon = centre(s2, e2)
         plain(s, s2 - 1)
         blocks.append((s2, e2, True, clat, clon))
         plain(e2 + 1, e)
@@ -647,11 +717,11 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         if merged and _mergeable(tr, merged[-1], st, p):
             prev = merged[-1]
             prev.e = st.e
-            prev.lat, prev.lon = _median_centre(tr, w, prev.s, prev.e)
+            prev.lat, prev.lon = centre(prev.s, prev.e)
         else:
             merged.append(st)
     for st in merged:
-        st.lat, st.lon = _median_centre(tr, w, st.s, st.e)
+        st.lat, st.lon = centre(st.s, st.e)
         d = _dist_from(tr.lat[st.s : st.e + 1], tr.lon[st.s : st.e + 1], st.lat, st.lon)
         # Final trim: a stay starts and ends with fixes within the radius of its centre.
         inside = d <= r
@@ -659,7 +729,7 @@ def _stays(tr: _Track, starts: list[int], moving: list[bool], p: TimelineParams)
         e2 = st.e - int(np.argmax(inside[::-1]))
         if (s2, e2) != (st.s, st.e) and t[e2] - t[s2] >= p.min_stay_s:
             st.s, st.e = s2, e2
-            st.lat, st.lon = _median_centre(tr, w, st.s, st.e)
+            st.lat, st.lon = centre(st.s, st.e)
             d = _dist_from(tr.lat[st.s : st.e + 1], tr.lon[st.s : st.e + 1], st.lat, st.lon)
         st.radius = _wquantile(d, w[st.s : st.e + 1] + 1e-9, 0.9)
         st.start_t = float(t[st.s])
@@ -698,8 +768,8 @@ def _mergeable(tr: _Track, a: _StayRec, b: _StayRec, p: TimelineParams) -> bool:
 def _window(t: FloatArray, half: float) -> tuple[IntArray, IntArray]:
     """Per sample, the first and last index within +-half seconds."""
     eps = 1e-6
-    lo = np.searchsorted(t, t - half - eps, side="left").astype(np.int64)
-    hi = (np.searchsorted(t, t + half + eps, side="right") - 1).astype(np.int64)
+    lo = _sorted_search(t, t - half - eps, "left")
+    hi = _sorted_search(t, t + half + eps, "right") - 1
     return lo, hi
 
 
@@ -1043,7 +1113,12 @@ def _speeds(tr: _Track, a: int, b: int) -> _Speeds:
     dt = t[hi] - t[lo]
     accel = np.full(t.size, np.nan)
     np.divide(v_acc[hi] - v_acc[lo], dt, out=accel, where=dt > 0)
-    return _Speeds(v_cls, v_fine, accel, _Track(t, lat, lon, dev, tr.orig[a : b + 1]).weights())
+    return _Speeds(
+        v_cls,
+        v_fine,
+        accel,
+        _Track(t, lat, lon, dev, tr.orig[a : b + 1], tr.kx[a : b + 1]).weights(),
+    )
 
 
 def _smooth(t: FloatArray, v: FloatArray, half: float) -> FloatArray:
@@ -1060,7 +1135,7 @@ def _smooth(t: FloatArray, v: FloatArray, half: float) -> FloatArray:
 
 
 def _wpercentiles(v: FloatArray, w: FloatArray, qs: Sequence[float]) -> list[float]:
-    order = np.argsort(v, kind="stable")
+    order = _argsort_stable(v)
     vs = v[order]
     cw = np.cumsum(w[order])
     total = float(cw[-1])
