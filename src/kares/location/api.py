@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -125,6 +126,8 @@ def _fixes_reader() -> SchemaValidator:
                 validation_alias=name if name in _RENAMED else None,
             )
         )
+    # every field of the body is one of FixIn's (FixIn.flag is not sent: its default)
+    assert {f["name"] for f in fields} <= {f.name for f in dataclass_fields(service.FixIn)}
     fix = cs.dataclass_schema(
         service.FixIn,
         cs.dataclass_args_schema("FixIn", fields, extra_behavior="forbid"),
