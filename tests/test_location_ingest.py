@@ -221,6 +221,38 @@ async def test_malformed_batches_get_a_clear_error_and_store_nothing(
     assert await snapshot(db) == before
 
 
+async def test_a_body_only_the_model_reads_is_stored_as_the_usual_one(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    # the route reads usual bodies straight into fixes and leaves the rest to its
+    # model (here: a battery of 80.0, which the model reads as 80): stored alike
+    me, other = await member(client, sms), await member(client, sms, "+8613700001002")
+    now = clock.utcnow()
+    usual = [fix(1, now - timedelta(seconds=5), battery=80, speed_mps=1.5)]
+    unusual = [fix(1, now - timedelta(seconds=5), battery=80.0, speed_mps=1.5)]
+    assert (await upload(client, me, usual)).json()["accepted"] == 1
+    assert (await upload(client, other, unusual)).json()["accepted"] == 1
+    assert await stored(db, me["account"]["id"]) == await stored(db, other["account"]["id"])
+    lasts = [await last_of(db, m["account"]["id"]) for m in (me, other)]
+    assert [x["battery"] for x in lasts if x] == [80, 80]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"location_batch_max": 3}], ids=["max=3"])
+@pytest.mark.parametrize("battery", [80, 80.0], ids=["read", "model"])
+async def test_a_batch_over_the_configured_limit_is_refused_whole(
+    client: httpx.AsyncClient, sms: Any, db: Any, battery: float
+) -> None:
+    me = await member(client, sms)
+    before = await snapshot(db)
+    now = clock.utcnow()
+    batch = [fix(i, now - timedelta(seconds=10 - i), battery=battery) for i in range(4)]
+    r = await upload(client, me, batch)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "location.batch_too_large"
+    assert await snapshot(db) == before
+    assert (await upload(client, me, batch[:3])).json()["accepted"] == 3
+
+
 async def test_without_precise_consent_only_approximate_location_is_stored(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:

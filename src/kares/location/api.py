@@ -7,18 +7,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 from fastapi.sse import format_sse_event
+from pydantic_core import SchemaValidator
+from pydantic_core import core_schema as cs
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 from kares import live
-from kares.deps import DbDep, JsonModelRoute, RuntimeDep, end_request_session, request_ip
+from kares.deps import (
+    DbDep,
+    JsonModelRoute,
+    RuntimeDep,
+    end_request_session,
+    pydantic_only,
+    read_body,
+    request_ip,
+)
 from kares.errors import Problem, responses
 from kares.families import service as families
 from kares.geo import timeline
@@ -57,9 +69,16 @@ def _refusals(items: list[service.Refusal]) -> list[sc.RefusalOut]:
 # --- our apps' batch upload --------------------------------------------------------------------
 
 
+def _cells(cells: list[sc.CellIn]) -> tuple[Cell, ...]:
+    return tuple(Cell(c.mcc, c.mnc, c.lac, c.cid, c.rssi) for c in cells)
+
+
+def _wifi(aps: list[sc.WifiIn]) -> tuple[WifiAp, ...]:
+    return tuple(WifiAp("", w.mac.lower().replace("-", ":"), w.rssi) for w in aps)
+
+
 def _fix_in(f: sc.FixIn) -> service.FixIn:
-    # a 1,000-fix batch makes 1,000 of these: positional, and no tuple built for
-    # the cells and access points most fixes do not have
+    # the model's way, for a body the reader below left to it
     return service.FixIn(
         _ms(f.t),
         f.lat,
@@ -71,26 +90,82 @@ def _fix_in(f: sc.FixIn) -> service.FixIn:
         f.course_deg,
         f.battery,
         f.source,
-        tuple(Cell(c.mcc, c.mnc, c.lac, c.cid, c.rssi) for c in f.cells) if f.cells else (),
-        tuple(WifiAp("", w.mac.lower().replace("-", ":"), w.rssi) for w in f.wifi)
-        if f.wifi
-        else (),
+        _cells(f.cells) if f.cells else (),
+        _wifi(f.wifi) if f.wifi else (),
     )
+
+
+# what _fix_in does, done by the reader as each field is validated
+_RENAMED = {"id": "client_id", "t": "t_ms"}
+_THEN: dict[str, Callable[[Any], Any]] = {"t": _ms, "cells": _cells, "wifi": _wifi}
+
+
+def _fixes_reader() -> SchemaValidator:
+    """The batch body validated straight into ``service.FixIn``s: sc.FixBatch's own
+    rules (taken from its schema, so they cannot drift apart), made
+    :func:`pydantic_only`, with each fix built as the dataclass ``ingest`` takes
+    instead of a model object and then a ``FixIn`` (a 1,000-fix batch is the
+    largest body clients send). No tuple is built for absent cells and Wi-Fi."""
+    batch: Any = pydantic_only(sc.FixBatch.__pydantic_core_schema__)  # a model's schema
+    fixes = batch["schema"]["fields"]["fixes"]["schema"]
+    model = fixes["items_schema"]
+    assert batch["cls"] is sc.FixBatch and model["cls"] is sc.FixIn
+    fields = []
+    for name, f in model["schema"]["fields"].items():
+        rule, then = f["schema"], _THEN.get(name)
+        if then is not None and rule["type"] == "default":  # cells, wifi: an empty list
+            rule = cs.with_default_schema(
+                cs.no_info_after_validator_function(then, rule["schema"]), default=()
+            )
+        elif then is not None:
+            rule = cs.no_info_after_validator_function(then, rule)
+        fields.append(
+            cs.dataclass_field(
+                _RENAMED.get(name, name),
+                rule,
+                validation_alias=name if name in _RENAMED else None,
+            )
+        )
+    # every field of the body is one of FixIn's (FixIn.flag is not sent: its default)
+    assert {f["name"] for f in fields} <= {f.name for f in dataclass_fields(service.FixIn)}
+    fix = cs.dataclass_schema(
+        service.FixIn,
+        cs.dataclass_args_schema("FixIn", fields, extra_behavior="forbid"),
+        [f["name"] for f in fields],
+        config=model["config"],
+    )
+    body = cs.typed_dict_schema(
+        {"fixes": cs.typed_dict_field({**fixes, "items_schema": fix})},
+        extra_behavior="forbid",
+    )
+    return SchemaValidator(body, batch["config"])
+
+
+_FIXES = _fixes_reader()
+
+
+def _read_fixes(raw: bytes) -> list[service.FixIn]:
+    fixes: list[service.FixIn] = _FIXES.validate_json(raw)["fixes"]
+    return fixes
 
 
 async def upload(
     body: sc.FixBatch,
+    request: Request,
     ctx: Annotated[Allowed, guard("driving_tracks", "upload", trackers=True)],
     rt: RuntimeDep,
     s: DbDep,
 ) -> sc.BatchResult:
-    if len(body.fixes) > rt.settings.location_batch_max:
+    fixes: list[service.FixIn] | None = read_body(request)
+    if fixes is None:
+        fixes = [_fix_in(f) for f in body.fixes]
+    if len(fixes) > rt.settings.location_batch_max:
         raise Problem(
             422,
             "location.batch_too_large",
             f"At most {rt.settings.location_batch_max} fixes per request.",
         )
-    res = await service.upload(s, rt, ctx, [_fix_in(f) for f in body.fixes])
+    res = await service.upload(s, rt, ctx, fixes)
     return sc.BatchResult(
         accepted=res.accepted,
         duplicates=res.duplicates,
@@ -101,12 +176,13 @@ async def upload(
     )
 
 
-# validated from the raw bytes: a 1,000-fix batch is the largest body clients send
+# validated from the raw bytes, straight into what ingest takes: a 1,000-fix batch
+# is the largest body clients send
 router.add_api_route(
     "/api/v1/location/fixes",
     upload,
     methods=["POST"],
-    route_class_override=JsonModelRoute,
+    route_class_override=JsonModelRoute.reading(_read_fixes),
     response_model=sc.BatchResult,
     responses=responses(*AUTH, (422, "request.invalid")),
     summary="Upload a batch of fixes (up to 1,000; retries are stored once)",
