@@ -131,6 +131,20 @@ async def run(
     return out
 
 
+def count_steady(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each post from now on was answered by the steady path."""
+    taken: list[bool] = []
+    steady = owntracks._steady
+
+    async def counted(*a: Any, **kw: Any) -> Any:
+        reply = await steady(*a, **kw)
+        taken.append(reply is not None)
+        return reply
+
+    monkeypatch.setattr(owntracks, "_steady", counted)
+    return taken
+
+
 async def left_behind(db: Any, client: httpx.AsyncClient, fam: dict[str, Any]) -> dict[str, Any]:
     """Everything the posts left, with the family's own ids taken out."""
     alice, bob = fam["alice"]["account"]["id"], fam["bob"]["account"]["id"]
@@ -190,15 +204,7 @@ async def test_the_steady_path_leaves_what_the_route_leaves(
     posts = day(base)
     with_steady, without = await family(client, sms, 1, base), await family(client, sms, 2, base)
 
-    taken: list[bool] = []
-    steady = owntracks._steady
-
-    async def counted(*a: Any, **kw: Any) -> Any:
-        reply = await steady(*a, **kw)
-        taken.append(reply is not None)
-        return reply
-
-    monkeypatch.setattr(owntracks, "_steady", counted)
+    taken = count_steady(monkeypatch)
     replies_on = await run(client, with_steady, posts)
 
     async def never(*a: Any, **kw: Any) -> None:

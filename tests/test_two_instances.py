@@ -31,12 +31,12 @@ from kares.app import create_app
 from kares.config import Settings
 from kares.location import trackers
 from kares.privacy import service as privacy_service
-from kares.protocols import owntracks
 from tests.conftest import POLICY_VERSION, bearer, sign_up, snapshot
 from tests.test_families import join, new_family, problem
 from tests.test_location_clients import basic, ot_location
 from tests.test_location_ingest import fix, member, stored
 from tests.test_minors import approved_pair
+from tests.test_owntracks_steady import count_steady
 
 ALICE, BOB = "+8613700007001", "+8613700007002"
 PHONE_A = {"model": "Pixel 8", "os": "Android", "id": "OAID-7001"}
@@ -368,15 +368,7 @@ async def test_owntracks_steady_posts_on_a_follow_consents_changed_through_b(
     )
     t = r.json()
     auth = basic(t["username"], t["secret"])
-    taken: list[bool] = []
-    steady = owntracks._steady
-
-    async def counted(*args: Any, **kw: Any) -> Any:
-        reply = await steady(*args, **kw)
-        taken.append(reply is not None)
-        return reply
-
-    monkeypatch.setattr(owntracks, "_steady", counted)
+    taken = count_steady(monkeypatch)
     sqlite = db.engine.dialect.name == "sqlite"
     now = int(clock.utcnow().timestamp())
 

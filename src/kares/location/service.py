@@ -1385,16 +1385,22 @@ class Seen(NamedTuple):
     precise: bool
 
 
-def _visible_statement() -> Statement:
-    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == bindparam("viewer"))
-    tid = (
+def _first_tid(account_id: Any, outer: Any) -> Any:
+    """The tracker id a person's first tracker with one chose, as a column of a
+    query over ``outer`` (whose ``account_id`` column this is)."""
+    return (
         select(Tracker.tid)
-        .where(Tracker.account_id == FamilyMember.account_id, Tracker.tid.is_not(None))
+        .where(Tracker.account_id == account_id, Tracker.tid.is_not(None))
         .order_by(Tracker.created_at)
         .limit(1)
-        .correlate(FamilyMember)
+        .correlate(outer)
         .scalar_subquery()
     )
+
+
+def _visible_statement() -> Statement:
+    mine = select(FamilyMember.family_id).where(FamilyMember.account_id == bindparam("viewer"))
+    tid = _first_tid(FamilyMember.account_id, FamilyMember)
     last = LastLocation
     return Statement(
         select(
@@ -1420,14 +1426,7 @@ _VISIBLE = _visible_statement()
 
 def _own_statement() -> Statement:
     # what visible_positions shows of a viewer in no family yet
-    tid = (
-        select(Tracker.tid)
-        .where(Tracker.account_id == Account.id, Tracker.tid.is_not(None))
-        .order_by(Tracker.created_at)
-        .limit(1)
-        .correlate(Account)
-        .scalar_subquery()
-    )
+    tid = _first_tid(Account.id, Account)
     last = LastLocation
     return Statement(
         select(Account.name, *(getattr(last, f) for f in Seen._fields), tid.label("tid"))
