@@ -42,15 +42,17 @@ _JSON = b"application/json"
 def json_reply(content: Any, headers: Mapping[str, str] | None = None) -> Reply:
     """A 200 JSON answer (encoded as the framework's ``JSONResponse`` does)."""
     body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    return 200, [(b"content-type", _JSON), *extra], body.encode("utf-8")
+    return 200, [(b"content-type", _JSON), *_encoded(headers)], body.encode("utf-8")
+
+
+def _encoded(headers: Mapping[str, str] | None) -> Headers:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
 
 
 def _problem(
     status: int, code: str, detail: str, headers: Mapping[str, str] | None, **extra: Any
 ) -> Reply:
-    hs = [(b"content-type", PROBLEM_MEDIA_TYPE.encode())]
-    hs += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    hs = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), *_encoded(headers)]
     return status, hs, problem_body(status, code, detail, **extra)
 
 

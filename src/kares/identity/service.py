@@ -12,7 +12,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import phonenumbers
@@ -247,6 +247,10 @@ def _usable(status: str, kind: str) -> bool:
     return status == "active" or (status == "managed" and kind == "watch")
 
 
+def _live(revoked_at: datetime | None, expires_at: datetime, now: datetime) -> bool:
+    return revoked_at is None and expires_at > now
+
+
 # built once: the one query every signed-in request makes (the account's
 # privacy_version comes with it, for the guard's cached decisions)
 def _session_and_account(where: Any) -> Entities:
@@ -270,7 +274,7 @@ async def live_session(s: AsyncSession, session_id: str) -> tuple[Account, Sessi
     if row is None:
         return None
     sess, account = row
-    if sess.revoked_at is not None or sess.expires_at <= clock.utcnow():
+    if not _live(sess.revoked_at, sess.expires_at, clock.utcnow()):
         return None
     return (account, sess) if usable(account, sess) else None
 
@@ -320,13 +324,16 @@ async def steady_session(s: Conn, rt: Runtime, token: str) -> SessionFacts | Non
         return None
     now = clock.utcnow()
     if (
-        row.revoked_at is not None
-        or row.expires_at <= now
+        not _live(row.revoked_at, row.expires_at, now)
         or not _usable(row.status, row.kind)
-        or (now - row.last_seen_at).total_seconds() >= rt.settings.session_touch_seconds
+        or _due_a_touch(rt, row.last_seen_at, now)
     ):
         return None
     return SessionFacts(*row[:8])
+
+
+def _due_a_touch(rt: Runtime, last_seen_at: datetime, now: datetime) -> bool:
+    return (now - last_seen_at).total_seconds() >= rt.settings.session_touch_seconds
 
 
 async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Account, Session] | None:
@@ -338,9 +345,9 @@ async def authenticate(s: AsyncSession, rt: Runtime, token: str) -> tuple[Accoun
         return None
     sess, account = row
     now = clock.utcnow()
-    if sess.revoked_at is not None or sess.expires_at <= now or not usable(account, sess):
+    if not _live(sess.revoked_at, sess.expires_at, now) or not usable(account, sess):
         return None
-    if (now - sess.last_seen_at).total_seconds() >= rt.settings.session_touch_seconds:
+    if _due_a_touch(rt, sess.last_seen_at, now):
         # watches and trackers keep the long life they were given; a person's
         # sessions live ``session_ttl_days`` past their last use
         ttl = timedelta(days=rt.settings.session_ttl_days)

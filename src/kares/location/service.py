@@ -214,15 +214,7 @@ async def ingest(
         if r[_T] > newest[_T]:
             newest = r
     if last is None or newest[_T] > last[0]:
-        position = await _set_last(s, account_id, dict(zip(FIX_COLUMNS, newest, strict=True)))
-        if position is not None:
-            res.last_updated = True
-            # the streams watching this person re-read it under their own rights
-            events.on_commit(
-                s,
-                lambda: live.hub.deliver(kind="location", about=account_id, seq=position),
-                key=("location", account_id),
-            )
+        res.last_updated = await _set_last(s, account_id, newest)
     await places.observe(s, rt, account_id=account_id, fixes=_GoodFixes(good))
     return res
 
@@ -491,14 +483,7 @@ async def upload_steady(
     if not await _store(tx, rows):
         return None  # stored already: a retry
     res.accepted = 1
-    position = await _set_last(tx, account_id, dict(zip(FIX_COLUMNS, rows[0], strict=True)))
-    if position is not None:
-        res.last_updated = True
-        events.on_commit(
-            tx,
-            lambda: live.hub.deliver(kind="location", about=account_id, seq=position),
-            key=("location", account_id),
-        )
+    res.last_updated = await _set_last(tx, account_id, rows[0])
     if (
         await places.observe(tx, rt, account_id=account_id, fixes=_GoodFixes(rows), steady=True)
         is None
@@ -1038,11 +1023,26 @@ def _set_last_statement(dialect: str) -> Any:
 _SET_LAST = {d: Statement(_set_last_statement(d)) for d in ("sqlite", "postgresql")}
 
 
-async def _set_last(s: Conn, account_id: str, r: dict[str, Any]) -> int | None:
-    params = {c: r[c] for c in _LAST_COLUMNS}
+_LAST_AT = [FIX_COLUMNS.index(c) for c in _LAST_COLUMNS]
+
+
+async def _set_last(s: Conn, account_id: str, row: _Row) -> bool:
+    """Make a newly stored good fix (a row as ingest writes it) the person's last
+    location, unless a newer one is stored; once that commits, the streams
+    watching this person hear of it (and re-read it under their own rights).
+    Whether it became the last location."""
+    params = {c: row[k] for c, k in zip(_LAST_COLUMNS, _LAST_AT, strict=True)}
     params["account_id"] = account_id
-    row = await _SET_LAST[dialect_of(s)].first(s, params)
-    return int(row.position) if row is not None and row.position is not None else None
+    found = await _SET_LAST[dialect_of(s)].first(s, params)
+    if found is None or found.position is None:
+        return False
+    position = int(found.position)
+    events.on_commit(
+        s,
+        lambda: live.hub.deliver(kind="location", about=account_id, seq=position),
+        key=("location", account_id),
+    )
+    return True
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -291,15 +291,14 @@ async def _post(
     """One post of the app, its caller admitted: the reply and its headers."""
     assert ctx.caller is not None
     tracker = await trackers.of_session(s, ctx.caller.session.id)
-    username = tracker.username if tracker is not None else f"kares-{ctx.account_id[:12]}"
-    limit_u = headers.get("x-limit-u") or query.get("u")
-    if limit_u and limit_u.lower() != username.lower():
+    username = _username(tracker, ctx.account_id)
+    if _other_user(headers, query, username):
         raise Problem(
             403,
             "owntracks.user_mismatch",
             f"This credential belongs to user {username!r}; set that as the user name.",
         )
-    device = (headers.get("x-limit-d") or query.get("d") or "phone")[:32]
+    device = _device(headers, query)
     # the booklet: the app posts a zero-length body when a friend is deleted
     if raw.strip():
         msg = parse(jsonread.body(raw), device=device)
@@ -324,6 +323,22 @@ async def _post(
     return await friends(s, rt, ctx.account_id, ctx.degraded, (username, device)), out
 
 
+def _username(tracker: trackers.Credential | None, account_id: str) -> str:
+    """The OwnTracks user name of a caller: its tracker's, or one made of its account."""
+    return tracker.username if tracker is not None else f"kares-{account_id[:12]}"
+
+
+def _other_user(headers: Mapping[str, str], query: Mapping[str, str], username: str) -> bool:
+    """Whether the app names a user (``X-Limit-U`` or ``?u=``) other than the caller."""
+    limit_u = headers.get("x-limit-u") or query.get("u")
+    return limit_u is not None and limit_u != "" and limit_u.lower() != username.lower()
+
+
+def _device(headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """The device the app names (``X-Limit-D`` or ``?d=``): part of each fix's retry key."""
+    return (headers.get("x-limit-d") or query.get("d") or "phone")[:32]
+
+
 async def lane(scope: Scope, raw: bytes) -> Reply:
     """``POST /owntracks`` without the framework (kares.lanes): the same caller,
     guard and post as the route above. On SQLite a location in the steady state
@@ -331,8 +346,9 @@ async def lane(scope: Scope, raw: bytes) -> Reply:
     post on PostgreSQL, goes the route's way with a session."""
     rt: Runtime = scope["app"].state.runtime
     headers = Headers(scope=scope)
+    query = QueryParams(scope["query_string"])
     if rt.db.dialect == "sqlite" and "cookie" not in headers:
-        reply = await _steady(rt, headers, QueryParams(scope["query_string"]), raw)
+        reply = await _steady(rt, headers, query, raw)
         if reply is not None:
             return reply
     s = rt.db.sessions()
@@ -342,7 +358,7 @@ async def lane(scope: Scope, raw: bytes) -> Reply:
             s, rt, headers, cookies, lambda: unsafe_without_csrf("POST", headers)
         )
         ctx = await admit(s, rt, caller, *GUARD, trackers=True)
-        body, extra = await _post(s, rt, ctx, headers, QueryParams(scope["query_string"]), raw)
+        body, extra = await _post(s, rt, ctx, headers, query, raw)
     finally:
         await s.close()
     return json_reply(body, extra)
@@ -358,7 +374,7 @@ async def _steady(
     creds = steady_credentials(headers)
     if creds is None:
         return None
-    device = (headers.get("x-limit-d") or query.get("d") or "phone")[:32]
+    device = _device(headers, query)
     if not raw.strip():
         return None
     try:
@@ -375,9 +391,8 @@ async def _steady(
         tracker = trackers.known(facts.session_id)
         if facts.kind == TRACKER_KIND and tracker is None:
             return None  # the route reads it (and remembers it)
-        username = tracker.username if tracker is not None else f"kares-{facts.account_id[:12]}"
-        limit_u = headers.get("x-limit-u") or query.get("u")
-        if limit_u and limit_u.lower() != username.lower():
+        username = _username(tracker, facts.account_id)
+        if _other_user(headers, query, username):
             return None
         if tracker is not None and trackers.tid_changes(tracker, msg.tid):
             return None
