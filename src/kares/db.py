@@ -29,7 +29,6 @@ from sqlalchemy.orm import DeclarativeBase, make_transient_to_detached
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import greenlet_spawn
 
 from kares import sqlite
 
@@ -138,14 +137,8 @@ class Database:
         self.engine = make_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.dialect: str = self.engine.dialect.name
-        # the bare connections of Tx (SQLite files: each connection of an in-memory
-        # database would be a database of its own, so those share the engine's pool)
+        # the bare connections of Tx, idle between transactions (SQLite only)
         self._idle: list[sqlite.Connection] = []
-        self._file: tuple[str, bool] | None = None
-        if self.dialect == "sqlite":
-            database, uri = _sqlite_file(url)
-            if database != ":memory:" and "mode=memory" not in database:
-                self._file = (database, uri)
 
     def tx(self) -> Tx:
         """A transaction on a bare driver connection, without an ORM session (SQLite
@@ -153,26 +146,16 @@ class Database:
         assert self.dialect == "sqlite", "Tx runs on SQLite's inline driver"
         return Tx(self)
 
-    async def _take(self) -> tuple[sqlite.Connection, Any]:
-        """A driver connection for a Tx, and what to give back (None: it is ours)."""
-        if self._file is None:
-            fairy = await greenlet_spawn(self.engine.sync_engine.pool.connect)
-            driver = fairy.driver_connection
-            assert isinstance(driver, sqlite.Connection)
-            return driver, fairy
+    async def _take(self) -> sqlite.Connection:
         if self._idle:
-            return self._idle.pop(), None
-        database, uri = self._file
+            return self._idle.pop()
+        database, uri = _sqlite_file(self.url)
         conn = await sqlite.connect(database, timeout=30, uri=uri)
         for pragma in SQLITE_PRAGMAS:
             conn.raw.execute(pragma)
-        return conn, None
+        return conn
 
-    async def _give_back(self, conn: sqlite.Connection, fairy: Any) -> None:
-        if fairy is not None:
-            # the pool rolls back what was not committed, as it does for a session
-            await greenlet_spawn(fairy.close)
-            return
+    async def _give_back(self, conn: sqlite.Connection) -> None:
         if conn.in_transaction:
             await conn.rollback()
         if len(self._idle) < SQLITE_POOL_SIZE:
@@ -218,7 +201,6 @@ class Tx:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._fairy: Any = None
         self.driver: Any = None
         self.dialect = "sqlite"
         self._after: dict[object, Callable[[], object]] = {}
@@ -229,7 +211,7 @@ class Tx:
         self._after.setdefault(key, fn)
 
     async def __aenter__(self) -> Tx:
-        self.driver, self._fairy = await self._db._take()
+        self.driver = await self._db._take()
         return self
 
     async def commit(self) -> None:
@@ -243,8 +225,8 @@ class Tx:
 
     async def __aexit__(self, *exc: object) -> None:
         self._after.clear()
-        driver, fairy, self._fairy, self.driver = self.driver, self._fairy, None, None
-        await self._db._give_back(driver, fairy)  # what was not committed is rolled back
+        driver, self.driver = self.driver, None
+        await self._db._give_back(driver)  # what was not committed is rolled back
 
 
 Conn = AsyncSession | Tx
