@@ -195,6 +195,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def query(db: Any, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """The rows of a SELECT on the test's database, each as a dict."""
+    async with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in await conn.execute(text(sql), params)]
+
+
 async def count_rows(db: Any, table: str) -> int:
     async with db.engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from kares import clock
+from tests.conftest import query
 from tests.test_location_ingest import last_of, member
 from tests.test_location_read import import_file
 
@@ -61,16 +61,13 @@ def exported(name: str) -> tuple[bytes, int]:
 
 
 async def rows_of(db: Any, account_id: str) -> list[dict[str, Any]]:
-    async with db.engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT recorded_ms, lat, lon, accuracy_m, altitude_m, speed_mps, course_deg, "
-                "status, flag, source FROM location_fixes WHERE account_id = :a "
-                "ORDER BY recorded_ms"
-            ),
-            {"a": account_id},
-        )
-        return [dict(r._mapping) for r in rows]
+    return await query(
+        db,
+        "SELECT recorded_ms, lat, lon, accuracy_m, altitude_m, speed_mps, course_deg, "
+        "status, flag, source FROM location_fixes WHERE account_id = :a "
+        "ORDER BY recorded_ms",
+        a=account_id,
+    )
 
 
 # what each file's first point keeps besides its time and position

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from kares import clock
-from tests.conftest import POLICY_VERSION, bearer, count_rows, sign_up, snapshot
+from tests.conftest import POLICY_VERSION, bearer, count_rows, query, sign_up, snapshot
 
 FIXES = "/api/v1/location/fixes"
 ME = "+8613700001001"
@@ -54,16 +54,13 @@ async def upload(client: httpx.AsyncClient, me: dict, fixes: list[dict]) -> http
 
 
 async def stored(db: Any, account_id: str) -> list[dict[str, Any]]:
-    async with db.engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT client_id, recorded_ms, lat, lon, accuracy_m, speed_mps, status, flag, "
-                "precise, source, radio FROM location_fixes WHERE account_id = :a "
-                "ORDER BY recorded_ms"
-            ),
-            {"a": account_id},
-        )
-        return [dict(r._mapping) for r in rows]
+    return await query(
+        db,
+        "SELECT client_id, recorded_ms, lat, lon, accuracy_m, speed_mps, status, flag, "
+        "precise, source, radio FROM location_fixes WHERE account_id = :a "
+        "ORDER BY recorded_ms",
+        a=account_id,
+    )
 
 
 async def last_of(db: Any, account_id: str) -> dict[str, Any] | None:

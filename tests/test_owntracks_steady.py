@@ -21,11 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from kares import clock
 from kares.protocols import owntracks
-from tests.conftest import bearer
+from tests.conftest import bearer, query
 from tests.test_families import join, new_family
 from tests.test_location_clients import basic, ot_location, tracker
 from tests.test_location_ingest import member, stored
@@ -149,32 +148,31 @@ async def left_behind(db: Any, client: httpx.AsyncClient, fam: dict[str, Any]) -
     """Everything the posts left, with the family's own ids taken out."""
     alice, bob = fam["alice"]["account"]["id"], fam["bob"]["account"]["id"]
     fixes = [{k: v for k, v in f.items() if k != "received_ms"} for f in await stored(db, alice)]
-    async with db.engine.connect() as conn:
-
-        async def rows(sql: str, **params: Any) -> list[dict[str, Any]]:
-            return [dict(r._mapping) for r in await conn.execute(text(sql), params)]
-
-        last = await rows(
-            "SELECT recorded_ms, lat, lon, accuracy_m, speed_mps, course_deg, battery, precise, "
-            "(SELECT client_id FROM location_fixes f WHERE f.id = l.position) AS fix "
-            "FROM location_last l WHERE account_id = :a",
-            a=alice,
-        )
-        presence = await rows(
-            "SELECT inside, since_ms, seen_ms, pending_since_ms FROM place_presence "
-            "WHERE account_id = :a",
-            a=alice,
-        )
-        jobs = await rows(
-            "SELECT kind, payload, attempts FROM jobs WHERE account_id = :a ORDER BY kind, run_at",
-            a=alice,
-        )
-        tids = await rows("SELECT tid FROM location_trackers WHERE account_id = :a", a=alice)
-        places = await rows(
-            "SELECT name, lat, lon, radius_m, external_id FROM places "
-            "WHERE account_id = :a AND family_id IS NULL",
-            a=alice,
-        )
+    last = await query(
+        db,
+        "SELECT recorded_ms, lat, lon, accuracy_m, speed_mps, course_deg, battery, precise, "
+        "(SELECT client_id FROM location_fixes f WHERE f.id = l.position) AS fix "
+        "FROM location_last l WHERE account_id = :a",
+        a=alice,
+    )
+    presence = await query(
+        db,
+        "SELECT inside, since_ms, seen_ms, pending_since_ms FROM place_presence "
+        "WHERE account_id = :a",
+        a=alice,
+    )
+    jobs = await query(
+        db,
+        "SELECT kind, payload, attempts FROM jobs WHERE account_id = :a ORDER BY kind, run_at",
+        a=alice,
+    )
+    tids = await query(db, "SELECT tid FROM location_trackers WHERE account_id = :a", a=alice)
+    places = await query(
+        db,
+        "SELECT name, lat, lon, radius_m, external_id FROM places "
+        "WHERE account_id = :a AND family_id IS NULL",
+        a=alice,
+    )
     r = await client.get("/api/v1/notifications", headers=bearer(fam["bob"]["token"]))
     told = [(n["title"], n["data"]["event"]) for n in r.json() if n["category"] == "location"]
     assert bob not in json.dumps(fixes)

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from kares import clock, jobs
 from kares.sos.service import LIVE_FOR
-from tests.conftest import bearer
+from tests.conftest import bearer, query
 from tests.test_location_read import ALICE, CAROL, fam
 
 __all__ = ["fam"]  # the fixture: Alice, Bob and Carol in one family; Dan in none
@@ -23,15 +23,12 @@ SOS = "/api/v1/sos"
 
 
 async def rows(db: Any, account_id: str) -> list[dict[str, Any]]:
-    async with db.engine.connect() as c:
-        got = await c.execute(
-            text(
-                "SELECT id, status, repeats, repeated_at, open_person FROM sos_alerts "
-                "WHERE account_id = :a ORDER BY created_at"
-            ),
-            {"a": account_id},
-        )
-        return [dict(r._mapping) for r in got]
+    return await query(
+        db,
+        "SELECT id, status, repeats, repeated_at, open_person FROM sos_alerts "
+        "WHERE account_id = :a ORDER BY created_at",
+        a=account_id,
+    )
 
 
 async def sos_jobs(db: Any) -> dict[str, int]:

@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from kares import clock
 from kares.domains import metadata
 from kares.protocols.watch import frames as wp
 from kares.protocols.watch.server import WatchServer
-from tests.conftest import POLICY_VERSION, bearer, sign_up
+from tests.conftest import POLICY_VERSION, bearer, query, sign_up
 from tests.test_families import join, set_role
 from tests.test_location_ingest import grant_precise
 
@@ -228,15 +228,12 @@ async def inbox(client: httpx.AsyncClient, who: dict[str, Any]) -> list[dict[str
 
 
 async def alerts(db: Any, account_id: str) -> list[dict[str, Any]]:
-    async with db.engine.connect() as c:
-        rows = await c.execute(
-            text(
-                "SELECT id, account_id, lat, lon, precision, battery, note, status "
-                "FROM sos_alerts WHERE account_id = :a ORDER BY created_at"
-            ),
-            {"a": account_id},
-        )
-        return [dict(r._mapping) for r in rows]
+    return await query(
+        db,
+        "SELECT id, account_id, lat, lon, precision, battery, note, status "
+        "FROM sos_alerts WHERE account_id = :a ORDER BY created_at",
+        a=account_id,
+    )
 
 
 async def watch_device(client: httpx.AsyncClient, ctx: dict[str, Any]) -> dict[str, Any]:
