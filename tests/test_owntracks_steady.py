@@ -26,8 +26,9 @@ from kares import clock
 from kares.protocols import owntracks
 from tests.conftest import bearer, query
 from tests.test_families import join, new_family
-from tests.test_location_clients import basic, ot_location, tracker
+from tests.test_location_clients import basic, named, ot_location, tracker
 from tests.test_location_ingest import member, stored
+from tests.test_location_read import share
 
 HOME = (31.2000, 121.4700)
 
@@ -46,18 +47,12 @@ async def family(client: httpx.AsyncClient, sms: Any, n: int, base: int) -> dict
     she arrives at or leaves Home."""
     alice = await member(client, sms, f"+86137000090{n}1")
     bob = await member(client, sms, f"+86137000090{n}2")
-    for who, name in ((alice, "Alice Li"), (bob, "Bob")):
-        r = await client.patch("/api/v1/me", json={"name": name}, headers=bearer(who["token"]))
-        assert r.status_code == 200
+    await named(client, alice, "Alice Li")
+    await named(client, bob, "Bob")
     fid = await new_family(client, alice, f"Lis {n}")
     await join(client, alice, fid, bob)
     for who in (alice, bob):
-        r = await client.put(
-            f"/api/v1/families/{fid}/members/me/sharing",
-            json={"location": "history"},
-            headers=bearer(who["token"]),
-        )
-        assert r.status_code == 200, r.text
+        await share(client, who, fid, location="history")
     r = await client.post(
         f"/api/v1/families/{fid}/places",
         json={"name": "Home", "lat": HOME[0], "lon": HOME[1], "radius_m": 150},
