@@ -31,6 +31,7 @@ BEGIN, END = "<!-- layers:begin (scripts/layers.py) -->", "<!-- layers:end -->"
 BANDS = [
     ("entry points", {"__main__", "cli", "app", "domains"}),
     ("protocols (wire formats)", {"protocols"}),
+    ("rights, retention and statistics", {"rights", "retention", "stats"}),
     ("features", {"sos", "location"}),
     ("people", {"watches", "families", "accounts", "notify", "devices", "media"}),
     ("privacy core", {"privacy"}),

@@ -1,0 +1,1 @@
+"""Anonymised usage statistics (policy 1.6): k-anonymity and OpenDP noise."""
