@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BeforeValidator, Field, WrapValidator
 from sqlalchemy import Text
@@ -55,21 +56,41 @@ class Encrypted(TypeDecorator[str]):
         return crypto.decrypt(value, context=self.context)
 
 
+@dataclass(frozen=True)
+class Keyed:
+    """A column holding ``crypto.blind_index(<an account's value>, purpose=...)``.
+
+    ``value`` names the account's column that was indexed (``"accounts.phone"``,
+    read decrypted); ``role`` says whether the rows are the account's own
+    ("subject") or someone else's that name it ("also": a guardian named by
+    number in a child's request); ``when`` limits the match to rows whose
+    columns hold these values (password_limits: only ``scope = "number"``).
+    """
+
+    column: str
+    value: str
+    purpose: str
+    role: Literal["subject", "also"] = "subject"
+    when: tuple[tuple[str, str], ...] = ()
+
+
 def table_info(
     *,
     subject: str | None,
     not_personal: tuple[str, ...] = (),
     why: str = "",
     also_about: tuple[str, ...] = (),
+    keyed: tuple[Keyed, ...] = (),
 ) -> dict[str, Any]:
     """``__table_args__`` entry: whose data the table holds and which columns are
     explicitly not personal.
 
     ``subject`` names the column holding the account id the rows are about (None
     for tables about no account, with ``why``); ``also_about`` names further
-    account columns whose account the rows also concern (a guardian). A test
-    fails on any column that is neither ``personal(...)``, ``not_personal(...)``
-    nor listed here.
+    account columns whose account the rows also concern (a guardian);
+    ``keyed`` names columns that find an account by a blind index of one of its
+    values (``kares.privacy.reach`` reads all three). A test fails on any column
+    that is neither ``personal(...)``, ``not_personal(...)`` nor listed here.
     """
     return {
         "info": {
@@ -77,6 +98,7 @@ def table_info(
             "not_personal": list(not_personal),
             "why": why,
             "also_about": list(also_about),
+            "keyed": list(keyed),
         }
     }
 

@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstr
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.fields import personal, table_info
+from kares.fields import Keyed, personal, table_info
 
 
 class LoginEvent(Base):
@@ -124,6 +124,14 @@ class PasswordLimit(Base):
         table_info(
             subject=None,
             why="sign-in limits: keyed hashes of a number or an address, kept about an hour",
+            keyed=(
+                Keyed(
+                    "key",
+                    value="accounts.phone",
+                    purpose="password-limit-number",
+                    when=(("scope", "number"),),
+                ),
+            ),
             not_personal=(
                 "scope",
                 "failures",

@@ -10,7 +10,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.fields import Encrypted, not_personal, personal, table_info
+from kares.fields import Encrypted, Keyed, not_personal, personal, table_info
 
 
 class Account(Base):
@@ -68,6 +68,7 @@ class OtpChallenge(Base):
         table_info(
             subject=None,
             why="one-time codes: keyed by a hash of the number, kept minutes",
+            keyed=(Keyed("phone_hash", value="accounts.phone", purpose="phone"),),
             not_personal=("id", "purpose", "created_at", "expires_at", "attempts", "consumed_at"),
         ),
     )

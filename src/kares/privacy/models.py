@@ -10,7 +10,7 @@ from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.fields import not_personal, personal, table_info
+from kares.fields import Keyed, not_personal, personal, table_info
 
 
 class PolicyVersion(Base):
@@ -74,7 +74,14 @@ class GuardianRequest(Base):
     __tablename__ = "guardian_requests"
     __table_args__ = (
         Index("ix_guardian_requests_guardian", "guardian_phone_hash", "created_at"),
-        table_info(subject="minor_account_id", not_personal=("id",)),
+        table_info(
+            subject="minor_account_id",
+            not_personal=("id",),
+            # the guardian asked for, named by number before they answer
+            keyed=(
+                Keyed("guardian_phone_hash", value="accounts.phone", purpose="phone", role="also"),
+            ),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -704,36 +704,15 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
     from sqlalchemy import select as sa_select
 
     from kares.db import Base
-
-    metadata = Base.metadata
+    from kares.privacy import reach
 
     held: dict[str, datetime | None] = {}
-    for table in metadata.sorted_tables:
-        info = table.info or {}
-        subject_col = info.get("subject_column")
-        source: Any = table
-        if subject_col:
-            subject = table.c[subject_col]
-        else:
-            # A table about no account directly may be about one through a
-            # foreign key (device_permissions -> devices.account_id).
-            fk = next(
-                (
-                    f
-                    for f in table.foreign_keys
-                    if (f.column.table.info or {}).get("subject_column")
-                ),
-                None,
-            )
-            if fk is None:
-                continue
-            parent = fk.column.table
-            subject = parent.c[parent.info["subject_column"]]
-            source = table.join(parent, fk.parent == fk.column)
-        # tables about two accounts (guardianships) name the second one too
-        about = or_(
-            subject == account.id, *(table.c[c] == account.id for c in info.get("also_about", ()))
-        )
+    values = await reach.values_of(s, account.id)
+    for table in Base.metadata.sorted_tables:
+        # every way the table's rows can be about the account (kares.privacy.reach)
+        about = reach.where_about(table, account.id, values)
+        if about is None:
+            continue
         time_col = next(
             (
                 table.c[n]
@@ -754,11 +733,7 @@ async def explain(s: AsyncSession, cat: Catalog, account: Account) -> list[dict[
             if not cat_key:
                 continue
             oldest = sa_func.min(time_col) if time_col is not None else literal(None)
-            q = (
-                sa_select(sa_func.count(), oldest)
-                .select_from(source)
-                .where(about, col.is_not(None))
-            )
+            q = sa_select(sa_func.count(), oldest).select_from(table).where(about, col.is_not(None))
             count, first = (await s.execute(q)).one()
             if count:
                 prev = held.get(cat_key)
