@@ -275,9 +275,10 @@ class Server:
             ]
         else:
             cmd = [
-                str(VENV_BIN / "uvicorn"), "--factory", "kares.app:create_app",
+                str(VENV_BIN / "uvicorn"), "--factory", "kares.app:app_factory",
                 "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
-                "--no-server-header", "--no-proxy-headers",
+                "--no-server-header", "--no-proxy-headers", "--no-access-log",
+                "--http", "kares.httpserver:HttpProtocol",
             ]  # fmt: skip
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="kares-serve-", suffix=".log")[1])
         self._log = open(self.log_path, "ab")

@@ -9,7 +9,8 @@ Servers, each on 127.0.0.1 and each started fresh by this script:
              (SQLite, WAL, synchronous=NORMAL), after ``kares migrate`` and
              ``kares demo --json``; HTTP Basic with the first demo member's
              tracker credential, ``X-Limit-U`` = its user name;
-  kares-w2   the same, under ``uvicorn --factory kares.app:create_app --workers 2``;
+  kares-w2   the same, under ``uvicorn --factory kares.app:app_factory --workers 2``
+             (kares serve's HTTP protocol and access log);
   floor      (only if asked for) the SQL of a Kares post on the same database under a
              bare ASGI app (``bench/owntracks_floor.py``): the cost of our layers is the
              gap between it and ``kares``;
@@ -148,8 +149,8 @@ def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> 
     how = (
         f"kares serve (1 process), KARES_LOG_LEVEL={log_level}"
         if workers == 1
-        else f"uvicorn --factory kares.app:create_app --workers {workers} (uvicorn's default "
-        "logging: an access line per request)"
+        else f"uvicorn --factory kares.app:app_factory --workers {workers} (with kares serve's "
+        "HTTP protocol and access log)"
     )
     return _instance_target(name, srv, inst, f"{how}; SQLite WAL synchronous=NORMAL")
 

@@ -20,11 +20,11 @@ from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
 from kares.deps import RequestSessions
 from kares.devices import api as devices_api
-from kares.errors import install_handlers, problem_response
+from kares.errors import NUL_CODE, NUL_DETAIL, install_handlers, problem_response
 from kares.families import api as families_api
 from kares.lanes import Lanes
 from kares.location import api as location_api
-from kares.logs import setup_logging
+from kares.logs import AccessLog, setup_logging
 from kares.media import api as media_api
 from kares.notify import api as notify_api
 from kares.privacy import api as privacy_api
@@ -44,8 +44,6 @@ UPLOAD_PATH = re.compile(r"^/api/v1/(me/avatar|families/[^/]+/photo)$")
 # GPX / GeoJSON route files: larger than JSON bodies, checked point by point
 IMPORT_PATH = "/api/v1/location/import"
 IMPORT_BODY_LIMIT = 32 * 1024 * 1024
-NUL_CODE = "request.nul_character"
-NUL_DETAIL = "Text may not contain NUL characters."
 
 
 class BodyLimit:
@@ -144,6 +142,36 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class KaresApp(FastAPI):
+    """The FastAPI app, with the lanes served in front of its middleware and the
+    access log written here (``kares serve`` turns uvicorn's off).
+
+    A lane's request (``kares.lanes``) never enters the framework's stack; every
+    other request goes through it unchanged, its access line written when its
+    answer starts, as uvicorn writes it."""
+
+    lanes: Lanes
+    access: AccessLog
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.lanes.get(scope)
+        if lane is not None:
+            scope["app"] = self
+            self.access.lane(scope, await self.lanes.serve(lane, scope, receive, send))
+            return
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        line = self.access.line
+
+        async def logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                line(scope, message["status"])
+            await send(message)
+
+        await super().__call__(scope, receive, logged)
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -183,7 +211,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
                 await worker.stop()
             await rt.close()
 
-    app = FastAPI(
+    app = KaresApp(
         title="Kares API",
         version=__version__,
         description="The Kares family-care service. Errors are application/problem+json "
@@ -212,9 +240,10 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         ],
     )
     install_handlers(app)
+    # what devices post all day, served in front of the framework (kares.lanes)
+    app.lanes = Lanes(owntracks.LANES, limit=JSON_BODY_LIMIT, headers=list(_SECURITY_HEADERS))
+    app.access = AccessLog()
     app.add_middleware(RequestSessions)
-    # what devices post all day, served beside the framework (kares.lanes)
-    app.add_middleware(Lanes, lanes=owntracks.LANES)
     app.add_middleware(BodyLimit, upload_limit=settings.image_max_bytes + 64 * 1024)
 
     app.add_middleware(SecurityHeaders)
@@ -281,7 +310,9 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
 
 
 def app_factory() -> FastAPI:
-    """Entry point for ``uvicorn --factory kares.app:app_factory``."""
+    """Entry point for ``uvicorn --factory kares.app:app_factory`` (with
+    ``--no-access-log --http kares.httpserver:HttpProtocol``, as ``kares serve``
+    runs it: the app writes the access log)."""
     settings = get_settings()
     setup_logging(settings.log_level)
     return create_app(settings)

@@ -19,6 +19,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from kares.app import create_app
     from kares.config import get_settings
+    from kares.httpserver import HttpProtocol
     from kares.logs import setup_logging
 
     settings = get_settings()
@@ -37,6 +38,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         proxy_headers=False,
         server_header=False,
+        # the app writes the access log (kares.logs.AccessLog); the protocol writes
+        # an answer's head and body at once (kares.httpserver)
+        access_log=False,
+        http=HttpProtocol,
     )
     return 0
 

@@ -171,6 +171,11 @@ def _client_went_away(req: Request) -> Response:
     return Response(status_code=499)
 
 
+# A NUL character in a path, query or text body (app.BodyLimit, kares.lanes)
+NUL_CODE = "request.nul_character"
+NUL_DETAIL = "Text may not contain NUL characters."
+
+
 def http_problem(exc: StarletteHTTPException) -> tuple[int, str, str, dict[str, str]]:
     """Status, code, detail and headers of the problem answering a framework error."""
     code = {
@@ -179,8 +184,8 @@ def http_problem(exc: StarletteHTTPException) -> tuple[int, str, str, dict[str, 
         400: "request.bad",
         413: "request.too_large",
     }.get(exc.status_code, f"http.{exc.status_code}")
-    if exc.status_code == 400 and exc.detail == "Text may not contain NUL characters.":
-        code = "request.nul_character"
+    if exc.status_code == 400 and exc.detail == NUL_DETAIL:
+        code = NUL_CODE
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
     headers = dict(getattr(exc, "headers", None) or {})
     return exc.status_code, code, detail, headers

@@ -5,17 +5,19 @@ family, and each post is small: FastAPI's routing, its dependency solving and
 the request and response objects it builds cost more than the post's own work
 (``bench/README.md``, "bench_owntracks.py"). A lane is a plain coroutine that
 takes the request's scope and body and returns its status, headers and body;
-:class:`Lanes` serves the lanes it holds, by exact method and path, and passes
-every other request on. It sits inside the body limit and the security
-headers, so a lane's request is bounded and its answer dressed like any other.
+:class:`Lanes` serves the lanes it holds, by exact method and path, in front
+of the framework's middleware (``app.KaresApp``): the app asks it first and
+passes every other request on. What the framework's layers do for every
+request, it does for a lane's too: the body is bounded, a NUL character is
+refused, the security headers are added.
 
 A lane is registered by the module that owns the wire format (a protocol
 module), next to the documented route it serves: the route stays in the
 OpenAPI document and declares its guard; the lane is how it is served. What a
 lane raises is answered as the framework would: a :class:`~kares.errors.Problem`
-as its problem document, a body that was refused while it streamed in (413, a
-NUL character) as the framework's own answer, a client that went away with one
-info line; anything else is the server error handler's, as on any route.
+as its problem document (a body refused while it streamed in, 413 or a NUL
+character, included), a client that went away with one info line, anything
+else logged and answered 500 as the framework's error handler answers it.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from kares.errors import PROBLEM_MEDIA_TYPE, Problem, http_problem, problem_body
+from kares.errors import NUL_CODE, NUL_DETAIL, PROBLEM_MEDIA_TYPE, Problem, problem_body
 
 log = logging.getLogger("kares.lanes")
 
@@ -60,48 +61,86 @@ class _Gone(Exception):
     """The client went away before its body was read."""
 
 
-async def _body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Gone
-        chunk = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 class Lanes:
-    """Serves the lanes registered for exact (method, path) pairs; passes the rest on."""
+    """Serves the lanes registered for exact (method, path) pairs, in front of the
+    framework: the app calls :meth:`serve` before its middleware stack, so a
+    lane's request passes no framework layer. What those layers do for every
+    request is done here too: the body is bounded (413) and a NUL character in
+    the path, the query or the body is refused (400), the security headers are
+    added, and an unexpected error is logged and answered 500 as the framework's
+    handler answers it."""
 
-    def __init__(self, app: ASGIApp, lanes: Mapping[tuple[str, str], Lane]) -> None:
-        self.app = app
+    def __init__(
+        self,
+        lanes: Mapping[tuple[str, str], Lane],
+        *,
+        limit: int,
+        headers: Headers,
+    ) -> None:
         self.lanes = dict(lanes)
+        self.limit = limit
+        self.headers = list(headers)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = (
-            self.lanes.get((scope.get("method", ""), scope["path"]))
-            if scope["type"] == "http"
-            else None
-        )
-        if lane is None:
-            await self.app(scope, receive, send)
-            return
+    def get(self, scope: Scope) -> Lane | None:
+        """The lane for this request, or None for the framework."""
+        if scope["type"] != "http":
+            return None
+        return self.lanes.get((scope["method"], scope["path"]))
+
+    async def serve(self, lane: Lane, scope: Scope, receive: Receive, send: Send) -> int | None:
+        """Answer the request with ``lane``; the status sent (None: nothing was sent,
+        the client went away)."""
         try:
-            raw = await _body(receive)
+            raw = await self._body(scope, receive)
             status, headers, body = await lane(scope, raw)
         except _Gone:
             log.info("client went away mid-request: %s %s", scope["method"], scope["path"])
-            return
+            return None
         except Problem as exc:
             status, headers, body = _problem(
                 exc.status, exc.code, exc.detail, exc.headers, **exc.extra
             )
-        except StarletteHTTPException as exc:  # refused while it streamed in (app.BodyLimit)
-            status, code, detail, extra_headers = http_problem(exc)
-            status, headers, body = _problem(status, code, detail, extra_headers)
+        except Exception as exc:
+            log.exception("unhandled error: %s", type(exc).__name__)
+            status, headers, body = _problem(
+                500, "internal", "Something went wrong on our side.", None
+            )
+        have = {name for name, _ in headers}
+        headers.extend(h for h in self.headers if h[0] not in have)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return status
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, within the limit and without a NUL character."""
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+        query = scope.get("query_string", b"")
+        if b"\x00" in raw_path or b"%00" in raw_path or b"\x00" in query or b"%00" in query:
+            raise Problem(400, NUL_CODE, NUL_DETAIL)
+        too_big = Problem(
+            413, "request.too_large", f"Request bodies here may be at most {self.limit} bytes."
+        )
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    raise too_big
+                break
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Gone
+            chunk = message.get("body", b"")
+            if chunk:
+                seen += len(chunk)
+                if seen > self.limit:
+                    raise too_big
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if b"\x00" in body or b"\\u0000" in body:
+            raise Problem(400, NUL_CODE, NUL_DETAIL)
+        return body

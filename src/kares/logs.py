@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import phonenumbers
 
@@ -69,3 +73,70 @@ def setup_logging(level: str = "INFO") -> None:
         lg = logging.getLogger(name)
         lg.handlers = []
         lg.propagate = True
+
+
+access = logging.getLogger("kares.access")
+
+
+def _client(scope: Mapping[str, Any]) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+class AccessLog:
+    """The access log: a line per request, in uvicorn's words, except for lanes.
+
+    A lane (``kares.lanes``) serves what devices post all day; a line for each
+    post would be most of the log and a measurable part of the post's cost. Its
+    answers are counted instead and summed up once a ``every`` seconds (on the
+    first answer after that), per path and status; an answer of 400 or above is
+    still a line of its own, at once.
+    """
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self._counts: Counter[tuple[str, str, int]] = Counter()
+        self._since = time.monotonic()
+
+    def line(self, scope: Mapping[str, Any], status: int) -> None:
+        if not access.isEnabledFor(logging.INFO):
+            return
+        query = scope.get("query_string", b"")
+        path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        access.info(
+            '%s - "%s %s HTTP/%s" %d',
+            _client(scope),
+            scope["method"],
+            path,
+            scope.get("http_version", "1.1"),
+            status,
+        )
+
+    def lane(self, scope: Mapping[str, Any], status: int | None) -> None:
+        if status is None:
+            return  # the client went away; the lane said so
+        if status >= 400:
+            self.line(scope, status)
+        self._counts[scope["method"], scope["path"], status] += 1
+        now = time.monotonic()
+        if now - self._since >= self.every:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Log the lanes' counts since the last summary, and start again."""
+        now = time.monotonic() if now is None else now
+        counts, self._counts = self._counts, Counter()
+        seconds, self._since = now - self._since, now
+        by_route: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for (method, path, status), n in sorted(counts.items()):
+            by_route.setdefault((method, path), []).append((status, n))
+        for (method, path), statuses in by_route.items():
+            total = sum(n for _, n in statuses)
+            access.info(
+                "%s %s: %d answered in %.0f s (%s)",
+                method,
+                path,
+                total,
+                seconds,
+                "; ".join(f"{status}: {n}" for status, n in statuses),
+            )
