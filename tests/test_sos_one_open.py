@@ -61,11 +61,16 @@ async def test_a_second_sos_while_one_is_open_is_added_to_it(
     sms.messages.clear()
     first = await client.post(SOS, json={"lat": 31.2304, "lon": 121.4737}, headers=me)
     assert first.status_code == 201, first.text
-    assert first.json()["repeats"] == 0
+    assert first.json()["repeats"] == 0 and first.json()["repeated_at"] is None
     again = await client.post(SOS, json={"lat": 31.2310, "lon": 121.4740}, headers=me)
     assert again.status_code == 200, again.text
     assert again.json()["id"] == first.json()["id"]
-    assert again.json()["repeats"] == 1
+    assert again.json()["repeats"] == 1 and again.json()["repeated_at"] is not None
+    # the alert as guardians list it shows the repeat too
+    listed = await client.get(SOS, headers=bearer(alice["token"]))
+    assert listed.status_code == 200, listed.text
+    [seen] = [a for a in listed.json() if a["id"] == first.json()["id"]]
+    assert seen["repeats"] == 1 and seen["repeated_at"] == again.json()["repeated_at"]
     assert (again.json()["lat"], again.json()["lon"]) == (31.2304, 121.4737)  # the first's
     (row,) = await rows(db, bob["account"]["id"])
     assert row["open_person"] == bob["account"]["id"] and row["repeated_at"] is not None

@@ -35,6 +35,7 @@ async def sos_out(s: AsyncSession, a: SosAlert) -> SosOut:
         created_at=a.created_at,
         alarm_at=a.alarm_at,
         repeats=a.repeats,
+        repeated_at=a.repeated_at,
         acknowledged_by=a.acknowledged_by,
         acknowledged_at=a.acknowledged_at,
     )

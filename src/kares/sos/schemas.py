@@ -42,5 +42,8 @@ class SosOut(BaseModel):
         description="Further alarms of the same device, or SOS of the same person from "
         "the app, added to this alert while it was open"
     )
+    repeated_at: datetime | None = Field(
+        description="When the last of those repeats came (null while there is none)"
+    )
     acknowledged_by: str | None
     acknowledged_at: datetime | None
