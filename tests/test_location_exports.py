@@ -13,6 +13,7 @@ ten minutes ago: retention would refuse a walk from 2024. No other byte changes.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,6 +99,18 @@ BARE: dict[str, Any] = {"accuracy_m": None, "altitude_m": 11.8, "speed_mps": Non
             [JUMP],
             {"accuracy_m": 8.0, "altitude_m": 12.0, "speed_mps": pytest.approx(5 / 3.6)},
         ),
+        # ocat --format json: the stored OwnTracks messages themselves, course (cog) too
+        (
+            "json-owntracks-recorder.json",
+            240,
+            [JUMP],
+            {
+                "accuracy_m": 8.0,
+                "altitude_m": 12.0,
+                "speed_mps": pytest.approx(5 / 3.6),
+                "course_deg": 75.0,
+            },
+        ),
         ("gpx-gpxpy.gpx", 241, [JUMP, CAFE], BARE),
     ],
 )
@@ -171,15 +184,14 @@ async def test_an_export_without_times_is_refused_point_by_point(
     assert await last_of(db, me["account"]["id"]) is None
 
 
-async def test_the_recorders_own_json_is_not_a_route_file(
+async def test_json_that_is_neither_geojson_nor_the_recorders_is_refused_whole(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:
-    """``ocat --format json`` writes the Recorder's stored OwnTracks messages under
-    ``locations``: JSON, but not GeoJSON, so the whole file is refused and nothing
-    is stored (its GPX and GeoJSON exports are read, above)."""
+    """A JSON file with no Feature, FeatureCollection or Recorder ``locations`` is
+    not a route file: refused whole, nothing stored."""
     me = await member(client, sms)
-    body, _ = exported("json-owntracks-recorder.json")
-    r = await import_file(client, me, body, "application/json")
+    body = json.dumps({"count": 1, "points": [{"lat": 30.1, "lon": 120.1, "tst": 1}]})
+    r = await import_file(client, me, body.encode(), "application/json")
     assert r.status_code == 422
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["code"] == "import.invalid_geojson"

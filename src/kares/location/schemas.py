@@ -218,7 +218,7 @@ class RefusedPoint(BaseModel):
 
 
 class ImportResult(BaseModel):
-    format: Literal["gpx", "geojson"]
+    format: Literal["gpx", "geojson", "owntracks-recorder"]
     points: int
     accepted: int
     duplicates: int

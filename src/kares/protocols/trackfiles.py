@@ -5,7 +5,8 @@ Import reads what common tools write: GPX 1.0/1.1 track points and
 timestamped waypoints (``gpxpy``); GeoJSON Point features with a
 ``timestamp`` or ``time`` property (Overland, our own export, GDAL's
 ``ogr2ogr``) or OwnTracks' ``tst``/``isotst`` (the OwnTracks Recorder's
-``ocat --format geojson``), and
+``ocat --format geojson``; its ``--format json``, the stored OwnTracks messages
+under ``locations``, is read as such points too), and
 LineString / MultiLineString features with per-coordinate times in
 ``properties.coordTimes`` or ``properties.coordinateProperties.times`` (the
 convention of togeojson, used by Strava and Google exports). A point without
@@ -36,7 +37,7 @@ from kares.location import service
 from kares.location.schemas import FromQ, ImportResult, RefusedPoint, ToQ
 from kares.location.service import FixIn, StoredFix
 from kares.privacy.guard import Allowed, guard
-from kares.protocols.common import num, positive
+from kares.protocols.common import integer, num, positive
 
 router = APIRouter(tags=["location"])
 T = TypeVar("T")
@@ -202,6 +203,8 @@ def parse_gpx(data: bytes, tag: str) -> Parsed:
 TIME_KEYS = ("timestamp", "time", "isotst", "tst")
 ACCURACY_KEYS = ("horizontal_accuracy", "accuracy", "acc")
 ALTITUDE_KEYS = ("altitude", "ele", "alt")
+COURSE_KEYS = ("course", "cog")
+BATTERY_KEYS = ("battery", "batt")
 
 
 def _first(
@@ -211,6 +214,30 @@ def _first(
         if (v := read(props.get(key))) is not None:
             return v
     return None
+
+
+# What the OwnTracks Recorder's ``ocat --format json`` writes: the stored messages
+# under "locations" (not GeoJSON); each location's fields are as the app sent them.
+RECORDER_KINDS = ("location", "transition")
+
+
+def _recorder_points(doc: Any) -> list[dict[str, Any]] | None:
+    """The located messages of a Recorder JSON export, as GeoJSON Point features
+    (the message's fields as properties); None for any other document."""
+    if not isinstance(doc, dict) or doc.get("type") is not None:
+        return None
+    items = doc.get("locations")
+    if not isinstance(items, list):
+        return None
+    return [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [m.get("lon"), m.get("lat")]},
+            "properties": m,
+        }
+        for m in items
+        if isinstance(m, dict) and m.get("_type") in RECORDER_KINDS
+    ]
 
 
 def _features(doc: Any) -> list[dict[str, Any]]:
@@ -231,12 +258,16 @@ def parse_geojson(data: bytes, tag: str) -> Parsed:
     except UnicodeDecodeError as exc:
         raise Problem(400, jsonread.BAD, "The request body is not UTF-8 JSON.") from exc
     doc = jsonread.body(text)
-    feats = _features(doc)
+    recorder = _recorder_points(doc)
+    feats = recorder if recorder is not None else _features(doc)
     if not feats:
         raise Problem(
-            422, "import.invalid_geojson", "Expected a GeoJSON Feature or FeatureCollection."
+            422,
+            "import.invalid_geojson",
+            "Expected a GeoJSON Feature or FeatureCollection, or the OwnTracks Recorder's "
+            "JSON export.",
         )
-    parsed = Parsed("geojson", [], 0)
+    parsed = Parsed("geojson" if recorder is None else "owntracks-recorder", [], 0)
     out = parsed.fixes
 
     def add(coord: Any, t_ms: int | None, props: dict[str, Any]) -> None:
@@ -266,6 +297,8 @@ def parse_geojson(data: bytes, tag: str) -> Parsed:
                 accuracy_m=_first(props, ACCURACY_KEYS, positive),
                 altitude_m=alt,
                 speed_mps=speed,
+                course_deg=_first(props, COURSE_KEYS, num),
+                battery=_first(props, BATTERY_KEYS, integer),
                 source="import",
             )
         )
