@@ -4,7 +4,7 @@ prove a phone number. Every layer above may read them; the accounts domain
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -69,6 +69,9 @@ class OtpChallenge(Base):
             subject=None,
             why="one-time codes: keyed by a hash of the number, kept minutes",
             not_personal=("id", "purpose", "created_at", "expires_at", "attempts", "consumed_at"),
+            collected="created_at",
+            # the hourly caps count codes of the last hour: kept an hour past expiry
+            lifetime={"expires_at": timedelta(hours=1)},
         ),
     )
 
@@ -102,6 +105,8 @@ class Session(Base):
                 "expires_at",
                 "revoked_at",
             ),
+            # the login environment is refreshed on each use: collected when last seen
+            collected="last_seen_at",
         ),
     )
 
