@@ -56,7 +56,6 @@ async def _worker(once: bool) -> int:
         if not await _migrated(rt):
             return 2
         if once:
-            await jobs.ensure_recurring(rt)
             stats = await jobs.run_due(rt)
             print(
                 f"ran {stats.ran} jobs: {stats.done} done, {stats.retried} to retry, "

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     # transaction each), and how long one run may go on before it hands over to the
     # next (shorter than jobs_lease_seconds, so no other worker takes it over)
     retention_interval_seconds: int = Field(default=86400, ge=60)
-    retention_batch_size: int = Field(default=2000, ge=1, le=20000)
+    retention_batch_size: int = Field(default=1000, ge=1, le=20000)
     retention_run_seconds: float = Field(default=120.0, gt=0)
 
     # Push notifications (notify/push.py). A provider without its credentials is

@@ -40,6 +40,7 @@ behind.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -410,53 +412,55 @@ async def _run_rule(
     pk = list(t.primary_key.columns)
     key = pk[0] if len(pk) == 1 else tuple_(*pk)
     subject = (t.info or {}).get("subject_column")
-    carried = [t.c[subject]] if subject else []
-    if rule.collected:
-        carried.append(t.c[rule.collected])
+    hooks = expiry_hooks(t.name)
+    carried = [
+        t.c[subject] if subject else literal(None),
+        t.c[rule.collected] if rule.collected else literal(None),
+    ]
     due = and_(rule.expired(now), not_(rule.held()))
-    after: Any = None
+
+    def value(row: Sequence[Any]) -> Any:
+        return row[0] if len(pk) == 1 else tuple_(*row)
+
+    after: Any = None  # the batches so far covered the keys up to this one
     while True:
         if deadline is not None and time.monotonic() > deadline:
             raise _Stop
         if max_batches is not None and result.batches >= max_batches:
             raise _Stop
-        # the keys of the next batch, read without taking the write lock
-        q = select(*pk).where(due)
-        if after is not None:
-            q = q.where(key > after)
+        # the key of the batch's last row, read without taking the write lock: the
+        # batch is every expired row with a key in (after, last]; None if fewer are left
+        todo = due if after is None else and_(due, key > after)
         async with rt.db.sessions() as s:
-            keys = [tuple(r) for r in (await s.execute(q.order_by(*pk).limit(size))).all()]
-        if not keys:
-            return
-        after = keys[-1][0] if len(pk) == 1 else tuple_(*keys[-1])
-        pick = key.in_([k[0] for k in keys]) if len(pk) == 1 else key.in_(keys)
+            q = select(*pk).where(todo).order_by(*pk).offset(size - 1).limit(1)
+            last = (await s.execute(q)).first()
+        batch = todo if last is None else and_(todo, key <= value(last))
         started = time.monotonic()
         async with rt.db.sessions() as s:
             stmt: Any
             if rule.action == DELETE:
-                stmt = delete(t).where(pick, due)
+                stmt = delete(t).where(batch)
             else:
-                stmt = update(t).where(pick, due).values({c: None for c in rule.columns})
-            if carried:
+                stmt = update(t).where(batch).values({c: None for c in rule.columns})
+            stmt = stmt.execution_options(synchronize_session=False)
+            if hooks:  # they are told which rows went
                 rows = [
-                    {
-                        "subject": r[0] if subject else None,
-                        "collected": r[-1] if rule.collected else None,
-                    }
+                    {"subject": r[0], "collected": r[1]}
                     for r in (await s.execute(stmt.returning(*carried)))
                 ]
                 n = len(rows)
+                if n:
+                    expired = Expired(t.name, rule.action, rule.cutoff_ms(now), rows)
+                    for hook in hooks:
+                        await hook(s, expired)
             else:
-                rows = []
                 n = (await s.execute(stmt)).rowcount  # type: ignore[attr-defined]
-            if n:
-                expired = Expired(t.name, rule.action, rule.cutoff_ms(now), rows)
-                for hook in expiry_hooks(t.name):
-                    await hook(s, expired)
             await s.commit()
         held_for = time.monotonic() - started
         result.batches += 1
         result.longest_batch_s = max(result.longest_batch_s, held_for)
         result.removed[rule.name] = result.removed.get(rule.name, 0) + n
-        if len(keys) < size:
+        if last is None:
             return
+        after = value(last)
+        await asyncio.sleep(0)  # what else this process has to do runs between batches
