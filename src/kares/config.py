@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     retention_interval_seconds: int = Field(default=86400, ge=60)
     retention_batch_size: int = Field(default=1000, ge=1, le=20000)
     retention_run_seconds: float = Field(default=120.0, gt=0)
+    # a pause after each batch: a writer of another process (which asks for the lock
+    # every few ms) gets its turn instead of waiting for the whole run
+    retention_pause_seconds: float = Field(default=0.01, ge=0, le=5)
 
     # Push notifications (notify/push.py). A provider without its credentials is
     # unavailable in production; elsewhere its pushes go to the console sink.

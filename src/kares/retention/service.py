@@ -377,16 +377,18 @@ async def run(
     batch_size: int | None = None,
     deadline: float | None = None,
     max_batches: int | None = None,
+    pause_s: float | None = None,
 ) -> RunResult:
     """Remove what is expired by every rule, batch by batch, each batch committed on
     its own. Stops early (``more``) once ``time.monotonic()`` passes ``deadline`` or
     after ``max_batches`` batches; the next run carries on from there."""
     now = now or clock.utcnow()
     size = batch_size or rt.settings.retention_batch_size
+    pause = rt.settings.retention_pause_seconds if pause_s is None else pause_s
     result = RunResult()
     try:
         for rule in rules:
-            await _run_rule(rt, rule, now, size, result, deadline, max_batches)
+            await _run_rule(rt, rule, now, size, pause, result, deadline, max_batches)
     except _Stop:
         result.more = True
     if result.total:
@@ -404,6 +406,7 @@ async def _run_rule(
     rule: Rule,
     now: datetime,
     size: int,
+    pause: float,
     result: RunResult,
     deadline: float | None,
     max_batches: int | None,
@@ -463,4 +466,6 @@ async def _run_rule(
         if last is None:
             return
         after = value(last)
-        await asyncio.sleep(0)  # what else this process has to do runs between batches
+        # what else this process has to do runs between batches, and a writer of
+        # another process (which asks for the lock every few ms) gets its turn
+        await asyncio.sleep(pause)
