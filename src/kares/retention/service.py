@@ -431,13 +431,16 @@ async def _run_rule(
             raise _Stop
         if max_batches is not None and result.batches >= max_batches:
             raise _Stop
-        # the key of the batch's last row, read without taking the write lock: the
-        # batch is every expired row with a key in (after, last]; None if fewer are left
+        # the batch's keys, read without taking the write lock (the scan that finds
+        # there are no more happens here too, never under the lock): the batch is
+        # every expired row with a key in (after, last]
         todo = due if after is None else and_(due, key > after)
         async with rt.db.sessions() as s:
-            q = select(*pk).where(todo).order_by(*pk).offset(size - 1).limit(1)
-            last = (await s.execute(q)).first()
-        batch = todo if last is None else and_(todo, key <= value(last))
+            keys = (await s.execute(select(*pk).where(todo).order_by(*pk).limit(size))).all()
+        if not keys:
+            return
+        last = keys[-1]
+        batch = and_(todo, key <= value(last))
         started = time.monotonic()
         async with rt.db.sessions() as s:
             stmt: Any
@@ -463,7 +466,7 @@ async def _run_rule(
         result.batches += 1
         result.longest_batch_s = max(result.longest_batch_s, held_for)
         result.removed[rule.name] = result.removed.get(rule.name, 0) + n
-        if last is None:
+        if len(keys) < size:
             return
         after = value(last)
         # what else this process has to do runs between batches, and a writer of
