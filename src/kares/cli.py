@@ -1,4 +1,4 @@
-"""The ``kares`` command: serve, worker, migrate, demo, policy."""
+"""The ``kares`` command: serve, worker, migrate, demo, policy, retention."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 async def _worker(once: bool) -> int:
     import signal
 
-    from kares import domains, jobs, migrations
+    from kares import domains, jobs
     from kares.config import get_settings
     from kares.runtime import Runtime
 
@@ -58,13 +58,7 @@ async def _worker(once: bool) -> int:
     settings = get_settings()
     rt = Runtime.build(settings)
     try:
-        current = await migrations.current_revision(rt.db.engine)
-        if current != migrations.head_revision():
-            print(
-                f"kares: the database is at migration {current}, not "
-                f"{migrations.head_revision()}: run `kares migrate` first",
-                file=sys.stderr,
-            )
+        if not await _migrated(rt):
             return 2
         if once:
             stats = await jobs.run_due(rt)
@@ -82,6 +76,53 @@ async def _worker(once: bool) -> int:
         await stop.wait()
         await worker.stop()
         return 0
+    finally:
+        await rt.close()
+
+
+async def _migrated(rt: Any) -> bool:
+    from kares import migrations
+
+    current = await migrations.current_revision(rt.db.engine)
+    if current != migrations.head_revision():
+        print(
+            f"kares: the database is at migration {current}, not "
+            f"{migrations.head_revision()}: run `kares migrate` first",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from kares.config import get_settings
+    from kares.logs import setup_logging
+
+    setup_logging(get_settings().log_level)
+    return asyncio.run(_retention(args))
+
+
+async def _retention(args: argparse.Namespace) -> int:
+    from kares import domains
+    from kares.config import get_settings
+    from kares.retention import commands
+    from kares.runtime import Runtime
+
+    assert domains.metadata.tables  # retention walks every domain's tables
+    rt = Runtime.build(get_settings())
+    try:
+        if not await _migrated(rt):
+            return 2
+        out, err = sys.stdout, sys.stderr
+        match args.retention_command:
+            case "report":
+                return await commands.report(rt, out)
+            case "run":
+                return await commands.run(rt, out)
+            case "hold":
+                return await commands.hold(rt, out, err, phone=args.phone, reason=args.reason)
+            case _:
+                return await commands.release(rt, out, err, phone=args.phone)
     finally:
         await rt.close()
 
@@ -473,6 +514,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rend.add_argument("--catalog", metavar="PATH", default=None, help=catalog_help)
     rend.set_defaults(func=_cmd_policy_render)
+
+    ret = sub.add_parser("retention", help="retention of personal data (policy 4.1)")
+    ret_sub = ret.add_subparsers(dest="retention_command", required=True)
+    ret_sub.add_parser(
+        "report", help="dry run: per category and table, what would go now and when next"
+    ).set_defaults(func=_cmd_retention)
+    ret_sub.add_parser("run", help="remove what is expired now").set_defaults(func=_cmd_retention)
+    hold = ret_sub.add_parser("hold", help="suspend retention for an account (legal hold)")
+    hold.add_argument("--phone", required=True, help="the account's phone number")
+    hold.add_argument("--reason", required=True, help="the legal matter, for the record")
+    hold.set_defaults(func=_cmd_retention)
+    rel = ret_sub.add_parser("release", help="end an account's legal hold")
+    rel.add_argument("--phone", required=True, help="the account's phone number")
+    rel.set_defaults(func=_cmd_retention)
     return p
 
 

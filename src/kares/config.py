@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     jobs_max_attempts: int = Field(default=12, ge=1)
     jobs_backoff_base_seconds: float = Field(default=10.0, gt=0)
     jobs_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    # retention (kares.retention): how often the job runs, rows per batch (one short
+    # transaction each), and how long one run may go on before it hands over to the
+    # next (shorter than jobs_lease_seconds, so no other worker takes it over)
+    retention_interval_seconds: int = Field(default=86400, ge=60)
+    retention_batch_size: int = Field(default=1000, ge=1, le=20000)
+    retention_run_seconds: float = Field(default=120.0, gt=0)
+    # a pause after each batch: a writer of another process (which asks for the lock
+    # every few ms) gets its turn instead of waiting for the whole run
+    retention_pause_seconds: float = Field(default=0.01, ge=0, le=5)
 
     # Push notifications (notify/push.py). A provider without its credentials is
     # unavailable in production; elsewhere its pushes go to the console sink.

@@ -24,6 +24,8 @@ from kares.notify import jobs as notify_jobs
 from kares.notify import models as notify_models
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
+from kares.retention import jobs as retention_jobs
+from kares.retention import models as retention_models
 from kares.rights import audit as rights_audit
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
@@ -51,6 +53,8 @@ __all__ = [
     "notify_models",
     "notify_service",
     "privacy_models",
+    "retention_jobs",
+    "retention_models",
     "rights_audit",
     "sos_jobs",
     "sos_models",

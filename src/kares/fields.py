@@ -10,9 +10,9 @@ ciphertext so a value cannot be moved to another column unnoticed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BeforeValidator, Field, WrapValidator
@@ -74,6 +74,9 @@ class Keyed:
     when: tuple[tuple[str, str], ...] = ()
 
 
+COLLECTED_UNITS = ("time", "ms", "day")
+
+
 def table_info(
     *,
     subject: str | None,
@@ -81,6 +84,9 @@ def table_info(
     why: str = "",
     also_about: tuple[str, ...] = (),
     keyed: tuple[Keyed, ...] = (),
+    collected: str | None = None,
+    collected_unit: str = "time",
+    lifetime: dict[str, timedelta] | None = None,
 ) -> dict[str, Any]:
     """``__table_args__`` entry: whose data the table holds and which columns are
     explicitly not personal.
@@ -91,7 +97,20 @@ def table_info(
     ``keyed`` names columns that find an account by a blind index of one of its
     values (``kares.privacy.reach`` reads all three). A test fails on any column
     that is neither ``personal(...)``, ``not_personal(...)`` nor listed here.
+
+    Retention (``kares.retention``) reads two more:
+
+    * ``collected`` names the column that says when a row's data was collected,
+      in ``collected_unit``: ``"time"`` (a UTC datetime), ``"ms"`` (milliseconds
+      since 1970) or ``"day"`` (days since 1970; a day's row counts as collected
+      at the day's end). Every table with a column of a category kept for a
+      number of ``days`` must declare it (a test fails otherwise).
+    * ``lifetime`` declares short-lived rows (codes, tickets, rate-limit
+      counters): ``{column: age}``, the row is of no use once every listed
+      column is NULL or older than its age, and the retention job deletes it.
     """
+    if collected_unit not in COLLECTED_UNITS:
+        raise ValueError(f"collected_unit must be one of {COLLECTED_UNITS}")
     return {
         "info": {
             "subject_column": subject,
@@ -99,8 +118,49 @@ def table_info(
             "why": why,
             "also_about": list(also_about),
             "keyed": list(keyed),
+            "collected": collected,
+            "collected_unit": collected_unit,
+            "lifetime": dict(lifetime or {}),
         }
     }
+
+
+# What follows a table's rows when retention removes them, registered by the domain
+# that derives data from them (``@expiry_hook("location_fixes")``). Retention runs
+# them in the transaction of each batch, with the rows that went; it never names a
+# domain, and a domain never imports retention (it sits above the features).
+ExpiryHook = Callable[[Any, "Expired"], Awaitable[None]]
+_expiry_hooks: dict[str, list[ExpiryHook]] = {}
+
+
+class Expired:
+    """One batch that retention removed or anonymised in ``table``: ``rows`` hold
+    each row's subject (``subject``, or None) and collection value (``collected``,
+    in the table's ``collected_unit``); ``cutoff_ms`` is the rule's limit in
+    milliseconds since 1970 (rows collected before it went)."""
+
+    __slots__ = ("action", "cutoff_ms", "rows", "table")
+
+    def __init__(self, table: str, action: str, cutoff_ms: int, rows: list[dict[str, Any]]) -> None:
+        self.table = table
+        self.action = action
+        self.cutoff_ms = cutoff_ms
+        self.rows = rows
+
+
+def expiry_hook(table: str) -> Callable[[ExpiryHook], ExpiryHook]:
+    """Register ``fn(session, expired)`` to run after retention removes rows of
+    ``table`` (in the same transaction, before its commit)."""
+
+    def register(fn: ExpiryHook) -> ExpiryHook:
+        _expiry_hooks.setdefault(table, []).append(fn)
+        return fn
+
+    return register
+
+
+def expiry_hooks(table: str) -> list[ExpiryHook]:
+    return list(_expiry_hooks.get(table, ()))
 
 
 # Request fields take what their JSON Schema says and nothing more. pydantic's lax

@@ -19,6 +19,14 @@ when a handler fails or a process dies.
   the job is kept with status ``dead`` and its last error, for an operator.
 * **Holding.** ``Defer(until)`` puts a job back without counting an attempt
   (quiet hours).
+* **Recurring jobs.** ``jobs.every(kind, first=...)`` declares a job that runs
+  for ever: one row with a fixed id (``every:<kind>``), so however many processes
+  start, there is one schedule and claiming it stays exclusive. Its handler ends
+  a run with ``raise Again(at)``: the row goes back to the queue for ``at``
+  (no attempt counted, the error cleared) instead of being deleted. Workers put
+  the rows in place when they start (``ensure_recurring``), and bring back one
+  that an operator's or a bug's failures left ``dead``: a restart never loses
+  the schedule, and never makes a second one.
 * **Where they run.** ``kares serve`` runs an in-process worker (setting
   ``KARES_JOBS_WORKER``; off in tests, which call ``await jobs.run_due(rt)``
   to run what is due, deterministically); ``kares worker`` runs one standalone.
@@ -62,7 +70,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares import clock, events
-from kares.db import Base, UTCDateTime, new_id
+from kares.db import Base, UTCDateTime, insert_for, new_id
 from kares.fields import not_personal, table_info
 
 if TYPE_CHECKING:
@@ -130,6 +138,14 @@ class Retry(Exception):
         self.after = after
 
 
+class Again(Exception):
+    """A recurring job's run is over: run it again at ``at``."""
+
+    def __init__(self, at: datetime, reason: str = "") -> None:
+        super().__init__(reason or "again")
+        self.at = at
+
+
 class Defer(Exception):
     """Put the job back until ``until`` without counting an attempt."""
 
@@ -171,6 +187,63 @@ def handler(kind: str, *, max_attempts: int | None = None) -> Callable[[HandlerF
         return fn
 
     return register
+
+
+# --- recurring jobs --------------------------------------------------------------------
+
+_recurring: dict[str, Callable[[datetime], datetime]] = {}
+
+
+def recurring_id(kind: str) -> str:
+    return f"every:{kind}"
+
+
+def every(kind: str, *, first: Callable[[datetime], datetime]) -> None:
+    """Declare ``kind`` recurring: its row is put in place by :func:`ensure_recurring`,
+    due at ``first(now)``; its handler ends each run with ``raise Again(next)``."""
+    if len(recurring_id(kind)) > 32:
+        raise ValueError(f"recurring job kind {kind!r} is too long for a job id")
+    _recurring[kind] = first
+
+
+async def ensure_recurring(rt: Runtime) -> list[str]:
+    """Put the row of every recurring job in place (one per kind, whichever process
+    asks first), and queue again one left ``dead``. Returns the kinds it created or
+    revived."""
+    now = clock.utcnow()
+    out = []
+    async with rt.db.sessions() as s:
+        for kind, first in sorted(_recurring.items()):
+            job_id = recurring_id(kind)
+            at = first(now)
+            stmt = (
+                insert_for(s)(Job)
+                .values(
+                    id=job_id,
+                    kind=kind,
+                    payload={},
+                    account_id=None,
+                    status=QUEUED,
+                    run_at=at,
+                    attempts=0,
+                    max_attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=[Job.__table__.c.id])
+            )
+            made = (await s.execute(stmt)).rowcount  # type: ignore[attr-defined]
+            revived = (
+                await s.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == DEAD)
+                    .values(status=QUEUED, run_at=now, attempts=0, updated_at=now)
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if made or revived:
+                out.append(kind)
+        await s.commit()
+    return out
 
 
 # --- enqueueing ------------------------------------------------------------------------
@@ -329,6 +402,7 @@ async def run_job(rt: Runtime, job: JobContext, *, worker: str) -> str:
     mine = and_(Job.id == job.id, Job.status == RUNNING, Job.locked_by == worker)
     outcome = "done"
     values: dict[str, Any] = {}
+    again: datetime | None = None
     try:
         if job.attempt > job.max_attempts:
             # Its earlier runs never finished (a worker died mid-run each time).
@@ -336,6 +410,8 @@ async def run_job(rt: Runtime, job: JobContext, *, worker: str) -> str:
         if h is None:
             raise Retry(f"no handler for job kind {job.kind!r}")
         await h.fn(rt, job)
+    except Again as a:
+        again = a.at
     except Defer as d:
         outcome = "deferred"
         values = {"status": QUEUED, "run_at": d.until, "attempts": Job.attempts - 1}
@@ -361,7 +437,18 @@ async def run_job(rt: Runtime, job: JobContext, *, worker: str) -> str:
             values = {"status": QUEUED, "run_at": clock.utcnow() + timedelta(seconds=delay)}
         values["last_error"] = _error_text(exc)
     async with rt.db.sessions() as s:
-        if outcome == "done":
+        if again is not None:
+            values = {
+                "status": QUEUED,
+                "run_at": again,
+                "attempts": 0,
+                "last_error": None,
+                "locked_by": None,
+                "locked_until": None,
+                "updated_at": clock.utcnow(),
+            }
+            res = await s.execute(update(Job).where(mine).values(values))
+        elif outcome == "done":
             res = await s.execute(delete(Job).where(mine))
         else:
             values.update(locked_by=None, locked_until=None, updated_at=clock.utcnow())
@@ -411,6 +498,10 @@ class Worker:
         limit = max(1, settings.jobs_concurrency)
         gate = asyncio.Semaphore(limit)
         log.info("job worker %s started", self.name)
+        try:
+            await ensure_recurring(self.rt)
+        except Exception:
+            log.exception("job worker %s: putting the recurring jobs in place failed", self.name)
         while not self._stopping:
             self.wake.clear()
             try:
@@ -454,9 +545,14 @@ class Worker:
         log.info("job worker %s stopped", self.name)
 
 
-async def pending(s: AsyncSession, *, kind: str | None = None) -> list[Job]:
-    """Jobs not yet done (queued, running or dead), oldest first."""
+async def pending(
+    s: AsyncSession, *, kind: str | None = None, recurring: bool = False
+) -> list[Job]:
+    """Jobs not yet done (queued, running or dead), oldest first; the rows of
+    recurring jobs, which are never done, only with ``recurring=True``."""
     q = select(Job).order_by(Job.created_at, Job.id)
+    if not recurring:
+        q = q.where(Job.id.not_in([recurring_id(k) for k in _recurring]))
     if kind is not None:
         q = q.where(Job.kind == kind)
     return list((await s.execute(q)).scalars())

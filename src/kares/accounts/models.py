@@ -4,7 +4,7 @@ sessions are identity's (``kares.identity.models``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,6 +22,7 @@ class LoginEvent(Base):
         table_info(
             subject="account_id",
             not_personal=("id", "session_id", "method", "success", "reason", "new_device"),
+            collected="occurred_at",
         ),
     )
 
@@ -82,6 +83,8 @@ class AuthTicket(Base):
         table_info(
             subject=None,
             why="sign-in tickets: not linked to an account, purged within an hour",
+            collected="created_at",
+            lifetime={"expires_at": timedelta(hours=1)},
             not_personal=(
                 "id",
                 "secret_hash",
@@ -132,6 +135,9 @@ class PasswordLimit(Base):
                     when=(("scope", "number"),),
                 ),
             ),
+            collected="window_started_at",
+            # over once its window ended and no lock runs (limits.purge, WINDOW)
+            lifetime={"window_started_at": timedelta(hours=1), "locked_until": timedelta(0)},
             not_personal=(
                 "scope",
                 "failures",

@@ -3,7 +3,7 @@ sharing choices in that family), invitations, and wrong-code attempts."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -91,6 +91,8 @@ class FamilyInvitation(Base):
                 "expires_at",
                 "revoked_at",
             ),
+            # a month after it expired, a code is answered "not found" like any other
+            lifetime={"expires_at": timedelta(days=30)},
         ),
     )
 
@@ -116,7 +118,11 @@ class InvitationAttempt(Base):
     __tablename__ = "invitation_attempts"
     __table_args__ = (
         Index("ix_invitation_attempts_account_created", "account_id", "created_at"),
-        table_info(subject="account_id", not_personal=("id",)),
+        table_info(
+            subject="account_id",
+            not_personal=("id",),
+            lifetime={"created_at": timedelta(hours=1)},  # counted for an hour
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

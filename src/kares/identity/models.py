@@ -4,7 +4,7 @@ prove a phone number. Every layer above may read them; the accounts domain
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -70,6 +70,9 @@ class OtpChallenge(Base):
             why="one-time codes: keyed by a hash of the number, kept minutes",
             keyed=(Keyed("phone_hash", value="accounts.phone", purpose="phone"),),
             not_personal=("id", "purpose", "created_at", "expires_at", "attempts", "consumed_at"),
+            collected="created_at",
+            # the hourly caps count codes of the last hour: kept an hour past expiry
+            lifetime={"expires_at": timedelta(hours=1)},
         ),
     )
 
@@ -103,6 +106,8 @@ class Session(Base):
                 "expires_at",
                 "revoked_at",
             ),
+            # the login environment is refreshed on each use: collected when last seen
+            collected="last_seen_at",
         ),
     )
 

@@ -19,6 +19,11 @@ algorithms' input as they are (``np.frombuffer``, no copy).
   pending per person and day in a process: a phone posting every second gets its
   day packed every ten minutes, not every second, and what came since is read
   from the table (ten minutes at 1 Hz is 600 rows).
+* **After retention.** When the retention job deletes fixes, the triggers drop
+  their days' copies in the same statement; :func:`after_retention` (registered
+  with ``kares.fields.expiry_hook``) packs again the one day that keeps fixes (the
+  day the limit falls in) and removes the last location of a person whose every
+  fix went, in the same transaction.
 * **SQLite only.** On PostgreSQL ids come from a sequence and commit out of
   order, so "every fix after the copy has a higher id" does not hold; the day is
   read from ``location_fixes`` there (and the triggers still stand guard).
@@ -35,10 +40,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, jobs
 from kares.db import sqlite_driver
+from kares.fields import Expired, expiry_hook
+from kares.location.models import LastLocation
 
 log = logging.getLogger("kares.location.days")
 
@@ -264,3 +272,24 @@ def note_written(s: AsyncSession, account_id: str, times_ms: Iterable[int]) -> N
             account_id=account_id,
             run_at=now + timedelta(seconds=PACK_DELAY_S),
         )
+
+
+@expiry_hook("location_fixes")
+async def after_retention(s: AsyncSession, expired: Expired) -> None:
+    """Fixes older than ``expired.cutoff_ms`` were deleted (their days' copies went
+    with them, by trigger): plan a pack of the day the limit falls in for each person
+    who lost fixes of it (the rest of that day stays), and remove the last location
+    of those whose newest fix is older than the limit (then every fix of theirs went)."""
+    cut_day = expired.cutoff_ms // DAY_MS
+    people = {str(r["subject"]) for r in expired.rows}
+    if s.get_bind().dialect.name == "sqlite":
+        for account_id in sorted(
+            {str(r["subject"]) for r in expired.rows if int(r["collected"]) // DAY_MS == cut_day}
+        ):
+            jobs.enqueue(s, PACK_JOB, {"day": cut_day}, account_id=account_id)
+    last = LastLocation.__table__.c
+    await s.execute(
+        delete(LastLocation)
+        .where(last.account_id.in_(sorted(people)), last.recorded_ms < expired.cutoff_ms)
+        .execution_options(synchronize_session=False)
+    )

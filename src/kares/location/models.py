@@ -49,6 +49,8 @@ class LocationFix(Base):
         table_info(
             subject="account_id",
             not_personal=("id", "status", "flag", "source", "precise", "device_id"),
+            collected="recorded_ms",
+            collected_unit="ms",
         ),
     )
 
@@ -88,7 +90,12 @@ class LocationDay(Base):
 
     __tablename__ = "location_days"
     __table_args__ = (
-        table_info(subject="account_id", not_personal=("through_id", "count", "ids", "precise")),
+        table_info(
+            subject="account_id",
+            not_personal=("through_id", "count", "ids", "precise"),
+            collected="day",
+            collected_unit="day",
+        ),
     )
 
     account_id: Mapped[str] = mapped_column(
@@ -116,7 +123,12 @@ class LastLocation(Base):
 
     __tablename__ = "location_last"
     __table_args__ = (
-        table_info(subject="account_id", not_personal=("device_id", "precise", "position")),
+        table_info(
+            subject="account_id",
+            not_personal=("device_id", "precise", "position"),
+            collected="recorded_ms",
+            collected_unit="ms",
+        ),
     )
 
     account_id: Mapped[str] = mapped_column(
@@ -168,7 +180,11 @@ class Place(Base):
     __tablename__ = "places"
     __table_args__ = (
         UniqueConstraint("account_id", "external_id"),
-        table_info(subject="account_id", not_personal=("id", "family_id", "external_id")),
+        table_info(
+            subject="account_id",
+            not_personal=("id", "family_id", "external_id"),
+            collected="updated_at",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -192,7 +208,14 @@ class PlacePresence(Base):
     """Whether a person is inside a place, as decided with hysteresis."""
 
     __tablename__ = "place_presence"
-    __table_args__ = (table_info(subject="account_id", not_personal=("place_id",)),)
+    __table_args__ = (
+        table_info(
+            subject="account_id",
+            not_personal=("place_id",),
+            collected="seen_ms",
+            collected_unit="ms",
+        ),
+    )
 
     place_id: Mapped[str] = mapped_column(
         ForeignKey("places.id", ondelete="CASCADE"), primary_key=True

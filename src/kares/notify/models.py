@@ -18,7 +18,11 @@ class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         Index("ix_notifications_account_created", "account_id", "created_at"),
-        table_info(subject="account_id", not_personal=("id", "category", "created_at", "read_at")),
+        table_info(
+            subject="account_id",
+            not_personal=("id", "category", "created_at", "read_at"),
+            collected="created_at",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

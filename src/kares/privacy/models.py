@@ -3,7 +3,7 @@ and guardianship of children under 14."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, String, Text
@@ -44,7 +44,7 @@ class ConsentReceipt(Base):
     __tablename__ = "consent_receipts"
     __table_args__ = (
         Index("ix_consent_receipts_account_subject", "account_id", "subject", "created_at"),
-        table_info(subject="account_id", not_personal=("id",)),
+        table_info(subject="account_id", not_personal=("id",), collected="created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -81,6 +81,8 @@ class GuardianRequest(Base):
             keyed=(
                 Keyed("guardian_phone_hash", value="accounts.phone", purpose="phone", role="also"),
             ),
+            # an answered or lapsed request: a month after it expired it is of no use
+            lifetime={"expires_at": timedelta(days=30)},
         ),
     )
 

@@ -21,6 +21,7 @@ class SosAlert(Base):
             subject="account_id",
             also_about=("acknowledged_by",),
             not_personal=("id", "status", "device_id", "reminders_sent", "open_device", "repeats"),
+            collected="created_at",
         ),
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -74,6 +74,8 @@ class WatchHelloCount(Base):
             subject=None,
             why="a rate limit per network address, keyed by its hash, kept an hour",
             not_personal=("window_start", "count"),
+            collected="window_start",
+            lifetime={"window_start": timedelta(hours=1)},  # service.HELLO_WINDOW
         ),
     )
 
