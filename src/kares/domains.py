@@ -27,6 +27,7 @@ from kares.privacy import models as privacy_models
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
+from kares.stats import models as stats_models
 from kares.watches import jobs as watches_jobs
 from kares.watches import models as watches_models
 from kares.watches import service as watches_service
@@ -53,6 +54,7 @@ __all__ = [
     "sos_jobs",
     "sos_models",
     "sos_service",
+    "stats_models",
     "watches_jobs",
     "watches_models",
     "watches_service",
