@@ -11,6 +11,7 @@ tighter bound.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass
@@ -323,6 +324,25 @@ async def test_the_budget_is_recorded_and_a_release_past_it_refused(app: Any, db
         assert (await service.budget(s, p)).spent == 0
         await service.publish(s, p, first_day=t.d1, last_day=t.d2)
     assert await count_rows(db, "stats_releases") == 3
+
+
+async def test_two_releases_at_once_cannot_both_slip_under_the_budget(app: Any, db: Any) -> None:
+    """Both pass the first check (nothing spent yet); the second check, serialised with
+    the insert, lets exactly one of them be recorded."""
+    t = await populate(db)
+    p = policy(epsilon=1.0, budget=7.0)
+
+    async def one() -> str:
+        async with db.sessions() as s:
+            try:
+                await service.publish(s, p, first_day=t.d1, last_day=t.d2)
+            except Problem as exc:
+                return exc.code
+            return "published"
+
+    results = await asyncio.gather(one(), one())
+    assert sorted(results) == ["published", "stats.budget_exceeded"]
+    assert await count_rows(db, "stats_releases") == 1
 
 
 @pytest.mark.parametrize(
