@@ -1,4 +1,4 @@
-"""The ``kares`` command: serve, worker, migrate, demo, policy, retention."""
+"""The ``kares`` command: serve, worker, migrate, demo, policy, retention, stats."""
 
 from __future__ import annotations
 
@@ -445,6 +445,12 @@ def _cmd_policy_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _all_domains() -> None:
+    from kares import domains
+
+    assert domains.metadata.tables  # every domain's tables and hooks are registered
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -528,6 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     rel = ret_sub.add_parser("release", help="end an account's legal hold")
     rel.add_argument("--phone", required=True, help="the account's phone number")
     rel.set_defaults(func=_cmd_retention)
+    from kares.stats import command as stats_command
+
+    stats_command.register(sub, prepare=_all_domains)
     return p
 
 

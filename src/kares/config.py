@@ -188,6 +188,13 @@ class Settings(BaseSettings):
     watch_hello_ttl_seconds: int = Field(default=86400, ge=60)
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
+    # Anonymised statistics (docs/STATS.md): groups of fewer than k distinct people
+    # are suppressed; each figure of a release spends stats_epsilon; the releases of
+    # any stats_budget_period_days together spend at most stats_budget_epsilon
+    stats_k: int = Field(default=10, ge=2)
+    stats_epsilon: float = Field(default=0.4, gt=0, le=10)
+    stats_budget_epsilon: float = Field(default=10.0, gt=0)
+    stats_budget_period_days: int = Field(default=30, ge=1)
 
     @field_validator(
         "trusted_proxies",

@@ -30,6 +30,7 @@ from kares.rights import audit as rights_audit
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
+from kares.stats import models as stats_models
 from kares.watches import jobs as watches_jobs
 from kares.watches import models as watches_models
 from kares.watches import service as watches_service
@@ -59,6 +60,7 @@ __all__ = [
     "sos_jobs",
     "sos_models",
     "sos_service",
+    "stats_models",
     "watches_jobs",
     "watches_models",
     "watches_service",
