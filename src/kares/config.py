@@ -180,6 +180,14 @@ class Settings(BaseSettings):
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
 
+    # Export archives (policy 5.1, docs/RIGHTS.md): written under export_dir
+    # (default var_dir/exports, never served as a path); the download link
+    # expires after export_link_hours and works once; the archive is deleted
+    # export_keep_hours after it was ready (and right after its download)
+    export_dir: Path | None = None
+    export_link_hours: int = Field(default=72, ge=1)
+    export_keep_hours: int = Field(default=168, ge=1)
+
     @field_validator(
         "trusted_proxies",
         "wechat_avatar_hosts",
