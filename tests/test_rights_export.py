@@ -36,6 +36,7 @@ from kares.db import Base, UTCDateTime
 from kares.fields import PI_INFO_KEY
 from kares.privacy import reach
 from kares.rights import export, formats
+from kares.runtime import Runtime
 from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY, bearer, query, sign_up
 from tests.support import extra_table as xt
 from tests.support.watch import GUARDIAN, SECOND_GUARDIAN, household
@@ -415,6 +416,83 @@ async def test_progress_is_visible_while_the_job_runs(
     assert (await ask(client, me))["id"] != req["id"]
 
 
+async def test_a_build_cut_off_midway_is_made_again_from_the_start(
+    client: httpx.AsyncClient, sms: Any, app: Any
+) -> None:
+    """A worker that dies while writing leaves its job leased; when the lease
+    runs out another run writes the archive from the start."""
+    me = await sign_up(client, sms, GUARDIAN)
+    reached = asyncio.Event()
+    runs = 0
+
+    @formats.register("zz_once_stuck", title=("Stuck", "卡住"), about=("a test's", "测试"))
+    async def stuck(s: Any, rt: Any, account_id: str) -> AsyncIterator[formats.ArchiveFile]:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            reached.set()
+            await asyncio.Event().wait()  # never: the worker dies here
+        yield formats.ArchiveFile("note.txt", b"second run")
+
+    try:
+        req = await ask(client, me)
+        run = asyncio.create_task(jobs.run_due(app.state.runtime))
+        await asyncio.wait_for(reached.wait(), 60)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert (await status_of(client, me, req))["status"] == "running"
+        clock.advance(app.state.runtime.settings.jobs_lease_seconds + 1)
+        await jobs.run_due(app.state.runtime)
+    finally:
+        formats._formats.pop("zz_once_stuck", None)
+    done = await status_of(client, me, req)
+    assert done["status"] == "ready" and runs == 2
+    files = unzip((await download(client, me, done)).content)
+    assert files["zz_once_stuck/note.txt"] == b"second run"
+    leftovers = list(export.export_dir(app.state.runtime).iterdir())
+    assert leftovers == [], leftovers
+
+
+async def test_a_build_that_keeps_failing_gives_up_and_frees_the_account(
+    client: httpx.AsyncClient, sms: Any, app: Any
+) -> None:
+    me = await sign_up(client, sms, GUARDIAN)
+
+    @formats.register("zz_broken", title=("Broken", "损坏"), about=("a test's", "测试"))
+    async def broken(s: Any, rt: Any, account_id: str) -> AsyncIterator[formats.ArchiveFile]:
+        raise RuntimeError("this format is broken")
+        yield  # pragma: no cover
+
+    try:
+        req = await ask(client, me)
+        for _ in range(5):
+            await jobs.run_due(app.state.runtime)
+            clock.advance(3600)
+    finally:
+        formats._formats.pop("zz_broken", None)
+    failed = await status_of(client, me, req)
+    assert failed["status"] == "failed" and failed["download_url"] is None
+    problem(
+        await client.get(req["url"] + "/download?key=x", headers=h(me)), 410, "rights.export_failed"
+    )
+    assert list(export.export_dir(app.state.runtime).iterdir()) == []
+    # a new request is a new archive, and it is made
+    again = await ready(client, app, me)
+    assert again["id"] != req["id"]
+
+
+async def test_requests_at_once_make_one_archive(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    me = await sign_up(client, sms, GUARDIAN)
+    answers = await asyncio.gather(*(ask(client, me) for _ in range(4)))
+    assert len({a["id"] for a in answers}) == 1
+    assert len(await query(db, "SELECT id FROM rights_exports")) == 1
+    r = await client.get(EXPORT, headers=h(me))
+    assert [x["id"] for x in r.json()] == [answers[0]["id"]]
+
+
 async def test_the_link_works_once_and_the_file_goes_after_the_download(
     client: httpx.AsyncClient, sms: Any, app: Any
 ) -> None:
@@ -461,7 +539,13 @@ async def test_the_link_expires_and_the_file_is_deleted_after_the_keeping_time(
     await jobs.run_due(app.state.runtime)
     assert path.exists()
     clock.advance(3 * 3600)
-    await jobs.run_due(app.state.runtime)
+    # another process (a restart, a `kares worker`) runs it when its time comes
+    later = Runtime.build(app.state.runtime.settings)
+    try:
+        stats = await jobs.run_due(later)
+    finally:
+        await later.close()
+    assert stats.done == 1
     assert not path.exists()
     gone = await status_of(client, me, req)
     assert gone["status"] == "expired" and gone["file_deleted_at"] is not None
