@@ -401,17 +401,17 @@ async def _write_category(
             t = part.table
             ab = about(t, account_id, values)
             cols = list(dict.fromkeys([*part.key, *part.columns]))
-            c = Counts()
-            shown_naming = [c.name for c in part.columns if shown_to_also(c, ab.naming_columns)]
+            count = Counts()
             meta = {
                 "key": [k.name for k in part.key],
                 "columns": {col.name: _describe(col) for col in part.columns},
-                "naming_you_columns": shown_naming,
+                "naming_you_columns": [
+                    col.name for col in part.columns if shown_to_also(col, ab.naming_columns)
+                ],
             }
             await put(("" if first_table else ", ") + json.dumps(t.name) + ": ")
             await put(json.dumps(meta, ensure_ascii=False)[:-1] + ', "rows": [')
             first_table = False
-            order = [k for k in part.key]
             for label, cond, naming in (
                 ("rows", ab.own, None),
                 ("rows_naming_you", ab.naming, ab.naming_columns),
@@ -420,7 +420,7 @@ async def _write_category(
                     await put('], "rows_naming_you": [')
                 if cond is None:
                     continue
-                q = select(*cols).where(cond).order_by(*order)
+                q = select(*cols).where(cond).order_by(*part.key)
                 n = 0
                 async for chunk in _stream(s, q):
                     text = ", ".join(
@@ -429,11 +429,11 @@ async def _write_category(
                     await put((", " if n else "") + text)
                     n += len(chunk)
                 if naming is None:
-                    c.own = n
+                    count.own = n
                 else:
-                    c.naming = n
+                    count.naming = n
             await put("]}")
-            counts[t.name] = c
+            counts[t.name] = count
         await put("}}")
     finally:
         await anyio.to_thread.run_sync(fh.close)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
-from kares.fields import Count, not_null
+from kares.fields import Count
 from kares.identity.auth import AUTH_ERRORS
 from kares.identity.models import Account
 from kares.privacy import service as privacy
@@ -36,9 +36,8 @@ class ExportAsk(BaseModel):
     account_id: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{32}$",
-        json_schema_extra=not_null,
         description="A dependant's or a child's account you are the guardian of; "
-        "leave out for your own",
+        "leave out (or null) for your own",
     )
 
 
