@@ -1,4 +1,4 @@
-"""The ``kares`` command: serve, worker, migrate, demo, policy, retention, stats."""
+"""The ``kares`` command: serve, worker, migrate, demo, policy, retention, stats, rights."""
 
 from __future__ import annotations
 
@@ -451,6 +451,41 @@ def _all_domains() -> None:
     assert domains.metadata.tables  # every domain's tables and hooks are registered
 
 
+def _cmd_rights_export(args: argparse.Namespace) -> int:
+    from kares.config import get_settings
+    from kares.logs import setup_logging
+
+    setup_logging(get_settings().log_level)
+    return asyncio.run(_rights_export(args.phone, Path(args.out)))
+
+
+async def _rights_export(phone: str, out: Path) -> int:
+    from kares import domains, migrations
+    from kares.config import get_settings
+    from kares.errors import Problem
+    from kares.rights import export
+    from kares.runtime import Runtime
+
+    assert domains.metadata.tables  # the archive walks every domain's tables
+    rt = Runtime.build(get_settings())
+    try:
+        if await migrations.current_revision(rt.db.engine) != migrations.head_revision():
+            print("kares: the database is not migrated: run `kares migrate` first", file=sys.stderr)
+            return 2
+        try:
+            written = await export.operator_export(rt, phone, out)
+        except Problem as p:  # a number that is not one
+            print(f"kares: {p.detail}", file=sys.stderr)
+            return 2
+        if written is None:
+            print("kares: no account has this phone number", file=sys.stderr)
+            return 1
+        print(f"wrote {out}: {len(written.files)} files, account {written.account_id}")
+        return 0
+    finally:
+        await rt.close()
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -537,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     from kares.stats import command as stats_command
 
     stats_command.register(sub, prepare=_all_domains)
+    rights = sub.add_parser("rights", help="users' rights run by an operator (logged)")
+    rights_sub = rights.add_subparsers(dest="rights_command", required=True)
+    rexp = rights_sub.add_parser(
+        "export", help="write the data archive of the account with a phone number"
+    )
+    rexp.add_argument("--phone", required=True, help="the account's phone number")
+    rexp.add_argument("--out", required=True, metavar="FILE", help="the zip file to write")
+    rexp.set_defaults(func=_cmd_rights_export)
     return p
 
 

@@ -196,6 +196,14 @@ class Settings(BaseSettings):
     stats_budget_epsilon: float = Field(default=10.0, gt=0)
     stats_budget_period_days: int = Field(default=30, ge=1)
 
+    # Export archives (policy 5.1, docs/RIGHTS.md): written under export_dir
+    # (default var_dir/exports, never served as a path); the download link
+    # expires after export_link_hours and works once; the archive is deleted
+    # export_keep_hours after it was ready (and right after its download)
+    export_dir: Path | None = None
+    export_link_hours: int = Field(default=72, ge=1)
+    export_keep_hours: int = Field(default=168, ge=1)
+
     @field_validator(
         "trusted_proxies",
         "wechat_avatar_hosts",

@@ -24,9 +24,12 @@ from kares.notify import jobs as notify_jobs
 from kares.notify import models as notify_models
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
+from kares.protocols import trackfiles as protocols_trackfiles
 from kares.retention import jobs as retention_jobs
 from kares.retention import models as retention_models
 from kares.rights import audit as rights_audit
+from kares.rights import export as rights_export
+from kares.rights import export_jobs as rights_export_jobs
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
@@ -54,9 +57,12 @@ __all__ = [
     "notify_models",
     "notify_service",
     "privacy_models",
+    "protocols_trackfiles",
     "retention_jobs",
     "retention_models",
     "rights_audit",
+    "rights_export",
+    "rights_export_jobs",
     "sos_jobs",
     "sos_models",
     "sos_service",

@@ -46,6 +46,7 @@ FEATURE_LABELS: dict[str, tuple[str, str]] = {
         "A guardian's consent for a child under 14",
         "监护人为不满十四周岁的儿童作出同意",
     ),
+    "privacy_choices.export": ("A copy of your personal information", "获取您的个人信息副本"),
     "driving_tracks.upload": ("Recording your location", "记录您的位置"),
     "driving_tracks.wlan_fix": (
         "Finding your location from nearby Wi-Fi networks",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -28,16 +28,21 @@ import gpxpy
 import gpxpy.gpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import jsonread
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
 from kares.location import service
+from kares.location.models import LocationFix
 from kares.location.schemas import FromQ, ImportResult, RefusedPoint, ToQ
 from kares.location.service import FixIn, StoredFix
 from kares.privacy.guard import Allowed, guard
 from kares.protocols.common import integer, num, positive
+from kares.rights import formats
+from kares.runtime import Runtime
 
 router = APIRouter(tags=["location"])
 T = TypeVar("T")
@@ -438,3 +443,37 @@ async def import_file(
         ],
         refused_truncated=len(refused) > MAX_REFUSED_LISTED,
     )
+
+
+# --- the export archive (policy 5.1) -------------------------------------------------------
+
+DAY_MS = 86_400_000
+
+
+@formats.register(
+    "tracks",
+    title=("Tracks", "轨迹"),
+    about=(
+        "your recorded locations, one GPX and one GeoJSON file per day (UTC), for map and "
+        "fitness apps",
+        "您记录的位置,每天(UTC)一个 GPX 文件和一个 GeoJSON 文件,可用地图和运动类应用打开",
+    ),
+)
+async def export_tracks(
+    s: AsyncSession, rt: Runtime, account_id: str
+) -> AsyncIterator[formats.ArchiveFile]:
+    """The account's own good fixes, as they were stored, a day per file."""
+    c = LocationFix.__table__.c
+    day = c.recorded_ms // DAY_MS
+    q = select(day).where(c.account_id == account_id, c.status == "ok").group_by(day).order_by(day)
+    for (d,) in (await s.execute(q)).all():
+        start = int(d) * DAY_MS
+        fixes = await service.fixes_between(
+            s, account_id=account_id, from_ms=start, to_ms=start + DAY_MS
+        )
+        if not len(fixes):
+            continue
+        name = datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%d")
+        yield formats.ArchiveFile(f"{name}.gpx", to_gpx(f"Kares track {name}", fixes).encode())
+        body = json.dumps(to_geojson(account_id, fixes)).encode()
+        yield formats.ArchiveFile(f"{name}.geojson", body)
