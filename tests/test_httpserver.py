@@ -196,3 +196,18 @@ async def test_a_framework_request_gets_its_own_line(
     assert [rec.getMessage() for rec in caplog.records if rec.name == "kares.access"] == [
         '127.0.0.1:40000 - "GET /healthz HTTP/1.1" 200'
     ]
+
+
+@pytest.mark.db_agnostic
+def test_the_access_log_never_writes_a_secret_in_a_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = AccessLog()
+    with caplog.at_level(logging.INFO, logger="kares.access"):
+        log.line(scope("/api/v1/me/rights/export/x/download", b"key=s3cr3t&n=1"), 200)
+        log.line(scope("/cb", b"state=a&code=123456&TOKEN=abc"), 302)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        '127.0.0.1:50000 - "POST /api/v1/me/rights/export/x/download?key=***&n=1 HTTP/1.1" 200',
+        '127.0.0.1:50000 - "POST /cb?state=a&code=***&TOKEN=*** HTTP/1.1" 302',
+    ]

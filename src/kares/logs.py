@@ -77,6 +77,17 @@ def setup_logging(level: str = "INFO") -> None:
 
 access = logging.getLogger("kares.access")
 
+# query parameters that carry a secret (a download link's key, a token): the access
+# log writes their name and "***", never the value
+_SECRET_PARAM = re.compile(
+    r"(^|&)((?:key|token|access_token|secret|code|password|sig|signature)=)[^&]*", re.I
+)
+
+
+def _query(raw: bytes) -> str:
+    text = raw.decode("latin-1")
+    return _SECRET_PARAM.sub(r"\1\2***", text)
+
 
 def _client(scope: Mapping[str, Any]) -> str:
     client = scope.get("client")
@@ -102,7 +113,7 @@ class AccessLog:
         if not access.isEnabledFor(logging.INFO):
             return
         query = scope.get("query_string", b"")
-        path = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        path = scope["path"] + ("?" + _query(query) if query else "")
         access.info(
             '%s - "%s %s HTTP/%s" %d',
             _client(scope),
