@@ -269,11 +269,17 @@ async def hold(s: AsyncSession, *, account_id: str, reason: str) -> tuple[LegalH
 
 
 async def release(s: AsyncSession, *, account_id: str) -> LegalHold | None:
-    """End the account's hold in force (None if there is none). Not committed."""
+    """End the account's hold in force (None if there is none; two set at once both
+    end). Not committed."""
     current = await active_hold(s, account_id)
     if current is not None:
-        current.released_at = clock.utcnow()
-        await s.flush()
+        await s.execute(
+            update(LegalHold)
+            .where(LegalHold.account_id == account_id, LegalHold.released_at.is_(None))
+            .values(released_at=clock.utcnow())
+            .execution_options(synchronize_session="fetch")
+        )
+        await s.refresh(current)
     return current
 
 
