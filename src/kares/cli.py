@@ -1,4 +1,4 @@
-"""The ``kares`` command: serve, worker, migrate, demo, policy."""
+"""The ``kares`` command: serve, worker, migrate, demo, policy, staff."""
 
 from __future__ import annotations
 
@@ -399,6 +399,12 @@ def _cmd_policy_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_domains() -> None:
+    from kares import domains
+
+    assert domains.metadata.tables  # every domain's tables and hooks are registered
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -468,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rend.add_argument("--catalog", metavar="PATH", default=None, help=catalog_help)
     rend.set_defaults(func=_cmd_policy_render)
+
+    from kares.rights import staff_cli
+
+    staff_cli.add_commands(sub, prepare=_load_domains)  # kares staff list | show | answer
     return p
 
 

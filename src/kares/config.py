@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
 
+    # Requests that need a person (docs/RIGHTS.md): free, but the same request
+    # (same kind, person and subject) more than this many times within the period
+    # is refused with the reason (policy 5.8)
+    rights_repeat_limit: int = Field(default=3, ge=1)
+    rights_repeat_period_days: int = Field(default=30, ge=1)
+
     @field_validator(
         "trusted_proxies",
         "wechat_avatar_hosts",

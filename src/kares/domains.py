@@ -24,6 +24,8 @@ from kares.notify import jobs as notify_jobs
 from kares.notify import models as notify_models
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
+from kares.rights import staff_jobs as rights_staff_jobs
+from kares.rights import staff_models as rights_staff_models
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
@@ -50,6 +52,8 @@ __all__ = [
     "notify_models",
     "notify_service",
     "privacy_models",
+    "rights_staff_jobs",
+    "rights_staff_models",
     "sos_jobs",
     "sos_models",
     "sos_service",
