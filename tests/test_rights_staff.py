@@ -459,3 +459,36 @@ def test_due_date_rule_is_the_clock_of_docs_rights() -> None:
     assert staff_mod.due_date(datetime(2026, 2, 13, 1, tzinfo=UTC), 15) == (date(2026, 3, 12), None)
     due, why = staff_mod.due_date(datetime(2026, 12, 7, 2, tzinfo=UTC), 15)
     assert due is None and why is not None and "2027" in why
+
+
+async def test_a_guardian_asks_for_a_child_and_both_are_told_of_the_answer(
+    client: httpx.AsyncClient, sms: Any, app: Any
+) -> None:
+    from kares.rights import staff as staff_mod
+    from tests.test_minors import approved_pair
+
+    at("2026-03-02T09:00:00+08:00")
+    guardian, child = await approved_pair(client, sms)
+    kid = child["account"]["id"]
+    r = await client.post(
+        f"/api/v1/guardian/wards/{kid}/rights/requests",
+        json={"kind": "explanation", "about": "minors.guardianship", "text": "Who sees this?"},
+        headers=bearer(guardian["token"]),
+    )
+    assert r.status_code == 201, r.text
+    made = r.json()
+    # Mar 3-6(1-4) 9-13(5-9) 16-20(10-14) 23(15): no holiday in March 2026
+    assert made["due_on"] == "2026-03-23" and made["on_behalf"] is True
+    # the child sees the request made about them
+    theirs = (await client.get(URL, headers=bearer(child["token"]))).json()
+    assert [x["id"] for x in theirs] == [made["id"]]
+
+    rt = app.state.runtime
+    async with rt.db.sessions() as s:
+        await staff_mod.close(
+            s, rt, made["id"], status="answered", text="Only your guardians.", by="ops"
+        )
+    for who in (guardian, child):
+        notes = (await client.get("/api/v1/notifications", headers=bearer(who["token"]))).json()
+        told = [n for n in notes if n["data"].get("request_id") == made["id"]]
+        assert len(told) == 1 and told[0]["body"] == "Only your guardians."
