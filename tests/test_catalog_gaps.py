@@ -244,3 +244,19 @@ def test_against_the_real_previous_version_only_the_two_functions_are_asked_abou
         "function:account_security",
         "function:privacy_choices",
     ]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+async def test_section_5_8_says_requests_can_be_made_in_the_app(
+    client: httpx.AsyncClient, lang: str
+) -> None:
+    doc = await policy(client, lang)
+    said = " ".join(texts(blocks_of(doc, "s5-8")))
+    words = {
+        "en": ["from the app", "the date by which we will answer", "withdraw", "A guardian"],
+        "zh": ["在应用内提交", "截止日期", "撤回", "监护人"],
+    }[lang]
+    for w in words:
+        assert w in said, w
+    days = CAT.policy.response_working_days
+    assert (f"{days} working days" if lang == "en" else f"{days} 个工作日") in said

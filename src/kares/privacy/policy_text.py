@@ -1836,6 +1836,18 @@ class _Builder:
                     ),
                     Paragraph(
                         self.t(
+                            "You can also send a correction you cannot make in the app "
+                            "yourself, a request for an explanation, a complaint or feedback "
+                            "from the app. Each request shows the date by which we will answer "
+                            "it, and you can withdraw it while it is open. A guardian can send "
+                            "them for a child or a family member they look after.",
+                            "您也可以在应用内提交无法自行完成的更正、解释说明请求、投诉或反馈。"
+                            "每项请求都会显示我们作出答复的截止日期，在答复前您可以撤回。"
+                            "监护人可以为其照顾的儿童或家庭成员提交上述请求。",
+                        )
+                    ),
+                    Paragraph(
+                        self.t(
                             "In principle we charge nothing for reasonable requests; for "
                             "repeated requests beyond a reasonable limit we may charge a fee "
                             "that covers our cost. We may refuse requests that are repeated "

@@ -54,6 +54,13 @@ def add_commands(sub: Any, *, prepare: Callable[[], None]) -> None:
     ans.set_defaults(func=_cmd_answer)
 
 
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in this environment (a container)
+        return "staff"
+
+
 def _row(item: Any) -> dict[str, Any]:
     r = item.request
     return {
@@ -182,7 +189,7 @@ def _cmd_answer(args: argparse.Namespace) -> int:
             print("kares: give --text (or --reject with --reason)", file=sys.stderr)
             return 2
         status, text = staff.ANSWERED, args.text
-    by = args.by or getpass.getuser()
+    by = args.by or _os_user()
 
     async def work(s: Any, rt: Any) -> int:
         r = await staff.close(s, rt, args.id, status=status, text=text, by=by)
