@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from kares import clock, jobs
+from kares.workdays import local_day
 from tests.conftest import (
     TEST_DATA_KEYS,
     TEST_INDEX_KEY,
@@ -380,18 +381,21 @@ async def test_staff_list_answer_and_reject_and_the_person_is_told_in_their_lang
     d = await make(client, tok, {"kind": "feedback", "text": "Thanks"})  # no due date yet
 
     # The command runs on the real clock (6 December 2026 or later): A and B are
-    # overdue, C is not yet, D waits for 2027's calendar. Overdue first, the most
-    # overdue first; then the undated; then by due date.
+    # overdue, C only once 22 December has passed, D waits for 2027's calendar.
+    # Overdue first, the most overdue first; then the undated; then by due date.
+    c_overdue = local_day(datetime.now(UTC)) > date(2026, 12, 22)
+    overdue = [a["id"], b["id"], *([c["id"]] if c_overdue else [])]
     r = staff("list", env=staff_env)
     assert r.returncode == 0, r.stderr
     ids = [line.split()[0] for line in r.stdout.splitlines()]
-    assert ids == [a["id"], b["id"], d["id"], c["id"]]
+    assert ids == ([*overdue, d["id"]] if c_overdue else [*overdue, d["id"], c["id"]])
     lines = dict(zip(ids, r.stdout.splitlines(), strict=True))
     assert "OVERDUE since 2026-03-12" in lines[a["id"]]
-    assert "DUE DATE UNKNOWN" in lines[d["id"]] and "due 2026-12-22" in lines[c["id"]]
+    assert "DUE DATE UNKNOWN" in lines[d["id"]]
+    assert ("OVERDUE since 2026-12-22" if c_overdue else "due 2026-12-22") in lines[c["id"]]
     assert "no due date yet" in r.stderr and "2027" in r.stderr
     r = staff("list", "--overdue", "--json", env=staff_env)
-    assert [x["id"] for x in json.loads(r.stdout)] == [a["id"], b["id"]]
+    assert [x["id"] for x in json.loads(r.stdout)] == overdue
     r = staff("show", b["id"], "--json", env=staff_env)
     shown = json.loads(r.stdout)
     assert shown["text"] == "为什么需要精确位置?" and shown["due_on"] == "2026-10-27"
@@ -420,7 +424,8 @@ async def test_staff_list_answer_and_reject_and_the_person_is_told_in_their_lang
 
     # the queue lists what is left; closed ones only with --all
     r = staff("list", env=staff_env)
-    assert [line.split()[0] for line in r.stdout.splitlines()] == [d["id"], c["id"]]
+    left = [c["id"], d["id"]] if c_overdue else [d["id"], c["id"]]
+    assert [line.split()[0] for line in r.stdout.splitlines()] == left
     r = staff("list", "--all", "--json", env=staff_env)
     assert {x["id"]: x["answered_by"] for x in json.loads(r.stdout)}[a["id"]] == "ops-li"
 
