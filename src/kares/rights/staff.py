@@ -197,7 +197,7 @@ def _clean(value: str | None, max_len: int, field: str) -> str | None:
         raise Problem(
             422, "rights.too_long", f"'{field}' is longer than {max_len} characters.", field=field
         )
-    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in value):
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t\r" for c in value):
         raise Problem(
             422, "rights.invalid_text", f"'{field}' holds control characters.", field=field
         )
@@ -211,8 +211,8 @@ def _checked(cat: Catalog, req: NewRequest) -> NewRequest:
     if req.lang not in LANGS:
         raise Problem(422, "rights.unknown_language", "The language is en or zh.")
     if req.about is not None and req.about not in cat.categories:
-        raise Problem(
-            422,
+        raise Problem(  # like an unknown function (function.unknown): not found
+            404,
             "rights.unknown_category",
             "'about' names a category of personal information of the privacy policy "
             "(GET /api/v1/privacy/data-map lists them).",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,43 +15,51 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RequestCreate(_In):
-    """A request for a person to deal with. A correction names the category it is
-    about, the record, what is wrong and what it should be; the other kinds say
-    what they are about in ``text``."""
+# What a free text may be: some character that is not a space, and no control
+# character but tab, line feed and carriage return (what the service checks).
+_C = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"
+TEXT = rf"^[^{_C}]*[^\s\u0000-\u001f\u007f-\u009f][^{_C}]*$"
+Lang = Literal["en", "zh"]
+LANG_DOC = "The language of the answer; without it, Accept-Language decides"
+ABOUT_DOC = (
+    "The category of personal information it is about (a key of "
+    "GET /api/v1/privacy/data-map, e.g. location.precise); an unknown one is 404"
+)
 
-    kind: Kind = Field(
-        description="correction (a disputed record the app cannot change), explanation "
-        "(beyond GET /api/v1/me/processing), complaint or feedback"
-    )
-    about: str | None = Field(
-        default=None,
-        max_length=64,
-        description="The category of personal information it is about "
-        "(a key of GET /api/v1/privacy/data-map, e.g. location.precise); "
-        "required for a correction",
-        examples=["account.age"],
-    )
+
+class CorrectionCreate(_In):
+    """A correction of a disputed record the app cannot change: the category,
+    the record, what is wrong and what it should be."""
+
+    kind: Literal["correction"]
+    about: str = Field(max_length=64, description=ABOUT_DOC, examples=["account.age"])
     record: str | None = Field(
         default=None,
         max_length=200,
-        description="Which record (a correction): e.g. the trip of 3 March",
+        pattern=TEXT,
+        description="Which record: e.g. the trip of 3 March",
     )
-    wrong: str | None = Field(
-        default=None, max_length=4000, description="What is wrong (a correction)"
-    )
-    should_be: str | None = Field(
-        default=None, max_length=4000, description="What it should be (a correction)"
-    )
+    wrong: str = Field(max_length=4000, pattern=TEXT, description="What is wrong")
+    should_be: str = Field(max_length=4000, pattern=TEXT, description="What it should be")
     text: str | None = Field(
-        default=None,
-        max_length=4000,
-        description="The question, complaint or feedback (required for those kinds)",
+        default=None, max_length=4000, pattern=TEXT, description="Anything to add"
     )
-    lang: Literal["en", "zh"] | None = Field(
-        default=None,
-        description="The language of the answer; without it, Accept-Language decides",
+    lang: Lang | None = Field(default=None, description=LANG_DOC)
+
+
+class OtherCreate(_In):
+    """An explanation beyond GET /api/v1/me/processing, a complaint or feedback:
+    what it is about in ``text``."""
+
+    kind: Literal["explanation", "complaint", "feedback"]
+    about: str | None = Field(default=None, max_length=64, description=ABOUT_DOC)
+    text: str = Field(
+        max_length=4000, pattern=TEXT, description="The question, complaint or feedback"
     )
+    lang: Lang | None = Field(default=None, description=LANG_DOC)
+
+
+RequestCreate = Annotated[CorrectionCreate | OtherCreate, Field(discriminator="kind")]
 
 
 class RequestOut(BaseModel):
