@@ -131,9 +131,20 @@ def sdk_unknown_permission(raw: Raw) -> list[str]:
 
 
 def third_party_cookie_unnamed(raw: Raw) -> list[str]:
-    ckey = next(k for k, c in raw["cookies"].items() if not c["first_party"])
-    del raw["cookies"][ckey]["third_party"]
-    return [f"cookies.{ckey}", "a third-party cookie names its third party"]
+    # the shipped catalog sets no third-party cookie (Baidu Tongji went in 2026-12-06)
+    raw["cookies"]["tracker"] = {
+        "kind": "analytics",
+        "purpose": {"en": "Counts visits", "zh": "统计访问"},
+        "expires_days": 30,
+        "http_only": False,
+        "first_party": False,
+    }
+    return ["cookies.tracker", "a third-party cookie names its third party"]
+
+
+def feature_unnamed(raw: Raw) -> list[str]:
+    del raw["functions"]["health"]["features"]["steps"]["name"]
+    return ["functions.health.features.steps.name", "Field required"]
 
 
 BREAKS: list[Callable[[Raw], list[str]]] = [
@@ -146,6 +157,7 @@ BREAKS: list[Callable[[Raw], list[str]]] = [
     unknown_legal_basis,
     sdk_unknown_permission,
     third_party_cookie_unnamed,
+    feature_unnamed,
 ]
 
 

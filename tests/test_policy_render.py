@@ -239,13 +239,13 @@ async def test_every_catalog_entry_appears(client: httpx.AsyncClient, lang: str)
 
 @pytest.mark.db_agnostic
 def test_every_feature_has_a_readable_name_in_both_languages() -> None:
-    from kares.privacy.policy_text import FEATURE_LABELS
-
+    # the catalog itself names them (a feature without a name does not load:
+    # tests/test_catalog.py); each name is words, not its key, in both languages
     for fkey, f in CAT.functions.items():
-        for name in f.features:
-            label = FEATURE_LABELS.get(f"{fkey}.{name}")
-            assert label is not None, f"{fkey}.{name} has no readable name"
+        for name, feat in f.features.items():
+            label = (feat.name.en, feat.name.zh)
             assert label[0] and CJK.search(label[1]), f"{fkey}.{name}: {label}"
+            assert "_" not in label[0], f"{fkey}.{name}: {label}"
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -386,8 +386,10 @@ async def test_cookie_page(client: httpx.AsyncClient, lang: str) -> None:
         assert cookie.purpose.get(lang) in text
         days = {"en": f"{cookie.expires_days} days", "zh": f"{cookie.expires_days} 天"}[lang]
         assert days in text
-    baidu = CAT.third_parties["baidu_tongji"].name.get(lang)
-    assert baidu in text
+    # only first-party cookies: no third party's name on the page (Baidu Tongji,
+    # declared but never used, left the catalog in 2026-12-06)
+    assert all(c.first_party for c in CAT.cookies.values())
+    assert "Baidu" not in text and "百度" not in text
     assert f'href="/privacy/policy?lang={lang}#s2"' in r.text
 
 

@@ -33,6 +33,7 @@ from kares.privacy import service as privacy
 from kares.protocols import overland, owntracks, trackfiles
 from kares.protocols.watch.server import WatchServer
 from kares.rights import export_api as rights_export_api
+from kares.rights import staff_api as rights_staff_api
 from kares.runtime import Runtime
 from kares.sos import api as sos_api
 from kares.watches import api as watches_api
@@ -297,6 +298,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(privacy_api.router)
     app.include_router(consent_api.router)
     app.include_router(rights_export_api.router)
+    app.include_router(rights_staff_api.router)
     app.include_router(devices_api.router)
     app.include_router(watches_api.router)
     app.include_router(families_api.router)

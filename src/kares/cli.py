@@ -1,4 +1,5 @@
-"""The ``kares`` command: serve, worker, migrate, demo, policy, retention, stats, rights."""
+"""The ``kares`` command: serve, worker, migrate, demo, policy, retention, stats, rights,
+staff."""
 
 from __future__ import annotations
 
@@ -580,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     rexp.add_argument("--phone", required=True, help="the account's phone number")
     rexp.add_argument("--out", required=True, metavar="FILE", help="the zip file to write")
     rexp.set_defaults(func=_cmd_rights_export)
+    from kares.rights import staff_cli
+
+    staff_cli.add_commands(sub, prepare=_all_domains)  # kares staff list | show | answer
     return p
 
 

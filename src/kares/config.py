@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     export_link_hours: int = Field(default=72, ge=1)
     export_keep_hours: int = Field(default=168, ge=1)
 
+    # Requests that need a person (docs/RIGHTS.md): free, but the same request
+    # (same kind, person and subject) more than this many times within the period
+    # is refused with the reason (policy 5.8)
+    rights_repeat_limit: int = Field(default=3, ge=1)
+    rights_repeat_period_days: int = Field(default=30, ge=1)
+
     @field_validator(
         "trusted_proxies",
         "wechat_avatar_hosts",

@@ -30,6 +30,8 @@ from kares.retention import models as retention_models
 from kares.rights import audit as rights_audit
 from kares.rights import export as rights_export
 from kares.rights import export_jobs as rights_export_jobs
+from kares.rights import staff_jobs as rights_staff_jobs
+from kares.rights import staff_models as rights_staff_models
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
@@ -63,6 +65,8 @@ __all__ = [
     "rights_audit",
     "rights_export",
     "rights_export_jobs",
+    "rights_staff_jobs",
+    "rights_staff_models",
     "sos_jobs",
     "sos_models",
     "sos_service",

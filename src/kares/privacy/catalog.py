@@ -90,6 +90,8 @@ class Permission(_Model):
 
 
 class Feature(_Model):
+    # what the readable policy calls this part of its function (never its key)
+    name: Text
     categories: list[str]
     permissions: list[str] = Field(default_factory=list)
     any_permission: list[str] = Field(default_factory=list)
@@ -255,7 +257,10 @@ class Catalog(_Model):
         f = self.functions[function]
         if feature is None:
             return Feature(
-                categories=list(f.categories), public=f.public, minor_allowed=f.minor_allowed
+                name=f.name,
+                categories=list(f.categories),
+                public=f.public,
+                minor_allowed=f.minor_allowed,
             )
         return f.features[feature]
 

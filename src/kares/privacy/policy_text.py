@@ -29,68 +29,6 @@ from kares.privacy.document import (
 
 LANGS = ("en", "zh")
 
-# Readable names of features (the catalog names functions, not features).
-# Every feature of the catalog needs one: the policy never shows an internal
-# key (tests/test_policy_render.py fails on a feature missing here, and the
-# text falls back to the function's name alone).
-FEATURE_LABELS: dict[str, tuple[str, str]] = {
-    "account.sign_in": ("Signing in", "登录"),
-    "account.profile": ("Your account profile", "账号资料"),
-    "account.avatar_upload": ("Uploading an avatar", "上传头像"),
-    "account_security.sessions": ("Signed-in devices and sign-in history", "已登录设备和登录记录"),
-    "account_security.devices": ("Your devices", "您的设备"),
-    "account_security.sign_out": ("Signing out", "退出登录"),
-    "privacy_choices.consents": ("Giving and withdrawing consent", "给予和撤回同意"),
-    "privacy_choices.explanation": ("Explaining what we hold about you", "说明我们持有的您的信息"),
-    "privacy_choices.guardian": (
-        "A guardian's consent for a child under 14",
-        "监护人为不满十四周岁的儿童作出同意",
-    ),
-    "privacy_choices.export": ("A copy of your personal information", "获取您的个人信息副本"),
-    "driving_tracks.upload": ("Recording your location", "记录您的位置"),
-    "driving_tracks.wlan_fix": (
-        "Finding your location from nearby Wi-Fi networks",
-        "通过附近的 Wi-Fi 网络确定您的位置",
-    ),
-    "driving_tracks.view": ("Viewing locations and tracks", "查看位置和轨迹"),
-    "driving_tracks.history": (
-        "Your route history, timeline and driving summaries",
-        "您的路线记录、时间线和驾驶总结",
-    ),
-    "driving_tracks.import": ("Importing your own route files", "导入您自己的路线文件"),
-    "driving_tracks.places": (
-        "Family places and arrival and departure alerts",
-        "家庭地点及到达和离开提醒",
-    ),
-    "driving_tracks.trackers": (
-        "Connecting tracking apps (such as OwnTracks)",
-        "连接定位记录应用(如 OwnTracks)",
-    ),
-    "messaging.chat": ("Chatting", "聊天"),
-    "messaging.photo": ("Sending photos in a chat", "在聊天中发送图片"),
-    "calls.voice": ("Voice calls", "语音通话"),
-    "health.readings": ("Health readings", "健康数据"),
-    "health.steps": ("Step counting", "步数统计"),
-    "schedule.events": ("Schedules and reminders", "日程和提醒"),
-    "schedule.device_sync": (
-        "Synchronising schedules to the phone's calendar",
-        "将日程同步到手机日历",
-    ),
-    "schedule.floating_reminders": ("Reminder windows over other apps", "悬浮窗提醒"),
-    "family.circles": ("Family circles", "家庭圈"),
-    "family.scan_code": ("Scanning a code to join a family", "扫码加入家庭"),
-    "family.photo_upload": ("Setting a family's group photo", "设置家庭圈照片"),
-    "watches.hello": ("A new watch introducing itself", "新手表首次连接"),
-    "watches.pair": ("Pairing a watch", "绑定手表"),
-    "watches.manage": ("Managing a paired watch", "管理已绑定的手表"),
-    "sos.raise": ("Raising an SOS alert", "发出 SOS 求助"),
-    "sos.respond": ("Responding to an SOS alert", "响应 SOS 求助"),
-    "notifications.inbox": ("In-app notifications", "应用内通知"),
-    "notifications.push": ("Push notifications", "推送通知"),
-    "offline_maps.download": ("Downloading offline maps", "下载离线地图"),
-    "travel_recommendations.suggestions": ("Route suggestions", "路线推荐"),
-}
-
 # The seed's top-level sections, in its order (7 has a heading only in the
 # seed's table of contents).
 TOP_TITLES: dict[str, tuple[str, str]] = {
@@ -222,10 +160,7 @@ class _Builder:
         return self.t("While your account exists", "账号存续期间")
 
     def feature_label(self, fkey: str, name: str) -> str:
-        label = FEATURE_LABELS.get(f"{fkey}.{name}")
-        if label is not None:
-            return self.t(*label)
-        return self.fn_name(fkey)
+        return self.tx(self.cat.functions[fkey].features[name].name)
 
     def feature_permissions(self, feat: Feature) -> str:
         parts = []
@@ -827,6 +762,16 @@ class _Builder:
                     "Device identifiers are the identifier for vendors on iOS (IDFV) and the "
                     "open anonymous device identifier on Android (OAID).",
                     "设备标识符是指 iOS 上的供应商标识符（IDFV）和 Android 上的匿名设备标识符（OAID）。",
+                )
+            ),
+            Paragraph(
+                self.t(
+                    "WLAN information: the Wi-Fi access points your phone or watch reports near "
+                    "you are used only to find your location, and are kept as precise location "
+                    "information, with its separate consent and its retention period (see 1.3). "
+                    "We do not record the Wi-Fi network you are connected to.",
+                    "WLAN 信息：您的手机或手表上报的附近 Wi-Fi 接入点仅用于确定您的位置，并作为精确位置信息保存，"
+                    "适用其单独同意和保存期限（见 1.3）。我们不记录您所连接的 Wi-Fi 网络。",
                 )
             ),
             Paragraph(
@@ -1891,6 +1836,18 @@ class _Builder:
                     ),
                     Paragraph(
                         self.t(
+                            "You can also send a correction you cannot make in the app "
+                            "yourself, a request for an explanation, a complaint or feedback "
+                            "from the app. Each request shows the date by which we will answer "
+                            "it, and you can withdraw it while it is open. A guardian can send "
+                            "them for a child or a family member they look after.",
+                            "您也可以在应用内提交无法自行完成的更正、解释说明请求、投诉或反馈。"
+                            "每项请求都会显示我们作出答复的截止日期，在答复前您可以撤回。"
+                            "监护人可以为其照顾的儿童或家庭成员提交上述请求。",
+                        )
+                    ),
+                    Paragraph(
+                        self.t(
                             "In principle we charge nothing for reasonable requests; for "
                             "repeated requests beyond a reasonable limit we may charge a fee "
                             "that covers our cost. We may refuse requests that are repeated "
@@ -2063,6 +2020,18 @@ class _Builder:
                         "Changes that only give you more, such as a shorter retention period, "
                         "apply without asking you again.",
                         "仅对您更有利的变更（如缩短保存期限）无需重新征得您的同意即可适用。",
+                    )
+                ),
+                Paragraph(
+                    self.t(
+                        "A significant change to a function that does not rest on your consent "
+                        "(section 1 marks these as available before you give any consent, such "
+                        "as account security and your privacy choices) is announced here and in "
+                        "the list of versions, and applies without asking you again, because "
+                        "its legal basis is not your consent.",
+                        "对不以您的同意为合法性基础的功能（第一部分中标注为在您作出任何同意之前即可使用的功能，"
+                        "如账号安全和您的隐私选择）作出的重大变更，我们会在本页面及历史版本列表中公布，"
+                        "该等变更无需重新征得您的同意即可适用，因为其合法性基础并非您的同意。",
                     )
                 ),
                 Paragraph(version),

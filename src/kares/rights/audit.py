@@ -36,14 +36,14 @@ class StaffAction(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("privacy.consent"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("rights.requests"))
     # the operator's name on the machine that ran the command (staff, not a
     # person the service holds data about)
     actor: Mapped[str] = mapped_column(String(64), info=not_personal("an operator's name"))
     # "rights.export", "rights.delete", "staff.answer", "retention.hold", ...
-    action: Mapped[str] = mapped_column(String(48), info=personal("privacy.consent"))
+    action: Mapped[str] = mapped_column(String(48), info=personal("rights.requests"))
     account_id: Mapped[str | None] = mapped_column(
-        ForeignKey("accounts.id", ondelete="SET NULL"), info=personal("privacy.consent")
+        ForeignKey("accounts.id", ondelete="SET NULL"), info=personal("rights.requests")
     )
     detail: Mapped[dict[str, Any]] = mapped_column(
         JSON, info=not_personal("counts, table names and ids of requests; never a value")

@@ -5,7 +5,7 @@ figures of groups of at least k people) with the epsilon each figure spent; the
 budget per period is checked against it. It holds no account's data.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-06
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
