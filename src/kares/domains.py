@@ -25,6 +25,8 @@ from kares.notify import models as notify_models
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
 from kares.rights import audit as rights_audit
+from kares.rights import erase as rights_erase
+from kares.rights import register as rights_register
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
@@ -52,6 +54,8 @@ __all__ = [
     "notify_service",
     "privacy_models",
     "rights_audit",
+    "rights_erase",
+    "rights_register",
     "sos_jobs",
     "sos_models",
     "sos_service",
