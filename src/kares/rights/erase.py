@@ -211,8 +211,6 @@ async def _count(s: AsyncSession, stmt: Any) -> int:
 
 async def _erase_rows(s: AsyncSession, account_id: str, md: MetaData, out: Outcome) -> None:
     values = await reach.values_of(s, account_id, md)
-    # consent receipts may go once their account is being deleted (migration 0002)
-    await s.execute(update(Account).where(Account.id == account_id).values(status="deleting"))
     for r in reversed(reach.reaches(md)):
         t, cond = r.table, r.where(account_id, values)
         col = t.c[r.column]
@@ -282,6 +280,8 @@ async def erase_account(
     out = Outcome()
     out.third_parties = await _third_parties(s, catalog_of(rt), account_id, md)
     erasure = ports.Erasure(account_id=account_id, scope="account")
+    # consent receipts may go once their account is being deleted (migrations 0002, 0018)
+    await s.execute(update(Account).where(Account.id == account_id).values(status="deleting"))
     for hook in ports.erasure_hooks("before"):
         await hook(s, erasure)
     await _erase_rows(s, account_id, md, out)
@@ -619,7 +619,8 @@ async def request_deletion(
         due_at=now + cooling_off(rt),
         families=plan,
     )
-    job = jobs.enqueue(s, ERASE_JOB, {"request_id": req.id}, run_at=req.due_at)
+    # the job names nothing: it finds its request by its own id
+    job = jobs.enqueue(s, ERASE_JOB, {}, run_at=req.due_at)
     req.job_id = job.id
     s.add(req)
     when = req.due_at.date().isoformat()
@@ -687,7 +688,8 @@ async def _erase_job(rt: Runtime, job: jobs.JobContext) -> None:
     """Runs at the end of the cooling-off period (a durable job: a restart does not
     lose it). A request that was cancelled, or whose account is gone, ends here."""
     async with rt.db.sessions() as s:
-        req = await s.get(DeletionRequest, str(job.payload["request_id"]))
+        q = select(DeletionRequest).where(DeletionRequest.job_id == job.id)
+        req = (await s.execute(q)).scalar_one_or_none()
         if req is None or req.status != PENDING:
             return
         if req.due_at > clock.utcnow():

@@ -6,7 +6,8 @@ deletion with no personal information, for re-applying after a restore.
 
 Consent receipts stay append-only, with one exception: when the guardian who
 acted for a child is deleted, the receipt's ``actor_account_id`` may become the
-marker ``'erased'`` (nothing else of the row may change).
+marker ``'erased'`` and the guardian's session and device ids may be cleared
+(nothing else of the row may change).
 
 Revision ID: 0018
 Revises: 0013
@@ -23,26 +24,28 @@ down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-_SAME = (
-    "id",
-    "account_id",
-    "subject",
-    "action",
-    "policy_version",
-    "via",
-    "session_id",
-    "device_id",
-    "created_at",
-)
+_SAME = ("id", "account_id", "subject", "action", "policy_version", "via", "created_at")
+# the guardian's session and device may go with them
+_GONE = ("session_id", "device_id")
 _DELETED_GUARDIAN = (
     "NEW.actor_account_id = 'erased' AND EXISTS (SELECT 1 FROM accounts "
     "WHERE id = OLD.actor_account_id AND status = 'deleting')"
 )
 # the one update allowed: a deleted guardian's id replaced by the marker, the
 # rest of the row as it was
-_SQLITE_ALLOWED = " AND ".join([_DELETED_GUARDIAN, *(f"NEW.{c} IS OLD.{c}" for c in _SAME)])
+_SQLITE_ALLOWED = " AND ".join(
+    [
+        _DELETED_GUARDIAN,
+        *(f"NEW.{c} IS OLD.{c}" for c in _SAME),
+        *(f"(NEW.{c} IS NULL OR NEW.{c} IS OLD.{c})" for c in _GONE),
+    ]
+)
 _PG_ALLOWED = " AND ".join(
-    [_DELETED_GUARDIAN, *(f"NEW.{c} IS NOT DISTINCT FROM OLD.{c}" for c in _SAME)]
+    [
+        _DELETED_GUARDIAN,
+        *(f"NEW.{c} IS NOT DISTINCT FROM OLD.{c}" for c in _SAME),
+        *(f"(NEW.{c} IS NULL OR NEW.{c} IS NOT DISTINCT FROM OLD.{c})" for c in _GONE),
+    ]
 )
 
 _PG_FUNCTION = """
