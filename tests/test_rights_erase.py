@@ -198,3 +198,52 @@ async def test_choices_that_cannot_be_carried_out_are_refused_and_change_nothing
     before = await snapshot(db)
     problem(await client.post(CHOSEN, json=body, headers=bearer(me["token"])), status, code)
     assert await snapshot(db) == before
+
+
+async def test_a_row_holding_what_must_stay_is_kept_and_the_answer_says_why(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    ann = await sign_up(client, sms, ANN, device={"id": "IDFV-ANN", "model": "iPhone15,2"})
+    a = ann["account"]["id"]
+    r = await client.post(
+        CHOSEN, json={"category": "device.identifier"}, headers=bearer(ann["token"])
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    # the device record goes; sign-in records keep theirs (the law keeps them six months)
+    assert out["deleted"]["devices"] == 1
+    assert "security.login_environment" in out["kept"]["sessions"]
+    assert "security.login_environment" in out["kept"]["login_events"]
+    assert "consent_receipts" in out["kept"]
+    assert not await query(db, "SELECT id FROM devices WHERE account_id = :a", a=a)
+    assert await query(db, "SELECT id FROM login_events WHERE account_id = :a", a=a)
+    # the session still works
+    assert (await client.get("/api/v1/me", headers=bearer(ann["token"]))).status_code == 200
+
+
+async def test_a_guardian_deletes_a_dependants_chosen_data(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    ann = await person(client, sms, ANN, "Ann")
+    bo = await person(client, sms, BO, "Bo")
+    fid = await new_family(client, ann)
+    await join(client, ann, fid, bo)
+    r = await client.post(
+        f"/api/v1/families/{fid}/dependants",
+        json={"name": "Grandma", "age_bracket": "adult"},
+        headers=bearer(ann["token"]),
+    )
+    assert r.status_code == 201, r.text
+    dep = r.json()["member"]["account_id"]
+    body = {"category": "account.profile", "account_id": dep}
+    # a member who is not its guardian may not
+    problem(
+        await client.post(CHOSEN, json=body, headers=bearer(bo["token"])),
+        404,
+        "rights.not_guardian",
+    )
+    r = await client.post(CHOSEN, json=body, headers=bearer(ann["token"]))
+    assert r.status_code == 200, r.text
+    assert r.json()["cleared"]["accounts"] == 1
+    [row] = await query(db, "SELECT name FROM accounts WHERE id = :d", d=dep)
+    assert row["name"] is None

@@ -94,6 +94,9 @@ KEPT: dict[str, str] = {
     "family.membership": "Other people share your families: leave a family, or dissolve "
     "one you own, instead.",
 }
+# Of those, the ones whose values must stay where they are: a row holding any of them
+# is never deleted as a side effect of deleting another category with it.
+STAYS = frozenset(KEPT) - {"family.membership"}
 
 
 # --- the time a row was collected -------------------------------------------------------
@@ -360,12 +363,15 @@ async def erase_chosen(
                 out.kept[table.name] = "no time of collection: delete without a range"
                 continue
             cond = cond & _in_range(*found, since, until)
+        others = sorted({str(c.info[PI_INFO_KEY]) for c in cols} - {category})
+        if "privacy.consent" in others:  # a receipt is kept as it was given
+            out.kept[table.name] = KEPT["privacy.consent"]
+            continue
         if all(c.nullable for c in chosen):
             stmt = update(table).where(cond).values({c.name: None for c in chosen})
             out.cleared[table.name] += await _count(s, stmt)
             continue
-        others = sorted({str(c.info[PI_INFO_KEY]) for c in cols} - {category})
-        kept = [k for k in others if k in KEPT]
+        kept = [k for k in others if k in STAYS]
         if kept:
             out.kept[table.name] = f"its rows also hold {', '.join(kept)}: {KEPT[kept[0]]}"
             continue
@@ -448,6 +454,7 @@ class DeletionRequest(Base):
 
 
 PENDING, CANCELLED = "pending", "cancelled"
+PROVIDERS = {"wechat": "WeChat", "apple": "Apple"}
 
 
 @dataclass(frozen=True)
@@ -624,13 +631,24 @@ async def request_deletion(
     req.job_id = job.id
     s.add(req)
     when = req.due_at.date().isoformat()
+    body = (
+        f"Your Kares account and its data will be deleted on {when}. Sign in again, or "
+        "cancel under Settings, before then to keep it."
+    )
+    linked = sorted(
+        {PROVIDERS.get(i.provider, i.provider) for i in await accounts.identities_of(s, account.id)}
+    )
+    if linked:
+        body += (
+            f" Your {' and '.join(linked)} account is separate from Kares and is not deleted "
+            "with it: to delete it, ask that company (policy 5.4)."
+        )
     await ports.tell(
         s,
         account_id=account.id,
         category="security",
         title="Your account will be deleted",
-        body=f"Your Kares account and its data will be deleted on {when}. Sign in again, or "
-        "cancel under Settings, before then to keep it.",
+        body=body,
     )
     await s.commit()
     return req
