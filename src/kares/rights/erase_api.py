@@ -164,6 +164,7 @@ async def deletion_code(
         (409, "rights.family_owner"),
         (409, "rights.heir_invalid"),
         (409, "rights.no_phone"),
+        (422, "rights.heir_invalid"),
         (422, "rights.not_owner"),
     ),
     summary="Ask for the account to be deleted, after the cooling-off period",
