@@ -20,7 +20,7 @@ ANN, BO = "+8613700005001", "+8613700005002"
 
 
 async def walks(db: Any) -> list[dict[str, Any]]:
-    return await query(db, f"SELECT * FROM {NAME} ORDER BY walked_at")
+    return await query(db, f"SELECT * FROM {NAME} ORDER BY walked_at, note")
 
 
 async def test_a_new_table_is_deleted_through_its_declarations(
@@ -38,7 +38,7 @@ async def test_a_new_table_is_deleted_through_its_declarations(
     rows = [
         (a, "park, old", "happy", None, now - timedelta(days=30)),
         (a, "river, last week", "calm", b, now - timedelta(days=3)),
-        (b, "Bo's own walk", "tired", a, now - timedelta(days=3)),
+        (b, "Bo's own walk", "tired", a, now - timedelta(days=2)),
     ]
     async with db.sessions() as s:
         for who, note, mood, comp, at in rows:

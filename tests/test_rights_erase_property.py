@@ -14,6 +14,7 @@ import itertools
 import logging
 import re
 import struct
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from kares import clock, crypto, jobs
 from kares.db import Base
 from kares.privacy import reach
 from tests.conftest import POLICY_VERSION, bearer, query, sign_up, snapshot
+from tests.support.providers import FakeWeChat
 from tests.test_families import invite, join, person, set_role
 from tests.test_location_ingest import fix, grant_precise, upload
 from tests.test_minors import child_birth_date, register
@@ -41,9 +43,30 @@ HOME = (39.9042, 116.4074)  # the family's place: not where the person is drawn 
 APNS = "a" * 64
 
 
+@pytest.fixture(scope="module")
+def wechat_server() -> Iterator[FakeWeChat]:
+    srv = FakeWeChat()
+    yield srv
+    srv.close()
+
+
 @pytest.fixture
-def settings_overrides(push_overrides: dict[str, Any]) -> dict[str, Any]:
-    return {**push_overrides}
+def settings_overrides(push_overrides: dict[str, Any], wechat_server: FakeWeChat) -> dict[str, Any]:
+    wechat_server.reset()
+    return {
+        **push_overrides,
+        "wechat_app_id": wechat_server.app_id,
+        "wechat_app_secret": wechat_server.app_secret,
+        "wechat_api_base": wechat_server.base,
+    }
+
+
+# tables the person has no rows in, and why
+NOT_HELD = {
+    "staff_actions": "no operator acted on the person",
+    "jobs": "may hold nothing of theirs at that moment",
+}
+# and location_days on PostgreSQL: days are packed on SQLite only (location.days)
 
 
 def phones() -> tuple[str, ...]:
@@ -77,7 +100,12 @@ def doubles(x: float) -> list[bytes]:
 
 
 async def world(
-    client: httpx.AsyncClient, sms: Any, app: Any, name: str, where: list[tuple[float, float]]
+    client: httpx.AsyncClient,
+    sms: Any,
+    app: Any,
+    wechat: FakeWeChat,
+    name: str,
+    where: list[tuple[float, float]],
 ) -> dict[str, Any]:
     """The person and everyone around them."""
     p_me, p_heir, p_other, p_child, _ = phones()
@@ -112,6 +140,12 @@ async def world(
     )
     assert r.status_code == 201, r.text
     tracker = r.json()
+    r = await client.post(
+        "/api/v1/me/identities/wechat",
+        json={"code": wechat.add_code(f"o_{next(_numbers)}")},
+        headers=h,
+    )
+    assert r.status_code in (200, 201), r.text
 
     heir = await person(client, sms, p_heir, "Heir Person")
     other = await person(client, sms, p_other, "Other Person")
@@ -260,6 +294,17 @@ async def secrets_of(db: Any, w: dict[str, Any], name: str) -> set[bytes]:
     return {x for x in out if len(x) >= 6}
 
 
+async def tables_with_rows_about(db: Any, account_id: str) -> set[str]:
+    out = set()
+    async with db.sessions() as s:
+        values = await reach.values_of(s, account_id)
+        for table in Base.metadata.sorted_tables:
+            cond = reach.where_about(table, account_id, values)
+            if cond is not None and (await s.execute(select(table).where(cond).limit(1))).first():
+                out.add(table.name)
+    return out
+
+
 def hits(blob: bytes, secrets: set[bytes]) -> list[bytes]:
     return [x for x in secrets if x in blob]
 
@@ -301,10 +346,11 @@ async def test_a_deleted_account_leaves_nothing_and_changes_no_one_else(
     db: Any,
     db_url: str,
     caplog: pytest.LogCaptureFixture,
+    wechat_server: FakeWeChat,
     name: str,
     where: list[tuple[float, float]],
 ) -> None:
-    w = await world(client, sms, app, name, where)
+    w = await world(client, sms, app, wechat_server, name, where)
     me, heir = w["me"], w["heir"]
     a = me["account"]["id"]
     secrets = await secrets_of(db, w, name)
@@ -317,6 +363,12 @@ async def test_a_deleted_account_leaves_nothing_and_changes_no_one_else(
         families=[{"family_id": w["family_id"], "action": "transfer", "to": heir["account"]["id"]}],
     )
     assert r.status_code == 202, r.text
+    # the person has rows in every table that can hold them
+    held = await tables_with_rows_about(db, a)
+    reached = {r.table.name for r in reach.reaches()}
+    may_lack = set(NOT_HELD) | ({"location_days"} if db.dialect != "sqlite" else set())
+    assert reached - held <= may_lack, sorted(reached - held - may_lack)
+
     # what was due before the deletion runs first (and may log what it does)
     clock.advance(15 * 86400 - 3600)
     await jobs.run_due(app.state.runtime)
