@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -769,7 +769,3 @@ async def reapply(s: AsyncSession, rt: Runtime) -> list[dict[str, Any]]:
     if done:
         await settle(rt, sorted({t for d in done for t in (*d["deleted"], *d["cleared"])}))
     return done
-
-
-def due_day(req: DeletionRequest) -> date:
-    return req.due_at.date()
