@@ -495,7 +495,7 @@ async def check_plan(
     given = {st.family_id: st for st in steps}
     unknown = sorted(set(given) - {f.id for f in owned})
     if unknown:
-        raise Problem(422, "rights.not_owner", "You do not own these families.", families=unknown)
+        raise Problem(409, "rights.not_owner", "You do not own these families.", families=unknown)
     missing = []
     for fam in owned:
         st = given.get(fam.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,15 +30,20 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class FamilyChoice(_In):
+class HandOver(_In):
     family_id: str = Field(min_length=32, max_length=32)
-    action: Literal["transfer", "dissolve"]
-    to: str | None = Field(
-        default=None,
-        min_length=32,
-        max_length=32,
-        description="For transfer: the adult member who becomes the owner",
+    action: Literal["transfer"]
+    to: str = Field(
+        min_length=32, max_length=32, description="The adult member who becomes the owner"
     )
+
+
+class Dissolve(_In):
+    family_id: str = Field(min_length=32, max_length=32)
+    action: Literal["dissolve"]
+
+
+FamilyChoice = Annotated[HandOver | Dissolve, Field(discriminator="action")]
 
 
 class DeletionIn(_In):
@@ -123,7 +128,12 @@ async def _out(s: AsyncSession, account: Account) -> DeletionOut:
         due_on=req.due_at.date(),
         cancelled_at=req.cancelled_at,
         cancel_reason=req.cancel_reason,
-        families=[FamilyChoice(**f) for f in req.families or []],
+        families=[
+            HandOver(**f)
+            if f["action"] == "transfer"
+            else Dissolve(family_id=f["family_id"], action="dissolve")
+            for f in req.families or []
+        ],
         third_party_accounts=third,
     )
 
@@ -164,8 +174,7 @@ async def deletion_code(
         (409, "rights.family_owner"),
         (409, "rights.heir_invalid"),
         (409, "rights.no_phone"),
-        (422, "rights.heir_invalid"),
-        (422, "rights.not_owner"),
+        (409, "rights.not_owner"),
     ),
     summary="Ask for the account to be deleted, after the cooling-off period",
     description="Confirmed with a code sent to the account's phone (POST /me/deletion/code), "
@@ -177,10 +186,10 @@ async def deletion_code(
 async def request_deletion(
     body: DeletionIn, caller: CallerDep, rt: RuntimeDep, s: DbDep
 ) -> DeletionOut:
-    steps = [erase.FamilyStep(f.family_id, f.action, f.to) for f in body.families]
-    for st in steps:
-        if st.action == "transfer" and st.to is None:
-            raise Problem(422, "rights.heir_invalid", "Say who takes the family over (`to`).")
+    steps = [
+        erase.FamilyStep(f.family_id, f.action, f.to if isinstance(f, HandOver) else None)
+        for f in body.families
+    ]
     await erase.request_deletion(
         s, rt, caller.account, code=body.code, password=body.password, steps=steps
     )
