@@ -32,6 +32,7 @@ from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
 from kares.protocols import overland, owntracks, trackfiles
 from kares.protocols.watch.server import WatchServer
+from kares.rights import erase_api
 from kares.rights import export_api as rights_export_api
 from kares.rights import staff_api as rights_staff_api
 from kares.runtime import Runtime
@@ -303,6 +304,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(watches_api.router)
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
+    app.include_router(erase_api.router)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))

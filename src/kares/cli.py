@@ -487,6 +487,58 @@ async def _rights_export(phone: str, out: Path) -> int:
         await rt.close()
 
 
+async def _rights_delete(phone: str) -> int:
+    from kares import domains, migrations
+    from kares.config import get_settings
+    from kares.errors import Problem
+    from kares.identity.service import find_by_phone, parse_phone
+    from kares.rights import erase
+    from kares.runtime import Runtime
+
+    assert domains.metadata.tables  # every domain's erasure hooks are registered
+    settings = get_settings()
+    rt = Runtime.build(settings)
+    try:
+        if await migrations.current_revision(rt.db.engine) != migrations.head_revision():
+            print("kares: the database is not at the newest migration: run `kares migrate`")
+            return 2
+        try:
+            e164 = parse_phone(phone, settings.default_region)
+        except Problem as exc:
+            print(f"kares: {exc.detail}", file=sys.stderr)
+            return 2
+        async with rt.db.sessions() as s:
+            account = await find_by_phone(s, e164)
+        if account is None:
+            print("kares: no account has that phone number", file=sys.stderr)
+            return 1
+        out = await erase.delete_now(rt, account)
+        print("deleted (rows per table):")
+        for table, n in sorted(out.deleted.items()):
+            print(f"  {table}: {n}")
+        if out.cleared:
+            print("kept, reference to the account removed (rows per table):")
+            for table, n in sorted(out.cleared.items()):
+                print(f"  {table}: {n}")
+        if out.third_parties:
+            print("third parties asked to delete: " + ", ".join(out.third_parties))
+        print(f"deletion register entry {out.entry['id'] if out.entry else '-'}")
+        return 0
+    finally:
+        await rt.close()
+
+
+def _cmd_rights_delete(args: argparse.Namespace) -> int:
+    if not args.now:
+        print(
+            "kares: an operator's deletion happens at once: say --now (a person's own "
+            "request waits out the cooling-off period)",
+            file=sys.stderr,
+        )
+        return 2
+    return asyncio.run(_rights_delete(args.phone))
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -581,6 +633,14 @@ def build_parser() -> argparse.ArgumentParser:
     rexp.add_argument("--phone", required=True, help="the account's phone number")
     rexp.add_argument("--out", required=True, metavar="FILE", help="the zip file to write")
     rexp.set_defaults(func=_cmd_rights_export)
+    rdel = rights_sub.add_parser(
+        "delete",
+        help="delete an account and all its data at once, after verifying the person; "
+        "prints what went per table",
+    )
+    rdel.add_argument("--phone", required=True, help="the account's phone number")
+    rdel.add_argument("--now", action="store_true", help="no cooling-off period (required)")
+    rdel.set_defaults(func=_cmd_rights_delete)
     from kares.rights import staff_cli
 
     staff_cli.add_commands(sub, prepare=_all_domains)  # kares staff list | show | answer

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = True
     session_ttl_days: int = 90
     session_touch_seconds: int = 60
+
+    # Account deletion (policy 5.4): days between the request and the deletion,
+    # during which signing in cancels it
+    deletion_cooling_off_days: int = Field(default=15, ge=0)
     trusted_proxies: CsvList = Field(default_factory=list)
     ip_places_csv: Path | None = None
 

@@ -93,6 +93,9 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=30000",
+    # deleted content is overwritten with zeros, not left in free space for the
+    # raw file to show (policy 5.2; docs/RIGHTS.md "Deletion")
+    "PRAGMA secure_delete=ON",
 )
 
 

@@ -28,8 +28,10 @@ from kares.protocols import trackfiles as protocols_trackfiles
 from kares.retention import jobs as retention_jobs
 from kares.retention import models as retention_models
 from kares.rights import audit as rights_audit
+from kares.rights import erase as rights_erase
 from kares.rights import export as rights_export
 from kares.rights import export_jobs as rights_export_jobs
+from kares.rights import register as rights_register
 from kares.rights import staff_jobs as rights_staff_jobs
 from kares.rights import staff_models as rights_staff_models
 from kares.sos import jobs as sos_jobs
@@ -63,8 +65,10 @@ __all__ = [
     "retention_jobs",
     "retention_models",
     "rights_audit",
+    "rights_erase",
     "rights_export",
     "rights_export_jobs",
+    "rights_register",
     "rights_staff_jobs",
     "rights_staff_models",
     "sos_jobs",

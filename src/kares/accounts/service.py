@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
@@ -45,7 +46,9 @@ from kares.identity.service import (
     request_code,
 )
 from kares.media import service as media
+from kares.media.models import MediaObject
 from kares.notify import service as notify
+from kares.privacy import ports
 from kares.privacy import service as privacy
 from kares.privacy.catalog import catalog_of
 from kares.runtime import Runtime
@@ -53,6 +56,17 @@ from kares.runtime import Runtime
 log = logging.getLogger("kares.accounts")
 
 PURPOSES = ("login", "reauth", "guardian")
+
+# What else a sign-in sets off, registered by layers above (the rights engine: a
+# sign-in during the cooling-off period cancels an account's deletion). Each runs
+# in the sign-in's transaction, for an account that existed before it.
+SignInHook = Callable[[AsyncSession, Account], Awaitable[None]]
+_sign_in_hooks: list[SignInHook] = []
+
+
+def on_sign_in(hook: SignInHook) -> None:
+    if hook not in _sign_in_hooks:
+        _sign_in_hooks.append(hook)
 
 
 # --- sign-in -----------------------------------------------------------------
@@ -214,6 +228,9 @@ async def _complete_sign_in(
         )
     if account.phone:  # a sign-in of the number's owner ends its password lock
         await limits.clear_lock(s, account.phone)
+    if not created:
+        for hook in _sign_in_hooks:
+            await hook(s, account)
     if new_device:
         what = " ".join(p for p in (d.model, d.os, d.os_version) if p) or "an unknown device"
         where = place or env.ip
@@ -344,6 +361,13 @@ async def _verify_password(rt: Runtime, hashed: str | None, password: str) -> bo
             return False
 
     return await anyio.to_thread.run_sync(_check)
+
+
+async def verify_password(rt: Runtime, account: Account, password: str) -> bool:
+    """Whether ``password`` is the account's (False when it has none)."""
+    return account.password_hash is not None and await _verify_password(
+        rt, account.password_hash, password
+    )
 
 
 async def sign_in_with_password(
@@ -864,3 +888,26 @@ async def demo_member(
             )
     await s.commit()
     return DemoMember(account, token, tuple(created))
+
+
+# --- deletion (policy 5.2) -------------------------------------------------------------
+
+
+async def _avatar_on_erasure(s: AsyncSession, e: ports.Erasure) -> None:
+    """After a chosen deletion of profile data, the account no longer points at an
+    avatar that is gone."""
+    if e.scope != "chosen" or e.category != "account.profile":
+        return
+    await s.execute(
+        update(Account)
+        .where(
+            Account.id == e.account_id,
+            Account.avatar_media_id.is_not(None),
+            Account.avatar_media_id.not_in(select(MediaObject.id)),
+        )
+        .values(avatar_media_id=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+ports.register_erasure("after", _avatar_on_erasure)

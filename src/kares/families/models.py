@@ -42,7 +42,14 @@ class FamilyMember(Base):
     """One account in one family: its role, and what it shares with that family."""
 
     __tablename__ = "family_members"
-    __table_args__ = (table_info(subject="account_id", not_personal=("family_id",)),)
+    __table_args__ = (
+        # sharing_updated_by: the guardian who set a dependant's sharing
+        table_info(
+            subject="account_id",
+            also_about=("sharing_updated_by",),
+            not_personal=("family_id",),
+        ),
+    )
 
     family_id: Mapped[str] = mapped_column(
         ForeignKey("families.id", ondelete="CASCADE"), primary_key=True

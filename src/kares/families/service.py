@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,10 +40,11 @@ from kares.errors import Problem
 from kares.families.models import Family, FamilyInvitation, FamilyMember, InvitationAttempt
 from kares.identity.models import Account
 from kares.media import service as media
+from kares.privacy import ports
 from kares.privacy import service as privacy
 from kares.privacy.catalog import catalog_of
 from kares.privacy.models import Guardianship
-from kares.privacy.ports import register_subject_check
+from kares.privacy.ports import register_erasure, register_subject_check
 
 if TYPE_CHECKING:
     from kares.media.models import MediaObject
@@ -1131,3 +1132,34 @@ async def guardians_of(s: AsyncSession, account_id: str) -> list[Account]:
         return []
     q = select(Account).where(Account.id.in_(ids), Account.status == "active").order_by(Account.id)
     return list((await s.execute(q)).scalars())
+
+
+# --- deletion (policy 5.2, 5.4) -----------------------------------------------------------------
+
+
+async def _photos_on_erasure(s: AsyncSession, e: ports.Erasure) -> None:
+    """A family's photo is a media object of the account that set it: before that
+    account's pictures go, the family stops pointing at one (after a chosen
+    deletion of profile pictures, at one that is gone)."""
+    from kares.media.models import MediaObject
+
+    cond: ColumnElement[bool]
+    if e.scope == "account":
+        theirs = select(MediaObject.id).where(MediaObject.owner_account_id == e.account_id)
+        cond = Family.photo_media_id.in_(theirs)
+    elif e.category == "account.profile":
+        cond = Family.photo_media_id.is_not(None) & Family.photo_media_id.not_in(
+            select(MediaObject.id)
+        )
+    else:
+        return
+    await s.execute(
+        update(Family)
+        .where(cond)
+        .values(photo_media_id=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+register_erasure("before", _photos_on_erasure)
+register_erasure("after", _photos_on_erasure)

@@ -1461,3 +1461,37 @@ async def visible_positions(s: Conn, viewer_id: str) -> list[Visible]:
             seen_own = Seen(*own[1:8]) if own.recorded_ms is not None else None
             me = Visible(viewer_id, own.name, seen_own, own.tid)
     return [me, *out.values()]
+
+
+# --- deletion (policy 5.2) ---------------------------------------------------------------------
+
+
+async def _after_erasure(s: AsyncSession, e: ports.Erasure) -> None:
+    """A chosen deletion of location leaves what is derived from the fixes true:
+    the last location, if it went, becomes the newest fix that is left (the live
+    map then shows that), and the days whose packed copies went (the triggers
+    drop a day's copy with any of its fixes) are packed again later. In the
+    deletion's transaction."""
+    if e.scope != "chosen" or e.category not in ("location.precise", "location.approximate"):
+        return
+    if await s.get(LastLocation, e.account_id, populate_existing=True) is None:
+        fix = LocationFix.__table__.c
+        q = (
+            select(*[fix[c] for c in _LAST_COLUMNS])
+            .where(fix.account_id == e.account_id, fix.status == "ok", fix.lat.is_not(None))
+            .order_by(fix.recorded_ms.desc(), fix.id.desc())
+            .limit(1)
+        )
+        row = (await s.execute(q)).first()
+        if row is not None:
+            params = dict(zip(_LAST_COLUMNS, row, strict=True))
+            params["account_id"] = e.account_id
+            await _SET_LAST[dialect_of(s)].first(s, params)
+    if e.since is not None and e.until is not None:
+        first, last = int(e.since.timestamp() * 1000), int(e.until.timestamp() * 1000) - 1
+        span = range(first // days.DAY_MS, last // days.DAY_MS + 1)
+        if len(span) <= 366:
+            days.note_written(s, e.account_id, [d * days.DAY_MS for d in span])
+
+
+ports.register_erasure("after", _after_erasure)

@@ -632,3 +632,32 @@ async def forget_token(s: AsyncSession, *, token_id: str, token_hash: str) -> bo
 
 # the privacy core (and every layer below notify) tells a person through this
 ports.register_teller(add)
+
+
+# --- account deletion (policy 5.4) -------------------------------------------------------------
+
+# keys of a notice's data that name the person it is about (not its recipient)
+ABOUT_KEYS = ("account_id", "acknowledged_by")
+
+
+async def _notices_about(s: AsyncSession, e: ports.Erasure) -> None:
+    """Other people's notices about a deleted person (their SOS, their arriving
+    somewhere, their answering an SOS) go with the person: they carry the name,
+    and the inbox would show where. In the deletion's transaction."""
+    if e.scope != "account":
+        return
+    about = [Notification.data[k].as_string() == e.account_id for k in ABOUT_KEYS]
+    cond = about[0]
+    for c in about[1:]:
+        cond = cond | c
+    res = await s.execute(
+        delete(Notification)
+        .where(Notification.account_id != e.account_id, cond)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount:  # type: ignore[attr-defined]
+        n = int(res.rowcount)  # type: ignore[attr-defined]
+        e.removed["notifications"] = e.removed.get("notifications", 0) + n
+
+
+ports.register_erasure("before", _notices_about)

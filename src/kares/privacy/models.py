@@ -44,7 +44,14 @@ class ConsentReceipt(Base):
     __tablename__ = "consent_receipts"
     __table_args__ = (
         Index("ix_consent_receipts_account_subject", "account_id", "subject", "created_at"),
-        table_info(subject="account_id", not_personal=("id",), collected="created_at"),
+        # the guardian who acted for a child (deleting the guardian's account
+        # replaces it by a marker: the one change the triggers allow)
+        table_info(
+            subject="account_id",
+            also_about=("actor_account_id",),
+            not_personal=("id",),
+            collected="created_at",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

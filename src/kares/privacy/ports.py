@@ -114,3 +114,45 @@ async def tell(
 def subject_checks() -> list[SubjectCheck]:
     """Every registered check; none registered means no one may read another's data."""
     return list(_subject_checks)
+
+
+# --- erasure (policy 5.2, 5.4) -------------------------------------------------------------
+#
+# The rights engine (kares.rights.erase) deletes rows through the declarations alone.
+# What a deletion sets off beyond rows (a derived summary to rebuild, a device to
+# revoke, a picture another table points at) is the domain's to know: each registers
+# a hook here, and the engine calls every one in the deletion's own transaction.
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """One deletion, as the hooks see it.
+
+    ``scope`` is "account" (the whole account goes; hooks run before and after
+    the rows are walked) or "chosen" (one category, optionally in a time range
+    ``since`` <= t < ``until``; the account stays)."""
+
+    account_id: str
+    scope: str  # "account" | "chosen"
+    category: str | None = None
+    since: Any = None  # datetime | None
+    until: Any = None  # datetime | None
+    # rows a hook deleted itself, per table (added to what the deletion reports)
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+ErasureHook = Callable[[AsyncSession, Erasure], Awaitable[None]]
+
+_erasure_hooks: dict[str, list[ErasureHook]] = {"before": [], "after": []}
+
+
+def register_erasure(when: str, hook: ErasureHook) -> None:
+    """``when`` is "before" (the rows are all still there) or "after" (the rows
+    are gone, the transaction not yet committed)."""
+    found = _erasure_hooks[when]
+    if hook not in found:
+        found.append(hook)
+
+
+def erasure_hooks(when: str) -> list[ErasureHook]:
+    return list(_erasure_hooks[when])

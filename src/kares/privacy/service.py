@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -787,3 +787,36 @@ def coarsen(cat: Catalog, category: str, lat: float, lon: float) -> tuple[float,
     if decimals is None:
         raise ValueError(f"{category} states no rounding")
     return round(lat, decimals), round(lon, decimals)
+
+
+# --- account deletion (policy 5.4) -------------------------------------------------------------
+
+
+async def _guardian_on_erasure(s: AsyncSession, e: ports.Erasure) -> None:
+    """When a guardian's account is deleted their wards are told (the guardianship
+    goes with it, and a child under 14 needs a guardian again). A child's receipts
+    keep what the guardian agreed to, but no longer who it was nor the session and device it was
+    given from: the one change the receipts' triggers allow (migration 0018)."""
+    if e.scope != "account":
+        return
+    wards = select(Guardianship.minor_account_id).where(
+        Guardianship.guardian_account_id == e.account_id, Guardianship.ended_at.is_(None)
+    )
+    for minor in (await s.execute(wards)).scalars():
+        # the guardianship goes with the guardian: the child needs one again
+        await ports.tell(
+            s,
+            account_id=minor,
+            category="security",
+            title="Your guardian's account was deleted",
+            body="Ask a parent or guardian to approve your Kares account again.",
+        )
+    await s.execute(
+        update(ConsentReceipt)
+        .where(ConsentReceipt.actor_account_id == e.account_id)
+        .values(actor_account_id="erased", session_id=None, device_id=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+ports.register_erasure("before", _guardian_on_erasure)

@@ -24,6 +24,8 @@ class Watch(Base):
     __table_args__ = (
         table_info(
             subject="account_id",
+            # the guardian who paired it
+            also_about=("paired_by",),
             not_personal=(
                 "id",
                 "status",

@@ -17,6 +17,7 @@ from kares.devices import service as devices
 from kares.errors import Problem, retry_after
 from kares.families import service as families
 from kares.identity.models import Session
+from kares.privacy import ports
 from kares.watches.models import Watch, WatchHelloCount
 
 WATCH_TOKEN_PREFIX = "kares_w"
@@ -275,3 +276,24 @@ async def family_watches(s: AsyncSession, *, actor_id: str, family_id: str) -> l
     await families.require_member(s, family_id, actor_id)
     q = select(Watch).where(Watch.family_id == family_id, Watch.status == "paired")
     return list((await s.execute(q.order_by(Watch.paired_at))).scalars())
+
+
+# --- account deletion (policy 5.4) -------------------------------------------------------------
+
+
+async def _revoke_on_erasure(s: AsyncSession, e: ports.Erasure) -> None:
+    """The watches a deleted person wore are revoked and forgotten: their
+    credential dies with the row, and a watch must introduce itself and be paired
+    again, like a new one. In the deletion's transaction."""
+    if e.scope != "account":
+        return
+    res = await s.execute(
+        delete(Watch)
+        .where(Watch.account_id == e.account_id)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount:  # type: ignore[attr-defined]
+        e.removed["watches"] = e.removed.get("watches", 0) + int(res.rowcount)  # type: ignore[attr-defined]
+
+
+ports.register_erasure("before", _revoke_on_erasure)
