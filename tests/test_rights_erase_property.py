@@ -65,6 +65,7 @@ def settings_overrides(push_overrides: dict[str, Any], wechat_server: FakeWeChat
 NOT_HELD = {
     "staff_actions": "no operator acted on the person",
     "jobs": "may hold nothing of theirs at that moment",
+    "legal_holds": "an operator's hold; how a hold meets a deletion is open (docs/RIGHTS.md)",
 }
 # and location_days on PostgreSQL: days are packed on SQLite only (location.days)
 
@@ -227,6 +228,15 @@ async def world(
     clock.advance(700)
     await jobs.run_due(app.state.runtime)  # days packed, pushes sent
     # SOS: raised by the person (to the others), and by the other, answered by the person
+    # a copy of their data asked for, and a request to staff
+    r = await client.post("/api/v1/me/rights/export", headers=h)
+    assert r.status_code == 202, r.text
+    r = await client.post(
+        "/api/v1/me/rights/requests",
+        json={"kind": "feedback", "text": f"{name} would like dark mode"},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
     r = await client.post("/api/v1/sos", json={"note": f"{name} needs help"}, headers=h)
     assert r.status_code in (200, 201), r.text
     r = await client.post("/api/v1/sos", json={}, headers=bearer(other["token"]))

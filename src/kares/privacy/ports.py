@@ -139,6 +139,8 @@ class Erasure:
     until: Any = None  # datetime | None
     # rows a hook deleted itself, per table (added to what the deletion reports)
     removed: dict[str, int] = field(default_factory=dict)
+    # the deletion's runtime, for hooks that reach beyond the database (files)
+    rt: Any = None
 
 
 ErasureHook = Callable[[AsyncSession, Erasure], Awaitable[None]]

@@ -282,7 +282,7 @@ async def erase_account(
     md = _md(metadata)
     out = Outcome()
     out.third_parties = await _third_parties(s, catalog_of(rt), account_id, md)
-    erasure = ports.Erasure(account_id=account_id, scope="account")
+    erasure = ports.Erasure(account_id=account_id, scope="account", rt=rt)
     # consent receipts may go once their account is being deleted (migrations 0002, 0018)
     await s.execute(update(Account).where(Account.id == account_id).values(status="deleting"))
     for hook in ports.erasure_hooks("before"):
@@ -345,7 +345,7 @@ async def erase_chosen(
     out = Outcome()
     values = await reach.values_of(s, account_id, md)
     erasure = ports.Erasure(
-        account_id=account_id, scope="chosen", category=category, since=since, until=until
+        account_id=account_id, scope="chosen", category=category, since=since, until=until, rt=rt
     )
     for hook in ports.erasure_hooks("before"):
         await hook(s, erasure)

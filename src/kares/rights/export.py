@@ -63,6 +63,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    delete,
     false,
     func,
     not_,
@@ -73,13 +74,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kares import clock, jobs
+from kares import clock, events, jobs
 from kares.db import Base, UTCDateTime, new_id
 from kares.errors import Problem
 from kares.fields import PI_INFO_KEY, Encrypted, personal, table_info
 from kares.identity import service as identity
 from kares.media.models import MediaObject
-from kares.privacy import reach
+from kares.privacy import ports, reach
 from kares.privacy.catalog import Catalog, catalog_of
 from kares.rights import audit, formats
 from kares.rights.formats import ArchiveFile
@@ -854,3 +855,38 @@ async def operator_export(rt: Runtime, phone: str, out: Path) -> Written | None:
         await _remove(out)
         raise
     return written
+
+
+async def _archives_on_erasure(s: AsyncSession, e: ports.Erasure) -> None:
+    """An account's deletion takes its archives at once: the files (after the
+    deletion commits) and the jobs that would delete them later, whose payload
+    names the request (its rows go with the account)."""
+    if e.scope != "account":
+        return
+    ids = set(
+        (await s.execute(select(ExportRequest.id).where(ExportRequest.account_id == e.account_id)))
+        .scalars()
+        .all()
+    )
+    if not ids:
+        return
+    pending = (
+        await s.execute(select(jobs.Job.id, jobs.Job.payload).where(jobs.Job.kind == EXPIRE_JOB))
+    ).all()
+    doomed = [j for j, payload in pending if (payload or {}).get("export_id") in ids]
+    if doomed:
+        await s.execute(delete(jobs.Job).where(jobs.Job.id.in_(doomed)))
+        e.removed["jobs"] = e.removed.get("jobs", 0) + len(doomed)
+    if e.rt is None:
+        return
+    paths = [archive_path(e.rt, i) for i in sorted(ids)]
+
+    def unlink() -> None:
+        for path in paths:
+            for p in (path, path.with_name(path.name + ".part")):
+                p.unlink(missing_ok=True)
+
+    events.on_commit(s, unlink)
+
+
+ports.register_erasure("before", _archives_on_erasure)
