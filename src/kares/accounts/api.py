@@ -36,7 +36,7 @@ from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import responses
 from kares.gateways import oauth
 from kares.identity import service as identity
-from kares.identity.auth import AUTH_ERRORS, CallerDep
+from kares.identity.auth import AUTH_ERRORS, SEND_CODE_ERRORS, CallerDep
 from kares.identity.models import Account, Session
 from kares.privacy import service as privacy
 from kares.privacy.guard import guard
@@ -158,10 +158,7 @@ def login_out(e: LoginEvent) -> LoginEventOut:
     response_model=SmsCodeSent,
     responses=responses(
         *PHONE_ERRORS,
-        (429, "otp.cooldown"),
-        (429, "otp.number_limit"),
-        (429, "otp.ip_limit"),
-        (502, "sms.unavailable"),
+        *SEND_CODE_ERRORS,
     ),
     summary="Send a one-time sign-in code by SMS",
 )
@@ -469,10 +466,7 @@ async def delete_avatar(caller: CallerDep, s: DbDep) -> AccountOut:
     response_model=SmsCodeSent,
     responses=responses(
         *AUTH_ERRORS,
-        (429, "otp.cooldown"),
-        (429, "otp.number_limit"),
-        (429, "otp.ip_limit"),
-        (502, "sms.unavailable"),
+        *SEND_CODE_ERRORS,
     ),
     summary="Send a code to the account's phone, to change the password without the old one",
 )

@@ -36,6 +36,13 @@ from kares.runtime import Runtime
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The refusals every signed-in route can give, for its OpenAPI ``responses``.
 AUTH_ERRORS = ((401, "auth.required"), (401, "auth.invalid_token"), (403, "auth.csrf"))
+# what a route that sends a one-time code by SMS may answer besides its own errors
+SEND_CODE_ERRORS = (
+    (429, "otp.cooldown"),
+    (429, "otp.number_limit"),
+    (429, "otp.ip_limit"),
+    (502, "sms.unavailable"),
+)
 CSRF_HEADER = "X-Kares-CSRF"
 TRACKER_KIND = service.TRACKER_KIND
 

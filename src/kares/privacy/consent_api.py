@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import Problem, responses
-from kares.identity.auth import AUTH_ERRORS
+from kares.identity.auth import AUTH_ERRORS, SEND_CODE_ERRORS
 from kares.identity.models import Account
 from kares.logs import mask_phone
 from kares.privacy import service
@@ -239,9 +239,7 @@ async def my_processing(
         (409, "guardian.not_needed"),
         (422, "guardian.self"),
         (422, "phone.invalid"),
-        (429, "otp.cooldown"),
-        (429, "otp.number_limit"),
-        (429, "otp.ip_limit"),
+        *SEND_CODE_ERRORS,
     ),
     summary="A child under 14 asks a guardian to consent; a code goes to the guardian",
 )

@@ -16,7 +16,7 @@ from kares.deps import DbDep, RuntimeDep, request_ip
 from kares.errors import Problem, responses
 from kares.families import service as families
 from kares.fields import ZonedTime
-from kares.identity.auth import AUTH_ERRORS, CallerDep
+from kares.identity.auth import AUTH_ERRORS, SEND_CODE_ERRORS, CallerDep
 from kares.identity.models import Account
 from kares.privacy.guard import guard
 from kares.rights import erase
@@ -145,10 +145,7 @@ async def _out(s: AsyncSession, account: Account) -> DeletionOut:
     response_model=SmsCodeSent,
     responses=responses(
         *AUTH_ERRORS,
-        (429, "otp.cooldown"),
-        (429, "otp.number_limit"),
-        (429, "otp.ip_limit"),
-        (502, "sms.unavailable"),
+        *SEND_CODE_ERRORS,
     ),
     summary="Send a code to the account's phone, to confirm deleting the account",
 )
