@@ -32,6 +32,7 @@ register's ``reapply`` for restored backups.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -396,20 +397,26 @@ async def erase_chosen(
 # --- making it really gone --------------------------------------------------------------
 
 
+SETTLE_TRIES, SETTLE_PAUSE_S = 40, 0.05  # about two seconds at most
+
+
 async def settle(rt: Runtime, tables: list[str] | None = None) -> str:
     """After a deletion committed: SQLite copies the write-ahead log into the
     database and truncates it (deleted content was zeroed in place, ``PRAGMA
     secure_delete``); PostgreSQL vacuums the tables (dead rows' space made
     reusable, their index entries removed). What happened."""
     if rt.db.dialect == "sqlite":
-        async with rt.db.engine.connect() as conn:
-            row = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).one()
-        if int(row[0]) != 0:
-            log.warning(
-                "checkpoint after a deletion was blocked by a reader; the next one copies it"
-            )
-            return "busy"
-        return "checkpointed"
+        # a reader's snapshot or the background checkpointer (kares.sqlite) can hold
+        # the log for a moment: try again, a bounded number of times
+        for attempt in range(SETTLE_TRIES):
+            async with rt.db.engine.connect() as conn:
+                row = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).one()
+            if int(row[0]) == 0:
+                return "checkpointed"
+            if attempt + 1 < SETTLE_TRIES:
+                await asyncio.sleep(SETTLE_PAUSE_S)
+        log.warning("checkpoint after a deletion was blocked by a reader; the next one copies it")
+        return "busy"
     async with rt.db.engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         for name in tables or []:
