@@ -29,8 +29,9 @@ from sqlalchemy import String, select
 from kares import clock, crypto, jobs
 from kares.db import Base
 from kares.privacy import reach
-from tests.conftest import POLICY_VERSION, bearer, query, sign_up, snapshot
+from tests.conftest import bearer, query, sign_up, snapshot
 from tests.support.providers import FakeWeChat
+from tests.support.watch import worn_watch
 from tests.test_families import invite, join, person, set_role
 from tests.test_location_ingest import fix, grant_precise, upload
 from tests.test_minors import child_birth_date, register
@@ -167,32 +168,8 @@ async def world(
     )  # a wrong code is counted
     assert r.status_code in (400, 404), r.text
     # a dependant wearing a watch the person paired
-    r = await client.post(
-        f"/api/v1/families/{fid}/dependants",
-        json={"name": "Grandma Dep", "age_bracket": "adult"},
-        headers=h,
-    )
-    assert r.status_code == 201, r.text
-    dep = r.json()["member"]["account_id"]
-    r = await client.post(
-        f"/api/v1/guardian/wards/{dep}/consents",
-        json={
-            "subject": "category:location.precise",
-            "action": "grant",
-            "policy_version": POLICY_VERSION,
-        },
-        headers=h,
-    )
-    assert r.status_code == 201, r.text
     imei = f"88{next(_numbers):08d}"
-    w = await client.post("/api/v1/watches/hello", json={"imei": imei, "model": "Kid W1"})
-    assert w.status_code == 200, w.text
-    r = await client.post(
-        "/api/v1/watches/pair",
-        json={"text": w.json()["pairing_text"], "family_id": fid, "dependant_id": dep},
-        headers=h,
-    )
-    assert r.status_code == 201, r.text
+    _, _, dep = await worn_watch(client, h, fid, "Grandma Dep", imei)
     # a family place with alerts both ways
     r = await client.post(
         f"/api/v1/families/{fid}/places",

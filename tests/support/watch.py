@@ -186,9 +186,32 @@ async def household(
     fam = (await client.post("/api/v1/families", json={"name": "Li family"}, headers=h)).json()
     await join(client, g, fam["id"], g2)
     assert (await set_role(client, g, fam["id"], g2, "guardian")).status_code == 200
+    w, r, dep = await worn_watch(client, h, fam["id"], "Grandma Li", wid, precise=precise)
+    return {
+        "guardians": [g, g2],
+        "family_id": fam["id"],
+        "dep": dep,
+        "watch_id": r.json()["id"],
+        "watch_token": w.json()["token"],
+    }
+
+
+async def worn_watch(
+    client: httpx.AsyncClient,
+    h: dict[str, str],
+    family_id: str,
+    name: str,
+    wid: str,
+    *,
+    precise: bool = True,
+) -> tuple[httpx.Response, httpx.Response, str]:
+    """A dependant ``name`` added to the family by the guardian whose headers are
+    ``h``, precise location granted for them (unless told), and the watch ``wid``
+    introduced and paired to them: the hello and pair answers, and the
+    dependant's account id."""
     r = await client.post(
-        f"/api/v1/families/{fam['id']}/dependants",
-        json={"name": "Grandma Li", "age_bracket": "adult"},
+        f"/api/v1/families/{family_id}/dependants",
+        json={"name": name, "age_bracket": "adult"},
         headers=h,
     )
     assert r.status_code == 201, r.text
@@ -208,17 +231,11 @@ async def household(
     assert w.status_code == 200, w.text
     r = await client.post(
         "/api/v1/watches/pair",
-        json={"text": w.json()["pairing_text"], "family_id": fam["id"], "dependant_id": dep},
+        json={"text": w.json()["pairing_text"], "family_id": family_id, "dependant_id": dep},
         headers=h,
     )
     assert r.status_code == 201, r.text
-    return {
-        "guardians": [g, g2],
-        "family_id": fam["id"],
-        "dep": dep,
-        "watch_id": r.json()["id"],
-        "watch_token": w.json()["token"],
-    }
+    return w, r, dep
 
 
 async def inbox(client: httpx.AsyncClient, who: dict[str, Any]) -> list[dict[str, Any]]:
