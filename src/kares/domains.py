@@ -22,6 +22,7 @@ from kares.location import service as location_service
 from kares.media import models as media_models
 from kares.notify import jobs as notify_jobs
 from kares.notify import models as notify_models
+from kares.notify import revision as notify_revision
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
 from kares.protocols import trackfiles as protocols_trackfiles
@@ -59,6 +60,7 @@ __all__ = [
     "metadata",
     "notify_jobs",
     "notify_models",
+    "notify_revision",
     "notify_service",
     "privacy_models",
     "protocols_trackfiles",
