@@ -512,7 +512,11 @@ async def _rights_delete(phone: str) -> int:
         if account is None:
             print("kares: no account has that phone number", file=sys.stderr)
             return 1
-        out = await erase.delete_now(rt, account)
+        try:
+            out = await erase.delete_now(rt, account)
+        except Problem as exc:  # a legal hold keeps the account for now
+            print(f"kares: not deleted: {exc.detail}", file=sys.stderr)
+            return 1
         print("deleted (rows per table):")
         for table, n in sorted(out.deleted.items()):
             print(f"  {table}: {n}")

@@ -327,6 +327,19 @@ def check_choice(
         raise Problem(422, "rights.bad_range", "The range's start must come before its end.")
 
 
+async def refuse_if_held(s: AsyncSession, account_id: str) -> None:
+    """Policy 5.2: data a law requires us to keep is kept, stored only, until the
+    obligation ends; nothing of a held account is deleted before then."""
+    why = await ports.held(s, account_id)
+    if why is not None:
+        raise Problem(
+            409,
+            "rights.legal_hold",
+            "The law requires us to keep this account's data for now: it is only stored, "
+            "and it is deleted when that obligation ends.",
+        )
+
+
 async def erase_chosen(
     s: AsyncSession,
     rt: Runtime,
@@ -461,6 +474,7 @@ class DeletionRequest(Base):
 
 
 PENDING, CANCELLED = "pending", "cancelled"
+HOLD_RECHECK = timedelta(hours=1)  # a deletion held by law is looked at again this often
 PROVIDERS = {"wechat": "WeChat", "apple": "Apple"}
 
 
@@ -720,6 +734,11 @@ async def _erase_job(rt: Runtime, job: jobs.JobContext) -> None:
         if req.due_at > clock.utcnow():
             raise jobs.Defer(req.due_at, "cooling off")
         account_id, plan = req.account_id, list(req.families or [])
+        why = await ports.held(s, account_id)
+    if why is not None:
+        # kept (stored only) until the hold is released; looked at again each hour
+        log.info("deletion of an account waits: %s", why)
+        raise jobs.Defer(clock.utcnow() + HOLD_RECHECK, why)
     await carry_out(rt, account_id, plan)
 
 
@@ -731,6 +750,7 @@ async def delete_now(rt: Runtime, account: Account) -> Outcome:
     off. Families go to an heir, else are dissolved. Logged as a staff action."""
     account_id = account.id
     async with rt.db.sessions() as s:
+        await refuse_if_held(s, account_id)
         await hand_over(s, account_id, [])
     async with rt.db.sessions() as s:
         out = await erase_account(s, rt, account_id)

@@ -18,6 +18,7 @@ from kares.families import service as families
 from kares.fields import ZonedTime
 from kares.identity.auth import AUTH_ERRORS, SEND_CODE_ERRORS, CallerDep
 from kares.identity.models import Account
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import guard
 from kares.rights import erase
 
@@ -224,6 +225,7 @@ async def cancel_deletion(caller: CallerDep, s: DbDep) -> DeletionOut:
         *AUTH_ERRORS,
         (404, "rights.not_guardian"),
         (409, "rights.category_kept"),
+        (409, "rights.legal_hold"),
         (422, "rights.unknown_category"),
         (422, "rights.bad_range"),
     ),
@@ -241,6 +243,8 @@ async def delete_chosen(body: ChosenIn, caller: CallerDep, rt: RuntimeDep, s: Db
         if target not in guardians:
             raise Problem(404, "rights.not_guardian", "You are not a guardian of that account.")
         target = body.account_id
+    erase.check_choice(catalog_of(rt), body.category, body.since, body.until)
+    await erase.refuse_if_held(s, target)
     out = await erase.erase_chosen(s, rt, target, body.category, since=body.since, until=body.until)
     await s.commit()
     await erase.settle(rt)  # SQLite: out of the log file; PostgreSQL: autovacuum's
