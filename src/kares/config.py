@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # the server name in Matrix user ids (@<account id>:<server_name>); set it to
+    # the host name clients reach the service at
+    server_name: str = Field(default="localhost", min_length=1, max_length=255)
 
     # Keys. data_keys: "kid:base64key,kid2:base64key" (first one encrypts);
     # index_key: base64 key for keyed hashes (blind indexes, code hashes).
