@@ -217,12 +217,20 @@ class Settings(BaseSettings):
     rights_repeat_limit: int = Field(default=3, ge=1)
     rights_repeat_period_days: int = Field(default=30, ge=1)
 
+    # Voice calls: how long a call rings before it is missed; TURN by the REST
+    # scheme coturn implements (static-auth-secret): no URIs or no secret, no TURN
+    calls_ring_seconds: int = Field(default=45, ge=5, le=600)
+    turn_uris: CsvList = Field(default_factory=list)
+    turn_secret: str = ""
+    turn_ttl_seconds: int = Field(default=86400, ge=60)
+
     @field_validator(
         "trusted_proxies",
         "wechat_avatar_hosts",
         "apple_client_ids",
         "webpush_hosts",
         "watch_allow",
+        "turn_uris",
         mode="before",
     )
     @classmethod

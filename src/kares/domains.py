@@ -11,6 +11,8 @@ the domains up, the domains register with them.
 from kares import jobs as jobs_models
 from kares.accounts import models as accounts_models
 from kares.accounts import service as accounts_service
+from kares.calls import models as calls_models
+from kares.calls import service as calls_service
 from kares.db import Base
 from kares.devices import models as devices_models
 from kares.devices import service as devices_service
@@ -48,6 +50,8 @@ metadata = Base.metadata
 __all__ = [
     "accounts_models",
     "accounts_service",
+    "calls_models",
+    "calls_service",
     "devices_models",
     "devices_service",
     "families_models",
