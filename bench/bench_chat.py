@@ -546,7 +546,9 @@ def synapse_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
     notes = (
         f"Synapse {version} (monolith, presence off, rate limits raised), {db}, scratch {scratch}"
     )
-    return Target("synapse", url, db, notes, fams, [proc.pid], pg_roots, stop)
+    # the server under `timeout` (its tree, not the wrapper: RSS is the server's own)
+    roots = descendants(proc.pid) or [proc.pid]
+    return Target("synapse", url, db, notes, fams, roots, pg_roots, stop)
 
 
 def bi_pg_bin(name: str) -> str:
@@ -667,7 +669,8 @@ def kares_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
     db = "postgresql" if pg else "sqlite"
     notes = f"kares serve (1 process), {db}, KARES_LOG_LEVEL=WARNING, var {var_dir}"
     pg_roots = [pg_postmaster(pg)] if pg is not None else []
-    return Target("kares", srv.url, db, notes, fams, [srv.proc.pid], pg_roots, stop)
+    roots = descendants(srv.proc.pid) or [srv.proc.pid]
+    return Target("kares", srv.url, db, notes, fams, roots, pg_roots, stop)
 
 
 def kares_ws_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
@@ -697,6 +700,7 @@ class Run:
     window_s: float
     sent: int = 0  # PUT 200, started in the window
     offered: int = 0  # sends started in the window (open loop: ticks not skipped)
+    unanswered: int = 0  # of those, PUTs still without an answer when the drain ended
     skipped: int = 0  # open-loop ticks skipped (max in flight), in the window
     delivered_in_window: int = 0
     p50_ms: float = float("nan")
@@ -769,7 +773,7 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
     run_id = f"{t.name}-{secrets.token_hex(4)}"
     members = [(fi, mi, m) for fi, f in enumerate(t.families) for mi, m in enumerate(f.members)]
     errors: Counter[str] = Counter()
-    # mid -> (monotonic start, family, sender index, PUT seconds or None)
+    # mid -> (monotonic start, family, sender index, PUT seconds or None, failed)
     sends: dict[int, list[Any]] = {}
     deliveries: list[tuple[float, int, int, float]] = []  # (mono, mid, receiver index, ms)
     counters = {"echo": 0, "limited": 0, "syncs": 0}
@@ -846,7 +850,7 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
             m = f.members[mi]
             mid_seq[0] += 1
             mid = mid_seq[0]
-            rec = [loop.time(), fi, mi, None]
+            rec = [loop.time(), fi, mi, None, False]  # start, family, sender, PUT s, failed
             sends[mid] = rec
             inflight[fi] += 1
             try:
@@ -869,8 +873,10 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
                         rec[3] = loop.time() - rec[0]
                         return True
                     errors[f"PUT {r.status}"] += 1
+                    rec[4] = True
             except (TimeoutError, aiohttp.ClientError) as exc:
                 errors[f"PUT {type(exc).__name__}"] += 1
+                rec[4] = True
             finally:
                 inflight[fi] -= 1
             return False
@@ -944,6 +950,7 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
     in_w = {mid: r for mid, r in sends.items() if w0 <= r[0] < w1}
     ok = {mid: r for mid, r in in_w.items() if r[3] is not None}
     run.offered = len(in_w)
+    run.unanswered = sum(1 for r in in_w.values() if r[3] is None and not r[4])
     run.sent = len(ok)
     run.skipped = sum(1 for a in skipped_at if w0 <= a < w1)
     run.put_p99_ms = pct([r[3] * 1e3 for r in ok.values()], 0.99)
@@ -954,7 +961,7 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
     got: Counter[tuple[int, int]] = Counter((mid, rcv) for _, mid, rcv, _ in deliveries)
     run.duplicates = sum(n - 1 for n in got.values() if n > 1)
     index = {(fi, mi): idx for idx, (fi, mi, _) in enumerate(members)}
-    for mid, (_, fi, si, _) in ok.items():
+    for mid, (_, fi, si, *_) in ok.items():
         for mi in range(len(t.families[fi].members)):
             if mi != si and (mid, index[(fi, mi)]) not in got:
                 run.not_served += 1
@@ -972,7 +979,8 @@ def run_line(r: Run) -> str:
     return (
         f"  {r.target:<8} {r.db:<10} {r.mode:<10} sent {r.sent_s:7.1f}/s  delivered "
         f"{r.delivered_s:7.1f}/s  p50 {r.p50_ms:7.0f} ms  p99 {r.p99_ms:7.0f} ms  PUT p99 "
-        f"{r.put_p99_ms:6.0f} ms  not served {r.not_served}  dup {r.duplicates}  skipped "
+        f"{r.put_p99_ms:6.0f} ms  unanswered PUTs {r.unanswered}  not served "
+        f"{r.not_served}  dup {r.duplicates}  skipped "
         f"{r.skipped}  limited {r.limited}  server CPU {fmt(r.server_cpu, '.0%')}  RSS "
         f"{fmt(r.server_rss_mb, '.0f')} MB  db CPU {fmt(r.db_cpu, '.0%')}  db RSS "
         f"{fmt(r.db_rss_mb, '.0f')} MB  client {r.client_cpu:.0%}  "
