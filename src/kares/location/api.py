@@ -275,7 +275,7 @@ async def revoke_tracker(
 # --- the family map and its live stream --------------------------------------------------------
 
 
-def _position(rt: Runtime, last: LastLocation, degraded: dict[str, str]) -> sc.Position:
+def position_of(rt: Runtime, last: LastLocation, degraded: dict[str, str]) -> sc.Position:
     lat, lon, acc, precise = service.shown(
         rt, last.lat, last.lon, last.accuracy_m, last.precise, degraded
     )
@@ -296,7 +296,7 @@ def _member_out(rt: Runtime, m: service.MemberPosition, degraded: dict[str, str]
         name=m.name,
         role=m.role,
         sharing=m.sharing,
-        position=_position(rt, m.last, degraded) if m.last is not None else None,
+        position=position_of(rt, m.last, degraded) if m.last is not None else None,
         battery=m.battery,
         battery_at=m.battery_at,
     )
@@ -341,7 +341,7 @@ async def _position_event(
     if not await families.may_see(s, ctx.account_id, subject_id):
         return {"account_id": subject_id, "position": None}
     last = await s.get(LastLocation, subject_id, populate_existing=True)
-    pos = _position(rt, last, ctx.degraded).model_dump(mode="json") if last else None
+    pos = position_of(rt, last, ctx.degraded).model_dump(mode="json") if last else None
     return {"account_id": subject_id, "position": pos}
 
 
