@@ -8,12 +8,14 @@ Redis is a real ``redis-server`` (tests/support/redisserver.py), never a fake.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from kares.db import Database
 from kares.notify import service as notify
@@ -99,7 +101,10 @@ async def next_location(c: Any, about: str) -> dict[str, Any]:
 
 
 async def test_with_redis_an_event_through_process_a_reaches_a_socket_on_process_b(
-    tmp_path: Path, db_url: str, sms: FakeSmsGateway, redis_server: RedisServer  # noqa: F811
+    tmp_path: Path,
+    db_url: str,
+    sms: FakeSmsGateway,
+    redis_server: RedisServer,  # noqa: F811
 ) -> None:
     # the periodic catch-up is an hour away: what comes back after Redis does is
     # the bridge's own catch-up when its subscription returns
@@ -137,3 +142,41 @@ async def test_with_redis_an_event_through_process_a_reaches_a_socket_on_process
             assert p.alive(), p.log()[-3000:]
         assert "redis subscription back" in b.log()
         assert json.dumps(third)  # plain JSON all the way
+
+
+@pytest.mark.db_agnostic
+async def test_presence_and_ephemeral_events_cross_processes_through_redis(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """Two bridges stand for two processes (each its own id): a device present
+    through one is present for the other, until it leaves; a typing event one
+    publishes reaches the sockets the other's hub holds."""
+    from kares import live
+    from kares.livebus import RedisBridge
+
+    one = await RedisBridge(redis_server.url).start()
+    two = await RedisBridge(redis_server.url).start()
+    sub = live.hub.subscribe("acct-b", device_id="dev-b")
+    try:
+        await asyncio.wait_for(two.subscribed.wait(), 20)
+        one.arrive("acct-a", "dev-a")
+        for _ in range(1000):
+            if await two.devices(["acct-a"]) == {"acct-a": {"dev-a"}}:
+                break
+            await asyncio.sleep(0.01)
+        assert await two.devices(["acct-a", "acct-b"]) == {"acct-a": {"dev-a"}}
+        one.leave("acct-a", "dev-a")
+        for _ in range(1000):
+            if await two.devices(["acct-a"]) == {}:
+                break
+            await asyncio.sleep(0.01)
+        assert await two.devices(["acct-a"]) == {}
+        data = {"conversation": "c1", "account_id": "acct-a", "typing": True}
+        one.publish(live.Notice(0, "typing", "acct-a", data), ["acct-b"])
+        got = await asyncio.wait_for(sub.queue.get(), 20)
+        assert (got.kind, got.about, got.data) == ("typing", "acct-a", data)
+        assert two.received == 1 and one.received == 0  # one never hands in its own
+    finally:
+        live.hub.unsubscribe(sub)
+        await one.stop()
+        await two.stop()

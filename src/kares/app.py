@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kares import __version__, domains, jobs, live, migrations, openapi
+from kares import __version__, domains, jobs, livebus, migrations, openapi
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
 from kares.deps import RequestSessions
@@ -202,13 +202,8 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
                 await anyio.to_thread.run_sync(migrations.upgrade, settings.effective_database_url)
             await privacy.sync_at_start(rt)
             app.state.runtime = rt
-            if settings.redis_url:  # hub notices and presence between processes
-                from kares.livebus import RedisBridge
-
-                bridge = await RedisBridge(
-                    settings.redis_url, catchup_seconds=settings.live_catchup_seconds
-                ).start()
-                live.hub.bridge = bridge
+            # hub notices and presence between processes, with KARES_REDIS_URL
+            bridge = await livebus.attach(settings.redis_url, settings.live_catchup_seconds)
             worker = jobs.Worker(rt).start() if settings.jobs_worker_enabled else None
             if settings.watch_port:
                 watches = WatchServer(rt)
@@ -219,10 +214,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
                 await watches.stop()
             if worker is not None:
                 await worker.stop()
-            if bridge is not None:
-                if live.hub.bridge is bridge:
-                    live.hub.bridge = None
-                await bridge.stop()
+            await livebus.detach(bridge)
             await rt.close()
 
     app = KaresApp(

@@ -48,6 +48,25 @@ QUEUE_SIZE = 10_000
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
+async def attach(redis_url: str, catchup_seconds: float) -> RedisBridge | None:
+    """With a Redis URL, a started bridge made the hub's (``kares serve`` and
+    ``kares worker`` call this at start); None without one."""
+    if not redis_url:
+        return None
+    bridge = await RedisBridge(redis_url, catchup_seconds=catchup_seconds).start()
+    live.hub.bridge = bridge
+    return bridge
+
+
+async def detach(bridge: RedisBridge | None) -> None:
+    """Stop a bridge :func:`attach` made (what it still holds is sent first, briefly)."""
+    if bridge is None:
+        return
+    if live.hub.bridge is bridge:
+        live.hub.bridge = None
+    await bridge.stop()
+
+
 class RedisBridge:
     def __init__(self, url: str, *, catchup_seconds: float = 60.0) -> None:
         self.url = url
@@ -84,6 +103,7 @@ class RedisBridge:
         except asyncio.QueueFull:  # Redis away for long: the oldest goes (the tick covers it)
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._out.get_nowait()
+                self._out.task_done()
             self._out.put_nowait((op, arg))
 
     async def devices(self, account_ids: Sequence[str]) -> dict[str, set[str]]:
@@ -113,6 +133,9 @@ class RedisBridge:
         return self
 
     async def stop(self) -> None:
+        with contextlib.suppress(TimeoutError):  # what is queued goes out, if Redis is there
+            async with asyncio.timeout(2):
+                await self._out.join()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -140,6 +163,8 @@ class RedisBridge:
                 if not failing:  # once per outage
                     log.warning("redis unreachable, notices wait for the catch-up: %s", exc)
                 failing = True
+            finally:
+                self._out.task_done()
 
     def _field(self, device_id: str) -> str:
         return f"{device_id}@{self.process}"
