@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from kares import jobs, live
+from kares import clock, jobs, live
 from kares.db import Database
 from kares.notify import service as notify
-from tests.conftest import bearer, count_rows, sign_up
+from tests.conftest import bearer, count_rows, query, sign_up
 from tests.support.live import free_port
+from tests.test_families import join, new_family
+from tests.test_location_ingest import fix, member, upload
 
 ALICE, BOB, CAROL = "+8613700008001", "+8613700008002", "+8613700008003"
 PHONE = {"model": "Pixel 8", "os": "Android", "id": "OAID-8001"}
@@ -445,3 +448,63 @@ async def test_a_revoked_session_ends_the_socket_at_its_next_event(
         with pytest.raises(ConnectionClosed) as closed:
             await frame(c)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+# --- family locations ------------------------------------------------------------------------
+
+
+async def test_family_locations_and_changes_stream_and_resume_as_the_state_now(
+    ws_url: str, client: httpx.AsyncClient, sms: Any
+) -> None:
+    a = await member(client, sms, ALICE)
+    b = await member(client, sms, BOB)
+    b_id = b["account"]["id"]
+    fid = await new_family(client, a)
+    now = clock.utcnow()
+
+    async def next_location(c: ClientConnection) -> dict[str, Any]:
+        while True:
+            f = await frame(c)
+            if f["type"] == "location" and f["data"]["account_id"] == b_id:
+                return f
+
+    async with opened(ws_url, a["token"]) as c:
+        await hello(c)
+        await join(client, a, fid, b)
+        await frames_until(c, "family")  # someone joined: re-read the families
+        r = await upload(client, b, [fix(1, now - timedelta(seconds=60))])
+        assert r.status_code == 200, r.text
+        first = await next_location(c)
+        assert first["source"] == "location"
+        assert first["data"]["position"]["lat"] == 31.2304
+        token = first["token"]
+    # away while Bob moves twice: the resume sends where he is now, once
+    for i, lat in ((2, 31.25), (3, 31.26)):
+        r = await upload(client, b, [fix(i, now - timedelta(seconds=60 - 10 * i), lat=lat)])
+        assert r.status_code == 200, r.text
+    async with opened(ws_url, a["token"], since=token) as c:
+        _, missed = await hello(c)
+        assert [(f["type"], f["data"]["position"]["lat"]) for f in missed] == [("location", 31.26)]
+        assert missed[0]["position"] > first["position"]
+
+
+async def test_concurrent_inbox_entries_take_distinct_positions_in_commit_order(
+    client: httpx.AsyncClient, sms: Any, db: Database
+) -> None:
+    """Ten transactions add an entry for one account at once: positions 1..10,
+    each once; the per-account lock makes each wait for the one before, so a
+    position is never committed after a greater one (a resuming reader that
+    saw 7 can never later find a 6)."""
+    me = await sign_up(client, sms, ALICE)
+    me_id = me["account"]["id"]
+    start = len(await query(db, "SELECT id FROM notifications WHERE account_id = :a", a=me_id))
+
+    async def one(i: int) -> None:
+        await tell(db, me_id, f"c{i}")
+
+    await asyncio.gather(*(one(i) for i in range(10)))
+    rows = await query(
+        db, "SELECT seq, title FROM notifications WHERE account_id = :a ORDER BY seq", a=me_id
+    )
+    assert [r["seq"] for r in rows] == list(range(1, start + 11))
+    assert sorted(r["title"] for r in rows[start:]) == sorted(f"c{i}" for i in range(10))
