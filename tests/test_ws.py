@@ -9,6 +9,7 @@ two-process and restart cases are in tests/test_ws_processes.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -508,3 +509,21 @@ async def test_concurrent_inbox_entries_take_distinct_positions_in_commit_order(
     )
     assert [r["seq"] for r in rows] == list(range(1, start + 11))
     assert sorted(r["title"] for r in rows[start:]) == sorted(f"c{i}" for i in range(10))
+
+
+async def test_waiting_sockets_hold_no_database_connection(
+    app: Any, ws_url: str, client: httpx.AsyncClient, sms: Any, db: Database
+) -> None:
+    people = [await sign_up(client, sms, p) for p in (ALICE, BOB, CAROL)]
+    pool = app.state.runtime.db.engine.pool
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(opened(ws_url, p["token"])) for p in people]
+        for c in sockets:
+            await hello(c)
+        assert pool.checkedout() == 0
+        for p, c in zip(people, sockets, strict=True):
+            await tell(db, p["account"]["id"], "hi")
+            assert (await frame(c))["data"]["title"] == "hi"
+        for c in sockets:
+            await alone_pong(c)  # each has sent its event and waits again
+        assert pool.checkedout() == 0

@@ -164,7 +164,7 @@ class Socket:
             sub.close()
             if frames is not None:
                 frames.cancel()
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await frames
             live.hub.unsubscribe(sub)
             if bridge is not None:
@@ -264,6 +264,7 @@ class Socket:
                     if bad_token:
                         pending.append((src, Resync("token_invalid"), head))
                 elif after > head:
+                    self.pos[src.key] = head
                     pending.append((src, Resync("unknown_position"), head))
                 elif viewer is None:
                     self.pos[src.key] = after  # its events wait for the function to be allowed
