@@ -49,11 +49,11 @@ def settings_overrides(tmp_path: Path) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
+async def serving(app: Any, **options: Any) -> AsyncIterator[str]:
     """The app behind a real uvicorn server on loopback; its ws:// base URL."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="auto"
+        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws="auto", **options
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -527,3 +527,49 @@ async def test_waiting_sockets_hold_no_database_connection(
         for c in sockets:
             await alone_pong(c)  # each has sent its event and waits again
         assert pool.checkedout() == 0
+
+
+async def test_a_dead_peer_is_pinged_then_closed_and_no_longer_present(
+    app: Any, client: httpx.AsyncClient, sms: Any
+) -> None:
+    """A client that completes the handshake and then never answers: the server
+    pings it and, with no pong, closes it (``kares serve``: every 20 s, 20 s to
+    answer; here 0.2 s), and its device stops counting as connected."""
+    me = await sign_up(client, sms, ALICE, device=PHONE)
+    me_id, device = me["account"]["id"], me["device_id"]
+    async with serving(app, ws_ping_interval=0.2, ws_ping_timeout=0.2) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                "GET /api/v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {me['token']}\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+        assert head.startswith(b"HTTP/1.1 101")
+        opcodes: list[int] = []
+        while True:  # read frames, never answering: hello, caught_up, a ping, the close
+            first = await asyncio.wait_for(reader.read(2), WAIT)
+            if len(first) < 2:
+                break  # the server hung up
+            size = first[1] & 0x7F
+            if size == 126:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+            elif size == 127:
+                size = int.from_bytes(await reader.readexactly(8), "big")
+            await reader.readexactly(size)
+            opcodes.append(first[0] & 0x0F)
+            if len(opcodes) == 1:  # hello: the device is connected
+                assert await live.presence.connected(me_id, device)
+            if opcodes[-1] == 0x8:
+                break
+        writer.close()
+        assert 0x9 in opcodes  # pinged
+        assert [o for o in opcodes if o == 0x1] == [0x1, 0x1]  # hello and caught_up
+        for _ in range(500):
+            if not await live.presence.connected(me_id, device):
+                break
+            await asyncio.sleep(0.01)
+        assert not await live.presence.connected(me_id, device)
