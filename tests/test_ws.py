@@ -30,6 +30,7 @@ from tests.conftest import bearer, count_rows, query, sign_up
 from tests.support.live import free_port
 from tests.test_families import join, new_family
 from tests.test_location_ingest import fix, member, upload
+from tests.test_location_read import at, fam, open_stream, sse_events  # noqa: F401 - fam
 
 ALICE, BOB, CAROL = "+8613700008001", "+8613700008002", "+8613700008003"
 PHONE = {"model": "Pixel 8", "os": "Android", "id": "OAID-8001"}
@@ -573,3 +574,26 @@ async def test_a_dead_peer_is_pinged_then_closed_and_no_longer_present(
                 break
             await asyncio.sleep(0.01)
         assert not await live.presence.connected(me_id, device)
+
+
+async def test_the_live_map_stream_ignores_what_is_not_a_move_and_catches_up_on_a_wake(
+    client: httpx.AsyncClient,
+    sms: Any,
+    db: Database,
+    fam: dict[str, Any],  # noqa: F811
+) -> None:
+    """The SSE map reads the same hub as the sockets: an inbox entry (or, later, a
+    message) wakes it but moves nothing on the map, and the catch-up after Redis
+    was away gives it a fresh snapshot (it has no positions to resume from)."""
+    alice, bob = fam["alice"], fam["bob"]
+    task = await open_stream(client, alice, seconds=2)
+    await tell(db, alice["account"]["id"], "not a move")
+    live.hub.wake_all()
+    await upload(client, bob, [at(5, 31.25)])
+    r = await asyncio.wait_for(task, timeout=WAIT)
+    kinds = [(kind, e.get("account_id")) for kind, e in sse_events(r)]
+    assert kinds == [
+        ("snapshot", None),
+        ("snapshot", None),
+        ("location", bob["account"]["id"]),
+    ]

@@ -216,10 +216,14 @@ class Hub:
 
     def wake_all(self) -> int:
         """Wake every subscription to catch up (after notices may have been lost,
-        e.g. while Redis was away): a ``tick`` notice about each one's own account."""
+        e.g. while Redis was away): a socket gets a ``tick`` (it re-reads every
+        source from its positions), a stream without positions (the live map) a
+        ``family`` notice (it re-reads its snapshot)."""
         n = 0
         for account_id, subs in list(self._by_account.items()):
-            n += self._put(subs, Notice(0, TICK, account_id))
+            for sub in list(subs):
+                kind = TICK if sub.device_id is not None else "family"
+                n += self._put((sub,), Notice(0, kind, account_id))
         return n
 
 

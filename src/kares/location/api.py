@@ -333,6 +333,8 @@ def _sse(kind: str, data: Any, seq: int | None = None) -> bytes:
 
 
 _PING = format_sse_event(comment="ping")
+# the notices the live map answers: someone moved, or who shares with whom changed
+_MAP_KINDS = frozenset({"location", "family"})
 
 
 async def _position_event(
@@ -420,6 +422,8 @@ class _LiveMap(Response):
                 continue
             if sub.closed:
                 return
+            if notice.kind not in _MAP_KINDS and not sub.lagged:
+                continue  # news of another stream (the inbox, messages): nothing on the map
             async with live.hub.reading():  # a few streams re-read at a time
                 if sub.closed:  # the client left while this one waited for its turn
                     return
