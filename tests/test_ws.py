@@ -597,3 +597,63 @@ async def test_the_live_map_stream_ignores_what_is_not_a_move_and_catches_up_on_
         ("snapshot", None),
         ("location", bob["account"]["id"]),
     ]
+
+
+class Sparse:
+    """A test-only source shaped like messaging's: one global order of events of
+    many accounts; ``since`` reads ``limit`` rows, keeps the viewer's, and says
+    how far it read (past rows the viewer may not see)."""
+
+    def __init__(self) -> None:
+        self.rows: list[str] = []  # the owner of position i + 1
+
+    def add(self, *owners: str) -> None:
+        for owner in owners:
+            self.rows.append(owner)
+            live.hub.deliver(kind="sparse-test", about=owner, seq=len(self.rows))
+
+    async def since(self, s: Any, account_id: str, after: int, limit: int) -> Any:
+        rows = list(enumerate(self.rows, start=1))[after : after + limit]
+        mine = [{"position": p, "kind": "sparse", "n": p} for p, o in rows if o == account_id]
+        upto = rows[-1][0] if len(rows) == limit else len(self.rows)
+        return mine, upto
+
+    async def head(self, s: Any, account_id: str) -> int:
+        return len(self.rows)
+
+
+async def test_a_source_that_reads_past_what_the_viewer_may_not_see_loses_nothing(
+    ws_url: str, client: httpx.AsyncClient, sms: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kares.protocols import ws
+
+    monkeypatch.setattr(ws, "PAGE", 6)  # pages of six rows, two of them the viewer's
+    sparse = Sparse()
+    live.streams.register(
+        "s",
+        "sparse",
+        live.by_account(sparse.since),
+        live.head_by_account(sparse.head),
+        kinds=["sparse-test"],
+    )
+    try:
+        me = await sign_up(client, sms, ALICE)
+        me_id = me["account"]["id"]
+        async with opened(ws_url, me["token"]) as c:
+            await hello(c)
+            sparse.add(*[me_id, "x", "y"] * 4)
+            got = [await frame(c) for _ in range(4)]
+            assert [(f["type"], f["data"]["n"]) for f in got] == [
+                ("sparse", 1),
+                ("sparse", 4),
+                ("sparse", 7),
+                ("sparse", 10),
+            ]
+            token = got[-1]["token"]
+        sparse.add(*["x", "y", me_id] * 4)
+        async with opened(ws_url, me["token"], since=token) as c:
+            _, missed = await hello(c)
+            assert [f["data"]["n"] for f in missed] == [15, 18, 21, 24]
+            assert missed[-1]["token"].endswith("s24") or ".s24" in missed[-1]["token"]
+    finally:
+        live.streams.unregister("s")

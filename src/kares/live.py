@@ -361,12 +361,14 @@ streams = Streams()
 
 def as_event(src: Source, item: Any) -> Event:
     """A source's item as an :class:`Event`: an Event, or a mapping with a
-    ``position`` (and a ``type``; the rest is its data)."""
+    ``position`` and a ``type`` (or ``kind``; else the source's name) whose
+    other keys are its data."""
     if isinstance(item, Event):
         return item
     if isinstance(item, Mapping):
-        data = {k: v for k, v in item.items() if k not in ("position", "type")}
-        return Event(int(item["position"]), str(item.get("type", src.name)), data)
+        kind = item.get("type", item.get("kind", src.name))
+        data = {k: v for k, v in item.items() if k not in ("position", "type", "kind")}
+        return Event(int(item["position"]), str(kind), data)
     position = getattr(item, "position")  # noqa: B009 - any object with a position
     return Event(int(position), src.name, getattr(item, "data", {}) or {})
 

@@ -58,6 +58,12 @@ class Resync:
     reason: str
 
 
+@dataclass(frozen=True)
+class Read:
+    events: list[live.Event]
+    upto: int  # the position the source read up to (at least the last event's)
+
+
 @router.websocket(PATH)
 async def ws_endpoint(websocket: WebSocket) -> None:
     rt: Runtime = websocket.app.state.runtime
@@ -185,8 +191,8 @@ class Socket:
     def token(self) -> str:
         return live.encode_token(self.pos)
 
-    async def _send_events(self, src: live.Source, events: list[live.Event]) -> None:
-        for ev in events:
+    async def _send_events(self, src: live.Source, got: Read) -> None:
+        for ev in got.events:
             self.pos[src.key] = ev.position
             await self.send(
                 {
@@ -197,6 +203,8 @@ class Socket:
                     "data": dict(ev.data),
                 }
             )
+        # past what this viewer may not see: the next frame's token skips it
+        self.pos[src.key] = max(self.pos.get(src.key, 0), got.upto)
 
     async def _resync(self, src: live.Source, head: int, reason: str) -> None:
         self.pos[src.key] = head
@@ -226,34 +234,36 @@ class Socket:
 
     async def _read(
         self, s: AsyncSession, src: live.Source, viewer: live.Viewer, after: int
-    ) -> list[live.Event] | Resync:
-        """Everything after ``after``, in order, or a resync when that is more than
-        the resume limit (or older than the source keeps)."""
+    ) -> Read | Resync:
+        """Everything after ``after``, in order, and the position read up to (a
+        source may read past events this viewer may not see); or a resync when
+        that is more than the resume limit (or older than the source keeps)."""
         limit = self.settings.ws_resume_limit
         out: list[live.Event] = []
-        pos = after
+        last = cursor = after
         while True:
             want = min(PAGE, limit + 1 - len(out))
             try:
-                items, _next = await src.since(s, viewer, pos, want)
+                items, upto = await src.since(s, viewer, cursor, want)
             except live.Expired:
                 return Resync("expired")
-            page = [live.as_event(src, i) for i in items]
-            fresh = []
-            for ev in page:  # strictly increasing, whatever a source returns
-                if ev.position > pos:
-                    fresh.append(ev)
-                    pos = ev.position
-            out.extend(fresh)
+            for ev in (live.as_event(src, i) for i in items):
+                if ev.position > last:  # strictly increasing, whatever a source returns
+                    out.append(ev)
+                    last = ev.position
             if len(out) > limit:
                 return Resync("too_far_behind")
-            if len(page) < want or not fresh:
-                return out
+            # until a read moves no further: a short page is no sign of the end
+            # when the source keeps only the viewer's rows of a page it read
+            moved = max(int(upto), last)
+            if moved <= cursor:
+                return Read(out, cursor)
+            cursor = moved
 
     async def _start(self, token: str | None) -> None:
         wanted = live.decode_token(token) if token else {}
         bad_token = token is not None and wanted is None
-        pending: list[tuple[live.Source, list[live.Event] | Resync, int]] = []
+        pending: list[tuple[live.Source, Read | Resync, int]] = []
         async with live.hub.reading(), self.rt.db.sessions() as s:
             for src in live.streams.all():
                 viewer = await self._viewer(s, src)
@@ -292,7 +302,7 @@ class Socket:
         """Read what moved in ``sources`` (re-checking the session first) and send
         it; False when the socket must close."""
         assert self.caller is not None and self.sub is not None
-        results: list[tuple[live.Source, list[live.Event] | Resync, int]] = []
+        results: list[tuple[live.Source, Read | Resync, int]] = []
         async with live.hub.reading():
             if self.sub.closed:
                 return False
