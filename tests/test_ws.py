@@ -657,3 +657,24 @@ async def test_a_source_that_reads_past_what_the_viewer_may_not_see_loses_nothin
             assert missed[-1]["token"].endswith("s24") or ".s24" in missed[-1]["token"]
     finally:
         live.streams.unregister("s")
+
+
+async def test_typing_in_a_family_conversation_reaches_its_members_now(
+    ws_url: str, client: httpx.AsyncClient, sms: Any
+) -> None:
+    a = await sign_up(client, sms, ALICE)
+    b = await sign_up(client, sms, BOB)
+    c_ = await sign_up(client, sms, CAROL)
+    fid = await new_family(client, a)
+    await join(client, a, fid, b)
+    async with opened(ws_url, b["token"]) as cb, opened(ws_url, c_["token"]) as cc:
+        await hello(cb)
+        await hello(cc)
+        async with opened(ws_url, a["token"]) as ca:
+            await hello(ca)
+            await ca.send(json.dumps({"type": "typing", "conversation": fid, "typing": True}))
+            got = await frame(cb)
+            assert (got["type"], got["conversation"], got["typing"]) == ("typing", fid, True)
+        # Carol is not in the family: refused, and she heard nothing
+        await cc.send(json.dumps({"type": "typing", "conversation": fid, "typing": True}))
+        assert (await frame(cc))["code"] == "conversation.not_found"

@@ -34,6 +34,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from kares import live
 from kares.errors import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from kares.families import service as families
+from kares.families import typing as _family_typing  # noqa: F401 - family conversations
 from kares.identity.auth import Caller, caller_for_session, request_caller
 from kares.location import stream as _location_stream  # noqa: F401 - registers "l"
 from kares.notify import stream as _inbox_stream  # noqa: F401 - registers "i"
