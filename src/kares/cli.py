@@ -43,6 +43,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # an answer's head and body at once (kares.httpserver)
         access_log=False,
         http=HttpProtocol,
+        # /api/v1/ws: a frame over the app's cap gets an error event, one over 1 MiB
+        # is not read at all (closed 1009); the protocol pings every 20 s and
+        # closes a peer that does not answer within 20 s (docs/MESSAGING.md)
+        ws_max_size=1024 * 1024,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
     )
     return 0
 
@@ -50,7 +56,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 async def _worker(once: bool) -> int:
     import signal
 
-    from kares import domains, jobs
+    from kares import domains, jobs, livebus
     from kares.config import get_settings
     from kares.runtime import Runtime
 
@@ -58,9 +64,13 @@ async def _worker(once: bool) -> int:
 
     settings = get_settings()
     rt = Runtime.build(settings)
+    bridge = None
     try:
         if not await _migrated(rt):
             return 2
+        # with Redis, what jobs commit wakes the sockets of the serving processes, and
+        # a push asks whether the device holds a socket in any of them
+        bridge = await livebus.attach(settings.redis_url, settings.live_catchup_seconds)
         if once:
             stats = await jobs.run_due(rt)
             print(
@@ -78,6 +88,7 @@ async def _worker(once: bool) -> int:
         await worker.stop()
         return 0
     finally:
+        await livebus.detach(bridge)
         await rt.close()
 
 

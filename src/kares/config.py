@@ -193,6 +193,19 @@ class Settings(BaseSettings):
     # introduced watch waits for its pairing before it is forgotten
     watch_hello_per_ip_per_hour: int = Field(default=20, ge=1)
     watch_hello_ttl_seconds: int = Field(default=86400, ge=60)
+    # Real time (docs/MESSAGING.md). redis_url: several processes share hub notices
+    # and presence through Redis (empty: one process, in memory); a socket that
+    # resumes more than ws_resume_limit events behind gets a "resync"; frames are
+    # at most ws_frame_max_bytes; each socket may send ws_frames_per_second
+    # (bursts of ws_frames_burst); typing stops by itself after ws_typing_seconds;
+    # with Redis, every stream catches up every live_catchup_seconds
+    redis_url: str = ""
+    ws_resume_limit: int = Field(default=1000, ge=1, le=100_000)
+    ws_frame_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    ws_frames_per_second: float = Field(default=10.0, gt=0)
+    ws_frames_burst: int = Field(default=30, ge=1)
+    ws_typing_seconds: float = Field(default=6.0, gt=0, le=60)
+    live_catchup_seconds: float = Field(default=60.0, ge=1)
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
     # Anonymised statistics (docs/STATS.md): groups of fewer than k distinct people
