@@ -6,7 +6,7 @@ allocated one at a time per account, so they commit in the order they count.
 Existing entries are numbered oldest first.
 
 Revision ID: 0022
-Revises: 0018
+Revises: 0023
 Create Date: 2026-12-06
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022"
-down_revision = "0018"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
