@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, jobs
@@ -242,10 +242,12 @@ async def _apply(
         )
         if res.rowcount != 1:  # type: ignore[attr-defined]
             await s.rollback()
-            fresh = await s.get(Call, call.id)
+            now_state = (
+                await s.execute(select(Call.state).where(Call.id == call.id))
+            ).scalar_one_or_none()
             code = (
                 "call.ended"
-                if fresh is None or fresh.state == machine.ENDED
+                if now_state is None or now_state == machine.ENDED
                 else ("call.answered_elsewhere" if side == CALLEE else "call.already_answered")
             )
             raise Problem(409, code, "The call changed meanwhile.")

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from kares import live
+from kares.calls import service as calls
 from kares.errors import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from kares.families import service as families
 from kares.families import typing as _family_typing  # noqa: F401 - family conversations
@@ -63,6 +64,21 @@ class Resync:
 class Read:
     events: list[live.Event]
     upto: int  # the position the source read up to (at least the last event's)
+
+
+CALL_STEPS = ("ringing", "answer", "reject", "hangup", "candidates", "negotiate", "fail")
+
+
+def _deliver_call_signals(signals: Iterable[calls.Signal]) -> None:
+    """Call signals to the sockets of the device they name (or of every device
+    of the person), in this process and, through the bridge, in the others."""
+    for sig in signals:
+        data = {**sig.data, "to_device": sig.device}
+        live.hub.tell([sig.to], kind=sig.kind, about=CALL_ABOUT, data=data)
+
+
+CALL_ABOUT = "call"  # the "about" of call signals: never an account, never filtered out
+calls.on_signals(_deliver_call_signals)
 
 
 @router.websocket(PATH)
@@ -348,8 +364,10 @@ class Socket:
             refamily = False
             kinds: set[str] = set()
             for n in notices:
-                if n.data is not None:  # ephemeral: typing
-                    if n.about != self.account_id:
+                if n.data is not None:  # ephemeral: typing, call signals
+                    if n.kind.startswith("call."):
+                        await self._call_signal(n)
+                    elif n.about != self.account_id:
                         await self.send({"type": n.kind, **n.data})
                     continue
                 if n.kind == "family":
@@ -428,8 +446,68 @@ class Socket:
             await self.send({"type": "pong", **({"id": ref} if ref is not None else {})})
         elif kind == "typing":
             await self._typing(frame, ref)
+        elif kind.startswith("call."):
+            await self._call(frame, kind[5:], ref)
         else:
             await self._error("ws.unknown_type", f"Unknown frame type {kind[:40]!r}.", **_ref(ref))
+
+    # --- calls (docs/CALLS.md) ---------------------------------------------------------
+
+    async def _call_signal(self, n: live.Notice) -> None:
+        """A call signal for this person: sent when it names this device, or every
+        device but the one it excepts."""
+        data = dict(n.data or {})
+        to = data.pop("to_device", None)
+        if to is not None and to != self.device_id:
+            return
+        if data.get("except") is not None and data["except"] == self.device_id:
+            return
+        data.pop("except", None)
+        await self.send({"type": n.kind, **data})
+
+    async def _call(self, frame: dict[str, Any], step: str, ref: str | int | None) -> None:
+        """``call.invite`` ({"callee", "sdp"}) starts a call; ``call.<step>``
+        ({"call", ...}) takes a step of one. The acting device is answered
+        ``call.ok`` with the call, or an ``error`` with the call's code."""
+        assert self.caller is not None
+        try:
+            async with live.hub.reading(), self.rt.db.sessions() as s:
+                # the calls function: its own consent, the microphone and
+                # phone-call permissions of this device (policy 1.6.1)
+                await admit(s, self.rt, self.caller, "calls", "voice")
+                if step == "invite":
+                    callee = frame.get("callee")
+                    if not isinstance(callee, str) or not _CONVERSATION.match(callee):
+                        raise Problem(422, "call.callee_required", "Say whom to call (callee).")
+                    call, _ = await calls.invite(
+                        s,
+                        self.rt,
+                        caller_id=self.account_id,
+                        caller_device=self.device_id,
+                        callee_id=callee,
+                        sdp=frame.get("sdp"),
+                    )
+                elif step in CALL_STEPS:
+                    cid = frame.get("call")
+                    if not isinstance(cid, str) or not _CONVERSATION.match(cid):
+                        raise Problem(422, "call.id_required", "Say which call (call).")
+                    data: dict[str, Any] = {
+                        k: frame[k] for k in ("sdp", "candidates", "type") if k in frame
+                    }
+                    call, _ = await calls.act(
+                        s,
+                        call_id=cid,
+                        account_id=self.account_id,
+                        device=self.device_id,
+                        name=step,
+                        data=data,
+                    )
+                else:
+                    raise Problem(422, "call.unknown_step", f"There is no call step {step[:40]!r}.")
+        except Problem as exc:
+            await self._error(exc.code, exc.detail, **_ref(ref))
+            return
+        await self.send({"type": "call.ok", "call": calls.view(call), **_ref(ref)})
 
     # --- typing ------------------------------------------------------------------------
 
