@@ -214,12 +214,20 @@ class Settings(BaseSettings):
     rights_repeat_limit: int = Field(default=3, ge=1)
     rights_repeat_period_days: int = Field(default=30, ge=1)
 
+    # Encrypted backups (kares backup, docs/RIGHTS.md "Backups"): age (X25519) keys,
+    # never the column-encryption keys. Creating needs only the public recipients
+    # ("age1...", comma-separated); restoring needs the identity file (the secret
+    # key, kept away from the server and its var directory)
+    backup_recipients: CsvList = Field(default_factory=list)
+    backup_identity_file: Path | None = None
+
     @field_validator(
         "trusted_proxies",
         "wechat_avatar_hosts",
         "apple_client_ids",
         "webpush_hosts",
         "watch_allow",
+        "backup_recipients",
         mode="before",
     )
     @classmethod
