@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -632,6 +633,7 @@ def _fold_log(path: Path) -> None:
 
 def _swap(prepared: Path, target: Path) -> None:
     if target.exists():
+        prepared.chmod(stat.S_IMODE(target.stat().st_mode))  # mkstemp made it 600
         _fold_log(target)  # what it held goes with it; its log must not outlive it
     os.replace(prepared, target)
 
