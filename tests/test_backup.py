@@ -2,24 +2,31 @@
 policy 5.2), on the test tier's real database: a round trip brings the data back
 as it was; a wrong key, a changed byte, a missing file, another dialect's
 backup, a newer schema and a database still in use are refused, and nothing
-changes. (The deletion register after a restore: test_rights_erase_register.py.)"""
+changes; a backup of an older schema is migrated once restored. (The deletion
+register after a restore: test_rights_erase_register.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
+import asyncpg
 import httpx
 import pyrage
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from kares import clock, migrations
 from kares.rights import backup
-from tests.conftest import query, sign_up, snapshot
+from tests.conftest import count_rows, query, sign_up, snapshot
 from tests.support.backup import backup_env, identity, kares, leftovers, let_go, new_key
 from tests.test_location_ingest import fix, member, upload
 
@@ -192,3 +199,50 @@ async def test_a_bad_backup_or_key_is_refused_and_changes_nothing(
 
     assert await snapshot(db) == before
     assert leftovers(var_dir, db_url) == []
+
+
+def previous_revision() -> str:
+    scripts = ScriptDirectory.from_config(migrations.alembic_config("sqlite://"))
+    down = scripts.get_revision(migrations.head_revision()).down_revision
+    assert isinstance(down, str)
+    return down
+
+
+@contextlib.asynccontextmanager
+async def older_database(db_url: str, where: Path) -> AsyncIterator[str]:
+    """A second database of the tier's kind, migrated to the revision before head."""
+    if db_url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{where / 'older.db'}"
+        await anyio.to_thread.run_sync(migrations.upgrade, url, previous_revision())
+        yield url
+        return
+    u = make_url(db_url)
+    admin = await asyncpg.connect(host=u.host, port=u.port, user=u.username, database="postgres")
+    try:
+        await admin.execute('CREATE DATABASE "kares_older"')
+        url = u.set(database="kares_older").render_as_string(hide_password=False)
+        await anyio.to_thread.run_sync(migrations.upgrade, url, previous_revision())
+        yield url
+    finally:
+        await admin.execute('DROP DATABASE IF EXISTS "kares_older" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_a_backup_of_an_older_schema_is_migrated_after_it_is_restored(
+    client: httpx.AsyncClient, sms: Any, db: Any, db_url: str, var_dir: Path, tmp_path: Path
+) -> None:
+    key = new_key(tmp_path)
+    old = tmp_path / "older.age"
+    async with older_database(db_url, tmp_path) as url:
+        r = await kares("backup", "create", "--out", str(old), env=backup_env(url, var_dir, key))
+        assert r.returncode == 0, r.stderr
+        assert f"at migration {previous_revision()}" in r.stdout, r.stdout
+    await let_go(db)
+    r = await kares("backup", "restore", str(old), "--yes", env=backup_env(db_url, var_dir, key))
+    assert r.returncode == 0, r.stderr
+    assert f"migrated from {previous_revision()}" in r.stdout, r.stdout
+    [row] = await query(db, "SELECT version_num FROM alembic_version")
+    assert row["version_num"] == migrations.head_revision()
+    # the newest migration's table is there (the register, made by 0018) and empty
+    assert await count_rows(db, "deletion_register") == 0
+    assert await query(db, "SELECT action FROM staff_actions") == [{"action": "backup.restore"}]

@@ -274,13 +274,12 @@ async def create(rt: Runtime, out: Path) -> Created:
     dialect = rt.db.dialect
     if dialect not in MEMBER:
         raise BackupError("backup.dialect", f"cannot back up a {dialect} database", exit=2)
+    # a database behind the code is backed up as it is (a restore migrates it); one
+    # never migrated holds nothing to keep
     revision = await migrations.current_revision(rt.db.engine)
-    if revision != migrations.head_revision():
+    if revision is None:
         raise BackupError(
-            "backup.not_migrated",
-            f"the database is at migration {revision}, not {migrations.head_revision()}: "
-            "run `kares migrate` first",
-            exit=2,
+            "backup.not_migrated", "the database holds no Kares schema: nothing to back up", exit=2
         )
     if not out.parent.is_dir():
         raise BackupError("backup.bad_out", f"{out.parent} is not a directory", exit=2)
