@@ -90,10 +90,14 @@ def _cmd_create(args: argparse.Namespace) -> int:
 async def _create(out: str | None) -> int:
     from kares import clock
     from kares.config import get_settings
-    from kares.rights.backup import BackupError, create
+    from kares.rights.backup import BackupError, create, sqlite_path
     from kares.runtime import Runtime
 
     settings = get_settings()
+    url = settings.effective_database_url
+    if url.startswith("sqlite") and not sqlite_path(url).is_file():  # opening would make one
+        print(f"kares: backup: there is no database at {sqlite_path(url)}", file=sys.stderr)
+        return 2
     if out is None:
         folder = settings.var_dir / "backups"
         folder.mkdir(parents=True, exist_ok=True)
