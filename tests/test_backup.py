@@ -20,6 +20,7 @@ import anyio
 import asyncpg
 import httpx
 import pyrage
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -140,7 +141,13 @@ def rewrap(
 
 
 async def test_a_bad_backup_or_key_is_refused_and_changes_nothing(
-    client: httpx.AsyncClient, sms: Any, db: Any, db_url: str, var_dir: Path, tmp_path: Path
+    client: httpx.AsyncClient,
+    sms: Any,
+    app: Any,
+    db: Any,
+    db_url: str,
+    var_dir: Path,
+    tmp_path: Path,
 ) -> None:
     key = new_key(tmp_path)
     env = backup_env(db_url, var_dir, key)
@@ -152,7 +159,7 @@ async def test_a_bad_backup_or_key_is_refused_and_changes_nothing(
     await sign_up(client, sms, BO)
     before = await snapshot(db)
 
-    other = backup_env(db_url, var_dir, new_key(tmp_path, "other-key.txt"))
+    other_key = new_key(tmp_path, "other-key.txt")
     flipped = tmp_path / "flipped.age"
     raw = bytearray(good.read_bytes())
     raw[len(raw) // 2] ^= 0x01
@@ -166,21 +173,39 @@ async def test_a_bad_backup_or_key_is_refused_and_changes_nothing(
     wrong = "sqlite" if db.dialect == "postgresql" else "postgresql"
     dialect = rewrap(good, key, tmp_path / "dialect.age", {"dialect": wrong}, backup.MEMBER[wrong])
     newer = rewrap(good, key, tmp_path / "newer.age", {"schema": "9999"})
+
+    def keyed(k: tuple[Path, str]) -> Any:
+        return app.state.runtime.settings.model_copy(
+            update={"backup_identity_file": k[0], "backup_recipients": [k[1]]}
+        )
+
+    def never(manifest: dict[str, Any]) -> bool:
+        raise AssertionError("asked to confirm a restore that must be refused before")
+
+    ok = keyed(key)
     cases = [
-        (other, good, 1, "cannot be opened: the key is not the one"),
-        (env, flipped, 1, "cannot be opened"),
-        (env, header, 1, "cannot be opened"),
-        (env, notage, 1, "cannot be opened"),
-        (env, tmp_path / "missing.age", 2, "there is no backup file"),
-        (env, dialect, 1, f"this is a backup of a {wrong} database"),
-        (env, newer, 1, "migration 9999, which this version of Kares does not know"),
+        (keyed(other_key), good, "backup.cannot_decrypt", "the key is not the one"),
+        (ok, flipped, "backup.cannot_decrypt", "cannot be opened"),
+        (ok, header, "backup.cannot_decrypt", "cannot be opened"),
+        (ok, notage, "backup.cannot_decrypt", "cannot be opened"),
+        (ok, tmp_path / "missing.age", "backup.not_found", "there is no backup file"),
+        (ok, dialect, "backup.wrong_dialect", f"this is a backup of a {wrong} database"),
+        (ok, newer, "backup.newer_schema", "migration 9999, which this version of Kares"),
     ]
-    await let_go(db)
-    for e, path, code, said in cases:
-        r = await kares("backup", "restore", str(path), "--yes", env=e)
-        assert (r.returncode, said in r.stderr) == (code, True), (path.name, r.stderr)
-        assert r.stdout == "", r.stdout
+    # each check, in this process (a command each would take seconds) ...
+    for st, path, code, said in cases:
+        with pytest.raises(backup.BackupError) as refused:
+            await backup.restore(st, path, confirm=never)
+        assert (refused.value.code, said in refused.value.message) == (code, True), path.name
         assert leftovers(var_dir, db_url) == [], path.name
+    # ... and as the command says them: the reason on stderr, a non-zero exit
+    await let_go(db)
+    other = backup_env(db_url, var_dir, other_key)
+    r = await kares("backup", "restore", str(good), "--yes", env=other)
+    assert (r.returncode, "cannot be opened: the key is not the one" in r.stderr) == (1, True)
+    assert r.stdout == "", r.stdout
+    r = await kares("backup", "restore", str(tmp_path / "missing.age"), "--yes", env=env)
+    assert (r.returncode, "there is no backup file" in r.stderr) == (2, True), r.stderr
     # without --yes, and no terminal to ask on: refused
     r = await kares("backup", "restore", str(good), env=env)
     assert (r.returncode, "say --yes" in r.stderr) == (2, True), r.stderr
