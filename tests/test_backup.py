@@ -65,6 +65,7 @@ async def test_a_backup_restored_brings_the_data_back_as_it_was(
     # the file is encrypted: nothing of the person can be read in it
     blob = out.read_bytes()
     assert blob.startswith(b"age-encryption.org/v1\n")
+    assert out.stat().st_mode & 0o777 == 0o600
     for secret in (a, ANN, ANN[3:], "30.654321"):
         assert secret.encode() not in blob
     # and its manifest holds no personal data, just what it is

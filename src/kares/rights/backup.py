@@ -313,6 +313,7 @@ async def create(rt: Runtime, out: Path) -> Created:
         part = out.with_name(out.name + ".part")
         try:
             await asyncio.to_thread(pyrage.encrypt_file, str(plain), str(part), keys)
+            part.chmod(0o600)  # encrypted, and still nobody else's business
             os.replace(part, out)
         finally:
             part.unlink(missing_ok=True)
