@@ -10,6 +10,8 @@
 
 The rendered policy says each of these under "changes in this version", and
 the revision machinery treats the version as the policy (8) says it must.
+Version 2026-12-06.2 keeps these changes and adds saved places as a category
+of their own (tests/test_policy_revision_notice.py upgrades from 2026-12-06).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tests.test_policy_render import all_text, blocks_of, cards, page_text, poli
 from tests.test_policy_revision import check, serving
 
 CAT = catalog_mod.load()
-VERSION = "2026-12-06"
+VERSION = CAT.policy.version  # 2026-12-06.2
 PREVIOUS = "2026-11-27"
 SRC = Path(__file__).parents[1] / "src" / "kares"
 
@@ -167,12 +169,16 @@ def previous(tmp_path: Path, *, servable: bool = True) -> Path:
     used it."""
     data = yaml.safe_load(catalog_mod.DEFAULT_PATH.read_text(encoding="utf-8"))
     data["policy"].update(version=PREVIOUS, significant=False)
+    tracks = data["functions"]["driving_tracks"]
+    tracks["categories"].remove("location.places")
+    tracks["features"]["places"]["categories"].remove("location.places")
     data["functions"]["account_security"]["categories"].remove("security.logs")
     data["functions"]["privacy_choices"]["categories"].remove("rights.requests")
     data["functions"]["privacy_choices"]["features"]["requests"]["categories"] = []
     del data["categories"]["security.logs"]
     if not servable:
         del data["categories"]["rights.requests"]
+        del data["categories"]["location.places"]
     data["third_parties"]["baidu_tongji"] = {
         "name": {"en": "Baidu Tongji", "zh": "百度统计"},
         "relation": "sharing",
@@ -200,7 +206,7 @@ async def test_upgrading_to_this_version_does_what_section_8_promises(
         me = await sign_up(old, sms, accept_policy=PREVIOUS)
         token = me["token"]
 
-    # two functions take a new kind of information: without the significant flag
+    # three functions take a new kind of information: without the significant flag
     # the service refuses to start
     with pytest.raises(CatalogError, match="must be marked significant"):
         async with serving(settings, shipped_as(tmp_path, significant=False)):
@@ -211,15 +217,17 @@ async def test_upgrading_to_this_version_does_what_section_8_promises(
         assert [v["version"] for v in versions] == [PREVIOUS, VERSION]
         latest = versions[-1]
         assert latest["significant"] is True
-        # the two functions that take a new category are asked about (and, here
-        # only, the category the servable previous catalog had with no function)
+        # the three functions that take a new category are asked about (and, here
+        # only, the categories the servable previous catalog had with no function)
         assert latest["asks_again_about"] == [
+            "category:location.places",
             "category:rights.requests",
             "function:account_security",
+            "function:driving_tracks",
             "function:privacy_choices",
         ]
         assert latest["changes"] == [c.model_dump() for c in CAT.policy.changes]
-        # neither rests on consent, so (as 8 now says) they apply without asking
+        # two rest on no consent, so (as 8 now says) they apply without asking
         # again, and what did not change keeps working
         for function, feature in (
             ("account_security", "sessions"),
@@ -228,20 +236,32 @@ async def test_upgrading_to_this_version_does_what_section_8_promises(
         ):
             r = await check(new, token, function, feature)
             assert r.status_code == 200, (function, r.text)
+        # location rests on the accepted policy, and saved places are now kept
+        # longer than the 90 days it said: the policy is asked for again
+        r = await check(new, token, "driving_tracks", "trackers")
+        assert r.status_code == 403 and r.json()["code"] == "consent.reconsent_required"
         consents = (await new.get("/api/v1/me/consents", headers=bearer(token))).json()
         (pol,) = [c for c in consents["consents"] if c["subject"] == "policy"]
-        assert pol["granted"] is True and pol["current"] is True
+        assert pol["granted"] is True and pol["current"] is False
         assert "third_party:baidu_tongji" not in {c["subject"] for c in consents["consents"]}
+        r = await new.post(
+            "/api/v1/me/consents",
+            json={"subject": "policy", "action": "grant", "policy_version": VERSION},
+            headers=bearer(token),
+        )
+        assert r.status_code == 201, r.text
+        assert (await check(new, token, "driving_tracks", "trackers")).status_code == 200
 
 
 @pytest.mark.db_agnostic
-def test_against_the_real_previous_version_only_the_two_functions_are_asked_about(
+def test_against_the_real_previous_version_only_the_three_functions_are_asked_about(
     tmp_path: Path,
 ) -> None:
     # removing Baidu Tongji takes nothing more; new categories are new subjects
     old = catalog_mod.load(previous(tmp_path, servable=False))
     assert catalog_mod.reductions(old.terms(), CAT.terms()) == [
         "function:account_security",
+        "function:driving_tracks",
         "function:privacy_choices",
     ]
 

@@ -41,6 +41,60 @@ def kares_env(tmp_path: Path, db_url: str) -> dict[str, str]:
     return live.kares_env(tmp_path / "var", db_url)
 
 
+async def test_demo_families_seed_families_of_four_for_load_tests(
+    kares_env: dict[str, str], db_url: str
+) -> None:
+    """`kares demo --families N --json`: N families of four, each member with a
+    password, a token and a Matrix user id; a second run keeps them all."""
+    from kares.app import create_app
+    from kares.config import Settings
+
+    env = {**kares_env, "KARES_SERVER_NAME": "kares.example"}
+
+    def seed() -> list[dict]:
+        r = run_kares("demo", "--families", "2", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        return list(json.loads(r.stdout)["families"])
+
+    try:
+        first = seed()
+        assert [f["name"] for f in first] == ["Demo family 1", "Demo family 2"]
+        members = [m for f in first for m in f["members"]]
+        assert len(members) == 8 and len({m["account_id"] for m in members}) == 8
+        for m in members:
+            assert m["matrix_user"] == f"@{m['account_id']}:kares.example"
+        assert seed() == first  # kept, tokens too
+        r = run_kares("demo", "--families", "0", env=env)
+        assert r.returncode == 0  # 0: the ordinary demo
+        r = run_kares("demo", "--families", "99999", env=env)
+        assert r.returncode == 2 and "--families" in r.stderr
+        settings = Settings(
+            var_dir=Path(env["KARES_VAR_DIR"]),
+            database_url=env.get("KARES_DATABASE_URL", ""),
+            data_keys=env.get("KARES_DATA_KEYS", ""),
+            index_key=env.get("KARES_INDEX_KEY", ""),
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
+                for fam in first:
+                    owner = fam["members"][0]
+                    h = {"Authorization": f"Bearer {owner['token']}"}
+                    r = await c.get(f"/api/v1/families/{fam['id']}", headers=h)
+                    assert r.status_code == 200, r.text
+                    ids = {x["account_id"] for x in r.json()["members"]}
+                    assert ids == {m["account_id"] for m in fam["members"]}
+                m = members[-1]
+                r = await c.post(
+                    "/api/v1/auth/password", json={"phone": m["phone"], "password": m["password"]}
+                )
+                assert r.status_code == 200, r.text
+    finally:
+        if db_url.startswith("postgresql"):
+            await _wipe(db_url)
+
+
 async def test_demo_is_idempotent_and_keeps_what_it_printed(
     kares_env: dict[str, str], db_url: str, tmp_path: Path
 ) -> None:
@@ -69,7 +123,17 @@ async def test_demo_is_idempotent_and_keeps_what_it_printed(
         members = first["members"]
         assert len(members) >= 3 and first["family_created"] is True
         for m in members:
-            assert set(m) == {"name", "phone", "password", "token", "tracker", "created"}
+            assert set(m) == {
+                "name",
+                "phone",
+                "password",
+                "account_id",
+                "matrix_user",
+                "token",
+                "tracker",
+                "created",
+            }
+            assert m["matrix_user"] == f"@{m['account_id']}:localhost"
             assert set(m["tracker"]) == {"id", "kind", "username", "secret"}
             assert m["created"] == ["account", "token", "owntracks"]
         # the printed secrets are kept for the next run, readable by this user only

@@ -558,3 +558,24 @@ def test_render_command_html_and_json() -> None:
     assert doc["lang"] == "en" and doc["version"] == CAT.policy.version
     r = run_kares("policy", "render", "--lang", "fr", env={})
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+async def test_a_chosen_language_is_remembered_in_the_declared_cookie(
+    client: httpx.AsyncClient,
+) -> None:
+    declared = CAT.cookies["kares_lang"]
+    r = await client.get("/privacy/cookies", params={"lang": "zh"})
+    set_cookie = r.headers["set-cookie"]
+    assert set_cookie.startswith("kares_lang=zh;")
+    assert f"Max-Age={declared.expires_days * 86400}" in set_cookie
+    assert ("HttpOnly" in set_cookie) is declared.http_only
+    # later pages, with no lang, come in the language chosen, not the browser's
+    r = await client.get("/privacy/policy", headers={"Accept-Language": "en-GB"})
+    assert '<html lang="zh-CN">' in r.text
+    assert "Cookie" in r.headers["vary"]
+    # a page read without choosing sets nothing; every cookie set is declared
+    client.cookies.clear()
+    r = await client.get("/privacy/policy", headers={"Accept-Language": "en-GB"})
+    assert '<html lang="en">' in r.text and "set-cookie" not in r.headers
+    r = await client.get("/api/v1/privacy/policy", params={"lang": "zh"})
+    assert "set-cookie" not in r.headers

@@ -201,14 +201,24 @@ async def test_a_run_removes_every_category_at_its_own_age(
     the session they were given in."""
     me = await member(client, sms, ME)
     aid = me["account"]["id"]
+    h = {"Authorization": f"Bearer {me['token']}"}
+    fam = (await client.post("/api/v1/families", json={"name": "Li"}, headers=h)).json()
+    r = await client.post(
+        f"/api/v1/families/{fam['id']}/places",
+        json={"name": "Home", "lat": 31.23, "lon": 121.47, "radius_m": 150},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
     await upload(client, me, fixes(clock.utcnow() - timedelta(hours=1), 5, "a"))
     await notify_me(db, aid)
     receipts = await count_rows(db, "consent_receipts")
     assert await query(db, "SELECT 1 FROM consent_receipts WHERE session_id IS NOT NULL")
     clock.advance(91 * 86400)
     await retain(app)
-    for t in ("location_fixes", "location_last", "notifications"):
+    for t in ("location_fixes", "location_last", "notifications", "place_presence"):
         assert await count_rows(db, t) == 0, t
+    # a saved place is kept until someone deletes it (location.places, 2026-12-06.2)
+    assert [p["name"] for p in await query(db, "SELECT name FROM places")] == ["Home"]
     assert await count_rows(db, "login_events") >= 1
     assert await count_rows(db, "otp_challenges") == 0  # short-lived: long gone
     clock.advance(90 * 86400)
@@ -218,6 +228,7 @@ async def test_a_run_removes_every_category_at_its_own_age(
     assert await count_rows(db, "consent_receipts") == receipts
     assert not await query(db, "SELECT 1 FROM consent_receipts WHERE session_id IS NOT NULL")
     assert await count_rows(db, "accounts") == 1  # kept for the account's life
+    assert await count_rows(db, "places") == 1
     assert (await retain(app)).total == 0  # nothing left to do
 
 

@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from kares import clock, jobs
+from kares.errors import Problem
+from kares.identity.models import Account
 from tests.conftest import bearer, count_rows, query, sign_up
 from tests.test_families import join, new_family, person, problem
 from tests.test_location_ingest import fix, member, ms, upload
@@ -247,3 +249,66 @@ async def test_a_guardian_deletes_a_dependants_chosen_data(
     assert r.json()["cleared"]["accounts"] == 1
     [row] = await query(db, "SELECT name FROM accounts WHERE id = :d", d=dep)
     assert row["name"] is None
+
+
+async def hold(db: Any, account_id: str) -> None:
+    from kares.retention import service as retention
+
+    async with db.sessions() as s:
+        await retention.hold(s, account_id=account_id, reason="court order 2026-17")
+        await s.commit()
+
+
+async def release(db: Any, account_id: str) -> None:
+    from kares.retention import service as retention
+
+    async with db.sessions() as s:
+        await retention.release(s, account_id=account_id)
+        await s.commit()
+
+
+async def test_a_legal_hold_keeps_the_data_until_it_is_released(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    """Policy 5.2: what a law requires us to keep is kept, stored only; deleting
+    it (chosen data, the account, the operator's command) waits for the release."""
+    from kares.rights import erase
+
+    bo = await member(client, sms, BO)
+    b = bo["account"]["id"]
+    now = clock.utcnow()
+    r = await upload(client, bo, [fix(1, now - timedelta(days=2))])
+    assert r.status_code in (200, 201), r.text
+    await hold(db, b)
+
+    # chosen data: refused, nothing changes
+    r = await client.post(
+        CHOSEN, json={"category": "location.precise"}, headers=bearer(bo["token"])
+    )
+    problem(r, 409, "rights.legal_hold")
+    assert await count_rows(db, "location_fixes") == 1
+    # the operator's deletion at once: refused
+    async with db.sessions() as s:
+        account = await s.get(Account, b)
+    assert account is not None
+    with pytest.raises(Problem, match="The law requires us to keep") as caught:
+        await erase.delete_now(app.state.runtime, account)
+    assert caught.value.code == "rights.legal_hold"
+    assert await query(db, "SELECT id FROM accounts WHERE id = :b", b=b)
+
+    # the account: the request is taken, and waits past its day while the hold lasts
+    assert (await ask(client, sms, bo)).status_code == 202
+    clock.advance(16 * 86400)
+    await run_jobs(app)
+    assert await query(db, "SELECT id FROM accounts WHERE id = :b", b=b)
+    assert await count_rows(db, "location_fixes") == 1
+    clock.advance(86400)
+    await run_jobs(app)
+    assert await query(db, "SELECT id FROM accounts WHERE id = :b", b=b)
+
+    # released: the next look (within the hour) deletes it
+    await release(db, b)
+    clock.advance(erase.HOLD_RECHECK.total_seconds() + 1)
+    await run_jobs(app)
+    assert not await query(db, "SELECT id FROM accounts WHERE id = :b", b=b)
+    assert await count_rows(db, "location_fixes") == 0

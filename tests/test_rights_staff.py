@@ -510,3 +510,31 @@ async def test_a_guardian_asks_for_a_child_and_both_are_told_of_the_answer(
         notes = (await client.get("/api/v1/notifications", headers=bearer(who["token"]))).json()
         told = [n for n in notes if n["data"].get("request_id") == made["id"]]
         assert len(told) == 1 and told[0]["body"] == "Only your guardians."
+
+
+async def test_requests_at_once_cannot_both_slip_under_the_limit(
+    client: httpx.AsyncClient, sms: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from kares.rights import staff
+
+    counted = staff.repeats
+
+    async def slow_count(*a: Any, **kw: Any) -> Any:
+        found = await counted(*a, **kw)
+        await asyncio.sleep(0.2)  # every request has counted before any has stored
+        return found
+
+    monkeypatch.setattr(staff, "repeats", slow_count)
+    at("2026-05-11T09:00:00+08:00")
+    me = await sign_up(client, sms)
+    ask = {"kind": "explanation", "about": "account.profile", "text": "Why my name?"}
+    await make(client, me["token"], ask)
+    # one more is allowed (limit 2); four at once: exactly one is taken
+    rs = await asyncio.gather(
+        *(client.post(URL, json=ask, headers=bearer(me["token"])) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in rs) == [201, 429, 429, 429], [r.text for r in rs]
+    rows = await query(db, "SELECT id FROM rights_requests WHERE kind = 'explanation'")
+    assert len(rows) == 2

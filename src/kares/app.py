@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kares import __version__, domains, jobs, migrations, openapi
+from kares import __version__, domains, jobs, livebus, migrations, openapi
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
 from kares.deps import RequestSessions
@@ -30,7 +30,7 @@ from kares.notify import api as notify_api
 from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
-from kares.protocols import overland, owntracks, trackfiles
+from kares.protocols import overland, owntracks, trackfiles, ws
 from kares.protocols.watch.server import WatchServer
 from kares.rights import erase_api
 from kares.rights import export_api as rights_export_api
@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = Runtime.build(settings)
-        worker = watches = None
+        worker = watches = bridge = None
         try:
             # a start that fails (a bad catalog, a database not migrated) still
             # closes the pool and the clients it opened
@@ -202,6 +202,8 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
                 await anyio.to_thread.run_sync(migrations.upgrade, settings.effective_database_url)
             await privacy.sync_at_start(rt)
             app.state.runtime = rt
+            # hub notices and presence between processes, with KARES_REDIS_URL
+            bridge = await livebus.attach(settings.redis_url, settings.live_catchup_seconds)
             worker = jobs.Worker(rt).start() if settings.jobs_worker_enabled else None
             if settings.watch_port:
                 watches = WatchServer(rt)
@@ -212,6 +214,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
                 await watches.stop()
             if worker is not None:
                 await worker.stop()
+            await livebus.detach(bridge)
             await rt.close()
 
     app = KaresApp(
@@ -305,6 +308,8 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
     app.include_router(erase_api.router)
+    # the one WebSocket of a device (docs/MESSAGING.md)
+    app.include_router(ws.router)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))

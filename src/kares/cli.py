@@ -43,6 +43,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # an answer's head and body at once (kares.httpserver)
         access_log=False,
         http=HttpProtocol,
+        # /api/v1/ws: a frame over the app's cap gets an error event, one over 1 MiB
+        # is not read at all (closed 1009); the protocol pings every 20 s and
+        # closes a peer that does not answer within 20 s (docs/MESSAGING.md)
+        ws_max_size=1024 * 1024,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
     )
     return 0
 
@@ -50,7 +56,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 async def _worker(once: bool) -> int:
     import signal
 
-    from kares import domains, jobs
+    from kares import domains, jobs, livebus
     from kares.config import get_settings
     from kares.runtime import Runtime
 
@@ -58,9 +64,13 @@ async def _worker(once: bool) -> int:
 
     settings = get_settings()
     rt = Runtime.build(settings)
+    bridge = None
     try:
         if not await _migrated(rt):
             return 2
+        # with Redis, what jobs commit wakes the sockets of the serving processes, and
+        # a push asks whether the device holds a socket in any of them
+        bridge = await livebus.attach(settings.redis_url, settings.live_catchup_seconds)
         if once:
             stats = await jobs.run_due(rt)
             print(
@@ -78,6 +88,7 @@ async def _worker(once: bool) -> int:
         await worker.stop()
         return 0
     finally:
+        await livebus.detach(bridge)
         await rt.close()
 
 
@@ -176,7 +187,8 @@ def _write_demo_secrets(path: Path, members: list[dict[str, Any]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        keep = [{k: v for k, v in m.items() if k != "created"} for m in members]
+        by_phone = {m["phone"]: m for m in members}  # the newest record of each number
+        keep = [{k: v for k, v in m.items() if k != "created"} for m in by_phone.values()]
         json.dump({"members": keep}, f, indent=2)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
@@ -190,6 +202,7 @@ async def _demo() -> tuple[list[dict[str, Any]], bool]:
     from kares.accounts import service
     from kares.config import get_settings
     from kares.privacy import service as privacy
+    from kares.protocols.matrix import ids as matrix_ids
     from kares.runtime import Runtime
 
     settings = get_settings()
@@ -215,16 +228,83 @@ async def _demo() -> tuple[list[dict[str, Any]], bool]:
                         "name": name,
                         "phone": phone,
                         "password": password,
+                        "account_id": member.account.id,
+                        "matrix_user": matrix_ids.user_id(member.account.id, settings.server_name),
                         "token": member.token,
                         "tracker": tracker,
                         "created": [*member.created, *(["owntracks"] if made else [])],
                     }
                 )
-            family_created = await _demo_family(s, rt, accounts)
+            _, family_created = await _demo_family(s, rt, accounts)
     finally:
         await rt.close()
-    _write_demo_secrets(secrets_path, out)
+    _write_demo_secrets(secrets_path, [*before.values(), *out])
     return out, family_created
+
+
+def demo_family_phone(family: int, member: int) -> str:
+    """The phone number of member ``member`` (1-4) of demo family ``family``."""
+    return f"+86139{family:04d}{member:04d}"
+
+
+DEMO_FAMILY_SIZE = 4
+DEMO_FAMILIES_MAX = 2500
+
+
+async def _demo_families(n: int) -> list[dict[str, Any]]:
+    """``n`` demo families of four (for benchmarks and load tests): each member
+    with a password, a bearer token and a Matrix user id; the first owns the
+    family. Kept as they are on the next run, like the demo itself."""
+    from kares import domains, migrations
+    from kares.accounts import service
+    from kares.config import get_settings
+    from kares.privacy import service as privacy
+    from kares.protocols.matrix import ids as matrix_ids
+    from kares.runtime import Runtime
+
+    settings = get_settings()
+    assert domains.metadata.tables
+    await asyncio.to_thread(migrations.upgrade, settings.effective_database_url)
+    rt = Runtime.build(settings)
+    secrets_path = settings.var_dir / DEMO_SECRETS
+    before = _read_demo_secrets(secrets_path)
+    out: list[dict[str, Any]] = []
+    made: list[dict[str, Any]] = []
+    try:
+        await privacy.sync_at_start(rt)
+        for f in range(1, n + 1):
+            async with rt.db.sessions() as s:
+                accounts, members = [], []
+                for m in range(1, DEMO_FAMILY_SIZE + 1):
+                    phone = demo_family_phone(f, m)
+                    name, password = f"Demo {f}-{m}", f"Kares-demo-{f}-{m}"
+                    member = await service.demo_member(
+                        s,
+                        rt,
+                        phone=phone,
+                        name=name,
+                        password=password,
+                        token=before.get(phone, {}).get("token"),
+                    )
+                    accounts.append(member.account)
+                    row = {
+                        "name": name,
+                        "phone": phone,
+                        "password": password,
+                        "account_id": member.account.id,
+                        "matrix_user": matrix_ids.user_id(member.account.id, settings.server_name),
+                        "token": member.token,
+                    }
+                    members.append(row)
+                    made.append(row)
+                fam_id, _ = await _demo_family(
+                    s, rt, accounts, name=f"Demo family {f}", dependant=False
+                )
+                out.append({"id": fam_id, "name": f"Demo family {f}", "members": members})
+    finally:
+        await rt.close()
+    _write_demo_secrets(secrets_path, [*before.values(), *made])
+    return out
 
 
 DEMO_TRACKER = "Demo OwnTracks"
@@ -265,17 +345,19 @@ DEMO_FAMILY = "Li family"
 DEMO_DEPENDANT = "Doudou"
 
 
-async def _demo_family(s: Any, rt: Any, accounts: list[Any]) -> bool:
-    """The demo family, once: the first member owns it, the second is a guardian,
-    the others are members, and a child's managed profile is a dependant. True
-    when this run created it."""
+async def _demo_family(
+    s: Any, rt: Any, accounts: list[Any], *, name: str = DEMO_FAMILY, dependant: bool = True
+) -> tuple[str, bool]:
+    """A demo family, once: the first member owns it, the second is a guardian,
+    the others are members, and (``dependant``) a child's managed profile is a
+    dependant. Its id, and whether this run created it."""
     from kares.families import service as families
 
     owner, *others = accounts
-    mine = [m for m in await families.families_of(s, owner.id) if m.family.name == DEMO_FAMILY]
+    mine = [m for m in await families.families_of(s, owner.id) if m.family.name == name]
     if mine:
-        return False
-    fam = await families.create_family(s, owner=owner, name=DEMO_FAMILY)
+        return str(mine[0].family.id), False
+    fam = await families.create_family(s, owner=owner, name=name)
     inv = await families.create_invitation(
         s, family_id=fam.id, actor_id=owner.id, expires_in_days=1, max_uses=len(others)
     )
@@ -284,17 +366,18 @@ async def _demo_family(s: Any, rt: Any, accounts: list[Any]) -> bool:
     await families.set_role(
         s, family_id=fam.id, actor_id=owner.id, account_id=others[0].id, role="guardian"
     )
-    await families.add_dependant(
-        s,
-        rt,
-        family_id=fam.id,
-        actor=owner,
-        session_id=None,
-        device_id=None,
-        name=DEMO_DEPENDANT,
-        age_bracket="under_14",
-    )
-    return True
+    if dependant:
+        await families.add_dependant(
+            s,
+            rt,
+            family_id=fam.id,
+            actor=owner,
+            session_id=None,
+            device_id=None,
+            name=DEMO_DEPENDANT,
+            age_bracket="under_14",
+        )
+    return str(fam.id), True
 
 
 def _demo_url(args: argparse.Namespace) -> str:
@@ -311,6 +394,19 @@ def _demo_url(args: argparse.Namespace) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.families:
+        if not 1 <= args.families <= DEMO_FAMILIES_MAX:
+            print(f"kares: --families takes 1 to {DEMO_FAMILIES_MAX}", file=sys.stderr)
+            return 2
+        fams = asyncio.run(_demo_families(args.families))
+        if args.json:
+            print(json.dumps({"families": fams}, indent=2))
+            return 0
+        for fam in fams:
+            print(f"{fam['name']} ({fam['id']})")
+            for m in fam["members"]:
+                print(f"  {m['name']}  {m['phone']}  password {m['password']}  {m['matrix_user']}")
+        return 0
     members, family_created = asyncio.run(_demo())
     url = _demo_url(args)
     if args.json:
@@ -326,6 +422,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {m['name']}")
         print(f"    phone     {m['phone']}")
         print(f"    password  {m['password']}")
+        print(f"    matrix    {m['matrix_user']}")
         print(f"    token     {m['token']}")
         t = m["tracker"]
         print(f"    owntracks user {t['username']}  password {t['secret']}")
@@ -512,7 +609,11 @@ async def _rights_delete(phone: str) -> int:
         if account is None:
             print("kares: no account has that phone number", file=sys.stderr)
             return 1
-        out = await erase.delete_now(rt, account)
+        try:
+            out = await erase.delete_now(rt, account)
+        except Problem as exc:  # a legal hold keeps the account for now
+            print(f"kares: not deleted: {exc.detail}", file=sys.stderr)
+            return 1
         print("deleted (rows per table):")
         for table, n in sorted(out.deleted.items()):
             print(f"  {table}: {n}")
@@ -590,6 +691,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print JSON for scripts")
     demo.add_argument(
         "--url", default=None, help="the server's address in the hints (default: KARES_HOST:PORT)"
+    )
+    demo.add_argument(
+        "--families",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed N demo families of four instead (benchmarks, load tests): each member "
+        "with a password, a token and a Matrix user id",
     )
     demo.set_defaults(func=_cmd_demo)
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # the server name in Matrix user ids (@<account id>:<server_name>); set it to
+    # the host name clients reach the service at
+    server_name: str = Field(default="localhost", min_length=1, max_length=255)
 
     # Keys. data_keys: "kid:base64key,kid2:base64key" (first one encrypts);
     # index_key: base64 key for keyed hashes (blind indexes, code hashes).
@@ -190,6 +193,19 @@ class Settings(BaseSettings):
     # introduced watch waits for its pairing before it is forgotten
     watch_hello_per_ip_per_hour: int = Field(default=20, ge=1)
     watch_hello_ttl_seconds: int = Field(default=86400, ge=60)
+    # Real time (docs/MESSAGING.md). redis_url: several processes share hub notices
+    # and presence through Redis (empty: one process, in memory); a socket that
+    # resumes more than ws_resume_limit events behind gets a "resync"; frames are
+    # at most ws_frame_max_bytes; each socket may send ws_frames_per_second
+    # (bursts of ws_frames_burst); typing stops by itself after ws_typing_seconds;
+    # with Redis, every stream catches up every live_catchup_seconds
+    redis_url: str = ""
+    ws_resume_limit: int = Field(default=1000, ge=1, le=100_000)
+    ws_frame_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    ws_frames_per_second: float = Field(default=10.0, gt=0)
+    ws_frames_burst: int = Field(default=30, ge=1)
+    ws_typing_seconds: float = Field(default=6.0, gt=0, le=60)
+    live_catchup_seconds: float = Field(default=60.0, ge=1)
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
     # Anonymised statistics (docs/STATS.md): groups of fewer than k distinct people
@@ -214,6 +230,13 @@ class Settings(BaseSettings):
     rights_repeat_limit: int = Field(default=3, ge=1)
     rights_repeat_period_days: int = Field(default=30, ge=1)
 
+    # Voice calls: how long a call rings before it is missed; TURN by the REST
+    # scheme coturn implements (static-auth-secret): no URIs or no secret, no TURN
+    calls_ring_seconds: int = Field(default=45, ge=5, le=600)
+    turn_uris: CsvList = Field(default_factory=list)
+    turn_secret: str = ""
+    turn_ttl_seconds: int = Field(default=86400, ge=60)
+
     # Encrypted backups (kares backup, docs/RIGHTS.md "Backups"): age (X25519) keys,
     # never the column-encryption keys. Creating needs only the public recipients
     # ("age1...", comma-separated); restoring needs the identity file (the secret
@@ -227,6 +250,7 @@ class Settings(BaseSettings):
         "apple_client_ids",
         "webpush_hosts",
         "watch_allow",
+        "turn_uris",
         "backup_recipients",
         mode="before",
     )

@@ -11,6 +11,8 @@ the domains up, the domains register with them.
 from kares import jobs as jobs_models
 from kares.accounts import models as accounts_models
 from kares.accounts import service as accounts_service
+from kares.calls import models as calls_models
+from kares.calls import service as calls_service
 from kares.db import Base
 from kares.devices import models as devices_models
 from kares.devices import service as devices_service
@@ -22,6 +24,7 @@ from kares.location import service as location_service
 from kares.media import models as media_models
 from kares.notify import jobs as notify_jobs
 from kares.notify import models as notify_models
+from kares.notify import revision as notify_revision
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
 from kares.protocols import trackfiles as protocols_trackfiles
@@ -47,6 +50,8 @@ metadata = Base.metadata
 __all__ = [
     "accounts_models",
     "accounts_service",
+    "calls_models",
+    "calls_service",
     "devices_models",
     "devices_service",
     "families_models",
@@ -59,6 +64,7 @@ __all__ = [
     "metadata",
     "notify_jobs",
     "notify_models",
+    "notify_revision",
     "notify_service",
     "privacy_models",
     "protocols_trackfiles",

@@ -275,7 +275,7 @@ async def revoke_tracker(
 # --- the family map and its live stream --------------------------------------------------------
 
 
-def _position(rt: Runtime, last: LastLocation, degraded: dict[str, str]) -> sc.Position:
+def position_of(rt: Runtime, last: LastLocation, degraded: dict[str, str]) -> sc.Position:
     lat, lon, acc, precise = service.shown(
         rt, last.lat, last.lon, last.accuracy_m, last.precise, degraded
     )
@@ -296,7 +296,7 @@ def _member_out(rt: Runtime, m: service.MemberPosition, degraded: dict[str, str]
         name=m.name,
         role=m.role,
         sharing=m.sharing,
-        position=_position(rt, m.last, degraded) if m.last is not None else None,
+        position=position_of(rt, m.last, degraded) if m.last is not None else None,
         battery=m.battery,
         battery_at=m.battery_at,
     )
@@ -333,6 +333,8 @@ def _sse(kind: str, data: Any, seq: int | None = None) -> bytes:
 
 
 _PING = format_sse_event(comment="ping")
+# the notices the live map answers: someone moved, or who shares with whom changed
+_MAP_KINDS = frozenset({"location", "family"})
 
 
 async def _position_event(
@@ -341,7 +343,7 @@ async def _position_event(
     if not await families.may_see(s, ctx.account_id, subject_id):
         return {"account_id": subject_id, "position": None}
     last = await s.get(LastLocation, subject_id, populate_existing=True)
-    pos = _position(rt, last, ctx.degraded).model_dump(mode="json") if last else None
+    pos = position_of(rt, last, ctx.degraded).model_dump(mode="json") if last else None
     return {"account_id": subject_id, "position": pos}
 
 
@@ -420,6 +422,8 @@ class _LiveMap(Response):
                 continue
             if sub.closed:
                 return
+            if notice.kind not in _MAP_KINDS and not sub.lagged:
+                continue  # news of another stream (the inbox, messages): nothing on the map
             async with live.hub.reading():  # a few streams re-read at a time
                 if sub.closed:  # the client left while this one waited for its turn
                     return

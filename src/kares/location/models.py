@@ -183,7 +183,6 @@ class Place(Base):
         table_info(
             subject="account_id",
             not_personal=("id", "family_id", "external_id"),
-            collected="updated_at",
         ),
     )
 
@@ -196,12 +195,12 @@ class Place(Base):
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
     external_id: Mapped[str | None] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(64), info=personal("location.precise"))
-    lat: Mapped[float] = mapped_column(Float, info=personal("location.precise"))
-    lon: Mapped[float] = mapped_column(Float, info=personal("location.precise"))
-    radius_m: Mapped[float] = mapped_column(Float, info=personal("location.precise"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("location.precise"))
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("location.precise"))
+    name: Mapped[str] = mapped_column(String(64), info=personal("location.places"))
+    lat: Mapped[float] = mapped_column(Float, info=personal("location.places"))
+    lon: Mapped[float] = mapped_column(Float, info=personal("location.places"))
+    radius_m: Mapped[float] = mapped_column(Float, info=personal("location.places"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("location.places"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("location.places"))
 
 
 class PlacePresence(Base):

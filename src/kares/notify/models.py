@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
@@ -18,9 +18,11 @@ class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         Index("ix_notifications_account_created", "account_id", "created_at"),
+        # the account's inbox stream: positions 1, 2, 3... (the WebSocket resumes by them)
+        Index("ux_notifications_account_seq", "account_id", "seq", unique=True),
         table_info(
             subject="account_id",
-            not_personal=("id", "category", "created_at", "read_at"),
+            not_personal=("id", "category", "created_at", "read_at", "seq"),
             collected="created_at",
         ),
     )
@@ -33,6 +35,8 @@ class Notification(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, info=personal("notification.content"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # its position in the account's inbox stream (kares.notify.stream)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class PushToken(Base):

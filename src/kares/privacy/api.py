@@ -22,7 +22,7 @@ from kares.deps import DbDep, RuntimeDep
 from kares.errors import responses
 from kares.privacy import render
 from kares.privacy import service as privacy_service
-from kares.privacy.catalog import catalog_of
+from kares.privacy.catalog import Catalog, catalog_of
 from kares.privacy.datamap import data_map
 from kares.privacy.guard import guard
 from kares.privacy.schemas import DataMapRowOut, PolicyOut, VersionOut
@@ -47,16 +47,40 @@ HTML_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
+# the language a reader chose on a page, remembered (catalog: cookies.kares_lang)
+LANG_COOKIE = "kares_lang"
+
+
 def _lang(request: Request, lang: str | None) -> str:
-    return lang or render.negotiate(request.headers.get("accept-language"))
+    """The ``lang`` asked for, else the one the reader chose before (the
+    ``kares_lang`` cookie), else what the browser prefers."""
+    if lang:
+        return lang
+    remembered = request.cookies.get(LANG_COOKIE)
+    if remembered in render.HTML_LANG:
+        return remembered
+    return render.negotiate(request.headers.get("accept-language"))
 
 
 def _headers(lang: str) -> dict[str, str]:
-    return {"Content-Language": render.HTML_LANG[lang], "Vary": "Accept-Language"}
+    return {"Content-Language": render.HTML_LANG[lang], "Vary": "Accept-Language, Cookie"}
 
 
-def _page(body: str, lang: str) -> HTMLResponse:
-    return HTMLResponse(body, headers={**_headers(lang), "Content-Security-Policy": PAGE_CSP})
+def _page(body: str, lang: str, cat: Catalog, *, remember: bool) -> HTMLResponse:
+    """An HTML page; when the reader chose its language (``?lang=``), the choice
+    is remembered in the one preferences cookie the catalog declares."""
+    page = HTMLResponse(body, headers={**_headers(lang), "Content-Security-Policy": PAGE_CSP})
+    if remember:
+        c = cat.cookies[LANG_COOKIE]
+        page.set_cookie(
+            LANG_COOKIE,
+            lang,
+            max_age=c.expires_days * 86400,
+            path="/",
+            httponly=c.http_only,
+            samesite="lax",
+        )
+    return page
 
 
 @router.get(
@@ -67,8 +91,8 @@ def _page(body: str, lang: str) -> HTMLResponse:
     summary="The privacy policy (HTML)",
 )
 async def policy_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
-    chosen = _lang(request, lang)
-    return _page(render.rendered(catalog_of(rt), chosen, "html"), chosen)
+    chosen, cat = _lang(request, lang), catalog_of(rt)
+    return _page(render.rendered(cat, chosen, "html"), chosen, cat, remember=lang is not None)
 
 
 @router.get(
@@ -79,8 +103,10 @@ async def policy_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) 
     summary="The cookies Kares sets and why (HTML; policy section 2)",
 )
 async def cookies_page(request: Request, rt: RuntimeDep, lang: LangQuery = None) -> HTMLResponse:
-    chosen = _lang(request, lang)
-    return _page(render.rendered(catalog_of(rt), chosen, "cookies_html"), chosen)
+    chosen, cat = _lang(request, lang), catalog_of(rt)
+    return _page(
+        render.rendered(cat, chosen, "cookies_html"), chosen, cat, remember=lang is not None
+    )
 
 
 @router.get(

@@ -37,6 +37,28 @@ class PolicyVersion(Base):
     )
 
 
+class PolicyNotice(Base):
+    """Telling existing accounts in the app about a significant revision (policy
+    8): how far the telling has got, so a restart resumes where it stopped and
+    nobody is told twice. Written with the version; the cursor moves in the same
+    transaction as the notices it covers."""
+
+    __tablename__ = "policy_notices"
+    __table_args__ = (table_info(subject=None, why="progress of telling about a revision"),)
+
+    version: Mapped[str] = mapped_column(
+        ForeignKey("policy_versions.version"), primary_key=True, info=not_personal("version")
+    )
+    # accounts created before this moment agreed to an earlier version
+    before: Mapped[datetime] = mapped_column(UTCDateTime(), info=not_personal("a time"))
+    # the last account id told (ids are told in order); None: nobody yet
+    told_through: Mapped[str | None] = mapped_column(
+        String(32), info=not_personal("a cursor over account ids")
+    )
+    told: Mapped[int] = mapped_column(default=0, info=not_personal("a count"))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), info=not_personal("a time"))
+
+
 class ConsentReceipt(Base):
     """One grant or withdrawal. Append-only: database triggers refuse UPDATE,
     and DELETE while the account still exists."""

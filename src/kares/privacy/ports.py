@@ -158,3 +158,27 @@ def register_erasure(when: str, hook: ErasureHook) -> None:
 
 def erasure_hooks(when: str) -> list[ErasureHook]:
     return list(_erasure_hooks[when])
+
+
+# --- legal holds ------------------------------------------------------------------------
+#
+# Policy 5.2: where a law requires data to be kept, it is kept (stored only) until
+# the obligation ends. Retention keeps the holds; the rights engine asks here
+# before it deletes anything of an account.
+
+HoldCheck = Callable[[AsyncSession, str], Awaitable["str | None"]]
+_hold_checks: list[HoldCheck] = []
+
+
+def register_hold_check(check: HoldCheck) -> None:
+    if check not in _hold_checks:
+        _hold_checks.append(check)
+
+
+async def held(s: AsyncSession, account_id: str) -> str | None:
+    """Why the account's data must be kept for now (a legal hold), or None."""
+    for check in _hold_checks:
+        why = await check(s, account_id)
+        if why is not None:
+            return why
+    return None

@@ -21,13 +21,19 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock
+from kares import clock, jobs
 from kares.errors import Problem
 from kares.identity import service as identity
 from kares.identity.models import Account
 from kares.privacy import ports
 from kares.privacy.catalog import Catalog, CatalogError, catalog_of, covers, reductions
-from kares.privacy.models import ConsentReceipt, GuardianRequest, Guardianship, PolicyVersion
+from kares.privacy.models import (
+    ConsentReceipt,
+    GuardianRequest,
+    Guardianship,
+    PolicyNotice,
+    PolicyVersion,
+)
 from kares.privacy.ports import Allowed
 from kares.runtime import Runtime
 
@@ -38,6 +44,9 @@ MINOR_AGE = 14  # policy 6: under 14 needs a guardian's consent
 BRACKETS = ("under_14", "14_to_17", "adult")
 VIA = ("app", "web", "watch", "guardian")
 GUARDIAN_REQUEST_HOURS = 24
+# the job that tells existing accounts in the app about a significant revision
+# (policy 8); its handler is registered by the domain that owns the inbox
+REVISION_NOTICE_JOB = "privacy.revision_notice"
 
 
 # --- published versions ---------------------------------------------------------------
@@ -92,6 +101,12 @@ async def sync_policy(
     if dry_run:
         return row
     s.add(row)
+    if meta.significant and prev is not None:
+        # Policy 8: a significant change is announced in the app to everyone who
+        # agreed to an earlier version; a durable job, committed with the version.
+        await s.flush()
+        s.add(PolicyNotice(version=row.version, before=row.first_served_at, told=0))
+        jobs.enqueue(s, REVISION_NOTICE_JOB, {"version": row.version})
     await s.commit()
     _versions[row.version] = terms
     log.info("published privacy policy version %s", meta.version)

@@ -72,6 +72,7 @@ from kares.db import Base
 from kares.fields import PI_INFO_KEY, Expired, expiry_hooks
 from kares.identity.models import Account
 from kares.identity.service import find_by_phone, parse_phone
+from kares.privacy import ports
 from kares.privacy.catalog import Catalog
 from kares.retention.models import LegalHold
 
@@ -286,6 +287,14 @@ async def release(s: AsyncSession, *, account_id: str) -> LegalHold | None:
 async def active_hold(s: AsyncSession, account_id: str) -> LegalHold | None:
     q = select(LegalHold).where(LegalHold.account_id == account_id, LegalHold.released_at.is_(None))
     return (await s.execute(q.limit(1))).scalar_one_or_none()
+
+
+async def _hold_reason(s: AsyncSession, account_id: str) -> str | None:
+    h = await active_hold(s, account_id)
+    return None if h is None else f"under a legal hold since {h.set_at.date().isoformat()}"
+
+
+ports.register_hold_check(_hold_reason)
 
 
 # --- the report -------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    or_,
     select,
     update,
 )
@@ -70,7 +71,7 @@ from kares.identity.models import Account
 from kares.identity.service import check_code, consume_code
 from kares.privacy import ports, reach
 from kares.privacy.catalog import Catalog, catalog_of
-from kares.privacy.models import ConsentReceipt
+from kares.privacy.models import ConsentReceipt, Guardianship
 from kares.privacy.service import is_adult
 from kares.rights import audit, register
 from kares.runtime import Runtime
@@ -327,6 +328,19 @@ def check_choice(
         raise Problem(422, "rights.bad_range", "The range's start must come before its end.")
 
 
+async def refuse_if_held(s: AsyncSession, account_id: str) -> None:
+    """Policy 5.2: data a law requires us to keep is kept, stored only, until the
+    obligation ends; nothing of a held account is deleted before then."""
+    why = await ports.held(s, account_id)
+    if why is not None:
+        raise Problem(
+            409,
+            "rights.legal_hold",
+            "The law requires us to keep this account's data for now: it is only stored, "
+            "and it is deleted when that obligation ends.",
+        )
+
+
 async def erase_chosen(
     s: AsyncSession,
     rt: Runtime,
@@ -461,6 +475,7 @@ class DeletionRequest(Base):
 
 
 PENDING, CANCELLED = "pending", "cancelled"
+HOLD_RECHECK = timedelta(hours=1)  # a deletion held by law is looked at again this often
 PROVIDERS = {"wechat": "WeChat", "apple": "Apple"}
 
 
@@ -525,6 +540,81 @@ async def check_plan(
             families=missing,
         )
     return [{"family_id": st.family_id, "action": st.action, "to": st.to} for st in steps]
+
+
+async def wards(s: AsyncSession, account_id: str) -> list[Account]:
+    """Whom the account looks after: the children it is the verified guardian of,
+    and the dependants of the families it owns or is a guardian in."""
+    verified = select(Guardianship.minor_account_id).where(
+        Guardianship.guardian_account_id == account_id, Guardianship.ended_at.is_(None)
+    )
+    runs = select(FamilyMember.family_id).where(
+        FamilyMember.account_id == account_id, FamilyMember.role.in_(families.ADMINS)
+    )
+    dependants = select(FamilyMember.account_id).where(
+        FamilyMember.family_id.in_(runs), FamilyMember.role == "dependant"
+    )
+    q = (
+        select(Account)
+        .where(
+            or_(Account.id.in_(verified), Account.id.in_(dependants)),
+            Account.id != account_id,
+            Account.status.in_(("active", "managed")),
+        )
+        .order_by(Account.id)
+    )
+    return list((await s.execute(q)).scalars())
+
+
+async def orphans(s: AsyncSession, account_id: str, plan: list[dict[str, Any]]) -> list[Account]:
+    """The account's managed profiles nobody would look after once it is deleted
+    with this family plan: no other verified guardian, and no family of theirs
+    that keeps an owner or guardian (a family handed over keeps one; a dissolved
+    one does not). A child with a sign-in of its own is not one: it is told, and
+    asks someone else to be its guardian."""
+    dissolved = {p["family_id"] for p in plan if p.get("action") == "dissolve"}
+    left = []
+    for ward in await wards(s, account_id):
+        if ward.status != "managed" or await pending_request(s, ward.id) is not None:
+            continue  # due to be deleted itself
+        others = select(Guardianship.guardian_account_id).where(
+            Guardianship.minor_account_id == ward.id,
+            Guardianship.ended_at.is_(None),
+            Guardianship.guardian_account_id != account_id,
+        )
+        if (await s.execute(others.limit(1))).first() is not None:
+            continue
+        fams = select(FamilyMember.family_id).where(
+            FamilyMember.account_id == ward.id, FamilyMember.role == "dependant"
+        )
+        kept = [f for f in (await s.execute(fams)).scalars() if f not in dissolved]
+        admins = select(FamilyMember.account_id).where(
+            FamilyMember.family_id.in_(kept),
+            FamilyMember.role.in_(families.ADMINS),
+            FamilyMember.account_id != account_id,
+        )
+        mine = select(Family.id).where(Family.id.in_(kept), Family.owner_account_id == account_id)
+        if (await s.execute(admins.limit(1))).first() is not None:
+            continue
+        # a family of theirs the account owns and hands over gets a new owner
+        handed = {p["family_id"] for p in plan if p.get("action") == "transfer"}
+        if any(f in handed for f in (await s.execute(mine)).scalars()):
+            continue
+        left.append(ward)
+    return left
+
+
+async def refuse_orphans(s: AsyncSession, account_id: str, plan: list[dict[str, Any]]) -> None:
+    left = await orphans(s, account_id, plan)
+    if left:
+        raise Problem(
+            409,
+            "rights.last_guardian",
+            "You are the only one who looks after these dependants: make another adult a "
+            "guardian in one of their families, or delete their profiles first "
+            "(POST /api/v1/dependants/{id}/deletion).",
+            dependants=[{"id": a.id, "name": a.name} for a in left],
+        )
 
 
 async def hand_over(
@@ -623,6 +713,7 @@ async def request_deletion(
     if found is not None:
         raise Problem(409, "rights.deletion_pending", "Your account is already due to be deleted.")
     plan = await check_plan(s, account.id, steps)
+    await refuse_orphans(s, account.id, plan)
     await verify(s, rt, account, code=code, password=password)
     now = clock.utcnow()
     req = DeletionRequest(
@@ -661,12 +752,88 @@ async def request_deletion(
     return req
 
 
+async def request_ward_deletion(
+    s: AsyncSession,
+    rt: Runtime,
+    guardian: Account,
+    ward_id: str,
+    *,
+    code: str,
+    password: str | None,
+) -> DeletionRequest:
+    """Policy 7: a guardian asks for a dependant's (or a child's under 14) account
+    to be deleted, confirmed with a code sent to the guardian's own phone. The same
+    cooling-off period, then the same job; any of the ward's guardians can cancel
+    it, and the ward's own sign-in does not. The ward's guardians are told."""
+    ward = await ward_of(s, guardian.id, ward_id)
+    if await pending_request(s, ward.id) is not None:
+        raise Problem(409, "rights.deletion_pending", "That account is already due to be deleted.")
+    await verify(s, rt, guardian, code=code, password=password)
+    now = clock.utcnow()
+    req = DeletionRequest(
+        id=new_id(),
+        account_id=ward.id,
+        requested_by=guardian.id,
+        status=PENDING,
+        requested_at=now,
+        due_at=now + cooling_off(rt),
+        families=[],
+    )
+    job = jobs.enqueue(s, ERASE_JOB, {}, run_at=req.due_at)
+    req.job_id = job.id
+    s.add(req)
+    who = ward.name or "A dependant"
+    when = req.due_at.date().isoformat()
+    for g in await families.guardians_of(s, ward.id):
+        await ports.tell(
+            s,
+            account_id=g.id,
+            category="security",
+            title=f"{who}'s account will be deleted",
+            body=f"{guardian.name or 'A guardian'} asked for {who}'s Kares account and its "
+            f"data to be deleted on {when}. Any guardian can cancel it before then.",
+            data={"account_id": ward.id},
+        )
+    await s.commit()
+    return req
+
+
+async def ward_of(s: AsyncSession, guardian_id: str, ward_id: str) -> Account:
+    """The ward, if the account looks after it; 404 otherwise (never says whether
+    such an account exists)."""
+    for w in await wards(s, guardian_id):
+        if w.id == ward_id:
+            return w
+    raise Problem(404, "rights.not_guardian", "You are not a guardian of that account.")
+
+
+async def cancel_ward(s: AsyncSession, guardian_id: str, ward_id: str) -> DeletionRequest:
+    ward = await ward_of(s, guardian_id, ward_id)
+    req = await pending_request(s, ward.id)
+    if req is None:
+        raise Problem(404, "rights.no_deletion", "That account is not due to be deleted.")
+    await _cancel(s, req, "asked")
+    await s.commit()
+    return req
+
+
 async def _cancel(s: AsyncSession, req: DeletionRequest, reason: str) -> None:
     req.status = CANCELLED
     req.cancelled_at = clock.utcnow()
     req.cancel_reason = reason
     if req.job_id:
         await s.execute(delete(jobs.Job).where(jobs.Job.id == req.job_id))
+    if req.requested_by is not None:  # a guardian's request: the guardians are told
+        for g in await families.guardians_of(s, req.account_id):
+            await ports.tell(
+                s,
+                account_id=g.id,
+                category="security",
+                title="An account will not be deleted",
+                body="The deletion of an account you look after was cancelled by a guardian.",
+                data={"account_id": req.account_id},
+            )
+        return
     why = "you signed in" if reason == "signed_in" else "you asked"
     await ports.tell(
         s,
@@ -679,7 +846,7 @@ async def _cancel(s: AsyncSession, req: DeletionRequest, reason: str) -> None:
 
 async def cancel(s: AsyncSession, account_id: str) -> DeletionRequest:
     req = await pending_request(s, account_id)
-    if req is None:
+    if req is None or req.requested_by is not None:
         raise Problem(404, "rights.no_deletion", "Your account is not due to be deleted.")
     await _cancel(s, req, "asked")
     await s.commit()
@@ -690,7 +857,7 @@ async def _cancel_on_sign_in(s: AsyncSession, account: Account) -> None:
     """Signing in during the cooling-off period cancels the deletion (in the
     sign-in's transaction); the person is told."""
     req = await pending_request(s, account.id)
-    if req is not None:
+    if req is not None and req.requested_by is None:  # a guardian's request stands
         await _cancel(s, req, "signed_in")
 
 
@@ -720,6 +887,11 @@ async def _erase_job(rt: Runtime, job: jobs.JobContext) -> None:
         if req.due_at > clock.utcnow():
             raise jobs.Defer(req.due_at, "cooling off")
         account_id, plan = req.account_id, list(req.families or [])
+        why = await ports.held(s, account_id)
+    if why is not None:
+        # kept (stored only) until the hold is released; looked at again each hour
+        log.info("deletion of an account waits: %s", why)
+        raise jobs.Defer(clock.utcnow() + HOLD_RECHECK, why)
     await carry_out(rt, account_id, plan)
 
 
@@ -731,6 +903,7 @@ async def delete_now(rt: Runtime, account: Account) -> Outcome:
     off. Families go to an heir, else are dissolved. Logged as a staff action."""
     account_id = account.id
     async with rt.db.sessions() as s:
+        await refuse_if_held(s, account_id)
         await hand_over(s, account_id, [])
     async with rt.db.sessions() as s:
         out = await erase_account(s, rt, account_id)

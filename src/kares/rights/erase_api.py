@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,7 @@ from kares.families import service as families
 from kares.fields import ZonedTime
 from kares.identity.auth import AUTH_ERRORS, SEND_CODE_ERRORS, CallerDep
 from kares.identity.models import Account
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import guard
 from kares.rights import erase
 
@@ -69,6 +70,9 @@ class DeletionOut(BaseModel):
     due_on: date | None = Field(default=None, description="The day the account will be deleted")
     cancelled_at: datetime | None = None
     cancel_reason: Literal["asked", "signed_in"] | None = None
+    requested_by: str | None = Field(
+        default=None, description="The guardian who asked for it (None: the account holder)"
+    )
     families: list[FamilyChoice] = Field(default_factory=list)
     third_party_accounts: list[ThirdPartyAccount] = Field(
         default_factory=list,
@@ -128,6 +132,7 @@ async def _out(s: AsyncSession, account: Account) -> DeletionOut:
         due_on=req.due_at.date(),
         cancelled_at=req.cancelled_at,
         cancel_reason=req.cancel_reason,
+        requested_by=req.requested_by,
         families=[
             HandOver(**f)
             if f["action"] == "transfer"
@@ -170,6 +175,7 @@ async def deletion_code(
         (409, "rights.deletion_pending"),
         (409, "rights.family_owner"),
         (409, "rights.heir_invalid"),
+        (409, "rights.last_guardian"),
         (409, "rights.no_phone"),
         (409, "rights.not_owner"),
     ),
@@ -178,7 +184,9 @@ async def deletion_code(
     "and the password too when given. The account and all its data are deleted on `due_on` "
     "(KARES_DELETION_COOLING_OFF_DAYS later); signing in before then cancels it. Each family "
     "the account owns must be handed over to an adult member or dissolved; its members are "
-    "told when the deletion happens.",
+    "told when the deletion happens. Someone who is the only one looking after a dependant or "
+    "a child must first make another adult their guardian, or delete their profile "
+    "(`rights.last_guardian` names them).",
 )
 async def request_deletion(
     body: DeletionIn, caller: CallerDep, rt: RuntimeDep, s: DbDep
@@ -224,6 +232,7 @@ async def cancel_deletion(caller: CallerDep, s: DbDep) -> DeletionOut:
         *AUTH_ERRORS,
         (404, "rights.not_guardian"),
         (409, "rights.category_kept"),
+        (409, "rights.legal_hold"),
         (422, "rights.unknown_category"),
         (422, "rights.bad_range"),
     ),
@@ -241,6 +250,8 @@ async def delete_chosen(body: ChosenIn, caller: CallerDep, rt: RuntimeDep, s: Db
         if target not in guardians:
             raise Problem(404, "rights.not_guardian", "You are not a guardian of that account.")
         target = body.account_id
+    erase.check_choice(catalog_of(rt), body.category, body.since, body.until)
+    await erase.refuse_if_held(s, target)
     out = await erase.erase_chosen(s, rt, target, body.category, since=body.since, until=body.until)
     await s.commit()
     await erase.settle(rt)  # SQLite: out of the log file; PostgreSQL: autovacuum's
@@ -252,3 +263,71 @@ async def delete_chosen(body: ChosenIn, caller: CallerDep, rt: RuntimeDep, s: Db
         cleared=dict(out.cleared),
         kept=out.kept,
     )
+
+
+# --- a guardian for a dependant or a child under 14 (policy 7) -----------------------------
+
+
+class WardDeletionIn(_In):
+    code: str = Field(min_length=1, max_length=16, description="The code sent to your own phone")
+    password: str | None = Field(
+        default=None, max_length=256, description="Your password, checked too when given"
+    )
+
+
+WARD = "/dependants/{account_id}/deletion"
+WardId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@router.post(
+    WARD,
+    dependencies=[RIGHTS],
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeletionOut,
+    responses=responses(
+        *AUTH_ERRORS,
+        *CODE_ERRORS,
+        (403, "auth.reauth_required"),
+        (404, "rights.not_guardian"),
+        (409, "rights.deletion_pending"),
+        (409, "rights.no_phone"),
+    ),
+    summary="A guardian asks for a dependant's or a child's account to be deleted",
+    description="Confirmed with a code sent to the guardian's own phone (POST "
+    "/me/deletion/code). The account and all its data are deleted on `due_on`, after the "
+    "same cooling-off period; any of its guardians can cancel before then, and all are told.",
+)
+async def request_ward_deletion(
+    account_id: WardId, body: WardDeletionIn, caller: CallerDep, rt: RuntimeDep, s: DbDep
+) -> DeletionOut:
+    req = await erase.request_ward_deletion(
+        s, rt, caller.account, account_id, code=body.code, password=body.password
+    )
+    ward = await s.get(Account, req.account_id)
+    assert ward is not None
+    return await _out(s, ward)
+
+
+@router.get(
+    WARD,
+    dependencies=[RIGHTS],
+    response_model=DeletionOut,
+    responses=responses(*AUTH_ERRORS, (404, "rights.not_guardian")),
+    summary="Whether a dependant's or a child's account is due to be deleted",
+)
+async def ward_deletion_status(account_id: WardId, caller: CallerDep, s: DbDep) -> DeletionOut:
+    ward = await erase.ward_of(s, caller.account.id, account_id)
+    return await _out(s, ward)
+
+
+@router.delete(
+    WARD,
+    dependencies=[RIGHTS],
+    response_model=DeletionOut,
+    responses=responses(*AUTH_ERRORS, (404, "rights.not_guardian"), (404, "rights.no_deletion")),
+    summary="A guardian cancels a dependant's or a child's account deletion",
+)
+async def cancel_ward_deletion(account_id: WardId, caller: CallerDep, s: DbDep) -> DeletionOut:
+    await erase.cancel_ward(s, caller.account.id, account_id)
+    ward = await erase.ward_of(s, caller.account.id, account_id)
+    return await _out(s, ward)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, crypto, jobs
@@ -297,6 +297,15 @@ async def create(
     topic = topic_of(req.kind, req.about, req.record, req.text)
     settings = rt.settings
     period = timedelta(days=settings.rights_repeat_period_days)
+    # Counted under a lock on the account's row: two requests at once are counted
+    # one after the other (PostgreSQL: the row lock; SQLite: the write gate), so
+    # both cannot slip under the limit.
+    await s.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .values(status=Account.status)
+        .execution_options(synchronize_session=False)
+    )
     seen = await repeats(s, account_id=account_id, kind=req.kind, topic=topic, since=now - period)
     if len(seen) >= settings.rights_repeat_limit:
         free_again = seen[-settings.rights_repeat_limit] + period
