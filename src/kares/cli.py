@@ -1,5 +1,5 @@
 """The ``kares`` command: serve, worker, migrate, demo, policy, retention, stats, rights,
-staff."""
+staff, backup."""
 
 from __future__ import annotations
 
@@ -753,6 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kares.rights import staff_cli
 
     staff_cli.add_commands(sub, prepare=_all_domains)  # kares staff list | show | answer
+    from kares.rights import backup_cli
+
+    backup_cli.add_commands(sub, prepare=_all_domains)  # kares backup key | create | restore
     return p
 
 

@@ -237,6 +237,13 @@ class Settings(BaseSettings):
     turn_secret: str = ""
     turn_ttl_seconds: int = Field(default=86400, ge=60)
 
+    # Encrypted backups (kares backup, docs/RIGHTS.md "Backups"): age (X25519) keys,
+    # never the column-encryption keys. Creating needs only the public recipients
+    # ("age1...", comma-separated); restoring needs the identity file (the secret
+    # key, kept away from the server and its var directory)
+    backup_recipients: CsvList = Field(default_factory=list)
+    backup_identity_file: Path | None = None
+
     @field_validator(
         "trusted_proxies",
         "wechat_avatar_hosts",
@@ -244,6 +251,7 @@ class Settings(BaseSettings):
         "webpush_hosts",
         "watch_allow",
         "turn_uris",
+        "backup_recipients",
         mode="before",
     )
     @classmethod
