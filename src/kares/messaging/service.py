@@ -301,7 +301,8 @@ async def _push(s: AsyncSession, acc: Access, sender: Account, msg: Message) -> 
         category="messages",
         title=who[:100],
         body=f"{who} {_PREVIEW.get(msg.kind, 'sent a message')}.",
-        data={"conversation_id": acc.id, "position": msg.position},
+        # account_id: the notice is about the sender, and goes if their account does
+        data={"conversation_id": acc.id, "position": msg.position, "account_id": sender.id},
     )
 
 
