@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from tests.conftest import count_rows, query, snapshot
 from tests.test_avatar import jpeg_with_metadata
 from tests.test_devices import reported
 from tests.test_families import aid, h, join, new_family, person, problem
+from tests.test_location_ingest import fix, grant_precise, upload
 from tests.test_rights_erase import ask
 
 OWNER, MEMBER, OTHER, STRANGER = (f"+86137100000{i:02d}" for i in range(1, 5))
@@ -155,13 +157,13 @@ async def test_direct_conversations_need_a_shared_family_to_send(
 ) -> None:
     owner, member, _, fid = await family_of_three(client, sms)
     stranger = await person(client, sms, STRANGER, "Zhao")
-    r = await client.post(f"{CONV}/direct", json={"account_id": aid(member)}, headers=h(owner))
+    r = await client.post(CONV, json={"account_id": aid(member)}, headers=h(owner))
     assert r.status_code == 201, r.text
     conv = r.json()["conversation"]
     assert conv["kind"] == "direct" and conv["peer_id"] == aid(member)
     # opening it again, from either side, is the same conversation
     for who, peer in ((owner, member), (member, owner)):
-        r = await client.post(f"{CONV}/direct", json={"account_id": aid(peer)}, headers=h(who))
+        r = await client.post(CONV, json={"account_id": aid(peer)}, headers=h(who))
         assert r.status_code == 200 and r.json()["conversation"]["id"] == conv["id"], r.text
     cid = conv["id"]
     await said(client, owner, cid, "just us")
@@ -171,9 +173,9 @@ async def test_direct_conversations_need_a_shared_family_to_send(
         404,
         "conversation.not_found",
     )
-    r = await client.post(f"{CONV}/direct", json={"account_id": aid(owner)}, headers=h(stranger))
+    r = await client.post(CONV, json={"account_id": aid(owner)}, headers=h(stranger))
     problem(r, 404, "conversation.person_not_found")
-    r = await client.post(f"{CONV}/direct", json={"account_id": aid(owner)}, headers=h(owner))
+    r = await client.post(CONV, json={"account_id": aid(owner)}, headers=h(owner))
     problem(r, 422, "conversation.self")
     # no longer sharing a family: the history stays readable, sending stops
     r = await client.delete(f"/api/v1/families/{fid}/members/{aid(member)}", headers=h(member))
@@ -194,7 +196,7 @@ async def test_a_dependant_is_a_participant_of_a_watch_conversation(
     )
     assert r.status_code == 201, r.text
     dep = r.json()["account_id"] if "account_id" in r.json() else r.json()["member"]["account_id"]
-    r = await client.post(f"{CONV}/direct", json={"account_id": dep}, headers=h(owner))
+    r = await client.post(CONV, json={"account_id": dep}, headers=h(owner))
     assert r.status_code == 201, r.text
     conv = r.json()["conversation"]
     assert conv["kind"] == "watch" and sorted(conv["members"]) == sorted([aid(owner), dep])
@@ -328,6 +330,8 @@ async def test_history_pages_both_ways_by_a_stable_cursor(
     # forwards from the first page: what came after it, the new one included
     forward = await page(client, member, fid, limit=10, after=newest["after"])
     assert texts(forward) == ["m7"]
+    between = await page(client, member, fid, after=older["before"], before=newest["after"])
+    assert texts(between) == ["m2", "m3", "m4", "m5"]  # both ends excluded
     quiet = await page(client, member, fid, after=forward["after"])
     assert quiet["messages"] == [] and quiet["after"] == forward["after"]
     for bad in ("nope", "m1.!!!", "m1." + "A" * 38):
@@ -538,17 +542,17 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(
     ):
         problem(await client.get(path, headers=h(owner)), 404, "conversation.not_found")
     problem(await send(client, owner, theirs, "hello"), 404, "conversation.not_found")
-    problem(await send(client, owner, fid, "x" * 4001), 422, "message.too_long")
-    problem(await send(client, owner, fid, "   "), 422, "message.empty")
+    problem(await send(client, owner, fid, "x" * 4001), 422, "request.invalid")
+    problem(await send(client, owner, fid, "   "), 422, "request.invalid")
     problem(await send(client, owner, fid, kind="sticker"), 422, "request.invalid")
     problem(
         await send(client, owner, fid, kind="system", text="fake notice"), 422, "request.invalid"
     )
-    problem(await send(client, owner, fid, kind="location", lat=1.0), 422, "message.invalid")
+    problem(await send(client, owner, fid, kind="location", lat=1.0), 422, "request.invalid")
     problem(
         await send(client, owner, fid, kind="location", lat=91.0, lon=0.0), 422, "request.invalid"
     )
-    problem(await send(client, owner, fid, kind="image"), 422, "message.invalid")
+    problem(await send(client, owner, fid, kind="image"), 422, "request.invalid")
     problem(
         await send(client, owner, fid, kind="text", text="a", txn_id=""), 422, "request.invalid"
     )
@@ -607,7 +611,7 @@ async def test_a_deleted_accounts_messages_stay_with_a_tombstone(
 ) -> None:
     owner, member, _, fid = await family_of_three(client, sms)
     sent = await said(client, member, fid, "remember the milk")
-    r = await client.post(f"{CONV}/direct", json={"account_id": aid(owner)}, headers=h(member))
+    r = await client.post(CONV, json={"account_id": aid(owner)}, headers=h(member))
     cid = r.json()["conversation"]["id"]
     await said(client, member, cid, "between us")
     await said(client, owner, cid, "sure")
@@ -640,3 +644,76 @@ async def test_a_deleted_accounts_messages_stay_with_a_tombstone(
     ):
         rows = await query(db, f"SELECT * FROM {table}")
         assert not any(aid(member) in repr(r) for r in rows), table
+
+
+# --- the rights engine, with no chat code -----------------------------------------------------
+
+
+async def test_processing_and_chosen_deletion_cover_messages(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    owner, member, _, fid = await family_of_three(client, sms)
+    await said(client, member, fid, "my words")
+    theirs = await said(client, owner, fid, "theirs")
+    r = await client.get("/api/v1/me/processing", headers=h(member))
+    assert r.status_code == 200, r.text
+    held = {i["category"]: i for i in r.json()["items"]}
+    assert held["messaging.content"]["held"] and held["messaging.metadata"]["held"]
+    assert "messaging" in held["messaging.content"]["functions"]
+    # the content of what the member said goes; its place (and everyone else's) stays
+    r = await client.post(
+        "/api/v1/me/data/deletion", json={"category": "messaging.content"}, headers=h(member)
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["cleared"].get("messages", 0) >= 1
+    seen = await page(client, owner, fid)
+    assert "my words" not in texts(seen) and "theirs" in texts(seen)
+    rows = await query(db, "SELECT body FROM messages WHERE sender_account_id = :a", a=aid(member))
+    assert rows and all(r["body"] is None for r in rows)
+    assert theirs["id"] in [m["id"] for m in seen["messages"]]
+
+
+async def test_text_that_is_not_unicode_is_refused(client: httpx.AsyncClient, sms: Any) -> None:
+    owner = await person(client, sms, OWNER, "Wang Fang")
+    fid = await new_family(client, owner)
+    raw = b'{"txn_id": "s1", "kind": "text", "text": "bad \\ud800 half"}'
+    r = await client.post(
+        f"{CONV}/{fid}/messages",
+        content=raw,
+        headers={**h(owner), "content-type": "application/json"},
+    )
+    assert 400 <= r.status_code < 500, r.text
+
+
+async def test_arriving_at_a_family_place_is_told_while_location_is_shared(
+    client: httpx.AsyncClient, sms: Any
+) -> None:
+    owner, member, other, fid = await family_of_three(client, sms)
+    home = (39.9042, 116.4074)
+    r = await client.post(
+        f"/api/v1/families/{fid}/places",
+        json={"name": "Home", "lat": home[0], "lon": home[1], "radius_m": 100},
+        headers=h(owner),
+    )
+    assert r.status_code in (200, 201), r.text
+    now = clock.utcnow()
+    for who in (member, other):
+        await grant_precise(client, who)
+    # the other shares nothing with the family: no notice about them
+    r = await client.put(
+        f"/api/v1/families/{fid}/members/me/sharing", json={"location": "off"}, headers=h(other)
+    )
+    assert r.status_code == 200, r.text
+    for who in (member, other):
+        # away first, then home for longer than a crossing takes to be sure of
+        away = [fix(9, now - timedelta(minutes=9), lat=home[0] + 0.05, lon=home[1])]
+        at_home = [fix(i, now - timedelta(minutes=i), lat=home[0], lon=home[1]) for i in (3, 1)]
+        assert (await upload(client, who, away + at_home)).status_code in (200, 201)
+    notes = [n for n in notices(await page(client, owner, fid)) if n[1] == "place_arrived"]
+    assert notes == [(aid(member), "place_arrived")]
+    [m] = [
+        m
+        for m in (await page(client, owner, fid))["messages"]
+        if m["kind"] == "system" and m["system"]["event"] == "place_arrived"
+    ]
+    assert m["system"]["place"] == "Home"

@@ -200,7 +200,7 @@ async def world(
     r = await client.delete(f"{chat}/{theirs}", headers=h)
     assert r.status_code == 204, r.text
     r = await client.post(
-        "/api/v1/conversations/direct", json={"account_id": heir["account"]["id"]}, headers=h
+        "/api/v1/conversations", json={"account_id": heir["account"]["id"]}, headers=h
     )
     assert r.status_code == 201, r.text
     direct = f"/api/v1/conversations/{r.json()['conversation']['id']}/messages"

@@ -192,10 +192,9 @@ class Settings(BaseSettings):
     watch_hello_ttl_seconds: int = Field(default=86400, ge=60)
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
-    # Messaging (docs/MESSAGING.md): how long a sender may recall a message, how
-    # long a text may be, and the caps on a voice note
+    # Messaging (docs/MESSAGING.md): how long a sender may recall a message, and
+    # the caps on a voice note
     message_recall_seconds: int = Field(default=120, ge=0)
-    message_max_chars: int = Field(default=4000, ge=1)
     voice_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     voice_max_seconds: int = Field(default=120, ge=1)
     # Anonymised statistics (docs/STATS.md): groups of fewer than k distinct people

@@ -10,18 +10,21 @@ from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
 from kares.messaging import attachments, service, stream
-from kares.messaging.content import message_out, read_cursor
+from kares.messaging.content import CURSOR_PATTERN, message_out, read_cursor
 from kares.messaging.schemas import (
+    AttachmentIn,
     AttachmentOut,
     ConversationOut,
     DirectIn,
     EventsOut,
+    LocationIn,
     MessageOut,
     Opened,
     Page,
     ReadIn,
     ReceiptOut,
     SendIn,
+    TextIn,
 )
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, Guard, guard
@@ -78,7 +81,7 @@ async def list_conversations(ctx: Chat, s: DbDep) -> list[dict[str, Any]]:
 
 
 @router.post(
-    "/conversations/direct",
+    "/conversations",
     status_code=status.HTTP_201_CREATED,
     response_model=Opened,
     responses={
@@ -112,17 +115,18 @@ async def get_conversation(conversation_id: str, ctx: Chat, s: DbDep) -> dict[st
 @router.get(
     "/conversations/{conversation_id}/messages",
     response_model=Page,
-    responses=responses(*AUTH, NOT_FOUND, (422, "message.bad_cursor")),
+    responses=responses(*AUTH, NOT_FOUND),
     summary="History, oldest first, paged backwards (before=) or forwards (after=)",
     description="Without a cursor: the newest messages. `before` and `after` are the "
-    "opaque cursors a page gives; they stay valid however many messages arrive.",
+    "opaque cursors a page gives; they stay valid however many messages arrive. With "
+    "both: the oldest messages after `after` and before `before`.",
 )
 async def history(
     conversation_id: str,
     ctx: Chat,
     s: DbDep,
-    before: Annotated[str | None, Query(max_length=40)] = None,
-    after: Annotated[str | None, Query(max_length=40)] = None,
+    before: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    after: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=service.HISTORY_MAX)] = 50,
 ) -> Page:
     page = await service.history(
@@ -146,12 +150,17 @@ SEND_ERRORS = (
     (404, "attachment.not_found"),
     (409, "attachment.used"),
     (409, "conversation.closed"),
-    (422, "message.empty"),
-    (422, "message.too_long"),
-    (422, "message.invalid"),
-    (422, "message.invalid_kind"),
-    (422, "message.invalid_txn"),
 )
+
+
+def _outgoing(body: TextIn | AttachmentIn | LocationIn) -> service.Outgoing:
+    if isinstance(body, TextIn):
+        return service.Outgoing(kind="text", text=body.text)
+    if isinstance(body, LocationIn):
+        return service.Outgoing(
+            kind="location", lat=body.lat, lon=body.lon, accuracy_m=body.accuracy_m
+        )
+    return service.Outgoing(kind=body.kind, attachment_id=int(body.attachment_id))
 
 
 @router.post(
@@ -185,14 +194,7 @@ async def send(
         scope=_scope(ctx),
         conversation_id=conversation_id,
         txn_id=body.txn_id,
-        outgoing=service.Outgoing(
-            kind=body.kind,
-            text=body.text,
-            lat=body.lat,
-            lon=body.lon,
-            accuracy_m=body.accuracy_m,
-            attachment_id=int(body.attachment_id) if body.attachment_id else None,
-        ),
+        outgoing=_outgoing(body),
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -3,15 +3,15 @@ its column), the shape a client reads, and history cursors."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
+import re
 from typing import Any
 
 from kares.errors import Problem
 from kares.messaging.models import Message
 
 KINDS = ("text", "image", "voice", "location")  # what a person sends
+TEXT_MAX = 4000  # characters of a text message
 SYSTEM = "system"  # what the domain writes (joined, left, SOS, a place arrived at)
 SYSTEM_EVENTS = ("joined", "left", "removed", "sos_raised", "sos_answered", "place_arrived")
 
@@ -43,12 +43,12 @@ def message_out(m: Message) -> dict[str, Any]:
         "attachment": None,
         "system": None,
     }
-    if m.recalled_at is not None:
-        return out
     body = decode(m.body)
+    if m.recalled_at is not None or not body:
+        return out  # recalled, or its sender deleted what it said (policy 5.2)
     if m.kind == "text":
         out["text"] = body.get("text")
-    elif m.kind == "location":
+    elif m.kind == "location" and "lat" in body and "lon" in body:
         out["location"] = {k: body.get(k) for k in ("lat", "lon", "accuracy_m")}
     elif m.kind in ("image", "voice"):
         if m.attachment_id is not None:
@@ -64,32 +64,31 @@ def message_out(m: Message) -> dict[str, Any]:
                 }
             )
             out["attachment"] = att
-    elif m.kind == SYSTEM:
+    elif m.kind == SYSTEM and isinstance(body.get("event"), str):
         out["system"] = {k: v for k, v in body.items() if k in ("event", "place")}
     return out
 
 
 # --- cursors -------------------------------------------------------------------------------
 
-_PREFIX = "m1."
+# A cursor is "p" and a position in base 36: opaque to clients (they hand back what
+# a page gave), and every string of its pattern is one, so the schema says it all.
+CURSOR_PATTERN = r"^p[0-9a-z]{1,12}$"
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def cursor(position: int) -> str:
     """An opaque, stable cursor for a place in a conversation's history."""
-    raw = f"{position}".encode()
-    return _PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    out, n = "", max(int(position), 0)
+    while True:
+        n, r = divmod(n, 36)
+        out = _DIGITS[r] + out
+        if n == 0:
+            return "p" + out
 
 
 def read_cursor(value: str) -> int:
     """The position a cursor stands for, or 422 ``message.bad_cursor``."""
-    bad = Problem(422, "message.bad_cursor", "This is not a cursor this service gave.")
-    if not value.startswith(_PREFIX) or len(value) > 40:
-        raise bad
-    body = value[len(_PREFIX) :]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise bad from exc
-    if not raw.isdigit() or len(raw) > 18:
-        raise bad
-    return int(raw)
+    if not re.fullmatch(CURSOR_PATTERN, value):
+        raise Problem(422, "message.bad_cursor", "This is not a cursor this service gave.")
+    return int(value[1:], 36)

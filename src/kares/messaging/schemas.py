@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kares.fields import Number, not_null
+from kares.fields import Number
+from kares.messaging.content import TEXT_MAX
 
-SendKind = Literal["text", "image", "voice", "location"]
 DIGITS = r"^[0-9]{1,18}$"
 
 
@@ -23,29 +23,41 @@ class DirectIn(_In):
     )
 
 
-class SendIn(_In):
-    txn_id: str = Field(
-        min_length=1,
-        max_length=64,
-        description="The client's id of this send: a retry with the same id (from the same "
-        "device) returns the first message and stores nothing new",
+_TXN = Field(
+    min_length=1,
+    max_length=64,
+    description="The client's id of this send: a retry with the same id (from the same "
+    "device) returns the first message and stores nothing new",
+)
+
+
+class TextIn(_In):
+    txn_id: str = _TXN
+    kind: Literal["text"]
+    text: str = Field(
+        max_length=TEXT_MAX,
+        pattern=r"\S",
+        description=f"The words: at most {TEXT_MAX} characters, not only spaces",
     )
-    kind: SendKind
-    text: str | None = Field(
-        default=None,
-        max_length=100_000,
-        description="kind text: the words (at most KARES_MESSAGE_MAX_CHARS, 4000 by default)",
-        json_schema_extra=not_null,
+
+
+class AttachmentIn(_In):
+    txn_id: str = _TXN
+    kind: Literal["image", "voice"]
+    attachment_id: str = Field(
+        pattern=DIGITS, description="An image or voice note uploaded first, sent once"
     )
-    lat: Number | None = Field(default=None, ge=-90, le=90, json_schema_extra=not_null)
-    lon: Number | None = Field(default=None, ge=-180, le=180, json_schema_extra=not_null)
-    accuracy_m: Number | None = Field(default=None, ge=0, le=100_000, json_schema_extra=not_null)
-    attachment_id: str | None = Field(
-        default=None,
-        pattern=DIGITS,
-        description="kind image or voice: an attachment uploaded first",
-        json_schema_extra=not_null,
-    )
+
+
+class LocationIn(_In):
+    txn_id: str = _TXN
+    kind: Literal["location"]
+    lat: Number = Field(ge=-90, le=90)
+    lon: Number = Field(ge=-180, le=180)
+    accuracy_m: Number | None = Field(default=None, ge=0, le=100_000, description="null: unknown")
+
+
+SendIn = Annotated[TextIn | AttachmentIn | LocationIn, Field(discriminator="kind")]
 
 
 class ReadIn(_In):

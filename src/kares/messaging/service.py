@@ -34,7 +34,7 @@ from kares.families import service as families
 from kares.families.models import Family, FamilyMember
 from kares.identity.models import Account
 from kares.messaging import stream
-from kares.messaging.content import KINDS, SYSTEM, cursor, encode, message_out
+from kares.messaging.content import KINDS, SYSTEM, TEXT_MAX, cursor, encode, message_out
 from kares.messaging.models import Attachment, Conversation, Hidden, Message, Receipt
 from kares.notify import service as notify
 from kares.runtime import Runtime
@@ -250,12 +250,8 @@ async def _body(
         text = (out.text or "").strip()
         if not text:
             raise Problem(422, "message.empty", "A text message needs some text.")
-        if len(text) > rt.settings.message_max_chars:
-            raise Problem(
-                422,
-                "message.too_long",
-                f"A message has at most {rt.settings.message_max_chars} characters.",
-            )
+        if len(text) > TEXT_MAX:
+            raise Problem(422, "message.too_long", f"A message has at most {TEXT_MAX} characters.")
         return {"text": text}, None
     if out.kind == "location":
         if out.lat is None or out.lon is None:
@@ -465,17 +461,17 @@ async def history(
     limit: int = 50,
 ) -> Page:
     """A page of the conversation, oldest first: the newest ``limit`` messages
-    (before a cursor, when given), or the oldest ``limit`` after a cursor.
-    Positions never change, so a cursor means the same place however many
-    messages arrive while a client pages."""
-    if before is not None and after is not None:
-        raise Problem(422, "message.bad_cursor", "Page before a cursor or after one, not both.")
+    (before a cursor, when given), or the oldest ``limit`` after a cursor (and
+    before the other, when both are given). Positions never change, so a cursor
+    means the same place however many messages arrive while a client pages."""
     limit = max(1, min(limit, HISTORY_MAX))
     acc = await access(s, account_id, conversation_id)
     if not acc.exists:
         return Page([], None, cursor(after or 0))
     q = select(Message).where(_visible(acc, account_id))
     if after is not None:
+        if before is not None:
+            q = q.where(Message.position < before)
         q = q.where(Message.position > after).order_by(Message.position).limit(limit + 1)
         rows = list((await s.execute(q)).scalars())
         page = rows[:limit]
@@ -493,8 +489,9 @@ async def history(
         return Page(
             page, cursor(page[0].position) if has_older else None, cursor(page[-1].position)
         )
+    # nothing there: nothing older either; newer ones come after the cursor given
     anchor = after if after is not None else (before or 1) - 1
-    return Page([], cursor(before) if before and after is None else None, cursor(max(anchor, 0)))
+    return Page([], None, cursor(max(anchor, 0)))
 
 
 async def _message(s: AsyncSession, acc: Access, account_id: str, position: int) -> Message:
