@@ -599,7 +599,13 @@ async def test_only_people_with_no_live_client_get_a_push_notice(
         live.hub.unsubscribe(sub)
     rows = await query(db, "SELECT account_id, body FROM notifications WHERE category = 'messages'")
     assert [r["account_id"] for r in rows] == [aid(other)]
-    assert "are you there" not in rows[0]["body"]  # the words never reach a push service
+    # what is stored and pushed names nobody and never holds the words
+    assert "are you there" not in rows[0]["body"] and "Wang Fang" not in rows[0]["body"]
+    # the inbox names the sender when it is read
+    r = await client.get("/api/v1/notifications", headers=h(other))
+    items = r.json()["items"] if isinstance(r.json(), dict) else r.json()
+    [note] = [n for n in items if n["category"] == "messages"]
+    assert note["title"] == "Wang Fang" and note["body"] == "Wang Fang sent a message."
     assert not sub.queue.empty() and sub.queue.get_nowait().seq == m["position"]
 
 

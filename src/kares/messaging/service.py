@@ -37,6 +37,7 @@ from kares.messaging import stream
 from kares.messaging.content import KINDS, SYSTEM, TEXT_MAX, cursor, encode, message_out
 from kares.messaging.models import Attachment, Conversation, Hidden, Message, Receipt
 from kares.notify import service as notify
+from kares.notify.models import Notification
 from kares.runtime import Runtime
 
 TXN_MAX = 64
@@ -284,22 +285,37 @@ _PREVIEW = {
 
 
 async def _push(s: AsyncSession, acc: Access, sender: Account, msg: Message) -> None:
-    """Recipients with no live client get a notice and a push (never the words of
-    the message: the push services see only that there is one)."""
+    """Recipients with no live client get a notice and a push. What is stored and
+    pushed names nobody and says nothing of the words ("A family member sent a
+    photo"): the push services see only that there is a message, and a person's
+    inbox (and its copy in their data archive) holds no one else's name. The inbox
+    shows the sender's name, read when the notice is (``_shown``)."""
     others = [a for a in acc.members if a != sender.id]
-    offline = [a for a in others if a not in live.hub.connected(others)]
+    live_now = live.hub.connected(others)
+    offline = [a for a in others if a not in live_now]
     if not offline:
         return
-    who = sender.name or "A family member"
     await notify.send(
         s,
         account_ids=offline,
         category="messages",
-        title=who[:100],
-        body=f"{who} {_PREVIEW.get(msg.kind, 'sent a message')}.",
-        # account_id: the notice is about the sender, and goes if their account does
-        data={"conversation_id": acc.id, "position": msg.position, "account_id": sender.id},
+        title="New message",
+        body=f"A family member {_PREVIEW.get(msg.kind, 'sent a message')}.",
+        # no one's id: the message says who sent it, for as long as it can (a
+        # deleted sender's notice stays, naming nobody, like the message)
+        data={notify.RENDER: "message", "conversation_id": acc.id, "position": msg.position},
     )
+
+
+@notify.renderer("message")
+async def _shown(s: AsyncSession, note: Notification) -> notify.Shown | None:
+    """A message notice as its recipient reads it: who sent it, named now."""
+    msg = await s.get(Message, note.data.get("position"))
+    sender = await s.get(Account, msg.sender_account_id) if msg and msg.sender_account_id else None
+    if msg is None or sender is None or not sender.name:
+        return None
+    preview = "recalled a message" if msg.recalled_at else _PREVIEW.get(msg.kind, "sent a message")
+    return notify.Shown(sender.name[:100], f"{sender.name} {preview}.", dict(note.data))
 
 
 async def send(
