@@ -222,6 +222,15 @@ def upgrade() -> None:
         )
 
 
+    # every family has its conversation from the start (new ones get it with the
+    # family): sending never has to write it, so no transaction holding a position
+    # waits on another's first write of it
+    op.execute(
+        "INSERT INTO conversations (id, kind, family_id, created_at) "
+        "SELECT id, 'family', id, created_at FROM families"
+    )
+
+
 def downgrade() -> None:
     with op.batch_alter_table("message_hidden", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_message_hidden_account_id"))
