@@ -176,7 +176,7 @@ async def test_direct_conversations_need_a_shared_family_to_send(
     r = await client.post(CONV, json={"account_id": aid(owner)}, headers=h(stranger))
     problem(r, 404, "conversation.person_not_found")
     r = await client.post(CONV, json={"account_id": aid(owner)}, headers=h(owner))
-    problem(r, 422, "conversation.self")
+    problem(r, 409, "conversation.self")
     # no longer sharing a family: the history stays readable, sending stops
     r = await client.delete(f"/api/v1/families/{fid}/members/{aid(member)}", headers=h(member))
     assert r.status_code == 204

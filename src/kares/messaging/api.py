@@ -86,7 +86,7 @@ async def list_conversations(ctx: Chat, s: DbDep) -> list[dict[str, Any]]:
     response_model=Opened,
     responses={
         200: {"model": Opened, "description": "Already open: the same conversation"},
-        **responses(*AUTH, (404, "conversation.person_not_found"), (422, "conversation.self")),
+        **responses(*AUTH, (404, "conversation.person_not_found"), (409, "conversation.self")),
     },
     summary="Open the conversation with someone you share a family with (idempotent)",
 )

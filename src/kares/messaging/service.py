@@ -122,7 +122,9 @@ async def open_direct(
     returns the same one. ``watch`` when the other is a dependant in a shared family
     (its watch speaks for it). Returns it and whether it was made now."""
     if other_id == account_id:
-        raise Problem(422, "conversation.self", "A conversation is with someone else.")
+        # 409, not 422: the id is well formed; that it is the caller's own is a fact of
+        # who asks, not of the request (schemathesis rightly calls it valid input)
+        raise Problem(409, "conversation.self", "A conversation is with someone else.")
     shared = (
         await families.shared_memberships(s, account_id, other_id)
         if families.is_id(other_id)

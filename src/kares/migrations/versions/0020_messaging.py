@@ -221,7 +221,6 @@ def upgrade() -> None:
             batch_op.f("ix_message_hidden_account_id"), ["account_id"], unique=False
         )
 
-
     # every family has its conversation from the start (new ones get it with the
     # family): sending never has to write it, so no transaction holding a position
     # waits on another's first write of it
