@@ -160,7 +160,16 @@ async def test_routes_that_read_their_own_body_document_it(app: Any) -> None:
     for method, path, op in operations(spec):
         if method in ("POST", "PUT", "PATCH") and "requestBody" not in op:
             assert path.endswith(
-                ("/nonce", "/logout", "/code", "/read", "/read-all", "/acknowledge", "/withdraw")
+                (
+                    "/nonce",
+                    "/logout",
+                    "/code",
+                    "/read",
+                    "/read-all",
+                    "/acknowledge",
+                    "/withdraw",
+                    "/recall",
+                )
             )
 
 

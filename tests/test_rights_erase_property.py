@@ -89,8 +89,8 @@ def png() -> bytes:
 
 
 # a marker first: Hypothesis also draws string constants from the code under test
-# ("transparency" once came up), and a name that is a word of the catalog is found
-# in the published policy's terms whatever the deletion did
+# ("transparency", "paused", "queued" came up), and a name that is a word of the
+# catalog or the schema is found in every database file whatever the deletion did
 names = st.text(
     alphabet=st.sampled_from("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz李王张刘陈杨黄赵"),
     min_size=6,
@@ -176,6 +176,48 @@ async def world(
         "/api/v1/invitations/accept", json={"text": "ZZZZZZZZ"}, headers=h
     )  # a wrong code is counted
     assert r.status_code in (400, 404), r.text
+    # conversations: the family's and a direct one, every kind of message, a
+    # receipt and a message deleted for the person only
+    chat = f"/api/v1/conversations/{fid}/messages"
+    r = await client.post(
+        "/api/v1/messaging/attachments",
+        params={"kind": "image"},
+        files={"file": ("c.png", png(), "image/png")},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    for k, body in enumerate(
+        (
+            {"kind": "text", "text": "see you at home"},
+            {"kind": "location", "lat": 31.2304, "lon": 121.4737, "accuracy_m": 8.0},
+            {"kind": "image", "attachment_id": r.json()["id"]},
+        )
+    ):
+        r = await client.post(chat, json={"txn_id": f"w{k}", **body}, headers=h)
+        assert r.status_code == 201, r.text
+    r = await client.post(
+        chat,
+        json={"txn_id": "o1", "kind": "text", "text": "dinner?"},
+        headers=bearer(other["token"]),
+    )
+    assert r.status_code == 201, r.text
+    theirs = r.json()["id"]
+    r = await client.post(
+        f"/api/v1/conversations/{fid}/read", json={"message_id": theirs}, headers=h
+    )
+    assert r.status_code == 200, r.text
+    r = await client.delete(f"{chat}/{theirs}", headers=h)
+    assert r.status_code == 204, r.text
+    r = await client.post(
+        "/api/v1/conversations", json={"account_id": heir["account"]["id"]}, headers=h
+    )
+    assert r.status_code == 201, r.text
+    direct = f"/api/v1/conversations/{r.json()['conversation']['id']}/messages"
+    for who, txn, words in ((h, "d1", "just us"), (bearer(heir["token"]), "d2", "sure")):
+        r = await client.post(
+            direct, json={"txn_id": txn, "kind": "text", "text": words}, headers=who
+        )
+        assert r.status_code == 201, r.text
     # a dependant wearing a watch the person paired
     imei = f"88{next(_numbers):08d}"
     _, _, dep = await worn_watch(client, h, fid, "Grandma Dep", imei)
@@ -423,6 +465,12 @@ async def test_a_deleted_account_leaves_nothing_and_changes_no_one_else(
     for other in w["others"][:2]:
         r = await client.get("/api/v1/me", headers=bearer(other["token"]))
         assert r.status_code == 200, r.text
+    # what the person said stays with the others, from nobody
+    r = await client.get(
+        f"/api/v1/conversations/{w['family_id']}/messages", headers=bearer(heir["token"])
+    )
+    said = {m["text"]: m["sender_id"] for m in r.json()["messages"] if m["kind"] == "text"}
+    assert said["see you at home"] is None and said["dinner?"] is not None
     # the child's guardianship went with the guardian: it needs one again, and is told
     child = w["others"][2]
     r = await client.get("/api/v1/me", headers=bearer(child["token"]))

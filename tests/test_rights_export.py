@@ -168,6 +168,35 @@ async def full_account(client: httpx.AsyncClient, sms: Any, db: Any) -> dict[str
     )
     assert r.status_code == 200, r.text
 
+    # the family's conversation: Ann writes and sends a photo, the other guardian
+    # shares where she is (hers, not Ann's), Ann reads it; a direct conversation
+    chat = f"/api/v1/conversations/{fid}/messages"
+    r = await client.post(
+        "/api/v1/messaging/attachments",
+        params={"kind": "image"},
+        files={"file": ("c.jpg", avatar, "image/jpeg")},
+        headers=h(ann),
+    )
+    assert r.status_code == 201, r.text
+    for body in (
+        {"txn_id": "a1", "kind": "text", "text": "Ann's words"},
+        {"txn_id": "a2", "kind": "image", "attachment_id": r.json()["id"]},
+    ):
+        r = await client.post(chat, json=body, headers=h(ann))
+        assert r.status_code == 201, r.text
+    r = await client.post(
+        chat,
+        json={"txn_id": "o1", "kind": "location", "lat": OTHER_LAT, "lon": OTHER_LON},
+        headers=h(other),
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post(
+        f"/api/v1/conversations/{fid}/read", json={"message_id": r.json()["id"]}, headers=h(ann)
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post("/api/v1/conversations", json={"account_id": aid(other)}, headers=h(ann))
+    assert r.status_code == 201, r.text
+
     # a child Ann guards raises an SOS; Ann answers it
     child = await sign_up_child(client, sms, CHILD)
     code = await ask_guardian(client, sms, child, GUARDIAN)
@@ -294,6 +323,9 @@ async def test_the_archive_holds_every_classified_column_and_nothing_of_others(
         "location_fixes",
         "location_last",
         "media_objects",
+        "message_attachments",
+        "message_receipts",
+        "messages",
         "notifications",
         "otp_challenges",
         "places",
@@ -316,6 +348,14 @@ async def test_the_archive_holds_every_classified_column_and_nothing_of_others(
     assert answered["acknowledged_by"] == aid(ann)
     located = json.loads(files["data/location.precise.json"])["tables"]
     assert located["sos_alerts"]["rows_naming_you"] == [{"id": answered["id"]}]
+
+    # what Ann said, decrypted; a direct conversation shows only that it names her
+    content = json.loads(files["data/messaging.content.json"])["tables"]
+    assert "Ann's words" in {json.loads(m["body"]).get("text") for m in content["messages"]["rows"]}
+    meta = json.loads(files["data/messaging.metadata.json"])["tables"]
+    [pair] = meta["conversations"]["rows_naming_you"]
+    # the other person of the conversation is not Ann's to see: withheld
+    assert set(pair.values()) == {pair["id"], aid(ann), "(withheld)"}
 
     # richer formats: tracks, images; receipts and logins on their own
     tracks = sorted(n for n in files if n.startswith("tracks/"))

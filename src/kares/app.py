@@ -26,6 +26,7 @@ from kares.lanes import Lanes
 from kares.location import api as location_api
 from kares.logs import AccessLog, setup_logging
 from kares.media import api as media_api
+from kares.messaging import api as messaging_api
 from kares.notify import api as notify_api
 from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
@@ -42,8 +43,9 @@ from kares.watches import api as watches_api
 log = logging.getLogger("kares.app")
 
 JSON_BODY_LIMIT = 1024 * 1024
-# Image uploads: the avatar and a family's group photo.
-UPLOAD_PATH = re.compile(r"^/api/v1/(me/avatar|families/[^/]+/photo)$")
+# Image uploads: the avatar, a family's group photo, a chat's images and voice notes
+# (capped at KARES_VOICE_MAX_BYTES, below the image cap).
+UPLOAD_PATH = re.compile(r"^/api/v1/(me/avatar|families/[^/]+/photo|messaging/attachments)$")
 # GPX / GeoJSON route files: larger than JSON bodies, checked point by point
 IMPORT_PATH = "/api/v1/location/import"
 IMPORT_BODY_LIMIT = 32 * 1024 * 1024
@@ -307,6 +309,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(watches_api.router)
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
+    app.include_router(messaging_api.router)
     app.include_router(erase_api.router)
     # the one WebSocket of a device (docs/MESSAGING.md)
     app.include_router(ws.router)

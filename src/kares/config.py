@@ -208,6 +208,11 @@ class Settings(BaseSettings):
     live_catchup_seconds: float = Field(default=60.0, ge=1)
     # Arrive/leave at places: a crossing counts once the fixes agree for this long
     place_confirm_seconds: int = Field(default=60, ge=0)
+    # Messaging (docs/MESSAGING.md): how long a sender may recall a message, and
+    # the caps on a voice note
+    message_recall_seconds: int = Field(default=120, ge=0)
+    voice_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    voice_max_seconds: int = Field(default=120, ge=1)
     # Anonymised statistics (docs/STATS.md): groups of fewer than k distinct people
     # are suppressed; each figure of a release spends stats_epsilon; the releases of
     # any stats_budget_period_days together spend at most stats_budget_epsilon

@@ -22,6 +22,8 @@ from kares.location import jobs as location_jobs
 from kares.location import models as location_models
 from kares.location import service as location_service
 from kares.media import models as media_models
+from kares.messaging import models as messaging_models
+from kares.messaging import service as messaging_service
 from kares.notify import jobs as notify_jobs
 from kares.notify import models as notify_models
 from kares.notify import revision as notify_revision
@@ -61,6 +63,8 @@ __all__ = [
     "location_models",
     "location_service",
     "media_models",
+    "messaging_models",
+    "messaging_service",
     "metadata",
     "notify_jobs",
     "notify_models",

@@ -16,7 +16,8 @@ into the action that already committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,3 +54,30 @@ def _after_commit(session: Session) -> None:
 @sa_event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_KEY, None)
+
+
+# --- what happened, inside the transaction ------------------------------------------------
+
+# A lower domain says "this happened" (a member joined a family, an SOS was raised)
+# inside its transaction with :func:`emit`; a higher domain that must act on it in
+# the same transaction (the messaging domain writes a system notice) registers with
+# :func:`listen`. The lower domain never imports the higher one, and nothing is
+# written unless the action commits.
+Listener = Callable[..., Awaitable[None]]
+_listeners: dict[str, list[Listener]] = {}
+
+
+def listen(name: str) -> Callable[[Listener], Listener]:
+    """Register ``fn(session, **facts)`` to run when ``name`` is emitted."""
+
+    def register(fn: Listener) -> Listener:
+        _listeners.setdefault(name, []).append(fn)
+        return fn
+
+    return register
+
+
+async def emit(s: AsyncSession, name: str, **facts: Any) -> None:
+    """Run every listener of ``name`` in the caller's transaction, in order."""
+    for fn in _listeners.get(name, ()):
+        await fn(s, **facts)

@@ -271,6 +271,7 @@ async def create_family(s: AsyncSession, *, owner: Account, name: str) -> Family
     s.add(fam)
     await s.flush()
     s.add(_new_member(fam.id, owner.id, "owner", now))
+    await events.emit(s, "family.created", family_id=fam.id, account_id=owner.id)
     await _family_changed(s, fam.id, owner.id)
     await s.commit()
     return fam
@@ -434,8 +435,10 @@ async def set_role(
     return m, acc
 
 
-async def _remove(s: AsyncSession, m: FamilyMember) -> None:
+async def _remove(s: AsyncSession, m: FamilyMember, *, how: str) -> None:
+    """``how``: "left" or "removed" (emitted as ``family.<how>`` before the row goes)."""
     await _revoke_invitations_by(s, m.family_id, m.account_id, clock.utcnow())
+    await events.emit(s, f"family.{how}", family_id=m.family_id, account_id=m.account_id)
     await _family_changed(s, m.family_id)
     await s.execute(
         delete(FamilyMember)
@@ -456,7 +459,7 @@ async def leave(s: AsyncSession, *, family_id: str, account_id: str) -> None:
         )
     if m.role == "dependant":
         raise _forbidden("A dependant's guardians decide which families it belongs to.")
-    await _remove(s, m)
+    await _remove(s, m, how="left")
 
 
 async def remove_member(s: AsyncSession, *, family_id: str, actor_id: str, account_id: str) -> None:
@@ -468,7 +471,7 @@ async def remove_member(s: AsyncSession, *, family_id: str, actor_id: str, accou
     m = await member(s, family_id, account_id)
     if m is None:
         raise _member_not_found()
-    await _remove(s, m)
+    await _remove(s, m, how="removed")
 
 
 async def transfer(s: AsyncSession, *, family_id: str, actor_id: str, account_id: str) -> Family:
@@ -1002,6 +1005,7 @@ async def accept(s: AsyncSession, *, account_id: str, text: str) -> tuple[Family
         await s.rollback()
         await s.refresh(fam)
         return fam, False
+    await events.emit(s, "family.joined", family_id=fam_id, account_id=account_id)
     await _family_changed(s, fam_id)
     await s.commit()
     return fam, True
@@ -1065,6 +1069,7 @@ async def add_dependant(
         m = _new_member(fam.id, acc.id, "dependant", now, by=actor.id)
         s.add(m)
         await s.flush()
+        await events.emit(s, "family.joined", family_id=fam.id, account_id=acc.id)
         await _family_changed(s, fam.id)
         await s.commit()
         return DependantResult(m, acc, created_profile=False, added=True)
@@ -1095,6 +1100,7 @@ async def add_dependant(
     m = _new_member(fam.id, acc.id, "dependant", now, by=actor.id)
     s.add(m)
     await s.flush()
+    await events.emit(s, "family.joined", family_id=fam.id, account_id=acc.id)
     await _family_changed(s, fam.id)
     await s.commit()
     return DependantResult(m, acc, created_profile=True, added=True)

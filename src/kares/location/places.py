@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock
+from kares import clock, events
 from kares.db import Conn, Statement, dialect_of
 from kares.errors import Problem
 from kares.families import service as families
@@ -225,6 +225,14 @@ async def observe(
 
 
 async def _tell(s: AsyncSession, place: Any, subject_id: str, crossing: Crossing) -> None:
+    if crossing.arrived:
+        await events.emit(
+            s,
+            "place.arrived",
+            account_id=subject_id,
+            family_id=place.family_id,
+            place_name=place.name,
+        )
     q = select(PlaceAlert).where(
         PlaceAlert.place_id == place.id,
         or_(PlaceAlert.subject_id == subject_id, PlaceAlert.subject_id.is_(None)),

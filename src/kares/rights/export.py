@@ -360,13 +360,21 @@ async def _stream(s: AsyncSession, q: Any) -> AsyncIterator[list[Any]]:
         yield list(part)
 
 
-def _row(cols: Iterable[Column[Any]], row: Any, naming: frozenset[str] | None) -> dict[str, Any]:
+def _row(
+    cols: Iterable[Column[Any]],
+    row: Any,
+    naming: frozenset[str] | None,
+    account_id: str | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col in cols:
         if naming is not None and not (col.primary_key or shown_to_also(col, naming)):
             continue
         value = row._mapping[col.name]
-        held = value is not None and _category(col) in WITHHELD
+        # a row that names the account by one column may name someone else by another
+        # (the two people of a conversation): that person is not the account's to see
+        other = naming is not None and col.name in naming and value not in (None, account_id)
+        held = other or (value is not None and _category(col) in WITHHELD)
         out[col.name] = WITHHELD_VALUE if held else plain(value, col)
     return out
 
@@ -425,7 +433,8 @@ async def _write_category(
                 n = 0
                 async for chunk in _stream(s, q):
                     text = ", ".join(
-                        json.dumps(_row(cols, r, naming), ensure_ascii=False) for r in chunk
+                        json.dumps(_row(cols, r, naming, account_id), ensure_ascii=False)
+                        for r in chunk
                     )
                     await put((", " if n else "") + text)
                     n += len(chunk)

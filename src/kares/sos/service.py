@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from kares import clock, jobs
+from kares import clock, events, jobs
 from kares.db import insert_for, new_id
 from kares.devices import service as devices
 from kares.errors import Problem
@@ -155,6 +155,7 @@ async def _open(
     if late:
         return alert, True
     await _tell(s, alert, account, recipients, reminder=False)
+    await events.emit(s, "sos.raised", account_id=account.id)
     for r in recipients:
         jobs.enqueue(s, SMS_JOB, {"alert_id": alert.id, "to": r}, account_id=r)
     jobs.enqueue(
@@ -310,6 +311,7 @@ async def acknowledge(s: AsyncSession, *, responder: Account, alert_id: str) -> 
             f"{_who(person) if person else 'a member'}.",
             data={"sos_id": alert.id, "acknowledged_by": responder.id},
         )
+        await events.emit(s, "sos.answered", account_id=alert.account_id, responder_id=responder.id)
         await s.commit()
     return alert
 

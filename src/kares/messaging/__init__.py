@@ -1,0 +1,1 @@
+"""Messaging: family and direct conversations, messages, positions (docs/MESSAGING.md)."""

@@ -1,0 +1,173 @@
+"""Positions: every change a member can see, in one global order from the database.
+
+Each message, recall, read receipt and "deleted for me" is a row of
+``message_events`` whose ``position`` is the next value of one sequence (an
+autoincrementing key: a PostgreSQL sequence, SQLite's rowid). A client that has
+seen position N asks for what came after N (:func:`since`) and gets exactly what
+it missed, in order, under its rights at the time it asks.
+
+The one danger is a reader seeing N+1 before N is committed: on PostgreSQL two
+transactions may take N and N+1 and commit in the other order, and a reader that
+read N+1 and moved its cursor there would never see N. So positions are taken
+under a transaction-scoped advisory lock (:func:`take`): whoever holds it takes
+the next position and keeps the lock until its transaction ends, so positions
+commit in the order they were taken and a committed position has every smaller
+one committed (or rolled back, a gap nobody waits for). An action takes its
+position as its last step before it commits, so the lock is held for the time of
+an insert and a commit. SQLite has one writer at a time (the write gate of
+``kares.sqlite`` and SQLite's own lock), so the order holds there by itself.
+
+:func:`since` reads the highest committed position *first*, then the events up
+to it: an event that commits between the two reads is above that position and
+is read next time, never skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares import clock, events, live
+from kares.db import dialect_of
+from kares.families.models import FamilyMember
+from kares.messaging.content import message_out
+from kares.messaging.models import Conversation, Hidden, Message, MessageEvent
+
+# pg_advisory_xact_lock's key for "taking a messaging position" (b"KrsMsgP1")
+LOCK_KEY = 0x4B72734D73675031
+NOTICE_KIND = "message"
+
+
+async def take(
+    s: AsyncSession,
+    *,
+    conversation_id: str,
+    kind: str,
+    about: str | None,
+    account_id: str | None = None,
+    message_position: int | None = None,
+    at: datetime | None = None,
+) -> MessageEvent:
+    """The next position, for an event of ``kind`` in the conversation, in the
+    caller's transaction (nothing is committed here). After the commit the hub
+    hears of it (about ``about``: the people watching that account re-read)."""
+    if dialect_of(s) == "postgresql":
+        await s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+    ev = MessageEvent(
+        conversation_id=conversation_id,
+        kind=kind,
+        account_id=account_id,
+        message_position=message_position,
+        at=at or clock.utcnow(),
+    )
+    s.add(ev)
+    await s.flush()
+    position = ev.position
+    if about is not None:
+        events.on_commit(s, lambda: live.hub.deliver(kind=NOTICE_KIND, about=about, seq=position))
+    return ev
+
+
+async def top(s: AsyncSession) -> int:
+    """The highest committed position (0 before the first)."""
+    got = (await s.execute(select(func.max(MessageEvent.position)))).scalar_one_or_none()
+    return int(got or 0)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A conversation the account may read now, and from when (a family's
+    conversation from the moment the account joined the family)."""
+
+    conversation_id: str
+    since: datetime | None
+
+
+async def scopes(s: AsyncSession, account_id: str) -> dict[str, Scope]:
+    """Every conversation the account may read now: its families' (as members
+    now) and the direct ones it is in."""
+    out: dict[str, Scope] = {}
+    fam = select(FamilyMember.family_id, FamilyMember.joined_at).where(
+        FamilyMember.account_id == account_id
+    )
+    for family_id, joined_at in (await s.execute(fam)).all():
+        out[family_id] = Scope(family_id, joined_at)
+    direct = select(Conversation.id).where(
+        Conversation.kind != "family",
+        or_(Conversation.member_a == account_id, Conversation.member_b == account_id),
+    )
+    for (cid,) in (await s.execute(direct)).all():
+        out[cid] = Scope(cid, None)
+    return out
+
+
+def visible_from(scope: Scope, at: datetime) -> bool:
+    return scope.since is None or at >= scope.since
+
+
+async def since(
+    s: AsyncSession, account_id: str, after: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """What the account may see after position ``after``, in order, at most
+    ``limit`` events, and the position to ask from next time.
+
+    Each event is a dict: ``position``, ``kind`` (``message``, ``recall``,
+    ``receipt``, ``hide``), ``conversation_id`` and, by kind, ``message`` (as
+    :func:`kares.messaging.content.message_out` shapes it, read now: a recalled
+    message comes without its body), ``account_id`` and ``up_to`` (a receipt's
+    reader and the position read up to). Rights are those of the moment of the
+    call: a conversation the account has left yields nothing more."""
+    limit = max(1, min(int(limit), 1000))
+    ceiling = await top(s)  # first: everything up to it has committed
+    if ceiling <= after:
+        return [], after
+    mine = await scopes(s, account_id)
+    if not mine:
+        return [], ceiling
+    hidden = select(Hidden.message_position).where(Hidden.account_id == account_id)
+    q = (
+        select(MessageEvent, Message)
+        .outerjoin(Message, Message.position == MessageEvent.message_position)
+        .where(
+            MessageEvent.position > after,
+            MessageEvent.position <= ceiling,
+            MessageEvent.conversation_id.in_(list(mine)),
+            or_(MessageEvent.kind != "hide", MessageEvent.account_id == account_id),
+            or_(
+                MessageEvent.kind.in_(("hide", "receipt")),
+                and_(
+                    Message.position.is_not(None),
+                    Message.position.not_in(hidden),
+                ),
+            ),
+        )
+        .order_by(MessageEvent.position)
+        .limit(limit)
+    )
+    rows = (await s.execute(q)).all()
+    out: list[dict[str, Any]] = []
+    for ev, msg in rows:
+        scope = mine[ev.conversation_id]
+        if not visible_from(scope, ev.at):
+            continue
+        if msg is not None and not visible_from(scope, msg.sent_at):
+            continue
+        item: dict[str, Any] = {
+            "position": ev.position,
+            "kind": ev.kind,
+            "conversation_id": ev.conversation_id,
+        }
+        if ev.kind in ("message", "recall") and msg is not None:
+            item["message"] = message_out(msg)
+        elif ev.kind == "receipt":
+            item["account_id"] = ev.account_id
+            item["up_to"] = ev.message_position
+        elif ev.kind == "hide":
+            item["message_position"] = ev.message_position
+        out.append(item)
+    nxt = rows[-1][0].position if len(rows) == limit else ceiling
+    return out, int(nxt)
