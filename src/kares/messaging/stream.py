@@ -171,3 +171,30 @@ async def since(
         out.append(item)
     nxt = rows[-1][0].position if len(rows) == limit else ceiling
     return out, int(nxt)
+
+
+# --- the device's WebSocket ----------------------------------------------------------------
+
+SOURCE = live.streams.register(
+    "m",
+    "message",
+    live.by_account(since),
+    lambda s, viewer: top(s),
+    function=("messaging", "chat"),
+    kinds=(NOTICE_KIND,),
+    history="GET /api/v1/conversations/{id}/messages",
+)
+
+
+async def typing_audience(s: AsyncSession, account_id: str, conversation: str) -> set[str] | None:
+    """Who sees someone typing in a direct or watch conversation: its two people,
+    when the typist is one of them (a family's conversation is answered by the
+    families domain: its id is the family's)."""
+    conv = await s.get(Conversation, conversation)
+    if conv is None or conv.kind == "family":
+        return None
+    two = {a for a in (conv.member_a, conv.member_b) if a is not None}
+    return two if account_id in two else None
+
+
+live.typing.register(typing_audience)
