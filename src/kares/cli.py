@@ -7,6 +7,8 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,15 +196,16 @@ def _write_demo_secrets(path: Path, members: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-async def _demo() -> tuple[list[dict[str, Any]], bool]:
-    """Make what is missing of the demo (members, their tokens and OwnTracks
-    credentials, the family) and keep what still works; returns the members, each
-    with what this run created, and whether the family was created."""
+@asynccontextmanager
+async def _demo_runtime(
+    made: list[dict[str, Any]],
+) -> AsyncIterator[tuple[Any, dict[str, Any]]]:
+    """The demo's set-up, shared by ``demo`` and ``demo --families``: the database
+    migrated, a runtime with the policy published, and what the last run printed
+    (by phone). The members a run appends to ``made`` are kept for the next run."""
     from kares import domains, migrations
-    from kares.accounts import service
     from kares.config import get_settings
     from kares.privacy import service as privacy
-    from kares.protocols.matrix import ids as matrix_ids
     from kares.runtime import Runtime
 
     settings = get_settings()
@@ -211,34 +214,51 @@ async def _demo() -> tuple[list[dict[str, Any]], bool]:
     rt = Runtime.build(settings)
     secrets_path = settings.var_dir / DEMO_SECRETS
     before = _read_demo_secrets(secrets_path)
-    out = []
     try:
         await privacy.sync_at_start(rt)
-        async with rt.db.sessions() as s:
-            accounts = []
-            for name, phone, password in DEMO_MEMBERS:
-                last = before.get(phone, {})
-                member = await service.demo_member(
-                    s, rt, phone=phone, name=name, password=password, token=last.get("token")
-                )
-                accounts.append(member.account)
-                tracker, made = await _demo_tracker(s, rt, member.account.id, last.get("tracker"))
-                out.append(
-                    {
-                        "name": name,
-                        "phone": phone,
-                        "password": password,
-                        "account_id": member.account.id,
-                        "matrix_user": matrix_ids.user_id(member.account.id, settings.server_name),
-                        "token": member.token,
-                        "tracker": tracker,
-                        "created": [*member.created, *(["owntracks"] if made else [])],
-                    }
-                )
-            _, family_created = await _demo_family(s, rt, accounts)
+        yield rt, before
     finally:
         await rt.close()
-    _write_demo_secrets(secrets_path, [*before.values(), *out])
+    _write_demo_secrets(secrets_path, [*before.values(), *made])
+
+
+async def _demo_member(
+    s: Any, rt: Any, before: dict[str, Any], name: str, phone: str, password: str
+) -> tuple[Any, dict[str, Any]]:
+    """A demo member made or kept (its token kept while it works), and what is
+    printed of it."""
+    from kares.accounts import service
+    from kares.protocols.matrix import ids as matrix_ids
+
+    member = await service.demo_member(
+        s, rt, phone=phone, name=name, password=password, token=before.get(phone, {}).get("token")
+    )
+    return member, {
+        "name": name,
+        "phone": phone,
+        "password": password,
+        "account_id": member.account.id,
+        "matrix_user": matrix_ids.user_id(member.account.id, rt.settings.server_name),
+        "token": member.token,
+    }
+
+
+async def _demo() -> tuple[list[dict[str, Any]], bool]:
+    """Make what is missing of the demo (members, their tokens and OwnTracks
+    credentials, the family) and keep what still works; returns the members, each
+    with what this run created, and whether the family was created."""
+    out: list[dict[str, Any]] = []
+    async with _demo_runtime(out) as (rt, before), rt.db.sessions() as s:
+        accounts = []
+        for name, phone, password in DEMO_MEMBERS:
+            member, row = await _demo_member(s, rt, before, name, phone, password)
+            accounts.append(member.account)
+            last = before.get(phone, {}).get("tracker")
+            tracker, made = await _demo_tracker(s, rt, member.account.id, last)
+            row["tracker"] = tracker
+            row["created"] = [*member.created, *(["owntracks"] if made else [])]
+            out.append(row)
+        _, family_created = await _demo_family(s, rt, accounts)
     return out, family_created
 
 
@@ -255,55 +275,28 @@ async def _demo_families(n: int) -> list[dict[str, Any]]:
     """``n`` demo families of four (for benchmarks and load tests): each member
     with a password, a bearer token and a Matrix user id; the first owns the
     family. Kept as they are on the next run, like the demo itself."""
-    from kares import domains, migrations
-    from kares.accounts import service
-    from kares.config import get_settings
-    from kares.privacy import service as privacy
-    from kares.protocols.matrix import ids as matrix_ids
-    from kares.runtime import Runtime
-
-    settings = get_settings()
-    assert domains.metadata.tables
-    await asyncio.to_thread(migrations.upgrade, settings.effective_database_url)
-    rt = Runtime.build(settings)
-    secrets_path = settings.var_dir / DEMO_SECRETS
-    before = _read_demo_secrets(secrets_path)
     out: list[dict[str, Any]] = []
     made: list[dict[str, Any]] = []
-    try:
-        await privacy.sync_at_start(rt)
+    async with _demo_runtime(made) as (rt, before):
         for f in range(1, n + 1):
             async with rt.db.sessions() as s:
                 accounts, members = [], []
                 for m in range(1, DEMO_FAMILY_SIZE + 1):
-                    phone = demo_family_phone(f, m)
-                    name, password = f"Demo {f}-{m}", f"Kares-demo-{f}-{m}"
-                    member = await service.demo_member(
+                    member, row = await _demo_member(
                         s,
                         rt,
-                        phone=phone,
-                        name=name,
-                        password=password,
-                        token=before.get(phone, {}).get("token"),
+                        before,
+                        f"Demo {f}-{m}",
+                        demo_family_phone(f, m),
+                        f"Kares-demo-{f}-{m}",
                     )
                     accounts.append(member.account)
-                    row = {
-                        "name": name,
-                        "phone": phone,
-                        "password": password,
-                        "account_id": member.account.id,
-                        "matrix_user": matrix_ids.user_id(member.account.id, settings.server_name),
-                        "token": member.token,
-                    }
                     members.append(row)
-                    made.append(row)
+                made.extend(members)
                 fam_id, _ = await _demo_family(
                     s, rt, accounts, name=f"Demo family {f}", dependant=False
                 )
                 out.append({"id": fam_id, "name": f"Demo family {f}", "members": members})
-    finally:
-        await rt.close()
-    _write_demo_secrets(secrets_path, [*before.values(), *made])
     return out
 
 

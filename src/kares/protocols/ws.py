@@ -68,6 +68,7 @@ class Read:
 
 
 CALL_STEPS = ("ringing", "answer", "reject", "hangup", "candidates", "negotiate", "fail")
+CALL_ABOUT = "call"  # the "about" of call signals: never an account, never filtered out
 
 
 def _deliver_call_signals(signals: Iterable[calls.Signal]) -> None:
@@ -78,7 +79,6 @@ def _deliver_call_signals(signals: Iterable[calls.Signal]) -> None:
         live.hub.tell([sig.to], kind=sig.kind, about=CALL_ABOUT, data=data)
 
 
-CALL_ABOUT = "call"  # the "about" of call signals: never an account, never filtered out
 calls.on_signals(_deliver_call_signals)
 
 
