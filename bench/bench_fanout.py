@@ -247,6 +247,7 @@ class Result:
     refused: dict[str, int] = field(default_factory=dict)
     connect_s: float = float("nan")
     connect_cpu_ms: float = float("nan")  # server CPU per socket opened
+    idle_cpu: float = float("nan")  # cores, every socket open and nothing sent
     rss_before: float = float("nan")
     rss_with: float = float("nan")
     rss_peak: float = float("nan")
@@ -366,7 +367,9 @@ async def measure(t: Target, args: argparse.Namespace) -> Result:
         f"{res.connect_s:.1f} s; refused {res.refused or 0}",
         flush=True,
     )
-    await asyncio.sleep(args.settle)
+    i0, a1 = tree_cpu(t.pids), time.perf_counter()
+    await asyncio.sleep(args.settle)  # the sockets open and idle (the server pings them)
+    res.idle_cpu = (tree_cpu(t.pids) - i0) / (time.perf_counter() - a1)
     res.rss_with = rss_mb(t.pids)
     res.rss_peak = res.rss_with
 
@@ -453,6 +456,15 @@ async def measure(t: Target, args: argparse.Namespace) -> Result:
             inflight[0] -= 1
 
     res.messages = args.messages
+    spy = None
+    if args.profile and t.name == "kares":  # py-spy over the send window (collapsed stacks)
+        exe = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
+        seconds = int(args.messages / args.rate) + 3
+        spy = subprocess.Popen(  # noqa: ASYNC220  (before the clock matters)
+            [exe, "record", "--pid", str(t.pids[0]), "--output", f"{args.profile}.{t.db}",
+             "--format", "raw", "--rate", "200", "--duration", str(seconds), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     window_end = loop.time() + 2 + args.messages / args.rate + args.drain
     samp = asyncio.create_task(sampler(window_end + 60))
     b0, c0, d0, o0 = machine_ticks(), tree_cpu(t.pids), tree_cpu(t.db_pids), own_cpu()
@@ -490,6 +502,12 @@ async def measure(t: Target, args: argparse.Namespace) -> Result:
     b1, c1, d1, o1 = machine_ticks(), tree_cpu(t.pids), tree_cpu(t.db_pids), own_cpu()
     samp.cancel()
     await http.aclose()
+    if spy is not None:
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            spy.terminate()
+            spy.wait(10)
     res.send_window_s = el
     res.server_cpu = (c1 - c0) / el
     res.db_cpu = (d1 - d0) / el if t.db_pids else float("nan")
@@ -687,6 +705,7 @@ def rows(r: Result) -> dict[str, tuple[float, str]]:
         "refused": (sum(r.refused.values()), str(sum(r.refused.values()))),
         "connect all, s": (r.connect_s, f"{r.connect_s:.1f}"),
         "server CPU per connect, ms": (r.connect_cpu_ms, f"{r.connect_cpu_ms:.2f}"),
+        "server CPU idle, cores": (r.idle_cpu, f"{r.idle_cpu:.3f}"),
         "RSS before, MB": (r.rss_before, f"{r.rss_before:.0f}"),
         "RSS with sockets, MB": (r.rss_with, f"{r.rss_with:.0f}"),
         "RSS peak (sending), MB": (r.rss_peak, f"{r.rss_peak:.0f}"),
@@ -777,7 +796,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--body-bytes", type=int, default=100)
     p.add_argument("--connect-batch", type=int, default=50, help="handshakes in flight at once")
     p.add_argument("--connect-timeout", type=float, default=60.0)
-    p.add_argument("--settle", type=float, default=3.0, help="s after connecting, before RSS")
+    p.add_argument(
+        "--settle", type=float, default=10.0, help="s idle after connecting (idle CPU, RSS)"
+    )
     p.add_argument("--drain", type=float, default=20.0, help="s to wait after the last send")
     p.add_argument("--max-inflight", type=int, default=64, help="sends in flight at most")
     p.add_argument(
@@ -790,6 +811,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet-wait", type=float, default=60.0)
     p.add_argument("--max-seconds", type=float, default=2400.0, help="bound on the whole run")
     p.add_argument("--json-out", default="")
+    p.add_argument(
+        "--profile", default="", help="py-spy the Kares server while it sends, into FILE.<db>"
+    )
     # the reference server (this script, as a child)
     p.add_argument("--reference-server", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--store-path", default="", help=argparse.SUPPRESS)
