@@ -255,9 +255,12 @@ async def _apply(
 ) -> list[Signal]:
     now = clock.utcnow()
     other, other_device = _other(call, side)
-    if out.state != call.state:
+    # read now: a rollback below expires the object (and an async session cannot
+    # load it again implicitly)
+    call_id, was = call.id, call.state
+    if out.state != was:
         values: dict[str, Any] = {"state": out.state}
-        if call.state == machine.RINGING:
+        if was == machine.RINGING:
             values["offer"] = None  # held only while it rings
         if out.state == machine.CONNECTED:
             values.update(answered_at=now, answered_device_id=out.answered_device)
@@ -266,14 +269,14 @@ async def _apply(
         # the state it was read in: of two steps at once, the first wins
         res = await s.execute(
             update(Call)
-            .where(Call.id == call.id, Call.state == call.state)
+            .where(Call.id == call_id, Call.state == was)
             .values(values)
             .execution_options(synchronize_session=False)
         )
         if res.rowcount != 1:  # type: ignore[attr-defined]
             await s.rollback()
             now_state = (
-                await s.execute(select(Call.state).where(Call.id == call.id))
+                await s.execute(select(Call.state).where(Call.id == call_id))
             ).scalar_one_or_none()
             code = (
                 "call.ended"
