@@ -43,6 +43,7 @@ from kares.identity.models import Account
 from kares.messaging import service as messaging
 from kares.notify import service as notify
 from kares.notify.models import Notification
+from kares.privacy import service as privacy
 from kares.privacy.catalog import catalog_of
 
 if TYPE_CHECKING:
@@ -408,6 +409,14 @@ async def _wake_job(rt: Runtime, job: jobs.JobContext) -> None:
     async with rt.db.sessions() as s:
         call = await s.get(Call, call_id)
         if call is None or call.state != machine.RINGING or call.ring_until <= clock.utcnow():
+            return
+        callee = await s.get(Account, call.callee_id)
+        try:  # a callee who may not take calls (no consent, say) is not woken for one
+            if callee is None:
+                raise Problem(404, "account.gone", "The callee's account is gone.")
+            await privacy.check_for_job(s, catalog_of(rt), callee, "calls", "voice")
+        except Problem as exc:
+            log.info("call %s: device %s not woken: %s", call_id, device_id, exc.code)
             return
         plan = await notify.plan_wake(
             s,
