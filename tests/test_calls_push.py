@@ -350,3 +350,23 @@ async def test_voip_tokens_are_apns_only_well_formed_and_encrypted(
     # registering again without one: no VoIP token (the app no longer has one)
     got = await push_channel(client, me, {"provider": "apns", "token": APNS_TOKEN})
     assert got["voip"] is False
+
+
+async def test_a_callee_without_the_calls_consent_is_not_woken(
+    app: Any,
+    ws_url: str,  # noqa: F811
+    client: httpx.AsyncClient,
+    sms: Any,
+    fake_apns: FakeAPNs,
+) -> None:
+    ann = await named(client, sms, ANN, ANN_PHONE, "Ann")
+    bo = await sign_up(client, sms, BO, device=BO_IPHONE)  # calls never granted
+    await join(client, ann, await new_family(client, ann, "Lis"), bo)
+    await push_channel(
+        client, bo, {"provider": "apns", "token": APNS_TOKEN, "voip_token": VOIP_TOKEN}
+    )
+    async with opened(ws_url, ann["token"]) as a:
+        await hello(a)
+        await invite(a, bo["account"]["id"])
+    assert (await jobs.run_due(app.state.runtime)).done == 1  # the wake job, sending nothing
+    assert fake_apns.requests == []
