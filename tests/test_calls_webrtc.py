@@ -18,6 +18,7 @@ import math
 import time
 from typing import Any
 
+import aioice.ice
 import httpx
 import numpy as np
 import pytest
@@ -47,6 +48,14 @@ BOUND = 60.0  # the whole call must be over well within this (a bound, not a tim
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"calls_ring_seconds": 60}
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peers gather host candidates on 127.0.0.1 alone: the media stays on
+    loopback like everything else, whatever interfaces the machine has (aioice
+    leaves loopback out by default)."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
 
 
 class Tone(AudioStreamTrack):
@@ -138,6 +147,7 @@ async def test_two_webrtc_peers_talk_through_our_signalling(
     client: httpx.AsyncClient,
     sms: Any,
     db: Database,
+    loopback_only: None,
 ) -> None:
     ann = await caller(client, sms, ANN, PHONE)
     bo = await caller(client, sms, BO, BO_PHONE)
@@ -166,6 +176,7 @@ async def test_two_webrtc_peers_talk_through_our_signalling(
             await pc_a.setLocalDescription(await pc_a.createOffer())
             offer, ann_candidates = without_candidates(pc_a.localDescription.sdp)
             assert ann_candidates and "a=candidate" not in offer
+            assert all(" 127.0.0.1 " in c["candidate"] for c in ann_candidates)
             await send(a, type="call.invite", callee=bo["account"]["id"], sdp=offer, id="inv")
             ok = await until(a, "call.ok")
             cid = ok["call"]["id"]
