@@ -7,7 +7,8 @@ told the call was answered elsewhere), stores the new state, and returns the
 *signals* to deliver: who hears what, on which device (None: all of that
 person's devices). They are delivered after the commit by the transports
 registered with :func:`on_signals` (the WebSocket); a signal carries the SDP and
-ICE candidates it relays, which are never stored.
+ICE candidates it relays, which are never stored (but for the caller's offer,
+held while the call rings: see below).
 
 A call rings for ``calls_ring_seconds``; a durable job ends it as missed then.
 A callee device that holds no socket is woken by a push (``calls.wake``, one job
