@@ -7,17 +7,21 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from kares import clock, jobs
 from kares.calls import machine, service, turn
 from kares.calls.machine import CALLEE, CALLER, CallError
 from kares.errors import Problem
+from kares.notify import service as notify
+from kares.notify.models import Notification
 from tests.conftest import query
 from tests.test_families import join, new_family, person
 
@@ -228,11 +232,28 @@ async def test_nobody_answers_it_is_missed_and_the_callee_is_told(
     [row] = await query(db, "SELECT state, end_reason FROM calls WHERE id = :c", c=cid)
     assert (row["state"], row["end_reason"]) == ("ended", "missed")
     assert ("call.hangup", "missed") in [(x.kind, x.data.get("reason")) for x in heard]
-    titles = [
-        n["title"]
-        for n in await query(db, "SELECT title FROM notifications WHERE account_id = :b", b=b)
-    ]
-    assert titles == ["Missed call from Ann"]
+    # the callee's inbox: stored (and pushed) naming nobody, read naming the caller
+    async with app.state.runtime.db.sessions() as s:
+        (note,) = (
+            await s.execute(select(Notification).where(Notification.account_id == b))
+        ).scalars()
+        assert (note.category, note.title, note.body) == (
+            "calls",
+            "Missed call",
+            "A family member called you.",
+        )
+        assert note.data["call_id"] == cid and a not in json.dumps(note.data)
+        shown = await notify.shown(s, note)
+    assert (shown.title, shown.body) == ("Missed call from Ann", "Ann called you.")
+    # and a notice in their conversation: who called, nothing else
+    [msg] = await query(
+        db,
+        "SELECT m.sender_account_id, m.kind, c.kind AS conv, c.member_a, c.member_b "
+        "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.kind = 'system' AND c.kind = 'direct'",
+    )
+    assert (msg["sender_account_id"], msg["conv"]) == (a, "direct")
+    assert {msg["member_a"], msg["member_b"]} == {a, b}
     with pytest.raises(Problem) as e:
         await act(app, cid, b, "b1", "answer", sdp=ANSWER)
     assert e.value.code == "call.ended"

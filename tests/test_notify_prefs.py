@@ -86,6 +86,7 @@ async def test_defaults_and_changes(client: httpx.AsyncClient, sms: Any) -> None
         "categories": {
             "security": True,
             "messages": True,
+            "calls": True,
             "reminders": True,
             "location": True,
             "health": True,

@@ -218,14 +218,18 @@ class FakeAPNs:
             self.errors.append(f"provider token: {exc}")
             return 403, {}, {"reason": "InvalidProviderToken"}
         try:
-            assert headers.get("apns-topic") == self.topic, "apns-topic"
-            assert headers.get("apns-push-type") == "alert", "apns-push-type"
-            assert headers.get("apns-priority") in ("5", "10"), "apns-priority"
+            kind = headers.get("apns-push-type")
+            assert kind in ("alert", "voip"), "apns-push-type"
+            # a VoIP push (PushKit) goes to the app's VoIP topic, always at once
+            topic = self.topic + ".voip" if kind == "voip" else self.topic
+            assert headers.get("apns-topic") == topic, "apns-topic"
+            assert headers.get("apns-priority") in (("10",) if kind == "voip" else ("5", "10"))
             assert headers.get("apns-expiration", "").isdigit(), "apns-expiration"
             assert int(headers["apns-expiration"]) > now_ts(), "apns-expiration in the past"
             doc = json.loads(body)
-            assert isinstance(doc["aps"]["alert"]["title"], str), "aps.alert.title"
-            assert len(body) <= 4096, "payload over 4 KB"
+            if kind == "alert":
+                assert isinstance(doc["aps"]["alert"]["title"], str), "aps.alert.title"
+            assert len(body) <= (5120 if kind == "voip" else 4096), "payload too large"
         except Exception as exc:
             self.errors.append(f"request: {exc}")
             return 400, {}, {"reason": "BadRequest"}

@@ -9,7 +9,7 @@ from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
-from kares.fields import personal, table_info
+from kares.fields import Encrypted, personal, table_info
 
 
 class Call(Base):
@@ -43,3 +43,9 @@ class Call(Base):
         UTCDateTime(), info=personal("calls.records")
     )
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), info=personal("calls.records"))
+    # the caller's offer (SDP), held only while the call rings so that a callee
+    # device woken by a push gets it when its socket opens; erased by the step
+    # that ends the ringing (answer, reject, hang-up, the ringing time over)
+    offer: Mapped[str | None] = mapped_column(
+        Encrypted("calls.offer"), info=personal("calls.records")
+    )

@@ -15,6 +15,13 @@ that the delivery job acts on (``invalid_token`` removes the token, ``retry``
 retries with backoff or after Retry-After, ``drop`` logs and gives up on this
 device). Only the message's title, body, category and id leave Kares, never
 its ``data``: the app reads the rest from the inbox.
+
+``await provider.wake(token, CallWake(...))`` rings a device for an incoming
+call while its app holds no socket (kares.calls): an APNs VoIP push (push type
+``voip``, topic ``<bundle>.voip``, the device's PushKit token), an FCM data
+message at high priority, a Web Push of high urgency; each lives as long as the
+call rings. It carries the call's id and ringing end, never who calls: the app
+reads that from its socket once it opens.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import os
 import secrets
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -69,6 +77,25 @@ class PushMessage:
 
 
 @dataclass(frozen=True)
+class CallWake:
+    """An incoming call, for the callee's device that holds no socket."""
+
+    call_id: str
+    expires_at: datetime  # the end of the ringing time: the push is useless after it
+
+    def ttl(self) -> int:
+        return max(0, int((self.expires_at - clock.utcnow()).total_seconds()))
+
+    def payload(self) -> dict[str, str]:
+        """What the app gets (strings only: FCM data values are strings)."""
+        return {
+            "type": "call.invite",
+            "call": self.call_id,
+            "ring_until": self.expires_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class Outcome:
     kind: Literal["sent", "invalid_token", "retry", "drop"]
     status: int | None = None
@@ -84,6 +111,8 @@ class PushProvider(Protocol):
     name: str
 
     async def send(self, token: str, msg: PushMessage) -> Outcome: ...
+
+    async def wake(self, token: str, call: CallWake) -> Outcome: ...
 
 
 def retry_after(value: str | None) -> float | None:
@@ -220,6 +249,26 @@ class ConsoleProvider:
             },
             ensure_ascii=False,
         )
+        await self._append(line)
+        return Outcome("sent", None, "file")
+
+    async def wake(self, token: str, call: CallWake) -> Outcome:
+        if self.path is None:
+            print(
+                f"[push {self.name}{self.note} …{token[-6:]}] incoming call {call.call_id} "
+                f"(rings {call.ttl()} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return Outcome("sent", None, "console")
+        line = json.dumps(
+            {"provider": self.name, "token": token, "wake": call.payload()}, ensure_ascii=False
+        )
+        await self._append(line)
+        return Outcome("sent", None, "file")
+
+    async def _append(self, line: str) -> None:
+        assert self.path is not None
         path = self.path
 
         def write() -> None:
@@ -228,7 +277,6 @@ class ConsoleProvider:
                 fh.write(line + "\n")
 
         await anyio.to_thread.run_sync(write)
-        return Outcome("sent", None, "file")
 
 
 # --- APNs -------------------------------------------------------------------------------
@@ -297,8 +345,33 @@ class ApnsProvider:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return f"{self.base_url}/3/device/{token}", headers, data
 
+    def wake_request(self, token: str, call: CallWake) -> tuple[str, dict[str, str], bytes]:
+        """A VoIP push (PushKit): its own push type and topic, to the device's VoIP
+        token; the app must report it to CallKit at once, so it is only ever sent
+        for a call that rings."""
+        headers = {
+            "authorization": f"bearer {self.provider_token()}",
+            "apns-topic": f"{self.topic}.voip",
+            "apns-push-type": "voip",
+            "apns-priority": "10",
+            "apns-expiration": str(int(call.expires_at.timestamp())),
+            "apns-collapse-id": call.call_id[:64],
+        }
+        try:
+            headers["apns-id"] = str(uuid.UUID(hex=call.call_id))
+        except ValueError:
+            pass
+        body = {"kares": call.payload()}
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return f"{self.base_url}/3/device/{token}", headers, data
+
     async def send(self, token: str, msg: PushMessage) -> Outcome:
-        url, headers, data = self.request(token, msg)
+        return await self._post(*self.request(token, msg))
+
+    async def wake(self, token: str, call: CallWake) -> Outcome:
+        return await self._post(*self.wake_request(token, call))
+
+    async def _post(self, url: str, headers: dict[str, str], data: bytes) -> Outcome:
         try:
             resp = await self.http.post(url, headers=headers, content=data)
         except httpx.HTTPError as exc:
@@ -406,12 +479,33 @@ class FcmProvider:
             }
         }
 
+    def wake_message(self, token: str, call: CallWake) -> dict[str, Any]:
+        """A data message (no notification: the app rings itself) at high priority,
+        living as long as the call rings."""
+        return {
+            "message": {
+                "token": token,
+                "data": call.payload(),
+                "android": {
+                    "priority": "HIGH",
+                    "ttl": f"{call.ttl()}s",
+                    "collapse_key": call.call_id,
+                },
+            }
+        }
+
     async def send(self, token: str, msg: PushMessage) -> Outcome:
+        return await self._post(self.message(token, msg))
+
+    async def wake(self, token: str, call: CallWake) -> Outcome:
+        return await self._post(self.wake_message(token, call))
+
+    async def _post(self, message: dict[str, Any]) -> Outcome:
         url = f"{self.base_url}/v1/projects/{self.project}/messages:send"
         try:
             access = await self.access_token()
             resp = await self.http.post(
-                url, json=self.message(token, msg), headers={"Authorization": f"Bearer {access}"}
+                url, json=message, headers={"Authorization": f"Bearer {access}"}
             )
         except FcmAuthError as exc:
             return Outcome("retry", None, str(exc))
@@ -539,9 +633,6 @@ class WebPushProvider:
         )
 
     def request(self, token: str, msg: PushMessage) -> tuple[str, dict[str, str], bytes]:
-        sub = json.loads(token)
-        endpoint = str(sub["endpoint"])
-        check_endpoint(endpoint, hosts=self.hosts, allow_http=self.allow_http)
         payload = json.dumps(
             {
                 "id": msg.id,
@@ -553,20 +644,38 @@ class WebPushProvider:
             ensure_ascii=False,
             separators=(",", ":"),
         ).encode()
+        return self._request(token, payload, msg.ttl(), msg.urgent, msg.id)
+
+    def wake_request(self, token: str, call: CallWake) -> tuple[str, dict[str, str], bytes]:
+        payload = json.dumps(call.payload(), separators=(",", ":")).encode()
+        return self._request(token, payload, call.ttl(), True, call.call_id)
+
+    def _request(
+        self, token: str, payload: bytes, ttl: int, urgent: bool, topic: str
+    ) -> tuple[str, dict[str, str], bytes]:
+        sub = json.loads(token)
+        endpoint = str(sub["endpoint"])
+        check_endpoint(endpoint, hosts=self.hosts, allow_http=self.allow_http)
         body = self.encrypt(sub["keys"]["p256dh"], sub["keys"]["auth"], payload)
         headers = {
             "Authorization": self.vapid(endpoint),
-            "TTL": str(msg.ttl()),
-            "Urgency": "high" if msg.urgent else "normal",
-            "Topic": msg.id[:32],
+            "TTL": str(ttl),
+            "Urgency": "high" if urgent else "normal",
+            "Topic": topic[:32],
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
         }
         return endpoint, headers, body
 
     async def send(self, token: str, msg: PushMessage) -> Outcome:
+        return await self._send(lambda: self.request(token, msg))
+
+    async def wake(self, token: str, call: CallWake) -> Outcome:
+        return await self._send(lambda: self.wake_request(token, call))
+
+    async def _send(self, build: Callable[[], tuple[str, dict[str, str], bytes]]) -> Outcome:
         try:
-            endpoint, headers, body = self.request(token, msg)
+            endpoint, headers, body = build()
         except TokenError as exc:
             return Outcome("invalid_token", None, str(exc)[:64])
         except (ValueError, KeyError, TypeError) as exc:

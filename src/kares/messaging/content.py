@@ -13,7 +13,17 @@ from kares.messaging.models import Message
 KINDS = ("text", "image", "voice", "location")  # what a person sends
 TEXT_MAX = 4000  # characters of a text message
 SYSTEM = "system"  # what the domain writes (joined, left, SOS, a place arrived at)
-SYSTEM_EVENTS = ("joined", "left", "removed", "sos_raised", "sos_answered", "place_arrived")
+# ... and what other domains write through it (call_missed: kares.calls, in the
+# two people's conversation, its sender the caller)
+SYSTEM_EVENTS = (
+    "joined",
+    "left",
+    "removed",
+    "sos_raised",
+    "sos_answered",
+    "place_arrived",
+    "call_missed",
+)
 
 
 def encode(body: dict[str, Any]) -> str:

@@ -151,6 +151,25 @@ async def open_direct(
     return conv, True
 
 
+async def direct_between(s: AsyncSession, a: str, b: str) -> Conversation:
+    """The one conversation of two people (opened by neither yet: made now), in
+    the caller's transaction: what happens between them (a missed call) is
+    told there."""
+    x, y = sorted((a, b))
+    found = await _pair(s, x, y)
+    if found is not None:
+        return found
+    shared = await families.shared_memberships(s, a, b)
+    kind = "watch" if any(m.role == "dependant" for m in shared) else "direct"
+    ins = db.insert_for(s)(Conversation).values(
+        id=db.new_id(), kind=kind, member_a=x, member_b=y, created_at=clock.utcnow()
+    )
+    await s.execute(ins.on_conflict_do_nothing())  # or opened meanwhile: that one
+    made = await _pair(s, x, y)
+    assert made is not None
+    return made
+
+
 async def _pair(s: AsyncSession, a: str, b: str) -> Conversation | None:
     q = select(Conversation).where(Conversation.member_a == a, Conversation.member_b == b)
     return (await s.execute(q)).scalar_one_or_none()
@@ -382,12 +401,21 @@ async def send(
 
 
 async def post_system(
-    s: AsyncSession, *, conversation_id: str, about: str | None, event: str, **facts: Any
+    s: AsyncSession,
+    *,
+    conversation_id: str,
+    about: str | None,
+    event: str,
+    family: bool = True,
+    **facts: Any,
 ) -> Message:
     """A system notice in a conversation, in the caller's transaction. ``about``
     is the person it is about (its sender: the notice goes with the others'
-    copy of their messages, and names no one in its body)."""
-    await ensure_family_conversation(s, conversation_id)
+    copy of their messages, and names no one in its body). ``family``: the
+    conversation is a family's (written at its first event); otherwise it is
+    one that exists (``direct_between``)."""
+    if family:
+        await ensure_family_conversation(s, conversation_id)
     now = clock.utcnow()
     ev = await stream.take(s, conversation_id=conversation_id, kind="message", about=about, at=now)
     ev.message_position = ev.position

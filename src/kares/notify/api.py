@@ -12,6 +12,7 @@ from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS, CallerDep
 from kares.notify import service
 from kares.notify.schemas import (
+    ApnsRegistration,
     MarkedRead,
     NotificationOut,
     PreferencesIn,
@@ -152,6 +153,7 @@ def token_out(row: PushToken) -> PushTokenOut:
         device_id=row.device_id,
         provider=row.provider,
         hint=service.token_hint(row),
+        voip=service.wakes(row),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -198,6 +200,8 @@ async def put_push(
         reg = service.Registration(
             "webpush", endpoint=sub.endpoint, p256dh=sub.keys.p256dh, auth=sub.keys.auth
         )
+    elif isinstance(body, ApnsRegistration):
+        reg = service.Registration("apns", token=body.token, voip_token=body.voip_token)
     else:
         reg = service.Registration(body.provider, token=body.token)
     row = await service.register_push(

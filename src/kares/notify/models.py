@@ -67,6 +67,11 @@ class PushToken(Base):
     token_hash: Mapped[str] = mapped_column(
         String(64), unique=True, info=personal("device.push_token")
     )
+    # APNs only: the PushKit VoIP token an incoming call wakes the device with
+    # (kares.calls); FCM wakes with ``token`` at high priority
+    voip_token: Mapped[str | None] = mapped_column(
+        Encrypted("push_tokens.voip_token"), info=personal("device.push_token")
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("device.push_token"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("device.push_token"))
 

@@ -32,7 +32,16 @@ class MarkedRead(BaseModel):
 # --- preferences -----------------------------------------------------------------------
 
 # what can be turned on or off (notify.service checks the names against these)
-CATEGORIES = ("security", "messages", "reminders", "location", "health", "sos", "system")
+CATEGORIES = (
+    "security",
+    "messages",
+    "calls",
+    "reminders",
+    "location",
+    "health",
+    "sos",
+    "system",
+)
 # ... and what cannot be turned off: pushed at once even in quiet hours (and marked
 # urgent); a request may name them, only as true
 URGENT = ("security", "sos")
@@ -90,6 +99,12 @@ class ApnsRegistration(BaseModel):
 
     provider: Literal["apns"]
     token: str = Field(max_length=256, description="The APNs device token, hexadecimal")
+    voip_token: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The PushKit VoIP token, hexadecimal: an incoming call wakes the device "
+        "through it while the app holds no WebSocket (docs/CALLS.md). Left out: none.",
+    )
 
 
 class FcmRegistration(BaseModel):
@@ -144,6 +159,10 @@ class PushTokenOut(BaseModel):
     device_id: str
     provider: str
     hint: str = Field(description="The token's last characters, or the push service's host")
+    voip: bool = Field(
+        description="Whether an incoming call can wake the device by a push "
+        "(APNs: a VoIP token registered; FCM: always)"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -462,6 +462,7 @@ class Registration:
     endpoint: str | None = None
     p256dh: str | None = None
     auth: str | None = None
+    voip_token: str | None = None  # APNs: the PushKit token incoming calls wake with
 
 
 def _normalise(reg: Registration, push: push_mod.Push) -> tuple[str, str]:
@@ -501,6 +502,9 @@ async def register_push(
         )
     try:
         value, identity = _normalise(reg, push)
+        voip = push_mod.normalise_apns(reg.voip_token) if reg.voip_token is not None else None
+        if voip is not None and reg.provider != "apns":
+            raise push_mod.TokenError("Only an APNs registration has a VoIP token.")
     except push_mod.EndpointNotAllowed as exc:
         raise Problem(422, "push.endpoint_not_allowed", str(exc)) from exc
     except push_mod.TokenError as exc:
@@ -521,6 +525,7 @@ async def register_push(
                 provider=reg.provider,
                 token=value,
                 token_hash=digest,
+                voip_token=voip,
                 created_at=now,
                 updated_at=now,
             )
@@ -531,6 +536,7 @@ async def register_push(
                     "provider": stmt.excluded.provider,
                     "token": stmt.excluded.token,
                     "token_hash": stmt.excluded.token_hash,
+                    "voip_token": stmt.excluded.voip_token,
                     "updated_at": stmt.excluded.updated_at,
                 },
             )
@@ -575,6 +581,11 @@ async def remove_push(s: AsyncSession, *, account_id: str, device_id: str) -> No
         )
     )
     await s.commit()
+
+
+def wakes(row: PushToken) -> bool:
+    """Whether an incoming call can wake the device by a push (kares.calls)."""
+    return row.voip_token is not None if row.provider == "apns" else True
 
 
 def token_hint(row: PushToken) -> str:
@@ -652,6 +663,75 @@ async def plan_push(
         badge=await unread_count(s, account_id=note.account_id),
     )
     return PushPlan(row.id, row.token_hash, row.provider, row.token, msg)
+
+
+@dataclass(frozen=True)
+class WakePlan:
+    token_id: str
+    token_hash: str
+    provider: str
+    token: str
+    voip: bool  # the token is the APNs VoIP token (forgotten alone when invalid)
+
+
+async def plan_wake(
+    s: AsyncSession, cat: Catalog, *, account_id: str, device_id: str, until: datetime
+) -> WakePlan | Decision:
+    """Where to ring the account's device for an incoming call that rings until
+    ``until`` (a VoIP push), or why not. The same checks as a notification's
+    push, for a notice of the ``calls`` category that expires with the ringing
+    (quiet hours that outlast it, or the category turned off: no ring), and the
+    device must hold no socket (a socket rings it already)."""
+    from kares.identity.models import Account
+    from kares.privacy import service as privacy
+
+    row = (
+        await s.execute(
+            select(PushToken).where(
+                PushToken.device_id == device_id, PushToken.account_id == account_id
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return Decision("skip", "no push channel on the device")
+    if not wakes(row):
+        return Decision("skip", "no VoIP token on the device")
+    account = await s.get(Account, account_id)
+    if account is None:
+        return Decision("skip", "account gone")
+    try:
+        await privacy.check_for_job(s, cat, account, "notifications", "push")
+    except Problem as exc:
+        return Decision("skip", exc.code)
+    perms = await devices.permissions_of(s, device_id)
+    d = decide(
+        category="calls",
+        now=clock.utcnow(),
+        prefs=await preferences_of(s, account_id),
+        signed_in=device_id in await _live_devices(s, account_id),
+        permission=perms.get("notifications"),
+        read=False,
+        expires_at=until,
+    )
+    if d.action != "send":
+        return Decision("skip", d.reason)  # a held ring would come after the ringing
+    if await live.presence.connected(account_id, device_id):
+        return Decision("skip", "device connected")
+    voip = row.provider == "apns"
+    token = row.voip_token if voip and row.voip_token is not None else row.token
+    return WakePlan(row.id, row.token_hash, row.provider, token, voip)
+
+
+async def forget_voip(s: AsyncSession, *, token_id: str, token_hash: str) -> bool:
+    """Remove a VoIP token APNs calls no longer valid (the device's alert token
+    stays), unless the device has registered again since."""
+    res = await s.execute(
+        update(PushToken)
+        .where(PushToken.id == token_id, PushToken.token_hash == token_hash)
+        .values(voip_token=None)
+    )
+    await s.commit()
+    return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
 async def forget_token(s: AsyncSession, *, token_id: str, token_hash: str) -> bool:

@@ -299,6 +299,9 @@ class Socket:
                 else:
                     self.pos[src.key] = after
                     pending.append((src, await self._read(s, src, viewer, after), head))
+            # calls ringing for this person now: a device woken by a push (or away
+            # when the call came) hears of them as the others did
+            ringing = await calls.ringing_for(s, self.account_id)
         await self.send(
             {
                 "type": "hello",
@@ -315,6 +318,8 @@ class Socket:
             else:
                 await self._send_events(src, got)
         await self.send({"type": "caught_up", "token": self.token()})
+        for invite in ringing:
+            await self.send({"type": "call.invite", **invite})
 
     async def _catch_up(self, sources: Iterable[live.Source], refamily: bool) -> bool:
         """Read what moved in ``sources`` (re-checking the session first) and send
