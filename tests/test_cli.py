@@ -16,6 +16,8 @@ from tests.support import cli, live
 
 
 def run_kares(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m kares ARGS``, a real process (about two seconds of imports first):
+    for what only a process shows. Everything else: ``tests.support.cli.run``."""
     return subprocess.run(
         [sys.executable, "-m", "kares", *args],
         capture_output=True,
