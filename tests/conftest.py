@@ -67,6 +67,16 @@ def var_dir(session_dir: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def push_outbox(session_dir: Path) -> Path:
+    """A file for the ``file`` push sink (``push_file``), absent at the start of each
+    test; at the same path for every test of the session, so that tests whose
+    settings name it still share one built app (tests/support/apps.py)."""
+    path = session_dir / "pushes.jsonl"
+    path.unlink(missing_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def sms_gateway() -> Iterator[FakeSmsGateway]:
     gw = FakeSmsGateway()

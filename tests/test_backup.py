@@ -28,7 +28,15 @@ from sqlalchemy.engine import make_url
 from kares import clock, migrations
 from kares.rights import backup
 from tests.conftest import count_rows, query, sign_up, snapshot
-from tests.support.backup import backup_env, identity, kares, leftovers, let_go, new_key
+from tests.support.backup import (
+    backup_env,
+    identity,
+    kares,
+    kares_process,
+    leftovers,
+    let_go,
+    new_key,
+)
 from tests.test_location_ingest import fix, member, upload
 
 ANN, BO = "+8613700004001", "+8613700004002"
@@ -56,7 +64,8 @@ async def test_a_backup_restored_brings_the_data_back_as_it_was(
     a = ann["account"]["id"]
     before = await snapshot(db)
     out = tmp_path / "kares.age"
-    r = await kares("backup", "create", "--out", str(out), env=env)
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
+    r = await kares_process("backup", "create", "--out", str(out), env=env)
     assert r.returncode == 0, r.stderr
     assert f"wrote {out}" in r.stdout and a not in r.stdout
     [made] = await query(db, "SELECT action, account_id, detail FROM staff_actions")
@@ -213,7 +222,8 @@ async def test_a_bad_backup_or_key_is_refused_and_changes_nothing(
     # a database still open elsewhere (a running server) is not replaced under it
     async with db.engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
-        r = await kares("backup", "restore", str(good), "--yes", env=env)
+        # (a real process: on SQLite, what the command looks for is another process)
+        r = await kares_process("backup", "restore", str(good), "--yes", env=env)
     assert (r.returncode, "stop `kares serve`" in r.stderr) == (1, True), r.stderr
     # no key configured at all
     no_key = {k: v for k, v in env.items() if not k.startswith("KARES_BACKUP")}

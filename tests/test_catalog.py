@@ -17,6 +17,7 @@ import yaml
 
 from kares.privacy import catalog
 from kares.privacy.catalog import CatalogError
+from tests.support import cli
 from tests.test_cli import run_kares
 
 pytestmark = pytest.mark.db_agnostic  # no database: runs in the SQLite tier only
@@ -62,6 +63,7 @@ def test_shipped_catalog_loads() -> None:
 
 
 def test_policy_check_command_accepts_the_shipped_catalog() -> None:
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
     r = run_kares("policy", "check", env={})
     assert r.returncode == 0, r.stderr
     cat = catalog.load()
@@ -69,7 +71,7 @@ def test_policy_check_command_accepts_the_shipped_catalog() -> None:
     assert cat.policy.version in r.stdout
     assert f"{len(cat.functions)} functions" in r.stdout
     assert cat.digest() in r.stdout
-    r = run_kares("policy", "check", "--catalog", str(catalog.DEFAULT_PATH), env={})
+    r = cli.run("policy", "check", "--catalog", str(catalog.DEFAULT_PATH), env={})
     assert r.returncode == 0, r.stderr
 
 
@@ -174,7 +176,7 @@ def test_a_broken_catalog_is_refused_naming_the_entry(
         assert part in str(err.value)
     assert str(path) in str(err.value)
 
-    r = run_kares("policy", "check", "--catalog", str(path), env={})
+    r = cli.run("policy", "check", "--catalog", str(path), env={})
     assert r.returncode == 2, r.stdout
     assert "catalog error" in r.stderr
     for part in expected:
@@ -189,7 +191,7 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as err:
         catalog.load(path)
     assert f"{path}: not valid YAML" in str(err.value)
-    r = run_kares("policy", "check", "--catalog", str(path), env={})
+    r = cli.run("policy", "check", "--catalog", str(path), env={})
     assert r.returncode == 2
     assert f"{path}: not valid YAML" in r.stderr
     assert "line" in r.stderr  # where in the file
@@ -200,7 +202,7 @@ def test_not_a_mapping_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="must be a mapping"):
         catalog.load(path)
     missing = tmp_path / "nope.yaml"
-    r = run_kares("policy", "check", "--catalog", str(missing), env={})
+    r = cli.run("policy", "check", "--catalog", str(missing), env={})
     assert r.returncode == 2 and "cannot read the catalog" in r.stderr
 
 
@@ -208,11 +210,11 @@ def test_check_reads_the_configured_catalog(tmp_path: Path) -> None:
     raw = copy.deepcopy(shipped())
     expected = unknown_category(raw)
     path = write(tmp_path, raw)
-    r = run_kares("policy", "check", env={"KARES_PRIVACY_CATALOG": str(path)})
+    r = cli.run("policy", "check", env={"KARES_PRIVACY_CATALOG": str(path)})
     assert r.returncode == 2
     assert expected[0] in r.stderr
     # --catalog wins over the setting
-    r = run_kares(
+    r = cli.run(
         "policy",
         "check",
         "--catalog",
@@ -226,16 +228,16 @@ def test_render_refuses_a_broken_catalog(tmp_path: Path) -> None:
     raw = copy.deepcopy(shipped())
     expected = unknown_permission(raw)
     path = write(tmp_path, raw)
-    r = run_kares("policy", "render", "--catalog", str(path), env={})
+    r = cli.run("policy", "render", "--catalog", str(path), env={})
     assert r.returncode == 2
     assert expected[0] in r.stderr
     assert r.stdout == ""
 
 
 def test_help_lists_the_policy_commands() -> None:
-    r = run_kares("--help", env={})
+    r = cli.run("--help", env={})
     assert "policy" in r.stdout
-    r = run_kares("policy", "--help", env={})
+    r = cli.run("policy", "--help", env={})
     assert r.returncode == 0 and "check" in r.stdout and "render" in r.stdout
-    r = run_kares("policy", "render", "--help", env={})
+    r = cli.run("policy", "render", "--help", env={})
     assert "--lang" in r.stdout and "--format" in r.stdout and "--catalog" in r.stdout

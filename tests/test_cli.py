@@ -12,10 +12,12 @@ import httpx
 import pytest
 
 from tests.conftest import _wipe
-from tests.support import live
+from tests.support import cli, live
 
 
 def run_kares(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m kares ARGS``, a real process (about two seconds of imports first):
+    for what only a process shows. Everything else: ``tests.support.cli.run``."""
     return subprocess.run(
         [sys.executable, "-m", "kares", *args],
         capture_output=True,
@@ -28,11 +30,12 @@ def run_kares(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 @pytest.mark.db_agnostic
 def test_help_lists_every_command() -> None:
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
     r = run_kares("--help", env={})
     assert r.returncode == 0
     for cmd in ("serve", "migrate", "demo"):
         assert cmd in r.stdout
-    r = run_kares("serve", "--help", env={})
+    r = cli.run("serve", "--help", env={})
     assert "--host" in r.stdout and "--port" in r.stdout
 
 
@@ -52,7 +55,7 @@ async def test_demo_families_seed_families_of_four_for_load_tests(
     env = {**kares_env, "KARES_SERVER_NAME": "kares.example"}
 
     def seed() -> list[dict]:
-        r = run_kares("demo", "--families", "2", "--json", env=env)
+        r = cli.run("demo", "--families", "2", "--json", env=env)
         assert r.returncode == 0, r.stderr
         return list(json.loads(r.stdout)["families"])
 
@@ -64,9 +67,9 @@ async def test_demo_families_seed_families_of_four_for_load_tests(
         for m in members:
             assert m["matrix_user"] == f"@{m['account_id']}:kares.example"
         assert seed() == first  # kept, tokens too
-        r = run_kares("demo", "--families", "0", env=env)
+        r = cli.run("demo", "--families", "0", env=env)
         assert r.returncode == 0  # 0: the ordinary demo
-        r = run_kares("demo", "--families", "99999", env=env)
+        r = cli.run("demo", "--families", "99999", env=env)
         assert r.returncode == 2 and "--families" in r.stderr
         settings = Settings(
             var_dir=Path(env["KARES_VAR_DIR"]),
@@ -114,7 +117,7 @@ async def test_demo_is_idempotent_and_keeps_what_it_printed(
     fix = {"_type": "location", "lat": 31.23, "lon": 121.47, "tst": 1}
 
     def demo() -> dict:
-        r = run_kares("demo", "--json", env=kares_env)
+        r = cli.run("demo", "--json", env=kares_env)
         assert r.returncode == 0, r.stderr
         return dict(json.loads(r.stdout))
 
@@ -204,13 +207,14 @@ async def test_demo_is_idempotent_and_keeps_what_it_printed(
 
 
 def test_demo_plain_output_says_how_to_sign_in(kares_env: dict[str, str], db_url: str) -> None:
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
     r = run_kares("demo", env={**kares_env, "KARES_PORT": "18100"})
     try:
         assert r.returncode == 0, r.stderr
         assert "password" in r.stdout and "token" in r.stdout and "+8613800000001" in r.stdout
         # the hints point where the server listens, not at a port it does not use
         assert "http://127.0.0.1:18100/owntracks" in r.stdout and ":8000" not in r.stdout
-        r = run_kares("demo", "--url", "http://192.0.2.7:9000", env=kares_env)
+        r = cli.run("demo", "--url", "http://192.0.2.7:9000", env=kares_env)
         assert r.returncode == 0 and "http://192.0.2.7:9000/api/v1/me" in r.stdout
     finally:
         if db_url.startswith("postgresql"):
@@ -222,6 +226,7 @@ def test_demo_plain_output_says_how_to_sign_in(kares_env: dict[str, str], db_url
 @pytest.mark.db_agnostic
 def test_migrate_command(tmp_path: Path) -> None:
     env = {"KARES_VAR_DIR": str(tmp_path / "v")}
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
     r = run_kares("migrate", env=env)
     assert r.returncode == 0, r.stderr
     from kares import migrations
@@ -232,7 +237,7 @@ def test_migrate_command(tmp_path: Path) -> None:
 
 @pytest.mark.db_agnostic
 def test_production_without_keys_is_a_clear_error(tmp_path: Path) -> None:
-    r = run_kares("demo", env={"KARES_ENV": "production", "KARES_VAR_DIR": str(tmp_path)})
+    r = cli.run("demo", env={"KARES_ENV": "production", "KARES_VAR_DIR": str(tmp_path)})
     assert r.returncode == 2
     assert "KARES_DATA_KEYS" in r.stderr
 
@@ -288,26 +293,26 @@ def test_policy_check_compares_with_published_versions(
     from kares.privacy import catalog as catalog_mod
 
     try:
-        assert run_kares("demo", "--json", env=kares_env).returncode == 0  # publishes
-        ok = run_kares("policy", "check", env=kares_env)
+        assert cli.run("demo", "--json", env=kares_env).returncode == 0  # publishes
+        ok = cli.run("policy", "check", env=kares_env)
         assert ok.returncode == 0, ok.stderr
         assert "already served" in ok.stdout
         data = yaml.safe_load(catalog_mod.DEFAULT_PATH.read_text(encoding="utf-8"))
         data["categories"]["calls.records"]["retention"] = {"days": 400, "then": "delete"}
         changed = tmp_path / "changed.yaml"
         changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        r = run_kares("policy", "check", "--catalog", str(changed), env=kares_env)
+        r = cli.run("policy", "check", "--catalog", str(changed), env=kares_env)
         assert r.returncode == 2
         assert "already published" in r.stderr
         data["policy"]["version"] = "2099-01-01"
         data["policy"]["significant"] = False
         changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        r = run_kares("policy", "check", "--catalog", str(changed), env=kares_env)
+        r = cli.run("policy", "check", "--catalog", str(changed), env=kares_env)
         assert r.returncode == 2
         assert "significant" in r.stderr
         data["policy"]["significant"] = True
         changed.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        r = run_kares("policy", "check", "--catalog", str(changed), env=kares_env)
+        r = cli.run("policy", "check", "--catalog", str(changed), env=kares_env)
         assert r.returncode == 0, r.stderr
         assert "category:calls.records" in r.stdout and "function:calls" in r.stdout
     finally:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from tests.conftest import bearer, count_rows, sign_up, snapshot
+from tests.support.tiers import examples
 from tests.test_avatar import assert_clean, encode, jpeg_with_metadata, padded_png, photo
 
 OWNER = "+8613700000001"
@@ -739,7 +740,7 @@ json_values = st.recursive(
 
 
 @settings(
-    max_examples=300,
+    max_examples=examples(300),  # all on PostgreSQL, a quarter on SQLite
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -16,6 +16,7 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +35,8 @@ from kares.location.service import (
 )
 from kares.privacy import service as privacy
 from kares.privacy.catalog import catalog_of
+
+pytestmark = pytest.mark.db_agnostic  # pure functions, no database: the SQLite tier only
 
 MAX_SPEED = 340.0
 

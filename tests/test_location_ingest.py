@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -343,15 +342,18 @@ async def test_cell_and_wifi_only_fixes_are_kept_as_heard_never_as_zero(
     assert await last_of(db, me["account"]["id"]) is None
 
 
-@pytest.fixture
-def geo_tables(tmp_path: Path) -> dict[str, Any]:
-    cells = tmp_path / "cells.csv"
+@pytest.fixture(scope="module")
+def geo_tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Read-only tables, written once for the module: the settings that name them
+    stay equal from test to test, and so share one built app (tests/support/apps.py)."""
+    where = tmp_path_factory.mktemp("geo")
+    cells = where / "cells.csv"
     cells.write_text(
         "radio,mcc,net,area,cell,unit,lon,lat,range,samples,changeable,created,updated,"
         "averageSignal\n"
         "LTE,460,0,4301,20986,0,121.4737,31.2304,800,12,1,1459814400,1700000000,0\n"
     )
-    wifi = tmp_path / "wifi.csv"
+    wifi = where / "wifi.csv"
     wifi.write_text(
         "mac,lat,lon,range_m\na4:56:02:11:22:33,31.2400,121.4800,40\n"
         "a4:56:02:11:22:34,31.2402,121.4802,40\n"

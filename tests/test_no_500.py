@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from kares import clock
 from tests.conftest import sign_up
+from tests.support.tiers import examples
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=40),
@@ -151,7 +152,7 @@ def routes(app: Any) -> list[Route]:
 
 
 @settings(
-    max_examples=400,
+    max_examples=examples(400),  # all on PostgreSQL, a quarter on SQLite
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -44,14 +44,14 @@ async def _capped(rt: Any, job: jobs.JobContext) -> None:
 
 
 @pytest.fixture
-def settings_overrides(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+def settings_overrides(request: pytest.FixtureRequest, push_outbox: Path) -> dict[str, Any]:
     over: dict[str, Any] = {
         "jobs_backoff_base_seconds": 10.0,
         "jobs_backoff_max_seconds": 600.0,
         "jobs_max_attempts": 4,
         "jobs_lease_seconds": 60,
         "push_sink": "file",
-        "push_file": tmp_path / "push.jsonl",
+        "push_file": push_outbox,
     }
     if getattr(request.function, "in_process_worker", False):
         over.update(jobs_worker=True, jobs_poll_seconds=0.05)
@@ -263,7 +263,7 @@ def with_worker(fn: Any) -> Any:
 
 @with_worker
 async def test_the_in_process_worker_runs_jobs_soon_after_commit(
-    app: Any, db: Database, client: httpx.AsyncClient, sms: Any, tmp_path: Path
+    app: Any, db: Database, client: httpx.AsyncClient, sms: Any, push_outbox: Path
 ) -> None:
     me = await sign_up(client, sms)
     r = await client.put(
@@ -278,7 +278,7 @@ async def test_the_in_process_worker_runs_jobs_soon_after_commit(
             s, account_id=me["account"]["id"], category="messages", title="Hi", body="Hello"
         )
         await s.commit()
-    outbox = tmp_path / "push.jsonl"
+    outbox = push_outbox
     for _ in range(250):
         async with db.sessions() as s:
             if not await jobs.pending(s):

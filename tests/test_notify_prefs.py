@@ -27,8 +27,8 @@ ZONE = "Asia/Shanghai"
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Path:
-    return tmp_path / "pushes.jsonl"
+def outbox(push_outbox: Path) -> Path:
+    return push_outbox
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from kares.notify import service as notify
 from kares.notify.models import PushToken
 from tests.conftest import bearer, sign_up, snapshot
 from tests.support.push_fakes import FakeAPNs, FakeFCM, FakeWebPush, b64url, fcm_error
+from tests.support.tiers import examples
 
 IPHONE = {"id": "IDFV-PUSH-1", "model": "iPhone15,2", "os": "iOS", "os_version": "18.1"}
 ANDROID = {"id": "OAID-PUSH-2", "model": "SM-G9910", "os": "Android", "os_version": "14"}
@@ -740,7 +741,7 @@ values = st.recursive(
 
 
 @hyp_settings(
-    max_examples=200,
+    max_examples=examples(200),  # all on PostgreSQL, a quarter on SQLite
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -20,6 +20,7 @@ import yaml
 from kares.domains import metadata
 from kares.fields import PI_INFO_KEY
 from kares.privacy import catalog
+from tests.support import cli
 from tests.test_cli import run_kares
 
 SEED = Path(__file__).parent / "data" / "kares-privacy-policy.txt"
@@ -416,7 +417,7 @@ def test_catalog_text_cannot_inject_markup(tmp_path: Path) -> None:
     )
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    r = run_kares("policy", "render", "--format", "html", "--catalog", str(path), env={})
+    r = cli.run("policy", "render", "--format", "html", "--catalog", str(path), env={})
     assert r.returncode == 0, r.stderr
     assert "<script>" not in r.stdout
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; see " in r.stdout
@@ -524,6 +525,7 @@ async def test_data_map_is_in_the_policy(client: httpx.AsyncClient) -> None:
 @pytest.mark.db_agnostic
 def test_render_command_text_in_both_languages() -> None:
     seed = seed_sections()
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
     r = run_kares("policy", "render", "--lang", "en", env={})
     assert r.returncode == 0, r.stderr
     lines = set(r.stdout.splitlines())
@@ -536,7 +538,7 @@ def test_render_command_text_in_both_languages() -> None:
         assert " ".join(p.method.en.split()) in flat
     assert all(len(line) <= 78 or " " not in line.strip() for line in r.stdout.splitlines())
 
-    r = run_kares("policy", "render", "--lang", "zh", "--format", "text", env={})
+    r = cli.run("policy", "render", "--lang", "zh", "--format", "text", env={})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Kares 隐私政策\n")
     for heading in ("1.6.1 设备权限调用", "5.8 如何响应您的权利请求", "9. 如何联系我们"):
@@ -548,15 +550,15 @@ def test_render_command_text_in_both_languages() -> None:
 
 @pytest.mark.db_agnostic
 def test_render_command_html_and_json() -> None:
-    r = run_kares("policy", "render", "--lang", "zh", "--format", "html", env={})
+    r = cli.run("policy", "render", "--lang", "zh", "--format", "html", env={})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("<!doctype html>")
     assert '<html lang="zh-CN">' in r.stdout
-    r = run_kares("policy", "render", "--format", "json", env={})
+    r = cli.run("policy", "render", "--format", "json", env={})
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["lang"] == "en" and doc["version"] == CAT.policy.version
-    r = run_kares("policy", "render", "--lang", "fr", env={})
+    r = cli.run("policy", "render", "--lang", "fr", env={})
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 

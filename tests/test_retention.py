@@ -489,25 +489,26 @@ async def test_the_report_says_what_would_go_and_when_and_changes_nothing(
 async def test_the_commands_from_the_shell(tmp_path: Any, db_url: str) -> None:
     """`kares retention hold/release/report/run` as an operator types them: the
     account found by its phone number, a refusal named, nothing printed in clear."""
-    from tests.support import live
+    from tests.support import cli, live
     from tests.test_cli import run_kares
 
     env = live.kares_env(tmp_path / "var", db_url)
-    r = run_kares("demo", "--json", env=env)
+    r = cli.run("demo", "--json", env=env)
     assert r.returncode == 0, r.stderr
     phone = json.loads(r.stdout)["members"][0]["phone"]
-    r = run_kares("retention", "hold", "--phone", phone, "--reason", "case 7", env=env)
+    r = cli.run("retention", "hold", "--phone", phone, "--reason", "case 7", env=env)
     assert r.returncode == 0, r.stderr
     assert "legal hold set" in r.stdout and phone not in r.stdout + r.stderr
-    r = run_kares("retention", "hold", "--phone", "+8613700009999", "--reason", "x", env=env)
+    r = cli.run("retention", "hold", "--phone", "+8613700009999", "--reason", "x", env=env)
     assert r.returncode == 1 and "no account" in r.stderr
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
     r = run_kares("retention", "report", env=env)
     assert r.returncode == 0, r.stderr
     assert "location_fixes" in r.stdout and "login_events" in r.stdout
-    r = run_kares("retention", "run", env=env)
+    r = cli.run("retention", "run", env=env)
     assert r.returncode == 0, r.stderr
     assert "retention removed" in r.stdout
-    r = run_kares("retention", "release", "--phone", phone, env=env)
+    r = cli.run("retention", "release", "--phone", phone, env=env)
     assert r.returncode == 0, r.stderr
-    r = run_kares("retention", "release", "--phone", phone, env=env)
+    r = cli.run("retention", "release", "--phone", phone, env=env)
     assert r.returncode == 1 and "no legal hold" in r.stderr

@@ -18,8 +18,8 @@ from PIL import Image
 from kares import clock, crypto
 from kares.rights import register
 from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY, bearer, query, sign_up, snapshot
+from tests.support import cli
 from tests.support.backup import backup_env, kares, let_go, new_key, plain_dump
-from tests.test_cli import run_kares
 from tests.test_location_ingest import fix, member, upload
 from tests.test_rights_erase import CHOSEN, ask, run_jobs
 
@@ -179,14 +179,10 @@ async def test_the_operator_deletes_at_once_and_it_is_logged(
         "KARES_INDEX_KEY": TEST_INDEX_KEY,
         "KARES_VAR_DIR": str(var_dir),
     }
-    r = await anyio.to_thread.run_sync(
-        lambda: run_kares("rights", "delete", "--phone", ANN, env=env)
-    )
+    r = await cli.arun("rights", "delete", "--phone", ANN, env=env)
     assert r.returncode == 2 and "--now" in r.stderr  # nothing happens without it
     assert await query(db, "SELECT id FROM accounts WHERE id = :a", a=a)
-    r = await anyio.to_thread.run_sync(
-        lambda: run_kares("rights", "delete", "--phone", ANN, "--now", env=env)
-    )
+    r = await cli.arun("rights", "delete", "--phone", ANN, "--now", env=env)
     assert r.returncode == 0, r.stderr
     assert "  accounts: 1" in r.stdout and "  sessions: 1" in r.stdout, r.stdout
     assert a not in r.stdout + r.stderr and ANN not in r.stdout + r.stderr
@@ -195,7 +191,5 @@ async def test_the_operator_deletes_at_once_and_it_is_logged(
     assert (action["action"], action["account_id"]) == ("rights.delete", None)
     assert a not in repr(action)
     assert await query(db, "SELECT id FROM accounts WHERE id = :b", b=bo["account"]["id"])
-    r = await anyio.to_thread.run_sync(
-        lambda: run_kares("rights", "delete", "--phone", ANN, "--now", env=env)
-    )
+    r = await cli.arun("rights", "delete", "--phone", ANN, "--now", env=env)
     assert r.returncode == 1 and "no account" in r.stderr

@@ -29,6 +29,7 @@ from tests.conftest import (
     sign_up,
     snapshot,
 )
+from tests.support import cli
 from tests.test_cli import run_kares
 
 URL = "/api/v1/me/rights/requests"
@@ -357,7 +358,7 @@ def staff_env(tmp_path: Path, db_url: str) -> dict[str, str]:
 
 
 def staff(*args: str, env: dict[str, str]) -> Any:
-    return run_kares("staff", *args, env=env)
+    return cli.run("staff", *args, env=env)
 
 
 async def test_staff_list_answer_and_reject_and_the_person_is_told_in_their_language(
@@ -461,11 +462,12 @@ async def test_staff_list_answer_and_reject_and_the_person_is_told_in_their_lang
 
 @pytest.mark.db_agnostic
 def test_staff_help_lists_its_commands() -> None:
+    # the console's way in, once (a real process); the rest in-process (tests/support/cli.py)
     r = run_kares("staff", "--help", env={})
     assert r.returncode == 0
     for cmd in ("list", "show", "answer"):
         assert cmd in r.stdout
-    r = run_kares("staff", "answer", "--help", env={})
+    r = cli.run("staff", "answer", "--help", env={})
     for opt in ("--text", "--reject", "--reason", "--by"):
         assert opt in r.stdout
 

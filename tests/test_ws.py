@@ -38,14 +38,14 @@ WAIT = 20.0  # a bound on waiting for a frame that must come (never a timing ass
 
 
 @pytest.fixture
-def settings_overrides(tmp_path: Path) -> dict[str, Any]:
+def settings_overrides(push_outbox: Path) -> dict[str, Any]:
     return {
         "ws_typing_seconds": 0.3,
         "ws_resume_limit": 5,
         "ws_frames_per_second": 5.0,
         "ws_frames_burst": 20,
         "push_sink": "file",
-        "push_file": tmp_path / "push.jsonl",
+        "push_file": push_outbox,
     }
 
 
@@ -401,7 +401,7 @@ async def test_typing_is_relayed_to_the_others_of_the_conversation_and_expires(
 
 
 async def test_a_connected_device_gets_no_push_and_a_disconnected_one_does(
-    app: Any, ws_url: str, client: httpx.AsyncClient, sms: Any, db: Database, tmp_path: Path
+    app: Any, ws_url: str, client: httpx.AsyncClient, sms: Any, db: Database, push_outbox: Path
 ) -> None:
     me = await sign_up(client, sms, ALICE, device=PHONE)
     me_id, device = me["account"]["id"], me["device_id"]
@@ -411,7 +411,7 @@ async def test_a_connected_device_gets_no_push_and_a_disconnected_one_does(
         headers=bearer(me["token"]),
     )
     assert r.status_code == 200, r.text
-    outbox = tmp_path / "push.jsonl"
+    outbox = push_outbox
 
     def pushed() -> list[str]:
         if not outbox.exists():

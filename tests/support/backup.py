@@ -1,6 +1,6 @@
 """Running ``kares backup`` from a test: its environment (the test's database,
-keys and var directory, and a fresh age key pair), the command in a thread, and
-a plain ``pg_dump`` of the database to scan."""
+keys and var directory, and a fresh age key pair), the command (in-process, or
+as a real process), and a plain ``pg_dump`` of the database to scan."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pyrage
 from sqlalchemy.engine import make_url
 
 from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY
+from tests.support import cli
 from tests.support.pgserver import _bin
 from tests.test_cli import run_kares
 
@@ -41,6 +42,13 @@ def backup_env(db_url: str, var_dir: Path, key: tuple[Path, str]) -> dict[str, s
 
 
 async def kares(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``kares ARGS`` in-process (tests/support/cli.py), the test's event loop
+    running meanwhile."""
+    return await cli.arun(*args, env=env)
+
+
+async def kares_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``python -m kares ARGS``, a real process."""
     return await anyio.to_thread.run_sync(lambda: run_kares(*args, env=env))
 
 

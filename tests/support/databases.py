@@ -8,8 +8,11 @@ every test of the session:
 * SQLite: the migrated template file is copied to ``<dir>/kares.db``, and
   removed after the test.
 * PostgreSQL: one throwaway server per session (``tests/support/pgserver.py``)
-  holds a migrated ``kares_template`` database; every test gets
-  ``CREATE DATABASE kares TEMPLATE kares_template``, dropped after the test.
+  holds a migrated ``kares_template`` database; every test gets a copy of it
+  named ``kares``, dropped after the test. The copy is made ahead: while a test
+  runs, a thread makes the next one (``CREATE DATABASE kares_spare TEMPLATE
+  kares_template``), and the next test renames it to ``kares``, which takes no
+  time; a spare that failed is dropped and the copy made there and then.
 
 A test therefore starts from an empty, fully migrated database whatever ran
 before it, on whichever worker, and leaves nothing behind for the next one.
@@ -17,12 +20,14 @@ before it, on whichever worker, and leaves nothing behind for the next one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import sqlite3
 import warnings
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -79,6 +84,7 @@ class SqliteTemplate:
 class PgTemplate:
     NAME = "kares_template"
     COPY = "kares"
+    SPARE = "kares_spare"
 
     def __init__(self) -> None:
         self.server = PgServer.start()
@@ -88,19 +94,43 @@ class PgTemplate:
         except BaseException:
             self.server.stop()
             raise
+        # the next test's copy, made while this one runs (its own thread and event
+        # loop, so that no task of the tests' loop is left behind)
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="kares-pg-spare")
+        self._spare: Future[None] | None = None
 
     async def _admin(self) -> asyncpg.Connection:
         return await asyncpg.connect(
             host="127.0.0.1", port=self.server.port, user="postgres", database="postgres"
         )
 
-    @contextlib.asynccontextmanager
-    async def copy(self, where: Path) -> AsyncIterator[str]:
+    async def _execute(self, sql: str) -> None:
         admin = await self._admin()
         try:
-            await admin.execute(f'CREATE DATABASE "{self.COPY}" TEMPLATE "{self.NAME}"')
+            await admin.execute(sql)
         finally:
             await admin.close()
+
+    def _make_spare(self) -> None:
+        asyncio.run(self._execute(f'CREATE DATABASE "{self.SPARE}" TEMPLATE "{self.NAME}"'))
+
+    async def _fresh_copy(self) -> None:
+        """``kares``, a copy of the template: the spare renamed, else made now."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            try:
+                await asyncio.wrap_future(spare)
+            except Exception:  # whatever it left is dropped; the copy is made here
+                await self._execute(f'DROP DATABASE IF EXISTS "{self.SPARE}" WITH (FORCE)')
+            else:
+                await self._execute(f'ALTER DATABASE "{self.SPARE}" RENAME TO "{self.COPY}"')
+                return
+        await self._execute(f'CREATE DATABASE "{self.COPY}" TEMPLATE "{self.NAME}"')
+
+    @contextlib.asynccontextmanager
+    async def copy(self, where: Path) -> AsyncIterator[str]:
+        await self._fresh_copy()
+        self._spare = self._ahead.submit(self._make_spare)
         try:
             yield self.server.url_for(self.COPY)
         finally:
@@ -120,7 +150,10 @@ class PgTemplate:
                 await admin.close()
 
     def close(self) -> None:
-        self.server.stop()
+        try:
+            self._ahead.shutdown(wait=True)  # a spare being made is finished first
+        finally:
+            self.server.stop()
 
 
 Template = SqliteTemplate | PgTemplate

@@ -3,7 +3,8 @@ talk to the service the way a client on the network does (raw sockets, many
 connections at once, the log a server writes).
 
 ``live_server(env)`` runs ``kares migrate`` and ``kares demo --json`` with ``env``
-(so the demo's accounts, tokens and tracker credentials exist), starts ``kares serve``
+(so the demo's accounts, tokens and tracker credentials exist; in this process,
+see ``tests/support/cli.py``), starts ``kares serve``
 on a free port of 127.0.0.1 (and a watch port when asked), waits for ``/readyz`` and
 yields a :class:`Live`. The server's output goes to a file the caller can read
 (``Live.log()``); the process is stopped on exit.
@@ -25,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from tests.support import cli
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,16 +35,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def kares(*args: str, env: dict[str, str], timeout: float = 120) -> str:
-    """Run ``python -m kares ARGS`` with ``env`` on top of this process's; its stdout."""
-    r = subprocess.run(
-        [sys.executable, "-m", "kares", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-        check=False,
-    )
+def kares(*args: str, env: dict[str, str]) -> str:
+    """``kares ARGS`` with ``env`` on top of this process's, run in-process
+    (tests/support/cli.py: the server is the real process here); its stdout."""
+    r = cli.run(*args, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"kares {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}")
     return r.stdout
