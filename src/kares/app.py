@@ -32,6 +32,7 @@ from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
 from kares.protocols import overland, owntracks, trackfiles, ws
+from kares.protocols.matrix import api as matrix_api
 from kares.protocols.watch.server import WatchServer
 from kares.rights import erase_api
 from kares.rights import export_api as rights_export_api
@@ -45,7 +46,9 @@ log = logging.getLogger("kares.app")
 JSON_BODY_LIMIT = 1024 * 1024
 # Image uploads: the avatar, a family's group photo, a chat's images and voice notes
 # (capped at KARES_VOICE_MAX_BYTES, below the image cap).
-UPLOAD_PATH = re.compile(r"^/api/v1/(me/avatar|families/[^/]+/photo|messaging/attachments)$")
+UPLOAD_PATH = re.compile(
+    r"^(/api/v1/(me/avatar|families/[^/]+/photo|messaging/attachments)|/_matrix/media/v3/upload)$"
+)
 # GPX / GeoJSON route files: larger than JSON bodies, checked point by point
 IMPORT_PATH = "/api/v1/location/import"
 IMPORT_BODY_LIMIT = 32 * 1024 * 1024
@@ -313,6 +316,9 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(erase_api.router)
     # the one WebSocket of a device (docs/MESSAGING.md)
     app.include_router(ws.router)
+    # Matrix clients in the family chat (docs/MESSAGING.md); its catch-all last
+    app.include_router(matrix_api.router)
+    app.include_router(matrix_api.fallback)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))
