@@ -296,7 +296,10 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     # Routes are matched in order, one by one: what devices call all day (location
-    # uploads) first.
+    # uploads) first. The Matrix client API's routers match only /_matrix paths and
+    # say no to any other at once (docs/MESSAGING.md); its catch-all after it.
+    app.include_router(matrix_api.router)
+    app.include_router(matrix_api.fallback)
     app.include_router(owntracks.router)
     app.include_router(overland.router)
     app.include_router(location_api.router)
@@ -316,9 +319,6 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(erase_api.router)
     # the one WebSocket of a device (docs/MESSAGING.md)
     app.include_router(ws.router)
-    # Matrix clients in the family chat (docs/MESSAGING.md); its catch-all last
-    app.include_router(matrix_api.router)
-    app.include_router(matrix_api.fallback)
     # Every route's declared function must be in the catalog: checked here, so
     # a bad declaration stops the service from starting.
     guard.check_routes(app, catalog.load(settings.privacy_catalog))

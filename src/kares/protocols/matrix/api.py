@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import Match
+from starlette.types import Scope
 
 from kares import clock, live
 from kares.accounts import service as accounts
@@ -68,8 +69,21 @@ LABEL_PREFIX = "matrix:"
 EXTRA_MAX_BYTES = 4096
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9._~+/=-]{1,48}$")
 
-router = APIRouter(route_class=MatrixRoute, include_in_schema=False)
-fallback = APIRouter(route_class=MatrixRoute, include_in_schema=False)
+
+
+class MatrixRouter(APIRouter):
+    """A router that only ever matches ``/_matrix`` paths, and says so at once:
+    included first in the app, it costs every other request one string test, and
+    a Matrix request (a sync, a send) none of the other routers' matching."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if not str(scope.get("path", "")).startswith("/_matrix/"):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+router = MatrixRouter(route_class=MatrixRoute, include_in_schema=False)
+fallback = MatrixRouter(route_class=MatrixRoute, include_in_schema=False)
 
 Chat = Annotated[Allowed, guard("messaging", "chat")]
 Profile = Annotated[Allowed, guard("account", "profile")]
