@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import dialect_of
+from kares.db import Statement, dialect_of
 from kares.families.models import FamilyMember
 from kares.messaging.content import message_out
 from kares.messaging.models import Conversation, Hidden, Message, MessageEvent
@@ -72,10 +72,13 @@ async def take(
     return ev
 
 
+_TOP = Statement(select(func.max(MessageEvent.position).label("top")))
+
+
 async def top(s: AsyncSession) -> int:
     """The highest committed position (0 before the first)."""
-    got = (await s.execute(select(func.max(MessageEvent.position)))).scalar_one_or_none()
-    return int(got or 0)
+    row = await _TOP.first(s, {})
+    return int(row[0] or 0) if row is not None else 0
 
 
 @dataclass(frozen=True)
@@ -91,18 +94,28 @@ async def scopes(s: AsyncSession, account_id: str) -> dict[str, Scope]:
     """Every conversation the account may read now: its families' (as members
     now) and the direct ones it is in."""
     out: dict[str, Scope] = {}
-    fam = select(FamilyMember.family_id, FamilyMember.joined_at).where(
-        FamilyMember.account_id == account_id
-    )
-    for family_id, joined_at in (await s.execute(fam)).all():
+    for family_id, joined_at in await _FAMILIES.rows(s, {"account_id": account_id}):
         out[family_id] = Scope(family_id, joined_at)
-    direct = select(Conversation.id).where(
-        Conversation.kind != "family",
-        or_(Conversation.member_a == account_id, Conversation.member_b == account_id),
-    )
-    for (cid,) in (await s.execute(direct)).all():
+    for (cid,) in await _DIRECT.rows(s, {"account_id": account_id}):
         out[cid] = Scope(cid, None)
     return out
+
+
+# what every wake of a stream reads: built once (kares.db.Statement)
+_FAMILIES = Statement(
+    select(FamilyMember.family_id, FamilyMember.joined_at).where(
+        FamilyMember.account_id == bindparam("account_id")
+    )
+)
+_DIRECT = Statement(
+    select(Conversation.id).where(
+        Conversation.kind != "family",
+        or_(
+            Conversation.member_a == bindparam("account_id"),
+            Conversation.member_b == bindparam("account_id"),
+        ),
+    )
+)
 
 
 def visible_from(scope: Scope, at: datetime) -> bool:

@@ -36,7 +36,7 @@ from kares.families import service as families
 from kares.identity.auth import caller_for_session
 from kares.identity.models import Account
 from kares.identity.service import parse_phone
-from kares.messaging import attachments
+from kares.messaging import attachments, stream
 from kares.messaging import service as messaging
 from kares.messaging.content import cursor
 from kares.messaging.models import Conversation
@@ -68,7 +68,6 @@ DEVICE_ID_MAX = 48
 LABEL_PREFIX = "matrix:"
 EXTRA_MAX_BYTES = 4096
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9._~+/=-]{1,48}$")
-
 
 
 class MatrixRouter(APIRouter):
@@ -279,8 +278,6 @@ async def capabilities(ctx: Chat) -> JSONResponse:
 
 @router.get(f"{CS}/joined_rooms")
 async def joined_rooms(ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONResponse:
-    from kares.messaging import stream
-
     mine = await stream.scopes(s, ctx.account_id)
     return _ok({"joined_rooms": [mx.room_id(c, _server(rt)) for c in sorted(mine)]})
 
@@ -699,7 +696,7 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
     await end_request_session(request.scope)  # what follows holds connections briefly
     deadline = time.monotonic() + timeout / 1000
     sub: live.Subscription | None = None
-    refamily = True
+    refamily = False
     try:
         while True:
             async with live.hub.reading(), rt.db.sessions() as s2:
@@ -707,17 +704,20 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
                     raise MatrixError(
                         401, "M_UNKNOWN_TOKEN", "This session has ended.", soft_logout=False
                     )
-                if refamily:
-                    watching = await families.co_members(s2, account_id)
-                    if sub is None:  # before the first read: nothing committed meanwhile is missed
-                        sub = live.hub.subscribe(account_id, watching, device_id=device)
-                    else:
-                        live.hub.watch(sub, watching)
+                if sub is not None and refamily:
+                    live.hub.watch(sub, await families.co_members(s2, account_id))
                     refamily = False
                 batch = await syncing.incremental(
                     s2, account_id, token, flt, server, full_state=full_state
                 )
-            full_state = False
+                full_state = False
+                if not batch.content and sub is None and time.monotonic() < deadline:
+                    # nothing yet: subscribe, then look again, so that nothing
+                    # committed between the read and the subscription is missed
+                    watching = await families.co_members(s2, account_id)
+                    sub = live.hub.subscribe(account_id, watching, device_id=device)
+                    if await stream.top(s2) > batch.position:
+                        continue
             if batch.content or time.monotonic() >= deadline:
                 return _ok(batch.response)
             token = syncing.Token(batch.position, max(token.typing, syncing.typing.serial))

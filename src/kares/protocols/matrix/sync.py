@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, live
+from kares.db import Statement
 from kares.families import service as families
 from kares.families.models import Family
 from kares.identity.models import Account
@@ -358,6 +359,17 @@ async def initial(s: AsyncSession, account_id: str, flt: Filter, server: str) ->
     return out
 
 
+# the account's own notices in a range of positions: where a leave is found
+_OWN_NOTICES = Statement(
+    select(*Message.__table__.c).where(
+        Message.sender_account_id == bindparam("account_id"),
+        Message.kind == SYSTEM,
+        Message.position > bindparam("after"),
+        Message.position <= bindparam("upto"),
+    )
+)
+
+
 @dataclass
 class Batch:
     response: dict[str, Any]
@@ -387,17 +399,13 @@ async def incremental(
     # rooms left since the token: the account's own notices in conversations it
     # may no longer read
     if upto > token.position:
-        q = select(Message).where(
-            Message.sender_account_id == account_id,
-            Message.kind == SYSTEM,
-            Message.position > token.position,
-            Message.position <= upto,
-        )
-        for m in (await s.execute(q)).scalars():
-            if m.conversation_id in mine or not wanted(m.conversation_id):
+        params = {"account_id": account_id, "after": token.position, "upto": upto}
+        for row in await _OWN_NOTICES.rows(s, params):
+            if row.conversation_id in mine or not wanted(row.conversation_id):
                 continue
-            if decode(m.body).get("event") not in ("left", "removed"):
+            if decode(row.body).get("event") not in ("left", "removed"):
                 continue
+            m = Message(**row._asdict())
             room = mx.room_id(m.conversation_id, server)
             left = mx.message_event(m, server, {})
             rooms_leave[room] = {
@@ -410,9 +418,16 @@ async def incremental(
     receipts: dict[str, list[tuple[int, str, datetime]]] = {}
     fresh: set[str] = set()  # rooms the client does not know yet (a family joined)
     joiners: set[str] = set()
-    for _, msg in got.rows:
+    moved: set[str] = set()  # rooms whose unread count may have changed for the account
+    for ev, msg in got.rows:
         if msg is not None and msg.kind == SYSTEM and msg.sender_account_id is not None:
             joiners.add(msg.sender_account_id)
+        if ev.kind in ("receipt", "hide"):
+            changed = ev.account_id == account_id  # my receipt, my "deleted for me"
+        else:  # someone else's message, or its recall
+            changed = msg is not None and msg.sender_account_id != account_id
+        if changed:
+            moved.add(ev.conversation_id)
     names = await names_of(s, joiners)
     for ev, msg in got.rows:
         conv = ev.conversation_id
@@ -452,7 +467,7 @@ async def incremental(
     touched = set(timelines) | set(receipts) | typing_rooms
     if full_state:
         touched |= {c for c in mine if wanted(c)}
-    unread = await unread_counts(s, account_id, mine, set(timelines) | set(receipts))
+    unread = await unread_counts(s, account_id, mine, moved)
     for conv in sorted(touched):
         items = timelines.get(conv, [])
         limit = flt.timeline_limit
