@@ -707,9 +707,13 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
                 if sub is not None and refamily:
                     live.hub.watch(sub, await families.co_members(s2, account_id))
                     refamily = False
-                batch = await syncing.incremental(
-                    s2, account_id, token, flt, server, full_state=full_state
-                )
+                if sub is None and not full_state and await _nothing_since(s2, token):
+                    # the usual next poll: one query says nothing moved
+                    batch = syncing.Batch(syncing.nothing(token), token.position, False)
+                else:
+                    batch = await syncing.incremental(
+                        s2, account_id, token, flt, server, full_state=full_state
+                    )
                 full_state = False
                 if not batch.content and sub is None and time.monotonic() < deadline:
                     # nothing yet: subscribe, then look again, so that nothing
@@ -730,6 +734,12 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
         if sub is not None:
             sub.close()
             live.hub.unsubscribe(sub)
+
+
+async def _nothing_since(s: AsyncSession, token: syncing.Token) -> bool:
+    """Nothing can be there for the token: no position after it, no typing
+    change in this process after its serial."""
+    return syncing.typing.serial <= token.typing and await stream.top(s) <= token.position
 
 
 async def _wait(sub: live.Subscription, token: syncing.Token, deadline: float) -> bool | None:

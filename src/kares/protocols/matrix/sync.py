@@ -370,6 +370,11 @@ _OWN_NOTICES = Statement(
 )
 
 
+def nothing(token: Token) -> dict[str, Any]:
+    """The answer when nothing moved after the token."""
+    return empty_response(write_token(token.position, max(token.typing, typing.serial)))
+
+
 @dataclass
 class Batch:
     response: dict[str, Any]
