@@ -695,19 +695,22 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
         return _ok(body)
     await end_request_session(request.scope)  # what follows holds connections briefly
     deadline = time.monotonic() + timeout / 1000
-    sub: live.Subscription | None = None
-    refamily = False
+    key = (account_id, device)
+    # the subscription this device kept since its last poll: it heard everything
+    # meanwhile, and the device counted as connected (no pushes between polls)
+    sub = parking.take(key)
+    refamily = woken = False
     try:
         while True:
             async with live.hub.reading(), rt.db.sessions() as s2:
-                if sub is not None and await caller_for_session(s2, session_id) is None:
+                if woken and await caller_for_session(s2, session_id) is None:
                     raise MatrixError(
                         401, "M_UNKNOWN_TOKEN", "This session has ended.", soft_logout=False
                     )
                 if sub is not None and refamily:
                     live.hub.watch(sub, await families.co_members(s2, account_id))
                     refamily = False
-                if sub is None and not full_state and await _nothing_since(s2, token):
+                if not woken and not full_state and await _nothing_since(s2, token):
                     # the usual next poll: one query says nothing moved
                     batch = syncing.Batch(syncing.nothing(token), token.position, False)
                 else:
@@ -729,11 +732,59 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
             wake = await _wait(sub, token, deadline)
             if wake is None:
                 return _ok(batch.response)
-            refamily = wake
+            refamily, woken = wake, True
     finally:
         if sub is not None:
-            sub.close()
+            parking.park(key, sub)
+
+
+PARK_SECONDS = 10.0
+
+
+class Parking:
+    """Each device's hub subscription between two of its polls, for
+    :data:`PARK_SECONDS`: the next poll takes it back (no query to find whom to
+    watch, and every notice meanwhile is in its queue), and while it waits here
+    the device counts as connected, as a WebSocket's does. Unclaimed, it ends."""
+
+    def __init__(self) -> None:
+        self._subs: dict[tuple[str, str], tuple[live.Subscription, asyncio.TimerHandle]] = {}
+
+    def take(self, key: tuple[str, str]) -> live.Subscription | None:
+        got = self._subs.pop(key, None)
+        if got is None:
+            return None
+        sub, timer = got
+        timer.cancel()
+        if sub.closed:
             live.hub.unsubscribe(sub)
+            return None
+        return sub
+
+    def park(self, key: tuple[str, str], sub: live.Subscription) -> None:
+        if sub.closed:
+            live.hub.unsubscribe(sub)
+            return
+        old = self._subs.pop(key, None)
+        if old is not None:  # two polls of one device at once: keep the newer
+            old[1].cancel()
+            self._end(old[0])
+        timer = asyncio.get_running_loop().call_later(PARK_SECONDS, self._expire, key, sub)
+        self._subs[key] = (sub, timer)
+
+    def _expire(self, key: tuple[str, str], sub: live.Subscription) -> None:
+        got = self._subs.get(key)
+        if got is not None and got[0] is sub:
+            del self._subs[key]
+        self._end(sub)
+
+    @staticmethod
+    def _end(sub: live.Subscription) -> None:
+        sub.close()
+        live.hub.unsubscribe(sub)
+
+
+parking = Parking()
 
 
 async def _nothing_since(s: AsyncSession, token: syncing.Token) -> bool:
