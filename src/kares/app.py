@@ -32,6 +32,7 @@ from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
 from kares.protocols import overland, owntracks, trackfiles, ws
+from kares.protocols.matrix import api as matrix_api
 from kares.protocols.watch.server import WatchServer
 from kares.rights import erase_api
 from kares.rights import export_api as rights_export_api
@@ -45,7 +46,9 @@ log = logging.getLogger("kares.app")
 JSON_BODY_LIMIT = 1024 * 1024
 # Image uploads: the avatar, a family's group photo, a chat's images and voice notes
 # (capped at KARES_VOICE_MAX_BYTES, below the image cap).
-UPLOAD_PATH = re.compile(r"^/api/v1/(me/avatar|families/[^/]+/photo|messaging/attachments)$")
+UPLOAD_PATH = re.compile(
+    r"^(/api/v1/(me/avatar|families/[^/]+/photo|messaging/attachments)|/_matrix/media/v3/upload)$"
+)
 # GPX / GeoJSON route files: larger than JSON bodies, checked point by point
 IMPORT_PATH = "/api/v1/location/import"
 IMPORT_BODY_LIMIT = 32 * 1024 * 1024
@@ -293,7 +296,10 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     # Routes are matched in order, one by one: what devices call all day (location
-    # uploads) first.
+    # uploads) first. The Matrix client API's routers match only /_matrix paths and
+    # say no to any other at once (docs/MESSAGING.md); its catch-all after it.
+    app.include_router(matrix_api.router)
+    app.include_router(matrix_api.fallback)
     app.include_router(owntracks.router)
     app.include_router(overland.router)
     app.include_router(location_api.router)

@@ -30,6 +30,7 @@ from kares.notify import revision as notify_revision
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
 from kares.protocols import trackfiles as protocols_trackfiles
+from kares.protocols.matrix import models as matrix_models
 from kares.retention import jobs as retention_jobs
 from kares.retention import models as retention_models
 from kares.rights import audit as rights_audit
@@ -62,6 +63,7 @@ __all__ = [
     "location_jobs",
     "location_models",
     "location_service",
+    "matrix_models",
     "media_models",
     "messaging_models",
     "messaging_service",

@@ -371,14 +371,29 @@ async def verify_password(rt: Runtime, account: Account, password: str) -> bool:
 
 
 async def sign_in_with_password(
-    s: AsyncSession, rt: Runtime, *, phone: str, password: str, env: Environment
+    s: AsyncSession,
+    rt: Runtime,
+    *,
+    phone: str | None = None,
+    account_id: str | None = None,
+    password: str,
+    env: Environment,
+    label: str | None = None,
 ) -> SignInResult:
-    """Sign in with a number and its password, within the limits of
-    ``accounts.limits``. An unknown number takes the same path as a registered
-    one: counted and locked alike, a dummy hash checked, the same answers."""
+    """Sign in with a number (or, for a wire format that names accounts by id,
+    such as the Matrix client API, the account's id) and its password, within the
+    limits of ``accounts.limits``: an account named by id is counted and locked
+    under its number, as if the number had been given. An unknown number (or id)
+    takes the same path as a registered one: counted and locked alike, a dummy
+    hash checked, the same answers. ``label`` names the session (its client)."""
     cfg = rt.settings
-    e164 = parse_phone(phone, cfg.default_region)
-    account = await find_by_phone(s, e164)
+    if account_id is not None:
+        found = await s.get(Account, account_id) if len(account_id) <= 32 else None
+        account = found if found is not None and found.phone else None
+        e164 = account.phone if account is not None else f"account:{account_id[:64]}"
+    else:
+        e164 = parse_phone(phone or "", cfg.default_region)
+        account = await find_by_phone(s, e164)
     now = clock.utcnow()
     attempt = await limits.count_attempt(s, cfg, e164=e164, ip=env.ip, now=now)
     if attempt.refusal is not None:
@@ -407,7 +422,7 @@ async def sign_in_with_password(
     if rt.passwords.check_needs_rehash(account.password_hash):
         account.password_hash = await anyio.to_thread.run_sync(rt.passwords.hash, password)
     return await _complete_sign_in(
-        s, rt, account=account, created=False, method="password", env=env
+        s, rt, account=account, created=False, method="password", env=env, label=label
     )
 
 

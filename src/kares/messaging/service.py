@@ -260,12 +260,25 @@ class Outgoing:
     lon: float | None = None
     accuracy_m: float | None = None
     attachment_id: int | None = None
+    # what a wire format keeps beside the message so that it reads back the same
+    # (the Matrix client API: the content's other keys, its msgtype); part of the
+    # body, encrypted and exported and erased with it
+    extra: dict[str, Any] | None = None
 
 
 async def _body(
     s: AsyncSession, rt: Runtime, sender: str, out: Outgoing
 ) -> tuple[dict[str, Any], int | None]:
     """Check what is sent and make its body; the attachment it uses, if any."""
+    body, attachment_id = await _checked_body(s, rt, sender, out)
+    if out.extra:
+        body["extra"] = out.extra
+    return body, attachment_id
+
+
+async def _checked_body(
+    s: AsyncSession, rt: Runtime, sender: str, out: Outgoing
+) -> tuple[dict[str, Any], int | None]:
     if out.kind not in KINDS:
         raise Problem(422, "message.invalid_kind", f"A message is one of {', '.join(KINDS)}.")
     if out.kind == "text":

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import and_, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import dialect_of
+from kares.db import Statement, dialect_of
 from kares.families.models import FamilyMember
 from kares.messaging.content import message_out
 from kares.messaging.models import Conversation, Hidden, Message, MessageEvent
@@ -72,10 +72,13 @@ async def take(
     return ev
 
 
+_TOP = Statement(select(func.max(MessageEvent.position).label("top")))
+
+
 async def top(s: AsyncSession) -> int:
     """The highest committed position (0 before the first)."""
-    got = (await s.execute(select(func.max(MessageEvent.position)))).scalar_one_or_none()
-    return int(got or 0)
+    row = await _TOP.first(s, {})
+    return int(row[0] or 0) if row is not None else 0
 
 
 @dataclass(frozen=True)
@@ -91,43 +94,59 @@ async def scopes(s: AsyncSession, account_id: str) -> dict[str, Scope]:
     """Every conversation the account may read now: its families' (as members
     now) and the direct ones it is in."""
     out: dict[str, Scope] = {}
-    fam = select(FamilyMember.family_id, FamilyMember.joined_at).where(
-        FamilyMember.account_id == account_id
-    )
-    for family_id, joined_at in (await s.execute(fam)).all():
+    for family_id, joined_at in await _FAMILIES.rows(s, {"account_id": account_id}):
         out[family_id] = Scope(family_id, joined_at)
-    direct = select(Conversation.id).where(
-        Conversation.kind != "family",
-        or_(Conversation.member_a == account_id, Conversation.member_b == account_id),
-    )
-    for (cid,) in (await s.execute(direct)).all():
+    for (cid,) in await _DIRECT.rows(s, {"account_id": account_id}):
         out[cid] = Scope(cid, None)
     return out
+
+
+# what every wake of a stream reads: built once (kares.db.Statement)
+_FAMILIES = Statement(
+    select(FamilyMember.family_id, FamilyMember.joined_at).where(
+        FamilyMember.account_id == bindparam("account_id")
+    )
+)
+_DIRECT = Statement(
+    select(Conversation.id).where(
+        Conversation.kind != "family",
+        or_(
+            Conversation.member_a == bindparam("account_id"),
+            Conversation.member_b == bindparam("account_id"),
+        ),
+    )
+)
 
 
 def visible_from(scope: Scope, at: datetime) -> bool:
     return scope.since is None or at >= scope.since
 
 
-async def since(
-    s: AsyncSession, account_id: str, after: int, limit: int
-) -> tuple[list[dict[str, Any]], int]:
-    """What the account may see after position ``after``, in order, at most
-    ``limit`` events, and the position to ask from next time.
+@dataclass(frozen=True)
+class Rows:
+    rows: list[tuple[MessageEvent, Message | None]]
+    next: int  # the position to ask from next time
+    scopes: dict[str, Scope]  # what the account may read, read after the ceiling
 
-    Each event is a dict: ``position``, ``kind`` (``message``, ``recall``,
-    ``receipt``, ``hide``), ``conversation_id`` and, by kind, ``message`` (as
-    :func:`kares.messaging.content.message_out` shapes it, read now: a recalled
-    message comes without its body), ``account_id`` and ``up_to`` (a receipt's
-    reader and the position read up to). Rights are those of the moment of the
-    call: a conversation the account has left yields nothing more."""
+
+async def since_rows(
+    s: AsyncSession, account_id: str, after: int, limit: int, *, scopes_always: bool = False
+) -> Rows:
+    """:func:`since` as rows: each event the account may see after ``after`` (in
+    order, at most ``limit``) with its message, if it has one, read now; and the
+    position to ask from next time. For a wire format that shapes the rows itself
+    (the Matrix client API) under the same rights; with the account's
+    :func:`scopes` as they were read (after the ceiling, so a conversation joined
+    meanwhile is in them); read even when nothing moved with ``scopes_always``."""
     limit = max(1, min(int(limit), 1000))
     ceiling = await top(s)  # first: everything up to it has committed
-    if ceiling <= after:
-        return [], after
+    if ceiling <= after and not scopes_always:
+        return Rows([], after, {})
     mine = await scopes(s, account_id)
+    if ceiling <= after:
+        return Rows([], after, mine)
     if not mine:
-        return [], ceiling
+        return Rows([], ceiling, mine)
     hidden = select(Hidden.message_position).where(Hidden.account_id == account_id)
     q = (
         select(MessageEvent, Message)
@@ -149,13 +168,33 @@ async def since(
         .limit(limit)
     )
     rows = (await s.execute(q)).all()
-    out: list[dict[str, Any]] = []
+    out: list[tuple[MessageEvent, Message | None]] = []
     for ev, msg in rows:
         scope = mine[ev.conversation_id]
         if not visible_from(scope, ev.at):
             continue
         if msg is not None and not visible_from(scope, msg.sent_at):
             continue
+        out.append((ev, msg))
+    nxt = rows[-1][0].position if len(rows) == limit else ceiling
+    return Rows(out, int(nxt), mine)
+
+
+async def since(
+    s: AsyncSession, account_id: str, after: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """What the account may see after position ``after``, in order, at most
+    ``limit`` events, and the position to ask from next time.
+
+    Each event is a dict: ``position``, ``kind`` (``message``, ``recall``,
+    ``receipt``, ``hide``), ``conversation_id`` and, by kind, ``message`` (as
+    :func:`kares.messaging.content.message_out` shapes it, read now: a recalled
+    message comes without its body), ``account_id`` and ``up_to`` (a receipt's
+    reader and the position read up to). Rights are those of the moment of the
+    call: a conversation the account has left yields nothing more."""
+    got = await since_rows(s, account_id, after, limit)
+    out: list[dict[str, Any]] = []
+    for ev, msg in got.rows:
         item: dict[str, Any] = {
             "position": ev.position,
             "kind": ev.kind,
@@ -169,8 +208,7 @@ async def since(
         elif ev.kind == "hide":
             item["message_position"] = ev.message_position
         out.append(item)
-    nxt = rows[-1][0].position if len(rows) == limit else ceiling
-    return out, int(nxt)
+    return out, got.next
 
 
 # --- the device's WebSocket ----------------------------------------------------------------
