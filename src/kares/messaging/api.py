@@ -150,6 +150,7 @@ SEND_ERRORS = (
     (404, "attachment.not_found"),
     (409, "attachment.used"),
     (409, "conversation.closed"),
+    (422, "message.watch_unplayable"),
 )
 
 

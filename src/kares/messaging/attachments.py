@@ -34,6 +34,35 @@ class Voice:
     duration_ms: int
 
 
+# what a kids' watch plays (docs/MESSAGING.md, "Chat with a watch")
+WATCH_CODEC = "amr-nb"
+# the largest "TK," + escaped audio one watch-protocol frame carries (four hex digits)
+WATCH_FRAME_MAX = 0xFFFF
+_WATCH_ESCAPED = frozenset(b"\x7d\x5b\x5d\x2c\x2a")
+
+
+def watch_frame_size(audio: bytes) -> int:
+    """The bytes of ``TK,`` and the audio once escaped for the watch protocol."""
+    return 3 + len(audio) + sum(1 for b in audio if b in _WATCH_ESCAPED)
+
+
+def playable(att: Attachment) -> bool:
+    """Whether a kids' watch can play this voice note: AMR-NB, whole in one frame."""
+    return att.codec == WATCH_CODEC and watch_frame_size(att.data) <= WATCH_FRAME_MAX
+
+
+def check_playable(att: Attachment) -> None:
+    """A voice note sent into a watch conversation must be one the watch plays:
+    else ``422 message.watch_unplayable`` (nothing is stored)."""
+    if att.kind == "voice" and not playable(att):
+        raise Problem(
+            422,
+            "message.watch_unplayable",
+            "The watch plays AMR-NB voice notes of up to about 40 seconds only: "
+            "record this one as AMR (audio/amr), or send it as text.",
+        )
+
+
 def _unsupported() -> Problem:
     return Problem(415, "media.unsupported_type", "A voice note is Ogg Opus or AMR-NB audio.")
 

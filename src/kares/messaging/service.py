@@ -34,6 +34,7 @@ from kares.families import service as families
 from kares.families.models import Family, FamilyMember
 from kares.identity.models import Account
 from kares.messaging import stream
+from kares.messaging.attachments import check_playable
 from kares.messaging.content import KINDS, SYSTEM, TEXT_MAX, cursor, encode, message_out
 from kares.messaging.models import Attachment, Conversation, Hidden, Message, Receipt
 from kares.notify import service as notify
@@ -156,7 +157,7 @@ async def _pair(s: AsyncSession, a: str, b: str) -> Conversation | None:
     return (await s.execute(q)).scalar_one_or_none()
 
 
-def _visible(acc: Access, account_id: str) -> Any:
+def visible(acc: Access, account_id: str) -> Any:
     """Messages of the conversation the caller may read: from their joining, not
     hidden by them."""
     hidden = select(Hidden.message_position).where(Hidden.account_id == account_id)
@@ -172,7 +173,7 @@ async def _unread(s: AsyncSession, acc: Access, account_id: str) -> int:
         select(func.count())
         .select_from(Message)
         .where(
-            _visible(acc, account_id),
+            visible(acc, account_id),
             Message.position > (r.up_to if r is not None else 0),
             Message.kind != SYSTEM,
             Message.recalled_at.is_(None),
@@ -183,7 +184,7 @@ async def _unread(s: AsyncSession, acc: Access, account_id: str) -> int:
 
 
 async def _last(s: AsyncSession, acc: Access, account_id: str) -> Message | None:
-    q = select(Message).where(_visible(acc, account_id)).order_by(Message.position.desc()).limit(1)
+    q = select(Message).where(visible(acc, account_id)).order_by(Message.position.desc()).limit(1)
     return (await s.execute(q)).scalar_one_or_none()
 
 
@@ -244,7 +245,7 @@ class Outgoing:
 
 
 async def _body(
-    s: AsyncSession, rt: Runtime, sender: str, out: Outgoing
+    s: AsyncSession, rt: Runtime, sender: str, out: Outgoing, *, to_watch: bool = False
 ) -> tuple[dict[str, Any], int | None]:
     """Check what is sent and make its body; the attachment it uses, if any."""
     if out.kind not in KINDS:
@@ -270,6 +271,8 @@ async def _body(
     used = select(Message.position).where(Message.attachment_id == att.id)
     if (await s.execute(used)).first() is not None:
         raise Problem(409, "attachment.used", "This attachment was already sent.")
+    if to_watch:
+        check_playable(att)
     body: dict[str, Any] = {"content_type": att.content_type}
     if att.kind == "image":
         body.update(width=att.width, height=att.height)
@@ -320,6 +323,11 @@ async def _shown(s: AsyncSession, note: Notification) -> notify.Shown | None:
     return notify.Shown(sender.name[:100], f"{sender.name} {preview}.", dict(note.data))
 
 
+async def first_of(s: AsyncSession, *, sender: str, scope: str, txn_id: str) -> Message | None:
+    """The message a client's transaction already stored, if any."""
+    return await _by_txn(s, sender, txn_key(scope, txn_id))
+
+
 async def send(
     s: AsyncSession,
     rt: Runtime,
@@ -341,7 +349,8 @@ async def send(
     if first is not None:
         return first, False
     await _may_send(s, acc, sender.id)
-    body, attachment_id = await _body(s, rt, sender.id, outgoing)
+    # a dependant's watch conversation: a voice note in it must play on the watch
+    body, attachment_id = await _body(s, rt, sender.id, outgoing, to_watch=acc.kind == "watch")
     sender_id = sender.id
     if acc.kind == "family":
         await ensure_family_conversation(s, acc.id)
@@ -486,7 +495,7 @@ async def history(
     acc = await access(s, account_id, conversation_id)
     if not acc.exists:
         return Page([], None, cursor(after or 0))
-    q = select(Message).where(_visible(acc, account_id))
+    q = select(Message).where(visible(acc, account_id))
     if after is not None:
         if before is not None:
             q = q.where(Message.position < before)
@@ -501,7 +510,7 @@ async def history(
         page = list(reversed(rows[:limit]))
     if page:
         older = select(Message.position).where(
-            _visible(acc, account_id), Message.position < page[0].position
+            visible(acc, account_id), Message.position < page[0].position
         )
         has_older = (await s.execute(older.limit(1))).first() is not None
         return Page(
@@ -513,7 +522,7 @@ async def history(
 
 
 async def _message(s: AsyncSession, acc: Access, account_id: str, position: int) -> Message:
-    q = select(Message).where(_visible(acc, account_id), Message.position == position)
+    q = select(Message).where(visible(acc, account_id), Message.position == position)
     m = (await s.execute(q)).scalar_one_or_none()
     if m is None:
         raise _no_message()
