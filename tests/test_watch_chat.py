@@ -169,8 +169,8 @@ async def test_a_voice_note_in_parts_is_joined(
     try:
         for n, part in enumerate(parts, 1):
             content = b"JXTK,0,watch_7_20261206093954,%d,2," % n + wp.escape(part)
-            got = await c.ask(wp.encode("ZJ", WID, content, index="%04X" % n))
-            assert got == wp.encode("ZJ", WID, "JXTKR,1", index="%04X" % n)
+            got = await c.ask(wp.encode("ZJ", WID, content, index=f"{n:04X}"))
+            assert got == wp.encode("ZJ", WID, "JXTKR,1", index=f"{n:04X}")
         msgs = await family_page(client, ctx["guardians"][0], ctx["family_id"])
         (voice,) = [m for m in msgs if m["kind"] == "voice"]
         assert voice["attachment"]["duration_ms"] == 2000
