@@ -64,6 +64,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CONTESTED = "fix.contested"
 READ_CHUNK = 4096
 TOLD_MAX = 10_000
+# frames after which the chat link is looked for again (a watch paired since) or
+# woken: the keep-alive, and the watch asking for voice messages it is owed
+WAKES = frozenset({"LK", "TKQ", "TKQ2"})
 # alarms that are emergencies: every guardian is told at once, until one answers
 SOS_ALARMS = {"sos": "SOS from the watch", "fall": "The watch detected a fall"}
 NOTICE_ALARMS = {
@@ -123,6 +126,7 @@ class Connection:
         self.idle = idle
         self.lock = asyncio.Lock()
         self.link: ChatLink | None = None
+        self.tried = False  # whether the chat link was looked for yet
         self._parts: list[bytes] = []
         self._name = ""
 
@@ -386,7 +390,7 @@ class WatchServer:
                     )
                     if reply is not None:
                         await state.write(reply)
-                    if state.link is None or frame.command.upper() == "LK":
+                    if frame.command.upper() in WAKES or not state.tried:
                         await self._attach(state, frame)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
@@ -401,8 +405,10 @@ class WatchServer:
                 await writer.wait_closed()
 
     async def _attach(self, state: Connection, frame: wp.Frame) -> None:
-        """Start the chat link of a connection once its watch is paired; wake it
-        on a keep-alive (what it is owed may have changed while nothing woke it)."""
+        """Start the chat link of a connection once its watch is paired (looked
+        for at the first frame and at each of :data:`WAKES`); wake it on those
+        (what the watch is owed may have changed while nothing woke it)."""
+        state.tried = True
         if state.link is not None:
             state.link.poke()
             return
