@@ -19,20 +19,23 @@ import hashlib
 import io
 import struct
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import anyio
 from mutagen.mp4 import MP4
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock
+from kares import clock, jobs
 from kares.errors import Problem
 from kares.media import service as media
-from kares.messaging.models import Attachment
+from kares.messaging.models import Attachment, Message
 from kares.runtime import Runtime
 
 IMAGE_MAX_SIDE = 2048
+# the job that deletes an attachment nobody sent (KARES_ATTACHMENT_UNSENT_HOURS)
+FORGET_UNSENT = "messaging.forget_unsent"
 
 # AMR-NB: bytes of speech data after each frame's header byte, by frame type
 _AMR_SIZES = (12, 13, 15, 17, 19, 20, 26, 31, 5, 6, 5, 5, 0, 0, 0, 0)
@@ -294,8 +297,37 @@ async def upload(
     else:
         raise Problem(422, "message.invalid_kind", "An attachment is an image or a voice note.")
     s.add(att)
+    await s.flush()
+    # deleted unless a message carries it by then (jobs.py); queued with the upload
+    jobs.enqueue(
+        s,
+        FORGET_UNSENT,
+        {"attachment_id": att.id},
+        run_at=now + timedelta(hours=st.attachment_unsent_hours),
+    )
     await s.commit()
     return att
+
+
+async def forget_unsent(s: AsyncSession, attachment_id: int) -> bool:
+    """Delete the attachment if no message carries it; True if it went. The row
+    is locked first (a send in flight locks it too, ``service._body``), then the
+    messages are read afresh, so one being sent now is seen and the file kept."""
+    q = select(Attachment.id).where(Attachment.id == attachment_id).with_for_update()
+    if (await s.execute(q)).first() is None:
+        await s.commit()
+        return False  # already gone (recalled, its owner's data deleted)
+    used = select(Message.position).where(Message.attachment_id == attachment_id).limit(1)
+    if (await s.execute(used)).first() is not None:
+        await s.commit()
+        return False
+    await s.execute(
+        delete(Attachment)
+        .where(Attachment.id == attachment_id)
+        .execution_options(synchronize_session=False)
+    )
+    await s.commit()
+    return True
 
 
 async def get(s: AsyncSession, attachment_id: int) -> Attachment | None:

@@ -263,7 +263,8 @@ async def _body(
         return {"lat": out.lat, "lon": out.lon, "accuracy_m": out.accuracy_m}, None
     if out.attachment_id is None:
         raise Problem(422, "message.invalid", f"A {out.kind} message needs its attachment_id.")
-    att = await s.get(Attachment, out.attachment_id)
+    # locked (PostgreSQL): the job that deletes unsent attachments waits for this send
+    att = await s.get(Attachment, out.attachment_id, with_for_update=True)
     if att is None or att.owner_account_id != sender:
         raise Problem(404, "attachment.not_found", "No such attachment of yours.")
     if att.kind != out.kind:
@@ -380,6 +381,9 @@ async def send(
         await s.rollback()
         again = await _by_txn(s, sender_id, key)
         if again is None:
+            if attachment_id is not None and await s.get(Attachment, attachment_id) is None:
+                # deleted as unsent at this very moment (KARES_ATTACHMENT_UNSENT_HOURS)
+                raise Problem(404, "attachment.not_found", "No such attachment of yours.") from None
             raise
         return again, False
     await _push(s, acc, sender, msg)
