@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kares import clock, jobs
 from kares.protocols.watch import frames as wp
 from kares.protocols.watch.server import WatchServer
 from tests.conftest import bearer, count_rows, query
@@ -34,6 +35,7 @@ from tests.support.watch import (
     state_but_last_seen,
 )
 from tests.test_messaging import ogg_opus
+from tests.test_rights_erase import code_for
 
 __all__ = ["server", "settings_overrides"]  # fixtures, from tests.support.watch
 
@@ -387,3 +389,36 @@ async def test_a_voice_note_the_watch_cannot_play_is_refused_in_its_conversation
     # the family's conversation takes it (the watch just does not get it)
     r = await send_voice(client, g, ctx["family_id"], ogg_opus(2))
     assert r.status_code == 201, r.text
+
+
+async def test_deleting_the_wearer_leaves_their_voice_notes_to_the_family_and_no_cursor(
+    client: httpx.AsyncClient, sms: Any, server: WatchServer, app: Any, db: Any
+) -> None:
+    ctx = await household(client, sms)
+    g, g2 = ctx["guardians"]
+    dep = ctx["dep"]
+    cid = await watch_conversation(client, g, dep)
+    await send_text(client, g, cid, "hello")
+    c = await connected(server.port)  # type: ignore[attr-defined]
+    try:
+        assert (await next_frame(c)).command == "MESSAGE"
+        await c.send(frame("MESSAGE"))
+        assert await c.ask(tk(amr(50))) == reply("TK,1")
+    finally:
+        await c.close()
+    rows = await query(db, "SELECT account_id FROM watch_chat_cursors")
+    assert [r["account_id"] for r in rows] == [dep]
+    # a guardian deletes the dependant's account (policy 7 with 5.4)
+    code = await code_for(client, sms, g2)
+    r = await client.post(
+        f"/api/v1/dependants/{dep}/deletion", json={"code": code}, headers=bearer(g2["token"])
+    )
+    assert r.status_code == 202, r.text
+    clock.advance(16 * 86400)
+    await jobs.run_due(app.state.runtime)
+    assert await query(db, "SELECT id FROM accounts WHERE id = :d", d=dep) == []
+    assert await query(db, "SELECT * FROM watch_chat_cursors") == []
+    (voice,) = [m for m in await family_page(client, g, ctx["family_id"]) if m["kind"] == "voice"]
+    assert voice["sender_id"] is None  # the family keeps it, from nobody
+    got = await client.get(voice["attachment"]["url"], headers=bearer(g["token"]))
+    assert got.status_code == 200
