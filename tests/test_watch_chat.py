@@ -422,3 +422,44 @@ async def test_deleting_the_wearer_leaves_their_voice_notes_to_the_family_and_no
     assert voice["sender_id"] is None  # the family keeps it, from nobody
     got = await client.get(voice["attachment"]["url"], headers=bearer(g["token"]))
     assert got.status_code == 200
+
+
+async def test_a_watch_paired_or_unpaired_while_connected_is_served_from_its_next_keepalive(
+    client: httpx.AsyncClient, sms: Any, server: WatchServer
+) -> None:
+    ctx = await household(client, sms)
+    g = ctx["guardians"][0]
+    wid = "8800000077"
+    r = await client.post(
+        f"/api/v1/families/{ctx['family_id']}/dependants",
+        json={"name": "Grandpa Li", "age_bracket": "adult"},
+        headers=bearer(g["token"]),
+    )
+    assert r.status_code == 201, r.text
+    grandpa = r.json()["member"]["account_id"]
+    w = await client.post("/api/v1/watches/hello", json={"imei": wid, "model": "K"})
+    assert w.status_code == 200, w.text
+    c = await Conn.open(server.port)  # type: ignore[attr-defined]
+    try:
+        await c.sync(wid)  # not paired yet: only its keep-alive is answered
+        r = await client.post(
+            "/api/v1/watches/pair",
+            json={"text": w.json()["pairing_text"], "family_id": ctx["family_id"]}
+            | {"dependant_id": grandpa},
+            headers=bearer(g["token"]),
+        )
+        assert r.status_code == 201, r.text
+        watch_id = r.json()["id"]
+        await send_text(client, g, ctx["family_id"], "Lunch is ready")
+        await c.silent()  # nothing woke this connection's link: there is none yet
+        await c.sync(wid)
+        f = await next_frame(c)
+        assert wp.text_of(f.content).endswith("Lunch is ready")
+        await c.send(frame("MESSAGE", wid))
+        r = await client.delete(f"/api/v1/watches/{watch_id}", headers=bearer(g["token"]))
+        assert r.status_code == 204, r.text
+        await send_text(client, g, ctx["family_id"], "Not for an unpaired watch")
+        await c.sync(wid)
+        await c.silent()
+    finally:
+        await c.close()

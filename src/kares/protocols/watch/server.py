@@ -180,6 +180,10 @@ class ChatLink:
         self.task = asyncio.create_task(self._run())
         self.poke()
 
+    def serves(self, who: Wearer) -> bool:
+        """Whether this link is for the watch's pairing now."""
+        return who.watch.id == self.watch_id and who.account.id == self.account_id
+
     def poke(self) -> None:
         """Look for what the watch is owed (after a keep-alive, an acknowledgement)."""
         with contextlib.suppress(asyncio.QueueFull):
@@ -211,8 +215,8 @@ class ChatLink:
         rt = self.server.rt
         async with live.hub.reading(), rt.db.sessions() as s:
             who = await wearer(s, self.device_id)
-            if who is None or who.watch.id != self.watch_id or who.watch.family_id is None:
-                return  # unpaired (or paired anew: the next connection serves it)
+            if who is None or not self.serves(who) or who.watch.family_id is None:
+                return  # unpaired, or paired anew: the next keep-alive makes a new link
             live.hub.watch(self.sub, await families.co_members(s, self.account_id))
             try:
                 await admit(s, rt, who.caller, "messaging", "chat")
@@ -409,11 +413,15 @@ class WatchServer:
         for at the first frame and at each of :data:`WAKES`); wake it on those
         (what the watch is owed may have changed while nothing woke it)."""
         state.tried = True
-        if state.link is not None:
-            state.link.poke()
-            return
         async with self.rt.db.sessions() as s:
             who = await wearer(s, frame.device_id)
+        link = state.link
+        if link is not None and who is not None and link.serves(who):
+            link.poke()
+            return
+        if link is not None:  # unpaired, or paired anew (to someone else) meanwhile
+            state.link = None
+            await link.close()
         if who is not None:
             state.link = ChatLink(self, state, frame, who)
 
