@@ -463,3 +463,40 @@ async def test_a_watch_paired_or_unpaired_while_connected_is_served_from_its_nex
         await c.silent()
     finally:
         await c.close()
+
+
+# --- the frames, without a socket -----------------------------------------------------------
+
+
+@pytest.mark.db_agnostic
+def test_chat_frames_both_ways() -> None:
+    # text down: UTF-16BE code units in upper-case hex, and back
+    f = wp.text_frame("3G", WID, "你好 Li 👋")
+    (got,) = wp.FrameReader().feed(f)
+    assert got.command == "MESSAGE" and wp.text_of(got.content) == "你好 Li 👋"
+    assert got.content.startswith(b"MESSAGE,4F60597D0020")
+    # voice down: escaped on the wire, whole again once read
+    audio = amr(10)
+    (got,) = wp.FrameReader().feed(wp.voice_frame("3G", WID, audio))
+    assert got.payload == b"TK," + audio and got.length_ok
+    assert wp.voice_fits(audio) and not wp.voice_fits(amr(2100, b"\x7d"))
+    # acknowledgements, and what is not one
+    acks = [
+        wp.ack_of(g)
+        for g in wp.FrameReader().feed(
+            frame("TK,1") + frame("TK,0") + frame("MESSAGE") + frame("MESSAGE,1") + frame("LK")
+        )
+    ]
+    assert acks == [("TK", True), ("TK", False), ("MESSAGE", True), ("MESSAGE", True), None]
+    # voice up: whole, or a numbered part
+    (tk_frame,) = wp.FrameReader().feed(tk(audio))
+    assert wp.voice_of(tk_frame, wp.parse(tk_frame)) == wp.VoicePart(audio)
+    (ack_frame,) = wp.FrameReader().feed(frame("TK,1"))
+    assert wp.voice_of(ack_frame, wp.parse(ack_frame)) is None
+    content = b"JXTK,0,note_1,2,3," + wp.escape(audio)
+    (part,) = wp.FrameReader().feed(wp.encode("ZJ", WID, content, index="0007"))
+    assert wp.voice_of(part, wp.parse(part)) == wp.VoicePart(audio, 2, 3, "note_1")
+    assert wp.voice_reply(part, True) == wp.encode("ZJ", WID, "JXTKR,1", index="0007")
+    for bad in (b"JXTK,0,n,4,3,xx", b"JXTK,0,n,0,3,xx", b"JXTK,0,n,a,3,xx", b"JXTK,0,n,1"):
+        (g,) = wp.FrameReader().feed(wp.encode("ZJ", WID, bad))
+        assert wp.voice_of(g, wp.parse(g)) is None

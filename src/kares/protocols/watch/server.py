@@ -416,10 +416,10 @@ class WatchServer:
         async with self.rt.db.sessions() as s:
             who = await wearer(s, frame.device_id)
         link = state.link
-        if link is not None and who is not None and link.serves(who):
+        if link is not None and who is not None and link.serves(who) and not link.task.done():
             link.poke()
             return
-        if link is not None:  # unpaired, or paired anew (to someone else) meanwhile
+        if link is not None:  # unpaired, paired anew meanwhile, or its writes timed out
             state.link = None
             await link.close()
         if who is not None:
