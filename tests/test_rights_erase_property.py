@@ -73,6 +73,8 @@ NOT_HELD = {
     "staff_actions": "no operator acted on the person",
     "jobs": "may hold nothing of theirs at that moment",
     "legal_holds": "an operator's hold; how a hold meets a deletion is open (docs/RIGHTS.md)",
+    # tests/test_watch_chat.py deletes a wearer with one
+    "watch_chat_cursors": "only a watch's wearer (a dependant) has one; the person wears none",
 }
 # and location_days on PostgreSQL: days are packed on SQLite only (location.days)
 

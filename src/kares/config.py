@@ -213,6 +213,8 @@ class Settings(BaseSettings):
     message_recall_seconds: int = Field(default=120, ge=0)
     voice_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     voice_max_seconds: int = Field(default=120, ge=1)
+    # an attachment uploaded and never sent is deleted this many hours after its upload
+    attachment_unsent_hours: int = Field(default=24, ge=1, le=24 * 365)
     # Anonymised statistics (docs/STATS.md): groups of fewer than k distinct people
     # are suppressed; each figure of a release spends stats_epsilon; the releases of
     # any stats_budget_period_days together spend at most stats_budget_epsilon

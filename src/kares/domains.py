@@ -22,6 +22,7 @@ from kares.location import jobs as location_jobs
 from kares.location import models as location_models
 from kares.location import service as location_service
 from kares.media import models as media_models
+from kares.messaging import jobs as messaging_jobs
 from kares.messaging import models as messaging_models
 from kares.messaging import service as messaging_service
 from kares.notify import jobs as notify_jobs
@@ -65,6 +66,7 @@ __all__ = [
     "location_service",
     "matrix_models",
     "media_models",
+    "messaging_jobs",
     "messaging_models",
     "messaging_service",
     "metadata",

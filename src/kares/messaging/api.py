@@ -150,6 +150,7 @@ SEND_ERRORS = (
     (404, "attachment.not_found"),
     (409, "attachment.used"),
     (409, "conversation.closed"),
+    (422, "message.watch_unplayable"),
 )
 
 
@@ -306,8 +307,8 @@ def _attachment_out(att: Any) -> AttachmentOut:
     responses=responses(*AUTH, *IMAGE_ERRORS),
     summary="Upload an image or a voice note, to send it next",
     description="An image is sniffed, capped, re-encoded and stripped of its metadata by "
-    "the media pipeline; a voice note (Ogg Opus or AMR-NB) is sniffed and its duration "
-    "read from it and capped (KARES_VOICE_MAX_SECONDS).",
+    "the media pipeline; a voice note (Ogg Opus, WebM/Opus, MP4/AAC or AMR-NB) is sniffed "
+    "and its duration read from it and capped (KARES_VOICE_MAX_SECONDS).",
 )
 async def upload_attachment(
     request: Request,
@@ -329,7 +330,14 @@ async def upload_attachment(
     response_class=Response,
     responses={
         200: {
-            "content": {"image/jpeg": {}, "image/png": {}, "audio/ogg": {}, "audio/amr": {}},
+            "content": {
+                "image/jpeg": {},
+                "image/png": {},
+                "audio/ogg": {},
+                "audio/amr": {},
+                "audio/webm": {},
+                "audio/mp4": {},
+            },
             "description": "The attachment",
         },
         **responses(*AUTH, (404, "attachment.not_found")),

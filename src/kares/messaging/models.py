@@ -201,3 +201,25 @@ class Hidden(Base):
         ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal(METADATA))
+
+
+class WatchChatCursor(Base):
+    """How far a dependant's watch has received its chat: the position of the last
+    message the watch acknowledged (``TK,1`` for a voice note, ``MESSAGE`` for a
+    text) over the watch protocol. Messages after it wait, in order, until the
+    watch is connected (docs/MESSAGING.md, "Chat with a watch")."""
+
+    __tablename__ = "watch_chat_cursors"
+    __table_args__ = (
+        table_info(subject="account_id", not_personal=("watch_id",), collected="updated_at"),
+    )
+
+    watch_id: Mapped[str] = mapped_column(
+        ForeignKey("watches.id", ondelete="CASCADE"), primary_key=True
+    )
+    # the wearer whose messages these are
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    up_to: Mapped[int] = mapped_column(BigInteger, info=personal(METADATA))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal(METADATA))

@@ -34,6 +34,7 @@ from kares.families import service as families
 from kares.families.models import Family, FamilyMember
 from kares.identity.models import Account
 from kares.messaging import stream
+from kares.messaging.attachments import check_playable
 from kares.messaging.content import KINDS, SYSTEM, TEXT_MAX, cursor, encode, message_out
 from kares.messaging.models import Attachment, Conversation, Hidden, Message, Receipt
 from kares.notify import service as notify
@@ -175,7 +176,7 @@ async def _pair(s: AsyncSession, a: str, b: str) -> Conversation | None:
     return (await s.execute(q)).scalar_one_or_none()
 
 
-def _visible(acc: Access, account_id: str) -> Any:
+def visible(acc: Access, account_id: str) -> Any:
     """Messages of the conversation the caller may read: from their joining, not
     hidden by them."""
     hidden = select(Hidden.message_position).where(Hidden.account_id == account_id)
@@ -191,7 +192,7 @@ async def _unread(s: AsyncSession, acc: Access, account_id: str) -> int:
         select(func.count())
         .select_from(Message)
         .where(
-            _visible(acc, account_id),
+            visible(acc, account_id),
             Message.position > (r.up_to if r is not None else 0),
             Message.kind != SYSTEM,
             Message.recalled_at.is_(None),
@@ -202,7 +203,7 @@ async def _unread(s: AsyncSession, acc: Access, account_id: str) -> int:
 
 
 async def _last(s: AsyncSession, acc: Access, account_id: str) -> Message | None:
-    q = select(Message).where(_visible(acc, account_id)).order_by(Message.position.desc()).limit(1)
+    q = select(Message).where(visible(acc, account_id)).order_by(Message.position.desc()).limit(1)
     return (await s.execute(q)).scalar_one_or_none()
 
 
@@ -267,17 +268,17 @@ class Outgoing:
 
 
 async def _body(
-    s: AsyncSession, rt: Runtime, sender: str, out: Outgoing
+    s: AsyncSession, rt: Runtime, sender: str, out: Outgoing, *, to_watch: bool = False
 ) -> tuple[dict[str, Any], int | None]:
     """Check what is sent and make its body; the attachment it uses, if any."""
-    body, attachment_id = await _checked_body(s, rt, sender, out)
+    body, attachment_id = await _checked_body(s, rt, sender, out, to_watch=to_watch)
     if out.extra:
         body["extra"] = out.extra
     return body, attachment_id
 
 
 async def _checked_body(
-    s: AsyncSession, rt: Runtime, sender: str, out: Outgoing
+    s: AsyncSession, rt: Runtime, sender: str, out: Outgoing, *, to_watch: bool
 ) -> tuple[dict[str, Any], int | None]:
     if out.kind not in KINDS:
         raise Problem(422, "message.invalid_kind", f"A message is one of {', '.join(KINDS)}.")
@@ -294,7 +295,8 @@ async def _checked_body(
         return {"lat": out.lat, "lon": out.lon, "accuracy_m": out.accuracy_m}, None
     if out.attachment_id is None:
         raise Problem(422, "message.invalid", f"A {out.kind} message needs its attachment_id.")
-    att = await s.get(Attachment, out.attachment_id)
+    # locked (PostgreSQL): the job that deletes unsent attachments waits for this send
+    att = await s.get(Attachment, out.attachment_id, with_for_update=True)
     if att is None or att.owner_account_id != sender:
         raise Problem(404, "attachment.not_found", "No such attachment of yours.")
     if att.kind != out.kind:
@@ -302,6 +304,8 @@ async def _checked_body(
     used = select(Message.position).where(Message.attachment_id == att.id)
     if (await s.execute(used)).first() is not None:
         raise Problem(409, "attachment.used", "This attachment was already sent.")
+    if to_watch:
+        check_playable(att)
     body: dict[str, Any] = {"content_type": att.content_type}
     if att.kind == "image":
         body.update(width=att.width, height=att.height)
@@ -352,6 +356,11 @@ async def _shown(s: AsyncSession, note: Notification) -> notify.Shown | None:
     return notify.Shown(sender.name[:100], f"{sender.name} {preview}.", dict(note.data))
 
 
+async def first_of(s: AsyncSession, *, sender: str, scope: str, txn_id: str) -> Message | None:
+    """The message a client's transaction already stored, if any."""
+    return await _by_txn(s, sender, txn_key(scope, txn_id))
+
+
 async def send(
     s: AsyncSession,
     rt: Runtime,
@@ -373,7 +382,8 @@ async def send(
     if first is not None:
         return first, False
     await _may_send(s, acc, sender.id)
-    body, attachment_id = await _body(s, rt, sender.id, outgoing)
+    # a dependant's watch conversation: a voice note in it must play on the watch
+    body, attachment_id = await _body(s, rt, sender.id, outgoing, to_watch=acc.kind == "watch")
     sender_id = sender.id
     if acc.kind == "family":
         await ensure_family_conversation(s, acc.id)
@@ -403,6 +413,9 @@ async def send(
         await s.rollback()
         again = await _by_txn(s, sender_id, key)
         if again is None:
+            if attachment_id is not None and await s.get(Attachment, attachment_id) is None:
+                # deleted as unsent at this very moment (KARES_ATTACHMENT_UNSENT_HOURS)
+                raise Problem(404, "attachment.not_found", "No such attachment of yours.") from None
             raise
         return again, False
     await _push(s, acc, sender, msg)
@@ -527,7 +540,7 @@ async def history(
     acc = await access(s, account_id, conversation_id)
     if not acc.exists:
         return Page([], None, cursor(after or 0))
-    q = select(Message).where(_visible(acc, account_id))
+    q = select(Message).where(visible(acc, account_id))
     if after is not None:
         if before is not None:
             q = q.where(Message.position < before)
@@ -542,7 +555,7 @@ async def history(
         page = list(reversed(rows[:limit]))
     if page:
         older = select(Message.position).where(
-            _visible(acc, account_id), Message.position < page[0].position
+            visible(acc, account_id), Message.position < page[0].position
         )
         has_older = (await s.execute(older.limit(1))).first() is not None
         return Page(
@@ -554,7 +567,7 @@ async def history(
 
 
 async def _message(s: AsyncSession, acc: Access, account_id: str, position: int) -> Message:
-    q = select(Message).where(_visible(acc, account_id), Message.position == position)
+    q = select(Message).where(visible(acc, account_id), Message.position == position)
     m = (await s.execute(q)).scalar_one_or_none()
     if m is None:
         raise _no_message()

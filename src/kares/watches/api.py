@@ -10,8 +10,12 @@ import segno
 from fastapi import APIRouter, Request, Response
 
 from kares.deps import DbDep, RuntimeDep, request_ip
+from kares.devices import service as devices
+from kares.devices.api import device_out
+from kares.devices.schemas import DeviceOut, PermissionsReport
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
+from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
 from kares.watches import service
 from kares.watches.models import Watch
@@ -147,3 +151,33 @@ async def watch_unpair(
         forget_after=timedelta(seconds=rt.settings.watch_hello_ttl_seconds),
     )
     return Response(status_code=204)
+
+
+@router.put(
+    "/watches/{watch_id}/permissions",
+    response_model=DeviceOut,
+    responses=responses(
+        *AUTH,
+        (404, "watch.not_found"),
+        (422, "permission.unknown"),
+        (422, "permission.invalid_state"),
+    ),
+    summary="A guardian answers the watch's permission questions (e.g. its Microphone)",
+    description="A watch has no pop-up its wearer could answer: the family's owner or a "
+    "guardian sets its permission states (policy 1.6.1; for a child under 14 the watch's "
+    "voice notes are kept only once a guardian granted `microphone`). The answer is the "
+    "watch's device.",
+)
+async def watch_permissions(
+    watch_id: str,
+    body: PermissionsReport,
+    ctx: Annotated[Allowed, guard("watches", "manage")],
+    rt: RuntimeDep,
+    s: DbDep,
+) -> DeviceOut:
+    w, perms = await service.set_permissions(
+        s, catalog_of(rt), actor_id=ctx.account_id, watch_id=watch_id, states=body.permissions
+    )
+    assert w.device_id is not None and w.account_id is not None
+    d = await devices.get_owned(s, account_id=w.account_id, device_id=w.device_id)
+    return device_out(d, perms, None)

@@ -18,6 +18,7 @@ from kares.errors import Problem, retry_after
 from kares.families import service as families
 from kares.identity.models import Session
 from kares.privacy import ports
+from kares.privacy.catalog import Catalog
 from kares.watches.models import Watch, WatchHelloCount
 
 WATCH_TOKEN_PREFIX = "kares_w"
@@ -270,6 +271,28 @@ async def unpair_watch(
     w.device_id = None
     _plan_forgetting(s, w.id, seen=now, at=now + forget_after)
     await s.commit()
+
+
+async def set_permissions(
+    s: AsyncSession, cat: Catalog, *, actor_id: str, watch_id: str, states: dict[str, str]
+) -> tuple[Watch, dict[str, str]]:
+    """A family's owner or guardian answers the watch's permission questions for
+    its wearer (a watch has no pop-up a child could answer, policy 1.6.1 and
+    the minors section): the states land on the watch's device as if it had
+    reported them. 404 ``watch.not_found`` for anyone else."""
+    w = await s.get(Watch, watch_id)
+    if w is None or w.status != "paired" or w.family_id is None or w.account_id is None:
+        raise Problem(404, "watch.not_found", "No such paired watch.")
+    try:
+        await families.require_admin(s, w.family_id, actor_id)
+    except Problem as exc:
+        raise Problem(404, "watch.not_found", "No such paired watch.") from exc
+    if w.device_id is None:
+        raise Problem(404, "watch.not_found", "No such paired watch.")
+    perms = await devices.report_permissions(
+        s, cat, account_id=w.account_id, device_id=w.device_id, states=states
+    )
+    return w, perms
 
 
 async def family_watches(s: AsyncSession, *, actor_id: str, family_id: str) -> list[Watch]:

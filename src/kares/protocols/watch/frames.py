@@ -120,9 +120,31 @@ acknowledging our own command.
 
 Everything else is :class:`Other`. Of those, ``TKQ`` / ``TKQ2`` (the watch
 asking for pending voice messages) are echoed, ``INIT`` is answered
-``INIT,1``, ``calllog`` ``calllog,1`` and ``RYIMEI`` ``RYIMEI,1``. ``TK``
-(voice) gets no reply: we keep no voice messages and must not tell the child
-one was delivered.
+``INIT,1``, ``calllog`` ``calllog,1`` and ``RYIMEI`` ``RYIMEI,1``.
+
+Chat (voice notes and text)
+---------------------------
+
+Voice notes are AMR-NB files (``#!AMR\n`` and 20 ms frames), binary, escaped.
+
+- ``TK,<audio>`` from the watch: one voice note the child recorded, whole in
+  one frame. The server answers ``TK,1`` once it is stored (the watch shows
+  it as sent) or ``TK,0`` when it is refused (not kept; the watch shows it as
+  failed), never ``TK,1`` for a note that was not kept
+  (:func:`voice_reply`). :func:`voice_of` reads it.
+- ``JXTK,<flag>,<name>,<part>,<parts>,<audio part>`` from the watch (the
+  ``ZJ`` firmwares): one voice note split over several frames, numbered from
+  1, the first part starting with ``#!AMR``. Each part is answered
+  ``JXTKR,1``; the last one only once the whole note is stored (``JXTKR,0``
+  when it is refused). :func:`voice_of` reads a part; the listener joins them.
+- ``TK,<audio>`` to the watch (:func:`voice_frame`): a voice note it plays.
+  The whole note is one frame, so at most 65,532 bytes once escaped (about
+  40 s at 12.2 kbit/s; :func:`voice_fits`). The watch answers ``TK,1``
+  (received) or ``TK,0`` (failed): :func:`ack_of`.
+- ``MESSAGE,<text>`` to the watch (:func:`text_frame`): a text it shows, the
+  text as UTF-16 big-endian code units in upper-case hex (the vendors'
+  "unicode" fields: ``MESSAGE,4F60597D`` is 你好). The watch answers
+  ``MESSAGE`` (:func:`ack_of`).
 """
 
 from __future__ import annotations
@@ -879,8 +901,94 @@ def reply_for(frame: Frame, message: Message | None = None) -> bytes | None:
     return encode(frame.vendor, frame.device_id, content, index=frame.index)
 
 
+# -- chat ----------------------------------------------------------------------
+
+AMR_MAGIC = b"#!AMR\n"
+
+
+@dataclass(frozen=True, slots=True)
+class VoicePart:
+    """A voice note, or one part of one, the watch sent: ``part`` of ``parts``
+    (1 of 1 for a ``TK``), ``name`` the watch's name for the note (``JXTK``)."""
+
+    audio: bytes
+    part: int = 1
+    parts: int = 1
+    name: str = ""
+
+
+def voice_of(frame: Frame, message: Message | None) -> VoicePart | None:
+    """The voice note (or part) in a ``TK`` / ``JXTK`` frame from the watch;
+    None for anything else (an acknowledgement ``TK,1`` is :func:`ack_of`)."""
+    if not isinstance(message, Other):
+        return None
+    upper = frame.command.upper()
+    if upper == "TK":
+        if message.payload in (b"", b"0", b"1"):
+            return None
+        return VoicePart(message.payload)
+    if upper == "JXTK":
+        head = frame.content.split(b",", 5)
+        if len(head) < 6:
+            return None
+        try:
+            part, parts = int(head[3]), int(head[4])
+        except ValueError:
+            return None
+        if not 1 <= part <= parts <= 1000:
+            return None
+        return VoicePart(unescape(head[5]), part, parts, _text(head[2])[:64])
+    return None
+
+
+def ack_of(frame: Frame) -> tuple[str, bool] | None:
+    """The watch acknowledging what the server sent: ``("TK", ok)`` for a voice
+    note (``TK,1`` / ``TK,0``), ``("MESSAGE", True)`` for a text; else None."""
+    upper = frame.command.upper()
+    payload = frame.payload
+    rest = payload[payload.find(b",") + 1 :] if b"," in payload else b""
+    if upper == "TK" and rest in (b"0", b"1"):
+        return "TK", rest == b"1"
+    if upper == "MESSAGE" and rest in (b"", b"1"):
+        return "MESSAGE", True
+    return None
+
+
+def voice_reply(frame: Frame, ok: bool) -> bytes:
+    """The answer to a voice note (or part) from the watch: ``TK,1`` / ``TK,0``,
+    ``JXTKR,1`` / ``JXTKR,0``; ``ok`` only once it is kept (or a part held)."""
+    command = "JXTKR" if frame.command.upper() == "JXTK" else frame.command
+    return encode(frame.vendor, frame.device_id, f"{command},{int(ok)}", index=frame.index)
+
+
+def voice_content(audio: bytes) -> bytes:
+    return b"TK," + escape(audio)
+
+
+def voice_fits(audio: bytes) -> bool:
+    """Whether a voice note fits in one ``TK`` frame to the watch."""
+    return len(voice_content(audio)) <= 0xFFFF
+
+
+def voice_frame(vendor: str, device_id: str, audio: bytes) -> bytes:
+    """A voice note down to the watch (AMR-NB): ``TK,`` and the file, escaped."""
+    return encode(vendor, device_id, voice_content(audio))
+
+
+def text_frame(vendor: str, device_id: str, text: str) -> bytes:
+    """A text down to the watch: ``MESSAGE,`` and its UTF-16BE code units in hex."""
+    return encode(vendor, device_id, "MESSAGE," + text.encode("utf-16-be").hex().upper())
+
+
+def text_of(content: bytes) -> str:
+    """The text of a ``MESSAGE,<hex>`` content (what a watch shows)."""
+    _, _, hexed = content.partition(b",")
+    return bytes.fromhex(hexed.decode("ascii")).decode("utf-16-be")
+
+
 __all__ = [
     "ALARM_BITS",
+    "AMR_MAGIC",
     "HEART_RATE_ALARM_BIT",
     "MAX_FRAME",
     "Cell",
@@ -895,11 +1003,19 @@ __all__ = [
     "Position",
     "PositionKind",
     "ReaderStats",
+    "VoicePart",
     "WifiAp",
+    "ack_of",
     "alarms_from_status",
     "encode",
     "escape",
     "parse",
     "reply_for",
+    "text_frame",
+    "text_of",
     "unescape",
+    "voice_fits",
+    "voice_frame",
+    "voice_of",
+    "voice_reply",
 ]

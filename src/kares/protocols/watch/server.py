@@ -17,6 +17,16 @@ numbers) instead of believing someone was told.
 
 Health readings are parsed and, until step 6 builds their store, published
 on the event bus as ``health.reading`` and not kept.
+
+Chat (docs/MESSAGING.md, "Chat with a watch"): a voice note the watch records
+(``TK``, or ``JXTK`` in parts) becomes a voice message from the wearer in the
+family's conversation, under the guard's ``messaging/voice`` (the wearer's
+consents, the watch's Microphone permission; for a child under 14 the
+Microphone permission a guardian granted). Once the watch is attributed, a
+:class:`ChatLink` sends it what the family writes to the wearer, one message at
+a time: the next only after the watch acknowledged the last (``TK,1``,
+``MESSAGE``), and what it acknowledged is never sent again. While another
+connection speaks for the same id nothing is sent (either could be a copy).
 """
 
 from __future__ import annotations
@@ -29,16 +39,19 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kares import clock, events
+from kares import clock, events, live
 from kares.devices import service as devices
 from kares.errors import Problem
+from kares.families import service as families
 from kares.geo.resolver import resolver_for
 from kares.identity.auth import Caller, caller_for_session
 from kares.identity.models import Account
 from kares.location import service
+from kares.messaging import watchchat
 from kares.notify import service as notify
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, admit
+from kares.privacy.service import is_minor
 from kares.protocols.watch import frames as wp
 from kares.runtime import Runtime
 from kares.sos import service as sos
@@ -51,6 +64,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CONTESTED = "fix.contested"
 READ_CHUNK = 4096
 TOLD_MAX = 10_000
+# frames after which the chat link is looked for again (a watch paired since) or
+# woken: the keep-alive, and the watch asking for voice messages it is owed
+WAKES = frozenset({"LK", "TKQ", "TKQ2"})
 # alarms that are emergencies: every guardian is told at once, until one answers
 SOS_ALARMS = {"sos": "SOS from the watch", "fall": "The watch detected a fall"}
 NOTICE_ALARMS = {
@@ -100,6 +116,148 @@ def _address(writer: asyncio.StreamWriter) -> IPAddress | None:
     return ip
 
 
+class Connection:
+    """One watch's TCP connection: its writer (replies and chat frames are
+    written whole, one at a time), its chat link once the watch is known, and
+    the parts of a voice note that is still arriving (``JXTK``)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, idle: float) -> None:
+        self.writer = writer
+        self.idle = idle
+        self.lock = asyncio.Lock()
+        self.link: ChatLink | None = None
+        self.tried = False  # whether the chat link was looked for yet
+        self._parts: list[bytes] = []
+        self._name = ""
+
+    async def write(self, data: bytes) -> None:
+        async with self.lock:
+            self.writer.write(data)
+            # a watch that never reads must not hold the task forever
+            await asyncio.wait_for(self.writer.drain(), timeout=self.idle)
+
+    def gather(self, part: wp.VoicePart, max_bytes: int) -> bytes | None:
+        """Add one part of a voice note: the whole note once its last part is
+        here, else None. A part out of order, another note's, or a note over
+        ``max_bytes`` raises ValueError (and what was held is dropped); the
+        same part again (our answer was lost) replaces itself."""
+        if part.part == 1:
+            self._parts, self._name = [], part.name
+        elif part.name != self._name or part.part not in (len(self._parts), len(self._parts) + 1):
+            self._parts, self._name = [], ""
+            raise ValueError("a voice part out of order")
+        if part.part == len(self._parts):
+            self._parts.pop()
+        self._parts.append(part.audio)
+        if sum(len(p) for p in self._parts) > max_bytes:
+            self._parts, self._name = [], ""
+            raise ValueError("a voice note over the size limit")
+        if part.part < part.parts:
+            return None
+        audio = b"".join(self._parts)
+        self._parts, self._name = [], ""
+        return audio
+
+
+class ChatLink:
+    """The chat going down one connection to a paired watch: what the family
+    writes to its wearer, in order, one frame in flight at a time. Woken by the
+    hub (a message from anyone the wearer shares a family with), by the watch's
+    acknowledgements and keep-alives; it re-reads from the database what the
+    watch is owed, so a lost wake-up loses nothing."""
+
+    def __init__(self, server: WatchServer, conn: Connection, frame: wp.Frame, who: Wearer) -> None:
+        self.server = server
+        self.conn = conn
+        self.vendor = frame.vendor
+        self.device_id = frame.device_id
+        self.watch_id = who.watch.id
+        self.account_id = who.account.id
+        self.sub = live.hub.subscribe(self.account_id)
+        # (position, the acknowledgement it waits for) of the frame in flight
+        self.outstanding: tuple[int, str] | None = None
+        self.sent = 0
+        self.task = asyncio.create_task(self._run())
+        self.poke()
+
+    def serves(self, who: Wearer) -> bool:
+        """Whether this link is for the watch's pairing now."""
+        return who.watch.id == self.watch_id and who.account.id == self.account_id
+
+    def poke(self) -> None:
+        """Look for what the watch is owed (after a keep-alive, an acknowledgement)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.sub.queue.put_nowait(live.Notice(0, live.TICK, self.account_id))
+
+    async def close(self) -> None:
+        self.sub.close()
+        live.hub.unsubscribe(self.sub)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+    async def _run(self) -> None:
+        while True:
+            await self.sub.queue.get()
+            if self.sub.closed:
+                return
+            self.sub.lagged = False
+            try:
+                await self._send_next()
+            except (ConnectionError, TimeoutError):
+                return
+            except Exception:
+                log.exception("watch chat delivery failed")
+
+    async def _send_next(self) -> None:
+        if self.outstanding is not None or self.server.connections_of(self.device_id) > 1:
+            return
+        rt = self.server.rt
+        async with live.hub.reading(), rt.db.sessions() as s:
+            who = await wearer(s, self.device_id)
+            if who is None or not self.serves(who) or who.watch.family_id is None:
+                return  # unpaired, or paired anew: the next keep-alive makes a new link
+            live.hub.watch(self.sub, await families.co_members(s, self.account_id))
+            try:
+                await admit(s, rt, who.caller, "messaging", "chat")
+            except Problem as exc:
+                log.info("watch chat not delivered: %s", exc.code)
+                return
+            assert who.watch.paired_at is not None
+            out = await watchchat.next_for_watch(
+                s,
+                watch_id=self.watch_id,
+                dependant_id=self.account_id,
+                family_id=who.watch.family_id,
+                paired_at=who.watch.paired_at,
+            )
+        if out is None:
+            return
+        if out.kind == "voice":
+            assert out.audio is not None
+            data, ack = wp.voice_frame(self.vendor, self.device_id, out.audio), "TK"
+        else:
+            data, ack = wp.text_frame(self.vendor, self.device_id, out.text or ""), "MESSAGE"
+        self.outstanding = (out.position, ack)
+        self.sent += 1
+        await self.conn.write(data)
+
+    async def acked(self, s: AsyncSession, command: str, ok: bool) -> None:
+        """The watch answered the frame in flight: received (it is never sent
+        again) or failed (sent again after its next keep-alive)."""
+        if self.outstanding is None or self.outstanding[1] != command:
+            return
+        position = self.outstanding[0]
+        if ok:
+            await watchchat.acknowledged(
+                s, watch_id=self.watch_id, dependant_id=self.account_id, position=position
+            )
+            self.outstanding = None
+            self.poke()
+        else:
+            self.outstanding = None
+
+
 class WatchServer:
     """The listener. What holds a connection at the edge, in this process:
 
@@ -133,6 +291,7 @@ class WatchServer:
         self._per_peer: dict[IPAddress | None, int] = {}
         self._per_id: dict[str, set[int]] = {}
         self._next_conn = 0
+        self._states: dict[int, Connection] = {}
 
     def connections_of(self, device_id: str) -> int:
         """How many open connections speak for this watch id now."""
@@ -172,12 +331,18 @@ class WatchServer:
             self._per_peer[ip] = n
         else:
             self._per_peer.pop(ip, None)
+        self._states.pop(conn, None)
         if device_id is not None:
             holders = self._per_id.get(device_id)
             if holders is not None:
                 holders.discard(conn)
                 if not holders:
                     del self._per_id[device_id]
+                for other in holders:
+                    # the one left may be owed what a contested id held back
+                    state = self._states.get(other)
+                    if state is not None and state.link is not None:
+                        state.link.poke()
 
     def _claim(self, conn: int, device_id: str) -> bool:
         """The connection speaks for ``device_id`` from now on, if the limit allows."""
@@ -204,6 +369,7 @@ class WatchServer:
         device_id: str | None = None
         frames = wp.FrameReader()
         idle = self.rt.settings.watch_idle_seconds
+        state = self._states[conn] = Connection(writer, idle)
         try:
             while True:
                 try:
@@ -223,14 +389,18 @@ class WatchServer:
                         self.errors += 1
                         log.info("watch frame for another id than its connection's ignored")
                         continue
-                    reply = await self.handle(frame, contested=self.connections_of(device_id) > 1)
+                    reply = await self.handle(
+                        frame, contested=self.connections_of(device_id) > 1, conn=state
+                    )
                     if reply is not None:
-                        writer.write(reply)
-                        # a watch that never reads must not hold the task forever
-                        await asyncio.wait_for(writer.drain(), timeout=idle)
+                        await state.write(reply)
+                    if frame.command.upper() in WAKES or not state.tried:
+                        await self._attach(state, frame)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
+            if state.link is not None:
+                await state.link.close()
             self._release(ip, conn, device_id)
             if task is not None:
                 self.connections.discard(task)
@@ -238,9 +408,29 @@ class WatchServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def handle(self, frame: wp.Frame, *, contested: bool = False) -> bytes | None:
+    async def _attach(self, state: Connection, frame: wp.Frame) -> None:
+        """Start the chat link of a connection once its watch is paired (looked
+        for at the first frame and at each of :data:`WAKES`); wake it on those
+        (what the watch is owed may have changed while nothing woke it)."""
+        state.tried = True
+        async with self.rt.db.sessions() as s:
+            who = await wearer(s, frame.device_id)
+        link = state.link
+        if link is not None and who is not None and link.serves(who) and not link.task.done():
+            link.poke()
+            return
+        if link is not None:  # unpaired, paired anew meanwhile, or its writes timed out
+            state.link = None
+            await link.close()
+        if who is not None:
+            state.link = ChatLink(self, state, frame, who)
+
+    async def handle(
+        self, frame: wp.Frame, *, contested: bool = False, conn: Connection | None = None
+    ) -> bytes | None:
         """Handle one frame; return the bytes to answer (None: no answer).
-        ``contested``: another connection speaks for the same id right now."""
+        ``contested``: another connection speaks for the same id right now;
+        ``conn``: the connection it came on (its chat link and voice parts)."""
         try:
             msg: wp.Message | None = wp.parse(frame)
         except wp.FrameError as exc:
@@ -253,11 +443,13 @@ class WatchServer:
                 if who is None:
                     # only a keep-alive is answered for a watch we cannot attribute
                     return wp.reply_for(frame, msg) if frame.command.upper() == "LK" else None
-                handled = await self._process(s, who, frame, msg, contested)
+                handled = await self._process(s, who, frame, msg, contested, conn)
         except Exception:
             self.errors += 1
             log.exception("watch frame %s failed", frame.command)
             return None
+        if isinstance(handled, bytes):
+            return handled
         return wp.reply_for(frame, msg) if handled else None
 
     async def _allowed(self, s: AsyncSession, who: Wearer, feature: str) -> Allowed | None:
@@ -268,9 +460,16 @@ class WatchServer:
             return None
 
     async def _process(
-        self, s: AsyncSession, who: Wearer, frame: wp.Frame, msg: wp.Message | None, contested: bool
-    ) -> bool:
-        """Store what the frame says; True when it may be acknowledged."""
+        self,
+        s: AsyncSession,
+        who: Wearer,
+        frame: wp.Frame,
+        msg: wp.Message | None,
+        contested: bool,
+        conn: Connection | None = None,
+    ) -> bool | bytes:
+        """Store what the frame says; True when it may be acknowledged (the
+        bytes of the answer when it is not the command's usual one)."""
         now = clock.utcnow()
         who.watch.last_seen_at = now
         if isinstance(msg, wp.KeepAlive):
@@ -284,8 +483,72 @@ class WatchServer:
             return True
         if isinstance(msg, wp.Position):
             return await self._position(s, who, frame, msg, contested)
+        ack = wp.ack_of(frame)
+        if ack is not None:
+            await s.commit()
+            if conn is not None and conn.link is not None:
+                await conn.link.acked(s, *ack)
+            return False  # an acknowledgement is not answered
+        part = wp.voice_of(frame, msg)
+        if part is not None:
+            return await self._voice(s, who, frame, part, conn)
         await s.commit()
         return msg is not None or frame.command.upper() == "LK"
+
+    async def _voice(
+        self,
+        s: AsyncSession,
+        who: Wearer,
+        frame: wp.Frame,
+        part: wp.VoicePart,
+        conn: Connection | None,
+    ) -> bytes:
+        """A voice note (or part of one) the watch recorded: kept as a voice
+        message when the guard allows it, and answered ``1`` only then."""
+        await s.commit()  # the watch was seen, whatever becomes of the note
+        audio: bytes | None = part.audio
+        if part.parts > 1:
+            if conn is None:
+                return wp.voice_reply(frame, False)
+            try:
+                audio = conn.gather(part, self.rt.settings.voice_max_bytes)
+            except ValueError as exc:
+                log.info("watch voice note not kept: %s", exc)
+                return wp.voice_reply(frame, False)
+            if audio is None:
+                return wp.voice_reply(frame, True)  # a part held; the rest follows
+        assert audio is not None
+        return wp.voice_reply(frame, await self._keep_voice(s, who, audio))
+
+    async def _keep_voice(self, s: AsyncSession, who: Wearer, audio: bytes) -> bool:
+        try:
+            allowed = await admit(s, self.rt, who.caller, "messaging", "voice")
+        except Problem as exc:
+            log.info("watch voice note not kept: %s", exc.code)
+            return False
+        mic = (allowed.permissions or {}).get("microphone")
+        if is_minor(who.account) and mic != "granted":
+            # a child cannot answer the Microphone question: a guardian must have
+            log.info("watch voice note not kept: no guardian granted the microphone")
+            return False
+        if who.watch.family_id is None:
+            return False
+        device_id = who.caller.session.device_id
+        scope = f"d:{device_id}" if device_id else f"s:{who.caller.session.id}"
+        try:
+            await watchchat.voice_from_watch(
+                s,
+                self.rt,
+                wearer=who.account,
+                family_id=who.watch.family_id,
+                scope=scope,
+                audio=audio,
+            )
+        except Problem as exc:
+            await s.rollback()
+            log.info("watch voice note not kept: %s", exc.code)
+            return False
+        return True
 
     async def _position(
         self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position, contested: bool
