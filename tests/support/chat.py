@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from websockets.asyncio.client import connect
@@ -276,6 +276,16 @@ class Got:
     socket: int  # which of the reader's connections brought it (1, 2, ...)
 
 
+class Reader(Protocol):
+    """What the verdict reads of a member's client (a WebSocket here, a Matrix
+    sync loop in its own test): its name, every message it got in the order it
+    got them, and any resync it was told."""
+
+    name: str
+    got: list[Got]
+    resyncs: list[dict[str, Any]]
+
+
 class SocketReader:
     """A member's WebSocket, reconnecting with its last token after a break.
 
@@ -362,7 +372,7 @@ async def history(base: str, token: str, conversation: str) -> list[dict[str, An
 
 def check_exactly_once(
     senders: Sequence[Sender],
-    readers: Sequence[SocketReader],
+    readers: Sequence[Reader],
     stored: Sequence[dict[str, Any]],
     *,
     after: int,
