@@ -58,6 +58,7 @@ class Chat:
         self.readers: list[SocketReader] = []
         self.target: int | None = None  # the readers stop at this position
         self.start = 0  # the last position before the conversation
+        self.planned = 0  # how many sends the senders will make
         self._reading: list[asyncio.Task[None]] = []
 
     def acked(self) -> int:
@@ -78,9 +79,7 @@ class Chat:
                 break
             await asyncio.sleep(0.001)
         server.kill()
-        assert self.acked() < sum(len(s.sent) for s in self.senders) or any(
-            s.in_flight for s in self.senders
-        ), "the kill came after the conversation"
+        assert self.acked() < self.planned, "the kill came after the conversation"
         await server.astart()
 
     async def open_sockets(self, where: Sequence[Callable[[], Sequence[str]]]) -> None:
@@ -124,7 +123,13 @@ class Chat:
         # acknowledged may be stored too, and must then reach everyone once)
         self.target = max([self.start, *(int(m["id"]) for m in stored)])
         await asyncio.wait_for(asyncio.gather(*self._reading), BOUND)
-        return check_exactly_once(self.senders, self.readers, stored, after=self.start)
+        verdict = check_exactly_once(self.senders, self.readers, stored, after=self.start)
+        # and a resume from where each reader ended brings nothing more, nothing again
+        for r in self.readers:
+            again = await r.once_more()
+            kinds = [f["type"] for f in again if f.get("source") == "message" or "source" not in f]
+            assert kinds == ["hello", "caught_up"], (r.name, again)
+        return verdict
 
 
 async def begin(chat: Chat, base: str) -> None:
@@ -145,6 +150,7 @@ def sending(
     the members numbered in ``give_up`` do not retry a send whose answer was
     lost."""
     tasks = []
+    chat.planned += count * len(where)
     for i, m in enumerate(chat.members[: len(where)]):
         s = Sender(
             f"member{i + 1}",

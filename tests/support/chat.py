@@ -333,6 +333,17 @@ class SocketReader:
                 raw = await asyncio.wait_for(c.recv(), min(left, 0.5))
                 self._process(json.loads(raw))
 
+    async def once_more(self) -> list[dict[str, Any]]:
+        """Connect once more with the last token and return what comes up to
+        ``caught_up``: after the end of a conversation, nothing but ``hello``."""
+        assert self.resume is not None
+        frames: list[dict[str, Any]] = []
+        url = self.addresses()[0] + f"?since={self.resume}"
+        async with connect(url, additional_headers=bearer(self.token), open_timeout=10) as c:
+            while not frames or frames[-1].get("type") != "caught_up":
+                frames.append(json.loads(await asyncio.wait_for(c.recv(), 30)))
+        return frames
+
     def _process(self, f: dict[str, Any]) -> None:
         kind = f.get("type")
         if kind == "caught_up":
