@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.test_families import new_family
 from tests.test_messaging import CONV, family_of_three, h, said
 from tests.test_ws import frame, frames_until, hello, opened, ws_url  # noqa: F401 - ws_url
 
@@ -87,3 +88,35 @@ async def test_typing_in_a_direct_conversation_reaches_the_other_person_only(
         await x.send(json.dumps({"type": "typing", "conversation": cid, "typing": True, "id": 1}))
         err = await frame(x)
         assert (err["type"], err["code"]) == ("error", "conversation.not_found")
+
+
+async def test_a_position_is_never_given_again_after_the_newest_event_was_deleted(
+    ws_url: str,  # noqa: F811
+    client: httpx.AsyncClient,
+    sms: Any,
+) -> None:
+    """Dissolving a family deletes its conversation and its events, the newest
+    position with them. The next message must still come after every position
+    a socket has seen: given again (SQLite reused the largest rowid once it was
+    gone), a socket that had seen it would skip the new message for good."""
+    owner, member, _other, fid = await family_of_three(client, sms)
+    weekend = await new_family(client, owner, "Weekend")
+    async with opened(ws_url, owner["token"]) as o:
+        await hello(o)
+        gone = await said(client, owner, weekend, "only here")
+        seen = await next_text(o, "only here")
+        assert seen["position"] == gone["position"]
+        r = await client.delete(f"/api/v1/families/{weekend}", headers=h(owner))
+        assert r.status_code == 204, r.text
+        kept = await said(client, member, fid, "still here")
+        assert kept["position"] > gone["position"]
+        got = await next_text(o, "still here")
+        assert got["position"] == kept["position"]
+
+
+async def next_text(c: Any, text: str) -> dict[str, Any]:
+    """The next message event carrying ``text`` (other frames skipped)."""
+    while True:
+        f = await frame(c)
+        if f.get("source") == "message" and (f["data"].get("message") or {}).get("text") == text:
+            return f

@@ -149,11 +149,20 @@ class MessageEvent(Base):
     __tablename__ = "message_events"
     __table_args__ = (
         Index("ix_message_events_conversation_position", "conversation_id", "position"),
-        table_info(
-            subject="account_id",
-            not_personal=("position", "conversation_id", "kind", "message_position"),
-            collected="at",
-        ),
+        {
+            **table_info(
+                subject="account_id",
+                not_personal=("position", "conversation_id", "kind", "message_position"),
+                collected="at",
+            ),
+            # SQLite: AUTOINCREMENT, so a position is never given twice. A plain
+            # rowid is the largest one plus one: once the newest event is deleted
+            # (its family dissolved, its reader's account erased) the next event
+            # would get its number again, at a position a socket had seen, and
+            # that socket would skip it for good. (PostgreSQL's sequence never
+            # goes back.) Migration 0027.
+            "sqlite_autoincrement": True,
+        },
     )
 
     position: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
