@@ -45,8 +45,17 @@ Targets (--targets), each behind a small server adapter:
             and rooms from ``kares demo --families F --json`` (``matrix_user``,
             ``password``), ``m.login.password`` + ``m.id.user``, ``GET /joined_rooms``.
             Skipped with a clear message while ``/_matrix/client/versions`` answers 404.
-  kares-ws  TODO: Kares' own WebSocket (``/api/v1/ws``), the same shape without
-            Matrix; not written yet (the socket is being built), so it is refused.
+  kares-ws  Kares' own WebSocket: ``kares serve`` on a fresh instance (or --kares-url
+            with --kares-demo-json), the same families from ``kares demo --families F
+            --json`` (``account_id``, ``token``: what the app holds after signing in).
+            Instead of a /sync long-poll each member holds one socket
+            (``GET /api/v1/ws``, ``Authorization: Bearer``), opened before the clock
+            (up to ``caught_up``); a send is ``POST /api/v1/conversations/{family}/
+            messages`` with a ``txn_id`` (the route the Kares app sends with), its text
+            carrying the run, the message id and the send time (the REST body takes
+            no other fields). A ``message`` frame of this run is a delivery, the
+            sender's own an echo; "PUT p99" is the POST's; "limited" counts
+            ``resync`` frames; "syncs" counts frames.
 
 Before every run a gate waits (at most --quiet-wait s) for the machine to be under
 15 % busy, and between runs the script pauses --pause s (31 by default): a server
@@ -66,6 +75,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import secrets
 import shutil
@@ -98,6 +108,13 @@ SYNC_FILTER = {
 }
 RAISED = {"per_second": 100000, "burst_count": 100000}
 NOT_MATRIX = "Kares does not speak the Matrix API yet (no /_matrix/client/versions)"
+WS_PATH = "/api/v1/ws"
+# kares-ws: what a message's text carries (the REST send takes no other fields)
+WS_TEXT = re.compile(r"^bench (\S+) (\d+) (\d+) ")
+
+
+def ws_url(http_url: str) -> str:
+    return "ws" + http_url.removeprefix("http") + WS_PATH
 
 
 class Skip(Exception):
@@ -243,6 +260,8 @@ class Target:
     server_roots: list[int] = field(default_factory=list)  # CPU/RSS: these trees
     db_roots: list[int] = field(default_factory=list)  # the database server's tree
     stop: Callable[[], None] = lambda: None
+    # "matrix": /sync long-polls and PUT /send; "ws": Kares' own WebSocket and REST sends
+    wire: str = "matrix"
 
 
 def http_wait(url: str, limit_s: float, proc: subprocess.Popen[bytes] | None, log: Path) -> int:
@@ -611,6 +630,49 @@ async def kares_login(url: str, fam_members: list[list[dict[str, Any]]]) -> list
         return out
 
 
+def kares_instance(
+    args: argparse.Namespace, hard_limit_s: int, matrix: bool
+) -> tuple[Any, Any, Path, Any]:
+    """``kares serve`` on a fresh instance (PostgreSQL with --db postgresql) and its demo
+    families: (server, pg or None, var dir, ``kares demo --families F --json``'s output).
+    With ``matrix``, skipped while the server does not speak the Matrix API."""
+    var_dir = Path(tempfile.mkdtemp(prefix="chatbench-kares-"))
+    pg = None
+    srv = None
+    try:
+        if args.db == "postgresql":
+            pg = bench_ingest().start_durable_pg()
+        bi = bench_ingest()
+        env = bi.kares_env(var_dir, pg.url if pg else "", "WARNING")
+        kares = str(bi.VENV_BIN / "kares")
+        subprocess.run([kares, "migrate"], env=env, check=True, timeout=300, capture_output=True)
+        srv = bi.Server(env, hard_limit_s=hard_limit_s)
+        srv.wait_ready()
+        if matrix:
+            st = http_wait(srv.url + "/_matrix/client/versions", 30, srv.proc, srv.log_path)
+            if st == 404:
+                raise Skip(NOT_MATRIX)
+        p = subprocess.run(
+            [kares, "demo", "--families", str(args.families), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if p.returncode != 0:
+            raise Skip(
+                f"`kares demo --families {args.families} --json` failed: {p.stderr.strip()[-300:]}"
+            )
+        return srv, pg, var_dir, json.loads(p.stdout)
+    except BaseException:
+        if srv is not None:
+            srv.stop()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+        raise
+
+
 def kares_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
     if args.kares_url:
         url = args.kares_url.rstrip("/")
@@ -627,44 +689,29 @@ def kares_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
         roots = [args.kares_pid] if args.kares_pid else []
         return Target("kares", url, "?", f"already running at {url}", fams, roots)
 
-    var_dir = Path(tempfile.mkdtemp(prefix="chatbench-kares-"))
-    pg = None
-    srv = None
+    srv, pg, var_dir, raw = kares_instance(args, hard_limit_s, matrix=True)
     try:
-        if args.db == "postgresql":
-            pg = bench_ingest().start_durable_pg()
-        bi = bench_ingest()
-        env = bi.kares_env(var_dir, pg.url if pg else "", "WARNING")
-        kares = str(bi.VENV_BIN / "kares")
-        subprocess.run([kares, "migrate"], env=env, check=True, timeout=300, capture_output=True)
-        srv = bi.Server(env, hard_limit_s=hard_limit_s)
-        srv.wait_ready()
-        st = http_wait(srv.url + "/_matrix/client/versions", 30, srv.proc, srv.log_path)
-        if st == 404:
-            raise Skip(NOT_MATRIX)
-        p = subprocess.run(
-            [kares, "demo", "--families", str(args.families), "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if p.returncode != 0:
-            raise Skip(
-                f"`kares demo --families {args.families} --json` failed: {p.stderr.strip()[-300:]}"
-            )
-        groups = demo_families(json.loads(p.stdout), args.members)[: args.families]
+        groups = demo_families(raw, args.members)[: args.families]
         fams = asyncio.run(kares_login(srv.url, groups))
     except BaseException:
-        if srv is not None:
-            srv.stop()
+        srv.stop()
         if pg is not None:
             pg.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
         raise
+    return kares_server_target("kares", "matrix", args, srv, pg, var_dir, fams)
 
+
+def kares_server_target(
+    name: str,
+    wire: str,
+    args: argparse.Namespace,
+    srv: Any,
+    pg: Any,
+    var_dir: Path,
+    fams: list[Family],
+) -> Target:
     def stop() -> None:
-        assert srv is not None
         srv.stop()
         if pg is not None:
             pg.stop()
@@ -675,16 +722,43 @@ def kares_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
     notes = f"kares serve (1 process), {db}, KARES_LOG_LEVEL=WARNING, var {var_dir}"
     pg_roots = [pg_postmaster(pg)] if pg is not None else []
     roots = descendants(srv.proc.pid) or [srv.proc.pid]
-    return Target("kares", srv.url, db, notes, fams, roots, pg_roots, stop)
+    return Target(name, srv.url, db, notes, fams, roots, pg_roots, stop, wire)
+
+
+def demo_ws_families(raw: Any, args: argparse.Namespace) -> list[Family]:
+    """``kares demo --families N --json`` as kares-ws families: each member's account id
+    and the bearer token its app holds; the family's conversation id is the family's id."""
+    out = []
+    for f in raw["families"][: args.families]:
+        members = [Member(m["account_id"], m["token"]) for m in f["members"] if m.get("token")]
+        if len(members) < 2:
+            raise RuntimeError("a demo family has fewer than 2 members with a token")
+        out.append(Family(str(f["id"]), members))
+    return out
 
 
 def kares_ws_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
-    # TODO(issue 14): Kares' own WebSocket, /api/v1/ws, is being built. When it exists:
-    # the same members (bearer tokens from `kares demo --families N --json`), one socket
-    # per member instead of the sync long-poll, send frames carrying the same kares_ts /
-    # run / mid, and the same Run figures, so the table puts it beside `kares` (Matrix)
-    # and `synapse`. Until then it is refused rather than faked.
-    raise Skip("kares-ws is a TODO: Kares' WebSocket (/api/v1/ws) load is not written yet")
+    """Kares' own WebSocket: the same members and families, each member holding one
+    socket (``/api/v1/ws``) instead of a /sync long-poll, and sending with ``POST
+    /api/v1/conversations/{family}/messages`` (the route the Kares app uses)."""
+    if args.kares_url:
+        url = args.kares_url.rstrip("/")
+        if not args.kares_demo_json:
+            raise Skip("--kares-url needs --kares-demo-json (`kares demo --families N --json`)")
+        raw = json.loads(Path(args.kares_demo_json).read_text())
+        fams = demo_ws_families(raw, args)
+        roots = [args.kares_pid] if args.kares_pid else []
+        return Target("kares-ws", url, "?", f"already running at {url}", fams, roots, wire="ws")
+    srv, pg, var_dir, raw = kares_instance(args, hard_limit_s, matrix=False)
+    try:
+        fams = demo_ws_families(raw, args)
+    except BaseException:
+        srv.stop()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
+        raise
+    return kares_server_target("kares-ws", "ws", args, srv, pg, var_dir, fams)
 
 
 ADAPTERS: dict[str, Callable[[argparse.Namespace, int], Target]] = {
@@ -794,9 +868,29 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
             _, sd = await mx(http, "GET", f"{t.url}{CS}/sync?filter={q(fid)}&timeout=0", m.token)
             return fid, sd["next_batch"]
 
+        async def setup_ws(m: Member) -> Any:
+            """The member's socket, open once it has said ``caught_up``."""
+            ws = await http.ws_connect(
+                ws_url(t.url),
+                headers={"Authorization": f"Bearer {m.token}"},
+                autoping=True,  # the server pings every 20 s
+                max_msg_size=1 << 20,
+            )
+            for _ in range(10_000):  # hello, then anything missed, then caught_up
+                msg = await asyncio.wait_for(ws.receive(), 60)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise RuntimeError(f"socket of {m.user_id}: {msg.type.name} before caught_up")
+                if json.loads(msg.data).get("type") == "caught_up":
+                    return ws
+            raise RuntimeError(f"socket of {m.user_id}: no caught_up")
+
         t0 = time.perf_counter()
-        tokens = await gather_bounded(8, [setup(m) for _, _, m in members])
-        print(f"    setup (filters, first syncs) {time.perf_counter() - t0:.1f}s", flush=True)
+        if t.wire == "ws":
+            sockets = await gather_bounded(50, [setup_ws(m) for _, _, m in members])
+            print(f"    setup ({len(sockets)} sockets open) {time.perf_counter() - t0:.1f}s")
+        else:
+            tokens = await gather_bounded(8, [setup(m) for _, _, m in members])
+            print(f"    setup (filters, first syncs) {time.perf_counter() - t0:.1f}s", flush=True)
 
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.5
@@ -850,6 +944,39 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
                         else:
                             deliveries.append((mono, c["mid"], idx, (now_us - c["kares_ts"]) / 1e3))
 
+        async def receiver_ws(idx: int, m: Member, ws: Any) -> None:
+            """Every frame of the member's socket; a ``message`` of this run is a delivery
+            (or an echo, the sender's own); a ``resync`` is counted as "limited"."""
+            while loop.time() < end:
+                msg = await ws.receive()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        errors[f"ws closed {ws.close_code}"] += 1
+                        return
+                    if msg.type == aiohttp.WSMsgType.ERROR:
+                        errors["ws error"] += 1
+                        return
+                    continue
+                now_us = time.time() * 1e6
+                mono = loop.time()
+                counters["syncs"] += 1
+                frame = json.loads(msg.data)
+                kind = frame.get("type")
+                if kind == "resync":
+                    counters["limited"] += 1
+                    continue
+                if kind != "message":
+                    continue
+                mm = (frame.get("data") or {}).get("message") or {}
+                got = WS_TEXT.match(mm.get("text") or "")
+                if got is None or got.group(1) != run_id:
+                    continue
+                if mm.get("sender_id") == m.user_id:
+                    counters["echo"] += 1
+                else:
+                    sent_us = int(got.group(3))
+                    deliveries.append((mono, int(got.group(2)), idx, (now_us - sent_us) / 1e3))
+
         async def send(fi: int, mi: int) -> bool:
             f = t.families[fi]
             m = f.members[mi]
@@ -858,29 +985,42 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
             rec = [loop.time(), fi, mi, None, False]  # start, family, sender, PUT s, failed
             sends[mid] = rec
             inflight[fi] += 1
+            verb = "POST" if t.wire == "ws" else "PUT"
             try:
-                content = {
-                    "msgtype": "m.text",
-                    "body": f"hello family, message {mid} {body_pad}",
-                    "kares_ts": int(time.time() * 1e6),
-                    "run": run_id,
-                    "mid": mid,
-                }
-                url = f"{t.url}{CS}/rooms/{q(f.room_id)}/send/m.room.message/{run_id}.{mid}"
-                async with http.put(
+                ts = int(time.time() * 1e6)
+                if t.wire == "ws":  # the route the Kares app sends with
+                    url = f"{t.url}/api/v1/conversations/{q(f.room_id)}/messages"
+                    content: dict[str, Any] = {
+                        "txn_id": f"{run_id}.{mid}",
+                        "kind": "text",
+                        "text": f"bench {run_id} {mid} {ts} hello family, message {body_pad}",
+                    }
+                    ok_status: tuple[int, ...] = (200, 201)
+                else:
+                    url = f"{t.url}{CS}/rooms/{q(f.room_id)}/send/m.room.message/{run_id}.{mid}"
+                    content = {
+                        "msgtype": "m.text",
+                        "body": f"hello family, message {mid} {body_pad}",
+                        "kares_ts": ts,
+                        "run": run_id,
+                        "mid": mid,
+                    }
+                    ok_status = (200,)
+                async with http.request(
+                    verb,
                     url,
                     json=content,
                     headers={"Authorization": f"Bearer {m.token}"},
                     timeout=aiohttp.ClientTimeout(total=120),
                 ) as r:
                     await r.read()
-                    if r.status == 200:
+                    if r.status in ok_status:
                         rec[3] = loop.time() - rec[0]
                         return True
-                    errors[f"PUT {r.status}"] += 1
+                    errors[f"{verb} {r.status}"] += 1
                     rec[4] = True
             except (TimeoutError, aiohttp.ClientError) as exc:
-                errors[f"PUT {type(exc).__name__}"] += 1
+                errors[f"{verb} {type(exc).__name__}"] += 1
                 rec[4] = True
             finally:
                 inflight[fi] -= 1
@@ -930,8 +1070,11 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
 
         meter = Meter(t.server_roots, t.db_roots)
         for idx, (_, _, m) in enumerate(members):
-            fid, since = tokens[idx]
-            spawn(receiver(idx, m, fid, since))
+            if t.wire == "ws":
+                spawn(receiver_ws(idx, m, sockets[idx]))
+            else:
+                fid, since = tokens[idx]
+                spawn(receiver(idx, m, fid, since))
         spawn(sampler())
         await asyncio.sleep(max(0.0, start - loop.time()))
         if kind == "open":
@@ -950,6 +1093,10 @@ async def one_run(t: Target, mode: str, args: argparse.Namespace) -> Run:
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if t.wire == "ws":
+            await asyncio.wait_for(
+                asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True), 30
+            )
 
     # figures, from what was recorded
     in_w = {mid: r for mid, r in sends.items() if w0 <= r[0] < w1}
@@ -1020,7 +1167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--targets",
         default="synapse,kares",
-        help="comma separated, of: synapse, kares, kares-ws (TODO)",
+        help="comma separated, of: synapse, kares (Matrix), kares-ws (Kares' WebSocket)",
     )
     p.add_argument(
         "--db",
@@ -1152,7 +1299,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("  no run: nothing to compare")
         return 1
-    print("\n== family chat over Matrix: medians over the runs ==")
+    print("\n== family chat (synapse, kares: Matrix API; kares-ws: /api/v1/ws): medians ==")
     print(
         f"  {'target':<9}{'db':<11}{'mode':<11}{'sent/s':>8}{'deliv/s':>9}{'p50 ms':>8}"
         f"{'p99 ms':>8}{'PUT p99':>8}{'unserved':>9}{'errors':>7}{'CPU':>6}{'RSS MB':>7}"
