@@ -38,7 +38,8 @@ from kares.families import service as families
 from kares.families import typing as _family_typing  # noqa: F401 - family conversations
 from kares.identity.auth import Caller, caller_for_session, request_caller
 from kares.location import stream as _location_stream  # noqa: F401 - registers "l"
-from kares.messaging import stream as _message_stream  # noqa: F401 - registers "m", typing
+from kares.messaging import fanread as _message_reads  # noqa: F401 - registers "m"
+from kares.messaging import stream as _message_stream  # noqa: F401 - typing
 from kares.notify import stream as _inbox_stream  # noqa: F401 - registers "i"
 from kares.privacy.guard import admit
 from kares.runtime import Runtime
