@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from kares import live
+from kares.identity import changes
 from kares.messaging import fanread, stream
 from tests.test_families import new_family
 from tests.test_messaging import CONV, family_of_three, h, said
@@ -159,3 +160,27 @@ def test_a_tick_makes_the_window_read_again() -> None:
     w.viewers["a"] = fanread.Rights({}, {}, set(), 0.0)
     w.hear(live.Notice(0, "family", "a"))
     assert "a" not in w.viewers and w.lo == w.hi == 7 and not w.rows
+
+
+async def test_a_session_is_read_again_at_a_wake_only_after_a_change(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    """The WebSocket's session re-check (kares.identity.changes): a revocation
+    moves the counter, so the next wake reads the session (and ends); a wake
+    with nothing changed reads nothing."""
+    owner, member, _other, _fid = await family_of_three(client, sms)
+    check = changes.SessionCheck(owner["session_id"])
+    assert not check.due()
+    async with db.sessions() as s:
+        assert await check.run(s)
+    r = await client.post("/api/v1/auth/logout", headers=h(member))  # someone else's
+    assert r.status_code in (200, 204), r.text
+    assert check.due()  # any change: read again
+    async with db.sessions() as s:
+        assert await check.run(s)
+    assert not check.due()
+    r = await client.post("/api/v1/auth/logout", headers=h(owner))
+    assert r.status_code in (200, 204), r.text
+    assert check.due()
+    async with db.sessions() as s:
+        assert not await check.run(s)

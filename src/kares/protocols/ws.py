@@ -36,7 +36,8 @@ from kares.calls import service as calls
 from kares.errors import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from kares.families import service as families
 from kares.families import typing as _family_typing  # noqa: F401 - family conversations
-from kares.identity.auth import Caller, caller_for_session, request_caller
+from kares.identity import changes
+from kares.identity.auth import Caller, request_caller
 from kares.location import stream as _location_stream  # noqa: F401 - registers "l"
 from kares.messaging import fanread as _message_reads  # noqa: F401 - registers "m"
 from kares.messaging import stream as _message_stream  # noqa: F401 - typing
@@ -166,6 +167,7 @@ class Socket:
             await self._deny(got)
             return
         self.caller = caller = got
+        self.session_check = changes.SessionCheck(caller.session.id)
         self.account_id = caller.account.id
         self.device_id = caller.session.device_id or f"session:{caller.session.id}"
         offered = self.ws.scope.get("subprotocols", []) or []
@@ -326,7 +328,7 @@ class Socket:
             if self.sub.closed:
                 return False
             async with self.rt.db.sessions() as s:
-                if await caller_for_session(s, self.caller.session.id) is None:
+                if self.session_check.due() and not await self.session_check.run(s):
                     self.closing = (CLOSE_SESSION_ENDED, "auth.invalid_token")
                     ended = {"code": "auth.invalid_token", "detail": "This session has ended."}
                     await self._error_unlocked(ended)
