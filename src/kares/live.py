@@ -286,6 +286,9 @@ class Viewer:
     device_id: str | None = None
     degraded: Mapping[str, str] = field(default_factory=dict)
     runtime: Any = None
+    # the highest position a notice named for this source at this wake (0: none
+    # known, e.g. a catch-up): a source that shares its reads needs no more
+    want: int = 0
 
 
 class Expired(Exception):

@@ -179,18 +179,22 @@ class Window:
             lock = self._locks[loop] = asyncio.Lock()
         return lock
 
-    def current(self) -> bool:
+    def current(self, want: int = 0) -> bool:
+        """Whether the window serves a reader without a read: it was read since
+        the last tick, not too long ago, and up to the highest position heard
+        (or, for a reader woken for position ``want``, up to that one: a later
+        position wakes it again)."""
         return (
             self.fresh
-            and self.hi >= self.heard
+            and self.hi >= (want if want > 0 else self.heard)
             and time.monotonic() - self.started < WINDOW_SECONDS
         )
 
-    async def fill(self, s: AsyncSession) -> None:
+    async def fill(self, s: AsyncSession, want: int = 0) -> None:
         """Read what committed after the window's top, once for every reader
         waiting (the first reads, the others find it done)."""
         async with self._lock():
-            if self.current():
+            if self.current(want):
                 return
             self.reads += 1
             if time.monotonic() - self.started >= WINDOW_SECONDS:
@@ -297,16 +301,23 @@ def _visible(rights: Rights, account_id: str, row: Row) -> stream.Scope | None:
 
 
 async def since_rows(
-    s: AsyncSession, account_id: str, after: int, limit: int, *, scopes_always: bool = False
+    s: AsyncSession,
+    account_id: str,
+    after: int,
+    limit: int,
+    *,
+    scopes_always: bool = False,
+    want: int = 0,
 ) -> stream.Rows:
     """:func:`kares.messaging.stream.since_rows` through the window: the same
     rows under the same rights, read from the database only by the first reader
-    of new positions (or when ``after`` is below the window)."""
+    of new positions (or when ``after`` is below the window). ``want``: the
+    position the reader was woken for, if it knows (it needs no more)."""
     limit = max(1, min(int(limit), 1000))
     w = window
     w.on(s.sync_session.get_bind())
-    if not w.current():
-        await w.fill(s)
+    if not w.current(want):
+        await w.fill(s, want)
     if after < w.lo or after > w.hi:
         return await stream.since_rows(s, account_id, after, limit, scopes_always=scopes_always)
     upto = w.hi
@@ -345,12 +356,19 @@ async def since(
     return [stream.item(ev, msg) for ev, msg in got.rows], got.next
 
 
+async def _since_viewer(
+    s: AsyncSession, viewer: live.Viewer, after: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    got = await since_rows(s, viewer.account_id, after, limit, want=viewer.want)
+    return [stream.item(ev, msg) for ev, msg in got.rows], got.next
+
+
 # --- the device's WebSocket ----------------------------------------------------------------
 
 SOURCE = live.streams.register(
     "m",
     "message",
-    live.by_account(since),
+    _since_viewer,
     lambda s, viewer: stream.top(s),
     function=("messaging", "chat"),
     kinds=(stream.NOTICE_KIND,),

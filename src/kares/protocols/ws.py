@@ -241,7 +241,7 @@ class Socket:
 
     # --- reading the sources -------------------------------------------------------
 
-    async def _viewer(self, s: AsyncSession, src: live.Source) -> live.Viewer | None:
+    async def _viewer(self, s: AsyncSession, src: live.Source, want: int = 0) -> live.Viewer | None:
         """The viewer as this source's function admits it now; None when it does not."""
         degraded: dict[str, str] = {}
         if src.function is not None:
@@ -251,7 +251,7 @@ class Socket:
             except Problem:
                 return None
             degraded = dict(allowed.degraded)
-        return live.Viewer(self.account_id, self.device_id, degraded, self.rt)
+        return live.Viewer(self.account_id, self.device_id, degraded, self.rt, want)
 
     async def _read(
         self, s: AsyncSession, src: live.Source, viewer: live.Viewer, after: int
@@ -319,7 +319,9 @@ class Socket:
                 await self._send_events(src, got)
         await self.send({"type": "caught_up", "token": self.token()})
 
-    async def _catch_up(self, sources: Iterable[live.Source], refamily: bool) -> bool:
+    async def _catch_up(
+        self, sources: Iterable[live.Source], refamily: bool, want: dict[str, int] | None = None
+    ) -> bool:
         """Read what moved in ``sources`` (re-checking the session first) and send
         it; False when the socket must close."""
         assert self.caller is not None and self.sub is not None
@@ -336,7 +338,7 @@ class Socket:
                 if refamily:
                     live.hub.watch(self.sub, await families.co_members(s, self.account_id))
                 for src in sources:
-                    viewer = await self._viewer(s, src)
+                    viewer = await self._viewer(s, src, (want or {}).get(src.key, 0))
                     if viewer is None:
                         continue
                     got = await self._read(s, src, viewer, self.pos.get(src.key, 0))
@@ -367,6 +369,7 @@ class Socket:
             lagged, sub.lagged = sub.lagged, False
             refamily = False
             kinds: set[str] = set()
+            want: dict[str, int] = {}  # the highest position named, by source
             for n in notices:
                 if n.data is not None:  # ephemeral: typing, call signals
                     if n.kind.startswith("call."):
@@ -384,11 +387,13 @@ class Socket:
                         if n.kind in src.kinds and (mine or not src.own_only):
                             if n.seq > self.pos.get(src.key, 0) or n.seq == 0:
                                 kinds.add(src.key)
+                                want[src.key] = max(want.get(src.key, 0), n.seq)
             if lagged or refamily or live.TICK in kinds:
                 todo = live.streams.all()
+                want = {}  # catching up: as far as there is
             else:
                 todo = [src for src in live.streams.all() if src.key in kinds]
-            if (todo or refamily) and not await self._catch_up(todo, refamily):
+            if (todo or refamily) and not await self._catch_up(todo, refamily, want):
                 return
 
     # --- frames from the client ---------------------------------------------------
