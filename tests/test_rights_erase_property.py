@@ -218,6 +218,14 @@ async def world(
             direct, json={"txn_id": txn, "kind": "text", "text": words}, headers=who
         )
         assert r.status_code == 201, r.text
+    # a Matrix client's sync filter (docs/MESSAGING.md, "Matrix clients")
+    me_mx = f"@{me['account']['id']}:{app.state.runtime.settings.server_name}"
+    r = await client.post(
+        f"/_matrix/client/v3/user/{me_mx}/filter",
+        json={"room": {"timeline": {"limit": 20}}},
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
     # a dependant wearing a watch the person paired
     imei = f"88{next(_numbers):08d}"
     _, _, dep = await worn_watch(client, h, fid, "Grandma Dep", imei)
