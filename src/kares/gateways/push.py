@@ -229,42 +229,31 @@ class ConsoleProvider:
         self.note = note
 
     async def send(self, token: str, msg: PushMessage) -> Outcome:
-        if self.path is None:
-            print(
-                f"[push {self.name}{self.note} …{token[-6:]}] {msg.category}: {msg.title} — "
-                f"{msg.short_body()}",
-                file=sys.stderr,
-                flush=True,
-            )
-            return Outcome("sent", None, "console")
-        line = json.dumps(
-            {
-                "provider": self.name,
-                "token": token,
-                "id": msg.id,
-                "category": msg.category,
-                "title": msg.title,
-                "body": msg.short_body(),
-                "urgent": msg.urgent,
-            },
-            ensure_ascii=False,
-        )
-        await self._append(line)
-        return Outcome("sent", None, "file")
+        said = f"{msg.category}: {msg.title} — {msg.short_body()}"
+        record = {
+            "provider": self.name,
+            "token": token,
+            "id": msg.id,
+            "category": msg.category,
+            "title": msg.title,
+            "body": msg.short_body(),
+            "urgent": msg.urgent,
+        }
+        return await self._emit(token, said, record)
 
     async def wake(self, token: str, call: CallWake) -> Outcome:
+        said = f"incoming call {call.call_id} (rings {call.ttl()} s)"
+        record = {"provider": self.name, "token": token, "wake": call.payload()}
+        return await self._emit(token, said, record)
+
+    async def _emit(self, token: str, said: str, record: dict[str, Any]) -> Outcome:
+        """A line on the console, or a JSON record appended to the file."""
         if self.path is None:
             print(
-                f"[push {self.name}{self.note} …{token[-6:]}] incoming call {call.call_id} "
-                f"(rings {call.ttl()} s)",
-                file=sys.stderr,
-                flush=True,
+                f"[push {self.name}{self.note} …{token[-6:]}] {said}", file=sys.stderr, flush=True
             )
             return Outcome("sent", None, "console")
-        line = json.dumps(
-            {"provider": self.name, "token": token, "wake": call.payload()}, ensure_ascii=False
-        )
-        await self._append(line)
+        await self._append(json.dumps(record, ensure_ascii=False))
         return Outcome("sent", None, "file")
 
     async def _append(self, line: str) -> None:
