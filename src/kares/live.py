@@ -99,6 +99,20 @@ class Hub:
         )
         # carries notices to other processes (kares.livebus), when Redis is configured
         self.bridge: Bridge | None = None
+        # told of every notice handed in here and of every wake_all (a tick about
+        # nobody), before any subscription: what a per-process cache keeps
+        # (kares.messaging.fanread) it forgets or renews there
+        self._listeners: list[Callable[[Notice], None]] = []
+
+    def listen(self, fn: Callable[[Notice], None]) -> None:
+        """Call ``fn`` with every notice handed in here (and a ``tick`` on
+        :meth:`wake_all`), synchronously, before the subscriptions hear it."""
+        if fn not in self._listeners:
+            self._listeners.append(fn)
+
+    def unlisten(self, fn: Callable[[Notice], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
 
     def subscribe(
         self, account_id: str, watching: Iterable[str] = (), *, device_id: str | None = None
@@ -180,6 +194,8 @@ class Hub:
     def hand_in(self, notice: Notice) -> int:
         """Deliver a notice to this process's subscriptions watching its ``about``
         (one that another process published, or one delivered here)."""
+        for fn in self._listeners:
+            fn(notice)
         return self._put(self._by_about.get(notice.about), notice)
 
     def tell(
@@ -219,6 +235,8 @@ class Hub:
         e.g. while Redis was away): a socket gets a ``tick`` (it re-reads every
         source from its positions), a stream without positions (the live map) a
         ``family`` notice (it re-reads its snapshot)."""
+        for fn in self._listeners:
+            fn(Notice(0, TICK, ""))
         n = 0
         for account_id, subs in list(self._by_account.items()):
             for sub in list(subs):
@@ -268,6 +286,9 @@ class Viewer:
     device_id: str | None = None
     degraded: Mapping[str, str] = field(default_factory=dict)
     runtime: Any = None
+    # the highest position a notice named for this source at this wake (0: none
+    # known, e.g. a catch-up): a source that shares its reads needs no more
+    want: int = 0
 
 
 class Expired(Exception):

@@ -193,35 +193,28 @@ async def since(
     reader and the position read up to). Rights are those of the moment of the
     call: a conversation the account has left yields nothing more."""
     got = await since_rows(s, account_id, after, limit)
-    out: list[dict[str, Any]] = []
-    for ev, msg in got.rows:
-        item: dict[str, Any] = {
-            "position": ev.position,
-            "kind": ev.kind,
-            "conversation_id": ev.conversation_id,
-        }
-        if ev.kind in ("message", "recall") and msg is not None:
-            item["message"] = message_out(msg)
-        elif ev.kind == "receipt":
-            item["account_id"] = ev.account_id
-            item["up_to"] = ev.message_position
-        elif ev.kind == "hide":
-            item["message_position"] = ev.message_position
-        out.append(item)
-    return out, got.next
+    return [item(ev, msg) for ev, msg in got.rows], got.next
 
 
-# --- the device's WebSocket ----------------------------------------------------------------
+def item(ev: MessageEvent, msg: Message | None) -> dict[str, Any]:
+    """An event as :func:`since` gives it."""
+    out: dict[str, Any] = {
+        "position": ev.position,
+        "kind": ev.kind,
+        "conversation_id": ev.conversation_id,
+    }
+    if ev.kind in ("message", "recall") and msg is not None:
+        out["message"] = message_out(msg)
+    elif ev.kind == "receipt":
+        out["account_id"] = ev.account_id
+        out["up_to"] = ev.message_position
+    elif ev.kind == "hide":
+        out["message_position"] = ev.message_position
+    return out
 
-SOURCE = live.streams.register(
-    "m",
-    "message",
-    live.by_account(since),
-    lambda s, viewer: top(s),
-    function=("messaging", "chat"),
-    kinds=(NOTICE_KIND,),
-    history="GET /api/v1/conversations/{id}/messages",
-)
+
+# the device's WebSocket reads this stream as source "m", registered by
+# kares.messaging.fanread (one read per message shared by the sockets it wakes)
 
 
 async def typing_audience(s: AsyncSession, account_id: str, conversation: str) -> set[str] | None:

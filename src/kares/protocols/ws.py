@@ -36,9 +36,11 @@ from kares.calls import service as calls
 from kares.errors import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from kares.families import service as families
 from kares.families import typing as _family_typing  # noqa: F401 - family conversations
-from kares.identity.auth import Caller, caller_for_session, request_caller
+from kares.identity import changes
+from kares.identity.auth import Caller, request_caller
 from kares.location import stream as _location_stream  # noqa: F401 - registers "l"
-from kares.messaging import stream as _message_stream  # noqa: F401 - registers "m", typing
+from kares.messaging import fanread as _message_reads  # noqa: F401 - registers "m"
+from kares.messaging import stream as _message_stream  # noqa: F401 - typing
 from kares.notify import stream as _inbox_stream  # noqa: F401 - registers "i"
 from kares.privacy.guard import admit
 from kares.runtime import Runtime
@@ -165,6 +167,7 @@ class Socket:
             await self._deny(got)
             return
         self.caller = caller = got
+        self.session_check = changes.SessionCheck(caller.session.id)
         self.account_id = caller.account.id
         self.device_id = caller.session.device_id or f"session:{caller.session.id}"
         offered = self.ws.scope.get("subprotocols", []) or []
@@ -238,7 +241,7 @@ class Socket:
 
     # --- reading the sources -------------------------------------------------------
 
-    async def _viewer(self, s: AsyncSession, src: live.Source) -> live.Viewer | None:
+    async def _viewer(self, s: AsyncSession, src: live.Source, want: int = 0) -> live.Viewer | None:
         """The viewer as this source's function admits it now; None when it does not."""
         degraded: dict[str, str] = {}
         if src.function is not None:
@@ -248,7 +251,7 @@ class Socket:
             except Problem:
                 return None
             degraded = dict(allowed.degraded)
-        return live.Viewer(self.account_id, self.device_id, degraded, self.rt)
+        return live.Viewer(self.account_id, self.device_id, degraded, self.rt, want)
 
     async def _read(
         self, s: AsyncSession, src: live.Source, viewer: live.Viewer, after: int
@@ -321,7 +324,9 @@ class Socket:
         for invite in ringing:
             await self.send({"type": "call.invite", **invite})
 
-    async def _catch_up(self, sources: Iterable[live.Source], refamily: bool) -> bool:
+    async def _catch_up(
+        self, sources: Iterable[live.Source], refamily: bool, want: dict[str, int] | None = None
+    ) -> bool:
         """Read what moved in ``sources`` (re-checking the session first) and send
         it; False when the socket must close."""
         assert self.caller is not None and self.sub is not None
@@ -330,7 +335,7 @@ class Socket:
             if self.sub.closed:
                 return False
             async with self.rt.db.sessions() as s:
-                if await caller_for_session(s, self.caller.session.id) is None:
+                if self.session_check.due() and not await self.session_check.run(s):
                     self.closing = (CLOSE_SESSION_ENDED, "auth.invalid_token")
                     ended = {"code": "auth.invalid_token", "detail": "This session has ended."}
                     await self._error_unlocked(ended)
@@ -338,7 +343,7 @@ class Socket:
                 if refamily:
                     live.hub.watch(self.sub, await families.co_members(s, self.account_id))
                 for src in sources:
-                    viewer = await self._viewer(s, src)
+                    viewer = await self._viewer(s, src, (want or {}).get(src.key, 0))
                     if viewer is None:
                         continue
                     got = await self._read(s, src, viewer, self.pos.get(src.key, 0))
@@ -369,6 +374,7 @@ class Socket:
             lagged, sub.lagged = sub.lagged, False
             refamily = False
             kinds: set[str] = set()
+            want: dict[str, int] = {}  # the highest position named, by source
             for n in notices:
                 if n.data is not None:  # ephemeral: typing, call signals
                     if n.kind.startswith("call."):
@@ -386,11 +392,13 @@ class Socket:
                         if n.kind in src.kinds and (mine or not src.own_only):
                             if n.seq > self.pos.get(src.key, 0) or n.seq == 0:
                                 kinds.add(src.key)
+                                want[src.key] = max(want.get(src.key, 0), n.seq)
             if lagged or refamily or live.TICK in kinds:
                 todo = live.streams.all()
+                want = {}  # catching up: as far as there is
             else:
                 todo = [src for src in live.streams.all() if src.key in kinds]
-            if (todo or refamily) and not await self._catch_up(todo, refamily):
+            if (todo or refamily) and not await self._catch_up(todo, refamily, want):
                 return
 
     # --- frames from the client ---------------------------------------------------

@@ -33,7 +33,7 @@ from kares.accounts.schemas import DeviceInfo
 from kares.deps import DbDep, RuntimeDep, end_request_session, request_ip
 from kares.errors import Problem
 from kares.families import service as families
-from kares.identity.auth import caller_for_session
+from kares.identity import changes
 from kares.identity.models import Account
 from kares.identity.service import parse_phone
 from kares.messaging import attachments, stream
@@ -700,10 +700,11 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
     # meanwhile, and the device counted as connected (no pushes between polls)
     sub = parking.take(key)
     refamily = woken = False
+    check = changes.SessionCheck(session_id)  # the guard read it for this request
     try:
         while True:
             async with live.hub.reading(), rt.db.sessions() as s2:
-                if woken and await caller_for_session(s2, session_id) is None:
+                if woken and check.due() and not await check.run(s2):
                     raise MatrixError(
                         401, "M_UNKNOWN_TOKEN", "This session has ended.", soft_logout=False
                     )

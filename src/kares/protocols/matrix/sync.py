@@ -35,8 +35,8 @@ from kares.db import Statement
 from kares.families import service as families
 from kares.families.models import Family
 from kares.identity.models import Account
+from kares.messaging import fanread, stream
 from kares.messaging import service as messaging
-from kares.messaging import stream
 from kares.messaging.content import SYSTEM, cursor, decode
 from kares.messaging.models import Conversation, Hidden, Message, MessageEvent, Receipt
 from kares.protocols.matrix import events as mx
@@ -392,7 +392,7 @@ async def incremental(
     full_state: bool = False,
 ) -> Batch:
     """What the account may see after the token, as rooms."""
-    got = await stream.since_rows(s, account_id, token.position, BATCH, scopes_always=True)
+    got = await fanread.since_rows(s, account_id, token.position, BATCH, scopes_always=True)
     mine = got.scopes
     upto = max(got.next, token.position)
     rooms_join: dict[str, dict[str, Any]] = {}
