@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kares import __version__, domains, jobs, livebus, migrations, openapi
+from kares import __version__, domains, jobs, live, livebus, migrations, openapi
 from kares.accounts import api as accounts_api
 from kares.config import Settings, get_settings
 from kares.deps import RequestSessions
@@ -170,6 +170,8 @@ class KaresApp(FastAPI):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if live.fanout_writes.matches(scope["method"], scope["path"]):
+            await live.hub.admit()  # before any session: the wait holds nothing
         line = self.access.line
 
         async def logged(message: Message) -> None:

@@ -44,7 +44,14 @@ import asyncio
 import itertools
 import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -53,6 +60,12 @@ QUEUE_SIZE = 256
 # how many subscriptions may re-read (hold a database connection) at once, per
 # process: well under the pool's size (SQLAlchemy's default 5 + 10 overflow)
 READERS = 4
+# a write that wakes streams (a message) waits before it starts while more than
+# this many woken streams wait for their read here, for at most ADMIT_WAIT_S: the
+# senders slow down to the pace the readers keep, instead of the readers falling
+# seconds behind the senders (docs/MESSAGING.md, "Sending waits for delivery")
+BACKLOG = 12
+ADMIT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -89,14 +102,50 @@ class Subscription:
 _CLOSED = Notice(0, "closed", "")
 
 
+class FanoutWrites:
+    """The routes whose writes wake many streams (a message sent), by method and
+    path template (``/api/v1/conversations/{id}/messages``): the app makes each
+    such request wait in :meth:`Hub.admit` before the framework sees it, so the
+    wait holds no database session. The module that owns the route registers it."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, list[re.Pattern[str]]] = {}
+
+    def register(self, method: str, template: str) -> None:
+        parts = re.split(r"(\{[^}/]+\})", template)
+        rx = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts if p)
+        pat = re.compile(rx + "$")
+        pats = self._by_method.setdefault(method.upper(), [])
+        if all(p.pattern != pat.pattern for p in pats):
+            pats.append(pat)
+
+    def matches(self, method: str, path: str) -> bool:
+        return any(p.match(path) for p in self._by_method.get(method, ()))
+
+
+fanout_writes = FanoutWrites()
+
+
+class _Turns:
+    """One event loop's turns to re-read: at most ``READERS`` at once, and how
+    many streams want one (hold a turn or wait for it)."""
+
+    def __init__(self) -> None:
+        self.sem = asyncio.Semaphore(READERS)
+        self.wanting = 0
+        self.eased = asyncio.Event()  # set while ``wanting`` is at most BACKLOG
+        self.eased.set()
+
+
 class Hub:
     def __init__(self) -> None:
         self._by_about: dict[str, set[Subscription]] = {}
         self._by_account: dict[str, set[Subscription]] = {}
         self._seq = itertools.count(1)
-        self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = (
             weakref.WeakKeyDictionary()
         )
+        self.admitted_late = 0  # writes that waited for the readers (benches, tests)
         # carries notices to other processes (kares.livebus), when Redis is configured
         self.bridge: Bridge | None = None
         # told of every notice handed in here and of every wake_all (a tick about
@@ -173,15 +222,64 @@ class Hub:
     def subscriptions(self) -> int:
         return sum(len(subs) for subs in self._by_account.values())
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[None]:
-        """A turn to re-read what a notice is about: at most ``READERS`` at once."""
+    def _turns_here(self) -> _Turns:
         loop = asyncio.get_running_loop()
-        sem = self._readers.get(loop)
-        if sem is None:
-            sem = self._readers[loop] = asyncio.Semaphore(READERS)
-        async with sem:
-            yield
+        turns = self._turns.get(loop)
+        if turns is None:
+            turns = self._turns[loop] = _Turns()
+        return turns
+
+    @asynccontextmanager
+    async def reading(self, *, woken: bool = False) -> AsyncIterator[None]:
+        """A turn to re-read what a notice is about: at most ``READERS`` at once.
+        ``woken``: the stream reads because a notice woke it (a delivery, not a
+        first read or a poll's look): counted in :attr:`backlog` while it waits."""
+        t = self._turns_here()
+        if not woken:
+            async with t.sem:
+                yield
+            return
+        t.wanting += 1
+        if t.wanting > BACKLOG:
+            t.eased.clear()
+        counted = True
+        try:
+            async with t.sem:
+                counted = False  # it has its turn: no longer waiting
+                t.wanting -= 1
+                if t.wanting <= BACKLOG:
+                    t.eased.set()
+                yield
+        finally:
+            if counted:
+                t.wanting -= 1
+                if t.wanting <= BACKLOG:
+                    t.eased.set()
+
+    @property
+    def backlog(self) -> int:
+        """Woken streams of this event loop waiting for a turn to re-read."""
+        return self._turns_here().wanting
+
+    async def admit(self, wait_s: float = ADMIT_WAIT_S) -> float:
+        """Wait, holding nothing (no connection, no transaction), until at most
+        ``BACKLOG`` woken streams wait for their read here, or ``wait_s`` passed;
+        returns the seconds waited. A write that wakes streams (a message sent)
+        calls it before it starts: under a flood of sends the senders wait a
+        little, and what they sent is delivered in step with them, rather than
+        every send answering at once and the deliveries falling seconds behind.
+        Bounded, so a reader that is stuck never stops the writes."""
+        t = self._turns_here()
+        if t.eased.is_set():
+            return 0.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self.admitted_late += 1
+        try:
+            await asyncio.wait_for(t.eased.wait(), wait_s)
+        except TimeoutError:
+            pass
+        return loop.time() - start
 
     def deliver(self, *, kind: str, about: str, seq: int | None = None) -> int:
         """Tell every subscription watching ``about`` (and, through :attr:`bridge`,

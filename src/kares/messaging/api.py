@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 
+from kares import live
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
 from kares.identity.auth import AUTH_ERRORS
@@ -30,6 +31,8 @@ from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, Guard, guard
 
 router = APIRouter(prefix="/api/v1", tags=["messaging"])
+# a message wakes every member's streams: sends wait while the readers are behind
+live.fanout_writes.register("POST", "/api/v1/conversations/{conversation_id}/messages")
 
 AUTH = AUTH_ERRORS
 NOT_FOUND = (404, "conversation.not_found")

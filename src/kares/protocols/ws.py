@@ -331,7 +331,7 @@ class Socket:
         it; False when the socket must close."""
         assert self.caller is not None and self.sub is not None
         results: list[tuple[live.Source, Read | Resync, int]] = []
-        async with live.hub.reading():
+        async with live.hub.reading(woken=True):
             if self.sub.closed:
                 return False
             async with self.rt.db.sessions() as s:

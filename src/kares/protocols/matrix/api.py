@@ -82,6 +82,7 @@ class MatrixRouter(APIRouter):
 
 
 router = MatrixRouter(route_class=MatrixRoute, include_in_schema=False)
+live.fanout_writes.register("PUT", CS + "/rooms/{room_id}/send/{event_type}/{txn_id}")
 fallback = MatrixRouter(route_class=MatrixRoute, include_in_schema=False)
 
 Chat = Annotated[Allowed, guard("messaging", "chat")]
@@ -703,7 +704,7 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
     check = changes.SessionCheck(session_id)  # the guard read it for this request
     try:
         while True:
-            async with live.hub.reading(), rt.db.sessions() as s2:
+            async with live.hub.reading(woken=woken), rt.db.sessions() as s2:
                 if woken and check.due() and not await check.run(s2):
                     raise MatrixError(
                         401, "M_UNKNOWN_TOKEN", "This session has ended.", soft_logout=False
