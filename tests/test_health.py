@@ -7,6 +7,7 @@ checked against values computed here independently."""
 from __future__ import annotations
 
 import json
+import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,15 @@ from sqlalchemy import text
 
 from kares import clock, jobs
 from kares.health import chunks
+from kares.health import service as health_service
 from kares.health.metrics import METRICS
 from tests.conftest import POLICY_VERSION, bearer, count_rows, query, sign_up, snapshot
+from tests.support.watch import conn, from_file, household, server, settings_overrides
 from tests.test_devices import IPHONE
 from tests.test_rights_erase import ask as ask_deletion
 from tests.test_rights_export import check_against_schema, download, ready, unzip
+
+__all__ = ["conn", "server", "settings_overrides"]  # fixtures, from tests.support.watch
 
 SAMPLES = "/api/v1/health/samples"
 ME = "+8613700015001"
@@ -395,3 +400,200 @@ async def test_export_and_chosen_deletion_cover_health(
     assert not await query(db, "SELECT id FROM accounts WHERE id = :a", a=a)
     assert not await query(db, "SELECT day FROM health_vitals_days WHERE account_id = :a", a=a)
     assert await count_rows(db, "health_vitals_days") == 1
+
+
+# --- the kids' watch ----------------------------------------------------------------------------
+
+
+async def test_a_watchs_health_frames_are_stored_as_the_wearers_samples(
+    client: httpx.AsyncClient, sms: Any, db: Any, conn: Any
+) -> None:
+    ctx = await household(client, sms)
+    g, dep = ctx["guardians"][0], ctx["dep"]
+    await conn.sync()
+    # without the wearer's separate consent: answered, nothing kept
+    assert await conn.ask(from_file("oxygen.txt")) == b"[3G*8800000015*0008*oxygen,1]"
+    assert await count_rows(db, "health_vitals_days") == 0
+    r = await client.post(
+        f"/api/v1/guardian/wards/{dep}/consents",
+        json={
+            "subject": "category:health.vitals",
+            "action": "grant",
+            "policy_version": POLICY_VERSION,
+        },
+        headers=bearer(g["token"]),
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post(
+        f"/api/v1/guardian/wards/{dep}/consents",
+        json={
+            "subject": "category:health.activity",
+            "action": "grant",
+            "policy_version": POLICY_VERSION,
+        },
+        headers=bearer(g["token"]),
+    )
+    assert r.status_code == 201, r.text
+    assert await conn.ask(from_file("bphrt.txt")) == b"[3G*8800000015*0005*bphrt]"
+    assert await conn.ask(from_file("bphrt.txt")) == b"[3G*8800000015*0005*bphrt]"  # sent again
+    assert await conn.ask(from_file("btemp2.txt")) == b"[3G*8800000015*0006*btemp2]"
+    assert await conn.ask(from_file("oxygen.txt")) == b"[3G*8800000015*0008*oxygen,1]"
+    await conn.send(from_file("heart.txt"))
+    await conn.silent()
+    await conn.sync()
+    async with db.sessions() as s:
+        latest = {x.metric: x for x in await health_service.latest(s, account_id=dep)}
+        t = clock.utcnow()
+        hrs = await health_service.read(
+            s, account_id=dep, metric="heart_rate", lo_ms=0, hi_ms=int(t.timestamp() * 1000) + 1
+        )
+    assert latest["blood_pressure"].values == {"systolic": 118, "diastolic": 76}
+    assert latest["body_temperature"].value == 36.72
+    assert latest["spo2"].value == 98
+    # the heart rate measured with the blood pressure, and the heart frame's; the
+    # blood-pressure frame sent twice is stored once
+    assert sorted(hrs.v.tolist()) == [82.0, 88.0]
+    assert latest["heart_rate"].unit == "/min"
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+async def test_summaries_and_series_match_what_the_samples_say(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    me = await person(client, sms)
+    t = base()  # three days back, midnight UTC
+    # two days of heart rate every 7 minutes, a known but irregular pattern
+    beats = {t + timedelta(minutes=7 * i): 50 + (i * 37) % 90 for i in range(2 * 24 * 60 // 7)}
+    hrs = [hr(i, at, v) for i, (at, v) in enumerate(beats.items())]
+    for k in range(0, len(hrs), 2000):
+        await ok(client, me, hrs[k : k + 2000])
+    walk = [steps(i, t + timedelta(hours=i), 100 * i + 7) for i in range(30)]  # 30 hours
+    spo2 = [
+        {**hr(1000 + i, t + timedelta(hours=3 * i), v), "metric": "spo2", "unit": "%"}
+        for i, v in enumerate([97, 95, 99, 93, 98, 96, 94, 97, 99, 92])
+    ]
+    rest = [
+        {**hr(2000 + i, t + timedelta(hours=8 + 24 * i), v), "metric": "resting_heart_rate"}
+        for i, v in enumerate([58, 61])
+    ]
+    # a night ending on day 2 at 07:00: in bed 23:00-07:00, core and deep and REM, awake
+    night = t + timedelta(days=1) - timedelta(hours=1)
+
+    def sleep(i: int, a: int, b: int, stage: str) -> dict[str, Any]:
+        return {
+            "metric": "sleep",
+            "start": iso(night + timedelta(minutes=a)),
+            "end": iso(night + timedelta(minutes=b)),
+            "stage": stage,
+            "source": "Watch",
+            "record_id": f"sl-{i}",
+        }
+
+    nights = [
+        sleep(0, 0, 480, "in_bed"),
+        sleep(1, 10, 100, "asleep_core"),
+        sleep(2, 100, 160, "asleep_deep"),
+        sleep(3, 160, 200, "awake"),
+        sleep(4, 200, 300, "asleep_rem"),
+        sleep(5, 300, 470, "asleep_core"),
+    ]
+    out = await ok(client, me, walk + spo2 + rest + nights)
+    assert out["refused"] == 0, out
+    d0, d1 = t.date(), (t + timedelta(days=1)).date()
+    got = await get(
+        client, me, "/api/v1/health/summary/daily", since=d0.isoformat(), until=d1.isoformat()
+    )
+    days = got["summaries"]
+    assert [d["start"] for d in days] == [
+        iso(t).replace("+00:00", "Z"),
+        iso(t + timedelta(days=1)).replace("+00:00", "Z"),
+    ]
+    for n, d in enumerate(days):
+        lo, hi = t + timedelta(days=n), t + timedelta(days=n + 1)
+        vals = [v for at, v in beats.items() if lo <= at < hi]
+        assert d["heart_rate_min"] == min(vals)
+        assert d["heart_rate_max"] == max(vals)
+        assert d["heart_rate_avg"] == pytest.approx(statistics.fmean(vals), abs=0.05)
+        assert d["heart_rate_count"] == len(vals)
+        assert d["steps"] == sum(
+            100 * i + 7 for i in range(30) if lo <= t + timedelta(hours=i) < hi
+        )
+        sp = [
+            v
+            for i, v in enumerate([97, 95, 99, 93, 98, 96, 94, 97, 99, 92])
+            if lo <= t + timedelta(hours=3 * i) < hi
+        ]
+        assert d["spo2_min"] == (min(sp) if sp else None)
+        assert d["resting_heart_rate"] == [58, 61][n]
+    assert days[0]["sleep_asleep_min"] is None  # the night ends on the second day
+    assert days[1]["sleep_asleep_min"] == 90 + 60 + 100 + 170
+    assert days[1]["sleep_in_bed_min"] == 480
+    assert days[1]["sleep_stages_min"] == {
+        "in_bed": 480,
+        "awake": 40,
+        "asleep_core": 260,
+        "asleep_deep": 60,
+        "asleep_rem": 100,
+    }
+    # a week from day 0: everything
+    wk = (await get(client, me, "/api/v1/health/summary/weekly", since=d0.isoformat()))["summaries"]
+    assert len(wk) == 1
+    allv = list(beats.values())
+    assert (wk[0]["heart_rate_min"], wk[0]["heart_rate_max"]) == (min(allv), max(allv))
+    assert wk[0]["steps"] == sum(100 * i + 7 for i in range(30))
+    assert wk[0]["spo2_min"] == 92
+    assert wk[0]["resting_heart_rate"] == pytest.approx(59.5)
+    # the series, hourly, against buckets computed here
+    since, until = t + timedelta(hours=5), t + timedelta(hours=29)
+    s = await get(
+        client, me, "/api/v1/health/series", metric="heart_rate", since=iso(since), until=iso(until)
+    )
+    want: dict[datetime, list[float]] = {}
+    for at, v in beats.items():
+        if since <= at < until:
+            want.setdefault(at.replace(minute=0, second=0, microsecond=0), []).append(v)
+    assert [datetime.fromisoformat(x) for x in s["t"]] == sorted(want)
+    assert s["min"] == [min(want[k]) for k in sorted(want)]
+    assert s["max"] == [max(want[k]) for k in sorted(want)]
+    assert s["count"] == [len(want[k]) for k in sorted(want)]
+    assert s["avg"] == pytest.approx([statistics.fmean(want[k]) for k in sorted(want)], abs=0.01)
+    # steps by day in Asia/Shanghai (UTC+8): sums
+    s = await get(
+        client,
+        me,
+        "/api/v1/health/series",
+        metric="steps",
+        since=iso(t - timedelta(hours=8)),
+        until=iso(t + timedelta(days=2) - timedelta(hours=8)),
+        resolution="day",
+        tz="Asia/Shanghai",
+    )
+    assert s["aggregate"] == "sum"
+    first = sum(100 * i + 7 for i in range(30) if i < 16)  # before 16:00 UTC = local midnight
+    assert s["sum"] == [first, sum(100 * i + 7 for i in range(30)) - first]
+    # refusals
+    r = await client.get(
+        "/api/v1/health/series",
+        params={
+            "metric": "heart_rate",
+            "since": iso(t - timedelta(days=365)),
+            "until": iso(t),
+            "resolution": "minute",
+        },
+        headers=bearer(me["token"]),
+    )
+    problem(r, 422, "health.too_many_points")
+    r = await client.get(
+        "/api/v1/health/series",
+        params={"metric": "sleep", "since": iso(t), "until": iso(t + timedelta(days=1))},
+        headers=bearer(me["token"]),
+    )
+    problem(r, 422, "health.no_series")
+    r = await client.get(
+        "/api/v1/health/summary/daily",
+        params={"since": d0.isoformat(), "until": d1.isoformat(), "tz": "Mars/Olympus"},
+        headers=bearer(me["token"]),
+    )
+    problem(r, 422, "health.bad_time_zone")
