@@ -21,7 +21,15 @@ from kares.health import chunks
 from kares.health import service as health_service
 from kares.health.metrics import METRICS
 from tests.conftest import POLICY_VERSION, bearer, count_rows, query, sign_up, snapshot
-from tests.support.watch import conn, from_file, household, server, settings_overrides
+from tests.support.watch import (
+    conn,
+    frame,
+    from_file,
+    household,
+    reply,
+    server,
+    settings_overrides,
+)
 from tests.test_devices import IPHONE
 from tests.test_rights_erase import ask as ask_deletion
 from tests.test_rights_export import check_against_schema, download, ready, unzip
@@ -597,3 +605,45 @@ async def test_summaries_and_series_match_what_the_samples_say(
         headers=bearer(me["token"]),
     )
     problem(r, 422, "health.bad_time_zone")
+
+
+async def test_a_watchs_step_count_is_stored_as_the_steps_since_its_last_report(
+    client: httpx.AsyncClient, sms: Any, db: Any, conn: Any
+) -> None:
+    ctx = await household(client, sms)
+    g, dep = ctx["guardians"][0], ctx["dep"]
+    for cat in ("health.vitals", "health.activity"):
+        r = await client.post(
+            f"/api/v1/guardian/wards/{dep}/consents",
+            json={
+                "subject": f"category:{cat}",
+                "action": "grant",
+                "policy_version": POLICY_VERSION,
+            },
+            headers=bearer(g["token"]),
+        )
+        assert r.status_code == 201, r.text
+    await conn.sync()
+    t0 = clock.utcnow()
+    # the watch's totals since its midnight; 200 after it started a new day
+    for total in (1000, 1500, 1500, 200, 260):
+        assert await conn.ask(frame(f"LK,{total},0,90")) == reply("LK")
+        clock.advance(300)
+    async with db.sessions() as s:
+        x = await health_service.read(
+            s,
+            account_id=dep,
+            metric="steps",
+            lo_ms=int(t0.timestamp() * 1000) - 1000,
+            hi_ms=int(clock.utcnow().timestamp() * 1000),
+        )
+    # the first report as it is, then the differences; nothing when it did not move
+    assert x.v.tolist() == [1000, 500, 200, 60]
+    assert x.v2.tolist() == [1000, 1500, 200, 260]
+    # each increment spans the time since the report before it (5 minutes of the
+    # test clock apart, plus the real time the frames took)
+    spans = (x.t1 - x.t0).tolist()
+    assert spans[0] == 0
+    for got, want in zip(spans[1:], [300_000, 600_000, 300_000], strict=True):
+        assert want <= got < want + 5_000
+    assert (x.t0[1:] == x.t1[:-1]).all()

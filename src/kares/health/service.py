@@ -50,6 +50,9 @@ class SampleIn:
     values: dict[str, float] | None = None
     unit: str | None = None
     stage: str | None = None
+    # a source that counts a running total (a watch's steps today): the total it
+    # reported, kept beside the increment (see ``ingest_running_total``)
+    total: float | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,8 @@ def clean(
             raise Refused("health.value_required", f"{m.key} takes one value.")
         assert m.unit is not None and m.bounds is not None
         v = _in_bounds(m.key, _convert(m, x.value, x.unit), m.bounds, m.unit)
+        if x.total is not None and m.kind == "interval":
+            v2 = _in_bounds(m.key, _convert(m, x.total, x.unit), m.bounds, m.unit)
     elif x.value is not None or x.values is not None:
         raise Refused("health.value_not_expected", f"{m.key} has no value.")
     return m, (t0, t1, v, v2, stage), source, x.record_id
@@ -269,6 +274,68 @@ async def upload(
     return out
 
 
+# a running total older than this is not continued: its next report starts afresh
+RUNNING_GAP_MS = 24 * 3_600_000
+
+
+async def ingest_running_total(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    metric: str,
+    source: str,
+    total: float,
+    unit: str,
+    at: datetime,
+    now: datetime,
+) -> Outcome | None:
+    """A source that reports a running total (a kids' watch's steps since its
+    midnight, in every keep-alive) stored as increments: the difference from the
+    source's last report, over the interval since it. A total below the last one
+    (the watch started a new day) counts from zero; a first report, or one after
+    a day of silence, is stored as a moment. Each sample keeps the total it was
+    taken from, which is how the next report finds it. Nothing is stored when the
+    total did not move (None). In the caller's transaction."""
+    m = METRICS[metric]
+    assert m.kind == "interval"
+    at_ms = _ms(at)
+    x = await read(
+        s,
+        account_id=account_id,
+        metric=metric,
+        lo_ms=at_ms - RUNNING_GAP_MS,
+        hi_ms=at_ms + 1,
+        sources=True,
+    )
+    last_end, last_total = -1, None
+    if len(x) and x.src_names is not None:
+        mine = np.flatnonzero((x.src_names == source) & ~np.isnan(x.v2))
+        if len(mine):
+            i = int(mine[np.argmax(x.t1[mine])])
+            last_end, last_total = int(x.t1[i]), float(x.v2[i])
+    if last_end >= at_ms:
+        return Outcome(0, "duplicate")  # a report out of order, or sent twice
+    if last_total is None:
+        value, start = total, at
+    else:
+        value = total - last_total if total >= last_total else total
+        start = datetime.fromtimestamp(last_end / 1000, UTC)
+    if value == 0 and last_total is not None and total == last_total:
+        return None
+    sample = SampleIn(
+        metric=metric,
+        start=start,
+        end=at,
+        value=value,
+        unit=unit,
+        source=source,
+        record_id=f"total:{at_ms}",
+        total=total,
+    )
+    (out,) = await ingest(s, account_id=account_id, samples=[sample], now=now)
+    return out
+
+
 # --- reading ------------------------------------------------------------------------------------
 
 
@@ -282,29 +349,40 @@ class Samples:
     v: npt.NDArray[np.float64]
     v2: npt.NDArray[np.float64]
     st: npt.NDArray[np.int8]
+    # each sample's source name, when the read asked for them (``sources=True``)
+    src_names: npt.NDArray[np.object_] | None = None
 
     def within(self, lo_ms: int, hi_ms: int, *, by_end: bool = False) -> Samples:
-        t = self.t1 if by_end else self.t0
+        """The samples starting (or ending, ``by_end``) in [lo_ms, hi_ms)."""
+        keep: Any
         if by_end:
-            keep = (t >= lo_ms) & (t < hi_ms)
-            return Samples(
-                self.metric,
-                self.t0[keep],
-                self.t1[keep],
-                self.v[keep],
-                self.v2[keep],
-                self.st[keep],
-            )
-        a, b = np.searchsorted(t, [lo_ms, hi_ms], side="left")
+            keep = (self.t1 >= lo_ms) & (self.t1 < hi_ms)
+        else:
+            a, b = np.searchsorted(self.t0, [lo_ms, hi_ms], side="left")
+            keep = slice(int(a), int(b))
         return Samples(
-            self.metric, self.t0[a:b], self.t1[a:b], self.v[a:b], self.v2[a:b], self.st[a:b]
+            self.metric,
+            self.t0[keep],
+            self.t1[keep],
+            self.v[keep],
+            self.v2[keep],
+            self.st[keep],
+            self.src_names[keep] if self.src_names is not None else None,
         )
 
     def __len__(self) -> int:
         return int(self.t0.shape[0])
 
 
-async def read(s: AsyncSession, *, account_id: str, metric: str, lo_ms: int, hi_ms: int) -> Samples:
+async def read(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    metric: str,
+    lo_ms: int,
+    hi_ms: int,
+    sources: bool = False,
+) -> Samples:
     """The samples of ``metric`` starting in [lo_ms, hi_ms) (whole days read)."""
     m = METRICS[metric]
     table = TABLES[m.category]
@@ -322,14 +400,14 @@ async def read(s: AsyncSession, *, account_id: str, metric: str, lo_ms: int, hi_
         chunks.unpack(blob, account_id=account_id, metric=metric, day=d)
         for d, blob in (await s.execute(q)).all()
     ]
-    return _concat(m, days).within(lo_ms, hi_ms)
+    return _concat(m, days, sources).within(lo_ms, hi_ms)
 
 
-def _concat(m: Metric, days: list[Day]) -> Samples:
+def _concat(m: Metric, days: list[Day], sources: bool = False) -> Samples:
     if not days:
         e = np.empty(0, np.int64)
         f = np.empty(0, np.float64)
-        return Samples(m, e, e, f, f, np.empty(0, np.int8))
+        return Samples(m, e, e, f, f, np.empty(0, np.int8), np.empty(0, object))
     return Samples(
         m,
         np.concatenate([d.t0 for d in days]),
@@ -337,6 +415,9 @@ def _concat(m: Metric, days: list[Day]) -> Samples:
         np.concatenate([d.v for d in days]),
         np.concatenate([d.v2 for d in days]),
         np.concatenate([d.st for d in days]),
+        np.concatenate([np.array(d.sources, dtype=object)[d.src] for d in days])
+        if sources
+        else None,
     )
 
 

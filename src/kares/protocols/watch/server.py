@@ -15,7 +15,8 @@ until it is paired) and nothing it sends is stored; its alarms are *not*
 answered, so the watch keeps trying (and falls back to calling its SOS
 numbers) instead of believing someone was told.
 
-Health readings (heart rate, blood pressure, SpO2, temperature) are stored
+Health readings (heart rate, blood pressure, SpO2, temperature, and the step
+count of each keep-alive) are stored
 through the health domain (``kares.health.service.ingest``) as the wearer's
 samples, under the guard's ``health`` function (the wearer's separate consents);
 refused or out of bounds, they are answered and not kept.
@@ -524,6 +525,8 @@ class WatchServer:
         who.watch.last_seen_at = now
         if isinstance(msg, wp.KeepAlive):
             await _battery(s, who, msg.battery)
+            if msg.steps is not None:
+                await self._steps(s, who, frame, msg.steps, now)
             await s.commit()
             return True
         if isinstance(msg, wp.Health):
@@ -560,6 +563,29 @@ class WatchServer:
         for o in out:
             if o.status == "refused":
                 log.info("watch health reading refused: %s", o.code)
+
+    async def _steps(
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, steps: int, now: datetime
+    ) -> None:
+        """The keep-alive's step count: the watch's total since its midnight,
+        stored as the steps taken since its last report."""
+        try:
+            await admit(s, self.rt, who.caller, "health", "steps")
+        except Problem as exc:
+            log.debug("watch steps not kept: %s", exc.code)
+            return
+        out = await health.ingest_running_total(
+            s,
+            account_id=who.account.id,
+            metric="steps",
+            source=f"watch {frame.device_id}",
+            total=steps,
+            unit="{steps}",
+            at=now,
+            now=now,
+        )
+        if out is not None and out.status == "refused":
+            log.info("watch steps refused: %s", out.code)
 
     async def _voice(
         self,
