@@ -399,7 +399,22 @@ async def test_export_and_chosen_deletion_cover_health(
     assert r.status_code == 200, r.text
     a = me["account"]["id"]
     assert not await query(db, "SELECT day FROM health_activity_days WHERE account_id = :a", a=a)
-    assert await query(db, "SELECT day FROM health_vitals_days WHERE account_id = :a", a=a)
+    days = "SELECT day FROM health_vitals_days WHERE account_id = :a ORDER BY day"
+    assert [r["day"] for r in await query(db, days, a=a)] == [chunks.day_of(t)]
+    # a range of days: only the days in it go
+    await ok(client, me, [hr(2, t + timedelta(days=1), 71), hr(3, t + timedelta(days=2), 72)])
+    r = await client.post(
+        "/api/v1/me/data/deletion",
+        json={
+            "category": "health.vitals",
+            "since": iso(t + timedelta(days=1)),
+            "until": iso(t + timedelta(days=2)),
+        },
+        headers=bearer(me["token"]),
+    )
+    assert r.status_code == 200, r.text
+    got = [r["day"] for r in await query(db, days, a=a)]
+    assert got == [chunks.day_of(t), chunks.day_of(t) + 2]
     # the account's deletion takes the rest, and nothing of the other person
     r = await ask_deletion(client, sms, me)
     assert r.status_code == 202, r.text

@@ -25,6 +25,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,11 @@ _LEN = struct.Struct("<I")
 
 class CorruptDay(ValueError):
     pass
+
+
+def day_of(t: datetime) -> int:
+    """The UTC day a sample starting at ``t`` is stored under."""
+    return int(t.timestamp() * 1000) // DAY_MS
 
 
 def record_key(source: str, record_id: str) -> int:
