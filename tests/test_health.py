@@ -300,6 +300,54 @@ async def test_health_needs_its_separate_consent(
     problem(await send(client, me, [hr(2, t, 71)]), 403, "consent.required")
 
 
+async def test_each_consent_opens_only_its_own_data(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    """Step counting does not need the consent for health readings, nor the other
+    way round: no consent is bundled with another."""
+    me = await sign_up(client, sms, ME)
+    await grant(client, me, "health.activity")
+    t = base()
+    out = await ok(client, me, [steps(1, t, 900), hr(1, t, 70)])
+    assert [(x["status"], x["code"]) for x in out["results"]] == [
+        ("stored", None),
+        ("refused", "consent.required"),
+    ]
+    problem(await send(client, me, [hr(2, t, 71)]), 403, "consent.required")
+    await grant(client, me, "health.vitals")
+    assert (await ok(client, me, [hr(3, t, 72)]))["stored"] == 1
+    # readings withdrawn: what is read of them is left out, steps are still shown
+    r = await client.post(
+        "/api/v1/me/consents",
+        json={
+            "subject": "category:health.vitals",
+            "action": "withdraw",
+            "policy_version": POLICY_VERSION,
+        },
+        headers=bearer(me["token"]),
+    )
+    assert r.status_code == 201, r.text
+    latest = (await get(client, me, "/api/v1/health/latest"))["latest"]
+    assert [x["metric"] for x in latest] == ["steps"]
+    day = t.date().isoformat()
+    (d,) = (await get(client, me, "/api/v1/health/summary/daily", since=day, until=day))[
+        "summaries"
+    ]
+    assert d["steps"] == 900 and d["heart_rate_max"] is None and d["heart_rate_count"] == 0
+    span = {"since": iso(t), "until": iso(t + timedelta(days=1))}
+    r = await client.get(
+        "/api/v1/health/series",
+        params={"metric": "heart_rate", **span},
+        headers=bearer(me["token"]),
+    )
+    problem(r, 403, "consent.required")
+    s = await get(client, me, "/api/v1/health/series", metric="steps", **span)
+    assert s["sum"] == [900]
+    # the heart rate is still stored (withdrawing stops the processing; deleting
+    # it is the person's choice, POST /api/v1/me/data/deletion)
+    assert await count_rows(db, "health_vitals_days") == 1
+
+
 async def test_steps_need_the_motion_and_fitness_permission(
     client: httpx.AsyncClient, sms: Any, db: Any
 ) -> None:

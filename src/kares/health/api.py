@@ -4,11 +4,13 @@ own readings (latest values, daily and weekly summaries, downsampled series)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock
 from kares.deps import DbDep, RuntimeDep
@@ -19,6 +21,7 @@ from kares.health import service
 from kares.health.metrics import METRICS
 from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.guard import Allowed, admit, guard
+from kares.runtime import Runtime
 
 router = APIRouter(tags=["health"])
 AUTH = AUTH_ERRORS
@@ -46,6 +49,33 @@ def _refused(r: service.Refused) -> Problem:
     return Problem(422, r.code, r.detail)
 
 
+# each HTTP route serves both features of the function: heart rate and the other
+# readings (health.vitals) and steps (health.activity, with the Motion & fitness
+# permission), each under its own separate consent
+HEALTH = guard("health", any_of=("readings", "steps"))
+FEATURES = ("readings", "steps")
+
+
+async def _admitted(
+    s: AsyncSession, rt: Runtime, ctx: Allowed, features: Iterable[str] = FEATURES
+) -> dict[str, Problem | None]:
+    """For each feature: None when the caller may use it, else the guard's refusal."""
+    caller = ctx.caller
+    assert caller is not None
+    out: dict[str, Problem | None] = {}
+    for feature in sorted(set(features)):
+        try:
+            await admit(s, rt, caller, "health", feature)
+            out[feature] = None
+        except Problem as exc:
+            out[feature] = exc
+    return out
+
+
+def _allowed_metrics(admitted: dict[str, Problem | None]) -> set[str]:
+    return {k for k, m in METRICS.items() if admitted.get(m.feature, True) is None}
+
+
 @router.post(
     "/api/v1/health/samples",
     response_model=sc.BatchResult,
@@ -60,12 +90,10 @@ def _refused(r: service.Refused) -> Problem:
 )
 async def upload(
     body: sc.SampleBatch,
-    ctx: Annotated[Allowed, guard("health")],
+    ctx: Annotated[Allowed, HEALTH],
     rt: RuntimeDep,
     s: DbDep,
 ) -> sc.BatchResult:
-    caller = ctx.caller
-    assert caller is not None
     samples = [
         service.SampleIn(
             metric=x.metric,
@@ -80,18 +108,13 @@ async def upload(
         )
         for x in body.samples
     ]
-    # each feature the batch uses, under the guard (the device's permissions)
+    # each feature the batch uses, under the guard: its consent, the device's permission
     features = {METRICS[x.metric].feature for x in samples if x.metric in METRICS}
-    refused: dict[str, tuple[str, str]] = {}
-    first: Problem | None = None
-    for feature in sorted(features):
-        try:
-            await admit(s, rt, caller, "health", feature)
-        except Problem as exc:
-            refused[feature] = (exc.code, exc.detail)
-            first = first or exc
-    if first is not None and features == set(refused):
-        raise first  # nothing of the batch may be stored: the guard's refusal as it is
+    admitted = await _admitted(s, rt, ctx, features)
+    refused = {f: (p.code, p.detail) for f, p in admitted.items() if p is not None}
+    if features and features == set(refused):
+        # nothing of the batch may be stored: the guard's refusal as it is
+        raise next(p for f in sorted(features) if (p := admitted[f]) is not None)
     out = await service.upload(
         s,
         account_id=ctx.account_id,
@@ -115,8 +138,9 @@ async def upload(
     responses=responses(*AUTH),
     summary="Your newest value of each metric",
 )
-async def latest(ctx: Annotated[Allowed, guard("health")], s: DbDep) -> sc.LatestList:
-    got = await service.latest(s, account_id=ctx.account_id)
+async def latest(ctx: Annotated[Allowed, HEALTH], rt: RuntimeDep, s: DbDep) -> sc.LatestList:
+    allowed = _allowed_metrics(await _admitted(s, rt, ctx))
+    got = [x for x in await service.latest(s, account_id=ctx.account_id) if x.metric in allowed]
     return sc.LatestList(
         latest=[
             sc.LatestOut(
@@ -168,7 +192,8 @@ def _spans(first: date, count: int, days: int, tz: ZoneInfo) -> list[tuple[datet
     "resting heart rate; SpO2 minimum; sleep (the sessions that end that day) by stage.",
 )
 async def daily(
-    ctx: Annotated[Allowed, guard("health")],
+    ctx: Annotated[Allowed, HEALTH],
+    rt: RuntimeDep,
     s: DbDep,
     since: Annotated[Day, Query()],
     until: Annotated[Day, Query(description="The last day, included.")],
@@ -180,7 +205,12 @@ async def daily(
         raise Problem(
             422, "health.bad_range", f"until must be since or later, at most {MAX_DAYS} days."
         )
-    got = await service.summaries(s, account_id=ctx.account_id, spans=_spans(since, n, 1, zone))
+    got = await service.summaries(
+        s,
+        account_id=ctx.account_id,
+        spans=_spans(since, n, 1, zone),
+        metrics=_allowed_metrics(await _admitted(s, rt, ctx)),
+    )
     return sc.SummaryList(time_zone=tz, summaries=[_summary_out(x) for x in got])
 
 
@@ -191,7 +221,8 @@ async def daily(
     summary="Your weekly summaries: weeks of seven local days from `since`",
 )
 async def weekly(
-    ctx: Annotated[Allowed, guard("health")],
+    ctx: Annotated[Allowed, HEALTH],
+    rt: RuntimeDep,
     s: DbDep,
     since: Annotated[Day, Query(description="The first day of the first week.")],
     weeks: Annotated[int, Query(ge=1, le=MAX_WEEKS)] = 1,
@@ -219,7 +250,8 @@ async def weekly(
     "energy; min/avg/max for readings (diastolic in min2/avg2/max2 for blood pressure).",
 )
 async def series(
-    ctx: Annotated[Allowed, guard("health")],
+    ctx: Annotated[Allowed, HEALTH],
+    rt: RuntimeDep,
     s: DbDep,
     metric: Annotated[str, Query(max_length=32)],
     since: Annotated[ZonedTime, Query()],
@@ -228,6 +260,11 @@ async def series(
     tz: TzQ = "UTC",
 ) -> sc.SeriesOut:
     zone = _zone(tz)
+    m = METRICS.get(metric)
+    if m is not None:
+        refusal = (await _admitted(s, rt, ctx, [m.feature]))[m.feature]
+        if refusal is not None:
+            raise refusal
     try:
         x = await service.series(
             s,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -508,30 +509,39 @@ class Summary:
 
 
 def summarise(span: tuple[datetime, datetime], got: dict[str, Samples]) -> Summary:
+    """What the samples of ``got`` (by metric; a metric left out stays empty)
+    say about ``span``."""
     lo, hi = _ms(span[0]), _ms(span[1])
     out = Summary(span[0], span[1])
 
+    def of(metric: str, *, by_end: bool = False) -> Samples | None:
+        x = got.get(metric)
+        if x is None:
+            return None
+        x = x.within(lo, hi, by_end=by_end)
+        return x if len(x) else None
+
     def total(metric: str) -> float | None:
-        x = got[metric].within(lo, hi)
-        return float(x.v.sum()) if len(x) else None
+        x = of(metric)
+        return float(x.v.sum()) if x is not None else None
 
     out.steps = total("steps")
     out.distance_m = total("distance")
     out.active_energy_kcal = total("active_energy")
-    hr = got["heart_rate"].within(lo, hi)
-    if len(hr):
+    hr = of("heart_rate")
+    if hr is not None:
         out.heart_rate_min = float(hr.v.min())
         out.heart_rate_max = float(hr.v.max())
         out.heart_rate_avg = round(float(hr.v.mean()), 1)
         out.heart_rate_count = len(hr)
-    rhr = got["resting_heart_rate"].within(lo, hi)
-    if len(rhr):
+    rhr = of("resting_heart_rate")
+    if rhr is not None:
         out.resting_heart_rate = round(float(rhr.v.mean()), 1)
-    sp = got["spo2"].within(lo, hi)
-    if len(sp):
+    sp = of("spo2")
+    if sp is not None:
         out.spo2_min = float(sp.v.min())
-    sl = got["sleep"].within(lo, hi, by_end=True)
-    if len(sl):
+    sl = of("sleep", by_end=True)
+    if sl is not None:
         minutes = (sl.t1 - sl.t0) / 60_000.0
         stages = {
             name: round(float(minutes[sl.st == i].sum()), 1)
@@ -549,18 +559,25 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
 
 
 async def summaries(
-    s: AsyncSession, *, account_id: str, spans: list[tuple[datetime, datetime]]
+    s: AsyncSession,
+    *,
+    account_id: str,
+    spans: list[tuple[datetime, datetime]],
+    metrics: Iterable[str] = SUMMARY_METRICS,
 ) -> list[Summary]:
-    """A summary per span (consecutive, in order): the days are read once."""
+    """A summary per span (consecutive, in order): the days are read once. Only
+    ``metrics`` are read (what the caller may see); the others stay empty."""
     if not spans:
         return []
     lo, hi = _ms(spans[0][0]), _ms(spans[-1][1])
+    wanted = set(metrics)
     # a night that ends in the first span began up to a day before it
     got = {
         m: await read(
             s, account_id=account_id, metric=m, lo_ms=lo - (DAY_MS if m == "sleep" else 0), hi_ms=hi
         )
         for m in SUMMARY_METRICS
+        if m in wanted
     }
     return [summarise(span, got) for span in spans]
 
