@@ -6,6 +6,7 @@ checked against values computed here independently."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 from datetime import UTC, datetime, timedelta
@@ -251,6 +252,28 @@ async def test_a_reupload_stores_nothing_new(client: httpx.AsyncClient, sms: Any
     s = day["summaries"][0]
     assert s["heart_rate_count"] == 52
     assert s["steps"] == sum(100 + i for i in range(5))
+
+
+async def test_uploads_at_once_to_the_same_day_lose_nothing(
+    client: httpx.AsyncClient, sms: Any, db: Any
+) -> None:
+    """Each upload reads the day, adds to it and writes it back: two at once must
+    queue on the day's row, never write over each other."""
+    me = await person(client, sms)
+    t = base()
+    batches = [
+        [hr(100 * k + i, t + timedelta(minutes=5 * i, seconds=k), 60 + k) for i in range(100)]
+        for k in range(6)
+    ]
+    outs = await asyncio.gather(*(send(client, me, b) for b in batches))
+    assert all(r.status_code == 200 for r in outs), [r.text for r in outs]
+    assert all(r.json()["stored"] == 100 for r in outs)
+    day = t.date().isoformat()
+    (d,) = (await get(client, me, "/api/v1/health/summary/daily", since=day, until=day))[
+        "summaries"
+    ]
+    assert d["heart_rate_count"] == 600
+    assert (d["heart_rate_min"], d["heart_rate_max"]) == (60, 65)
 
 
 async def test_a_bad_batch_is_refused_whole_and_changes_nothing(
