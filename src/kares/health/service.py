@@ -29,7 +29,6 @@ from kares.health.chunks import DAY_MS, Day
 from kares.health.metrics import ASLEEP, METRICS, STAGES, Metric
 from kares.health.models import TABLES
 
-MAX_BATCH = 2000
 # a sample may say it starts a little in the future (a watch's clock runs ahead)
 FUTURE_SLACK = timedelta(minutes=10)
 MAX_SOURCE = 64
