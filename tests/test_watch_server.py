@@ -395,9 +395,10 @@ async def test_an_sos_of_an_approximate_only_wearer_is_precise_as_over_http(
 # --- health readings -------------------------------------------------------------------------
 
 
-async def test_health_readings_are_answered_and_not_stored(
+async def test_health_readings_without_the_wearers_consent_are_answered_and_not_stored(
     client: httpx.AsyncClient, sms: Any, db: Any, conn: Conn
 ) -> None:
+    # with the separate consent for health readings they are stored: tests/test_health.py
     await household(client, sms)
     await conn.sync()
     before = await state_but_last_seen(db)

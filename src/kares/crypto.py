@@ -83,6 +83,29 @@ def decrypt(token: str, *, context: str) -> str:
     return AESGCM(r.keys[kid]).decrypt(blob[:12], blob[12:], context.encode()).decode()
 
 
+def seal(data: bytes, *, context: str) -> bytes:
+    """``encrypt`` for bytes, without base64: ``b"\\x01" + len(kid) + kid + nonce +
+    ciphertext``. For packed arrays (a day of health samples), where a text token
+    would cost a third more space and a copy."""
+    r = ring()
+    kid = r.active.encode()
+    nonce = secrets.token_bytes(12)
+    ct = AESGCM(r.keys[r.active]).encrypt(nonce, data, context.encode())
+    return b"\x01" + bytes([len(kid)]) + kid + nonce + ct
+
+
+def unseal(blob: bytes, *, context: str) -> bytes:
+    r = ring()
+    if not blob or blob[0] != 1:
+        raise KeyError_("cannot decrypt: unknown sealed format")
+    n = blob[1]
+    kid = blob[2 : 2 + n].decode()
+    if kid not in r.keys:
+        raise KeyError_(f"cannot decrypt: unknown key {kid!r}")
+    rest = blob[2 + n :]
+    return AESGCM(r.keys[kid]).decrypt(rest[:12], rest[12:], context.encode())
+
+
 def key_id_of(token: str) -> str:
     return token.split(".", 2)[1]
 

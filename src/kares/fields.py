@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BeforeValidator, Field, WrapValidator
-from sqlalchemy import Text
+from sqlalchemy import LargeBinary, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -54,6 +54,29 @@ class Encrypted(TypeDecorator[str]):
         if value is None:
             return None
         return crypto.decrypt(value, context=self.context)
+
+
+class Sealed(TypeDecorator[bytes]):
+    """Bytes encrypted with AES-256-GCM at rest (``crypto.seal``), the table and
+    column bound in like ``Encrypted``: for packed arrays (a day of a person's
+    health samples), where a text token would cost a third more."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def __init__(self, context: str) -> None:
+        super().__init__()
+        self.context = context
+
+    def process_bind_param(self, value: bytes | None, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        return crypto.seal(value, context=self.context)
+
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        return crypto.unseal(bytes(value), context=self.context)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import MetaData
 
 from kares.db import Base
-from kares.fields import PI_INFO_KEY, Encrypted
+from kares.fields import PI_INFO_KEY, Encrypted, Sealed
 from kares.privacy.catalog import Catalog, Retention, Text
 
 
@@ -68,7 +68,9 @@ def personal_columns(metadata: MetaData | None = None) -> list[tuple[str, str, s
             category = col.info.get(PI_INFO_KEY)
             if category is None:  # not_personal(...) or no declaration
                 continue
-            out.append((table.name, col.name, str(category), isinstance(col.type, Encrypted)))
+            out.append(
+                (table.name, col.name, str(category), isinstance(col.type, Encrypted | Sealed))
+            )
     return out
 
 

@@ -110,9 +110,15 @@ class Guard:
         *,
         about: str | None = None,
         trackers: bool = False,
+        any_of: tuple[str, ...] = (),
     ):
         self.function = function
         self.feature = feature
+        # a route serving several features (one upload of heart rate and steps):
+        # the caller is let in when admitted for at least one of them, and the
+        # handler admits each feature it then uses (``admit``); a refusal for all
+        # is the first feature's
+        self.any_of = any_of
         self.about = about  # name of the path parameter holding another account's id
         # a tracker credential (OwnTracks, Overland, ...) may call this route
         self.trackers = trackers
@@ -120,19 +126,26 @@ class Guard:
         self.public_hint = False
 
     def __repr__(self) -> str:
+        if self.any_of:
+            return f"guard({self.function!r}, any_of={self.any_of!r})"
         return f"guard({self.function!r}, {self.feature!r})"
 
     def validate(self, cat: Catalog) -> None:
         if self.function not in cat.functions:
             raise ValueError(f"route declares unknown function {self.function!r}")
-        if self.feature is not None and self.feature not in cat.functions[self.function].features:
-            raise ValueError(
-                f"route declares unknown feature {self.feature!r} of function {self.function!r}"
-            )
+        if self.any_of and self.feature is not None:
+            raise ValueError("a route declares a feature or any_of features, not both")
+        for feature in (self.feature, *self.any_of):
+            if feature is not None and feature not in cat.functions[self.function].features:
+                raise ValueError(
+                    f"route declares unknown feature {feature!r} of function {self.function!r}"
+                )
         self.public_hint = self.is_public(cat)
 
     def is_public(self, cat: Catalog) -> bool:
         f = cat.functions[self.function]
+        if self.any_of:
+            return f.public and all(f.features[x].public for x in self.any_of)
         if self.feature is None:
             return f.public
         return f.public and f.features[self.feature].public
@@ -142,26 +155,40 @@ class Guard:
             return Allowed(self.function, self.feature, None)
         caller = await current_caller(conn, rt, s)
         subject = conn.path_params.get(self.about) if self.about is not None else None
-        return await admit(
-            s,
-            rt,
-            caller,
-            self.function,
-            self.feature,
-            subject=subject if isinstance(subject, str) else None,
-            trackers=self.trackers,
-        )
+        first: Problem | None = None
+        for feature in self.any_of or (self.feature,):
+            try:
+                return await admit(
+                    s,
+                    rt,
+                    caller,
+                    self.function,
+                    feature,
+                    subject=subject if isinstance(subject, str) else None,
+                    trackers=self.trackers,
+                )
+            except Problem as exc:
+                first = first or exc
+        assert first is not None
+        raise first
 
 
 def guard(
-    function: str, feature: str | None = None, *, about: str | None = None, trackers: bool = False
+    function: str,
+    feature: str | None = None,
+    *,
+    about: str | None = None,
+    trackers: bool = False,
+    any_of: tuple[str, ...] = (),
 ) -> Any:
     """A FastAPI dependency declaring the function a route performs.
 
     ``about`` names the path parameter holding the account the data is about;
-    ``trackers`` lets tracker credentials (sessions of kind ``tracker``) call it.
+    ``trackers`` lets tracker credentials (sessions of kind ``tracker``) call it;
+    ``any_of`` names the features of a route that serves several: the caller
+    must be admitted for one, and the handler admits each one it uses.
     """
-    return Depends(Guard(function, feature, about=about, trackers=trackers))
+    return Depends(Guard(function, feature, about=about, trackers=trackers, any_of=any_of))
 
 
 def route_guards(route: APIRoute) -> list[Guard]:

@@ -15,8 +15,11 @@ until it is paired) and nothing it sends is stored; its alarms are *not*
 answered, so the watch keeps trying (and falls back to calling its SOS
 numbers) instead of believing someone was told.
 
-Health readings are parsed and, until step 6 builds their store, published
-on the event bus as ``health.reading`` and not kept.
+Health readings (heart rate, blood pressure, SpO2, temperature, and the step
+count of each keep-alive) are stored
+through the health domain (``kares.health.service.ingest``) as the wearer's
+samples, under the guard's ``health`` function (the wearer's separate consents);
+refused or out of bounds, they are answered and not kept.
 
 Chat (docs/MESSAGING.md, "Chat with a watch"): a voice note the watch records
 (``TK``, or ``JXTK`` in parts) becomes a voice message from the wearer in the
@@ -33,9 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +49,7 @@ from kares.devices import service as devices
 from kares.errors import Problem
 from kares.families import service as families
 from kares.geo.resolver import resolver_for
+from kares.health import service as health
 from kares.identity.auth import Caller, caller_for_session
 from kares.identity.models import Account
 from kares.location import service
@@ -83,6 +89,51 @@ class Wearer:
     @property
     def account(self) -> Account:
         return self.caller.account
+
+
+# what each reading of a health frame is in the health domain: (metric, unit)
+_HEALTH_VALUES = {
+    "heart_rate": ("heart_rate", "/min"),
+    "spo2": ("spo2", "%"),
+    "temperature_c": ("body_temperature", "Cel"),
+}
+
+
+def health_samples(frame: wp.Frame, msg: wp.Health, now: datetime) -> list[health.SampleIn]:
+    """The health domain's samples in a health frame. The frames carry no time
+    of their own: the reading is taken as of its arrival, and its record id is
+    the frame's content and the minute it arrived, so a frame the watch sends
+    again (its answer lost) within the minute is stored once."""
+    at = msg.time or now
+    digest = hashlib.sha256(frame.content).hexdigest()[:16]
+    rid = f"{frame.command.lower()}:{digest}:{int(at.timestamp()) // 60}"
+    source = f"watch {frame.device_id}"
+    v = msg.values
+    out: list[health.SampleIn] = []
+    if "systolic" in v and "diastolic" in v:
+        out.append(
+            health.SampleIn(
+                metric="blood_pressure",
+                start=at,
+                values={"systolic": v["systolic"], "diastolic": v["diastolic"]},
+                unit="mm[Hg]",
+                source=source,
+                record_id=f"{rid}:bp",
+            )
+        )
+    for key, (metric, unit) in _HEALTH_VALUES.items():
+        if key in v:
+            out.append(
+                health.SampleIn(
+                    metric=metric,
+                    start=at,
+                    value=v[key],
+                    unit=unit,
+                    source=source,
+                    record_id=f"{rid}:{metric}",
+                )
+            )
+    return out
 
 
 async def wearer(s: AsyncSession, device_id: str) -> Wearer | None:
@@ -474,11 +525,13 @@ class WatchServer:
         who.watch.last_seen_at = now
         if isinstance(msg, wp.KeepAlive):
             await _battery(s, who, msg.battery)
+            if msg.steps is not None:
+                await self._steps(s, who, frame, msg.steps, now)
             await s.commit()
             return True
         if isinstance(msg, wp.Health):
-            # answered so the watch stops resending; kept once the health domain
-            # (step 9) has its store
+            # answered whatever becomes of it, so the watch stops resending
+            await self._health(s, who, frame, msg, now)
             await s.commit()
             return True
         if isinstance(msg, wp.Position):
@@ -494,6 +547,45 @@ class WatchServer:
             return await self._voice(s, who, frame, part, conn)
         await s.commit()
         return msg is not None or frame.command.upper() == "LK"
+
+    async def _health(
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, msg: wp.Health, now: datetime
+    ) -> None:
+        samples = health_samples(frame, msg, now)
+        if not samples:
+            return
+        try:
+            await admit(s, self.rt, who.caller, "health", "readings")
+        except Problem as exc:
+            log.info("watch health reading not kept: %s", exc.code)
+            return
+        out = await health.ingest(s, account_id=who.account.id, samples=samples, now=now)
+        for o in out:
+            if o.status == "refused":
+                log.info("watch health reading refused: %s", o.code)
+
+    async def _steps(
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, steps: int, now: datetime
+    ) -> None:
+        """The keep-alive's step count: the watch's total since its midnight,
+        stored as the steps taken since its last report."""
+        try:
+            await admit(s, self.rt, who.caller, "health", "steps")
+        except Problem as exc:
+            log.debug("watch steps not kept: %s", exc.code)
+            return
+        out = await health.ingest_running_total(
+            s,
+            account_id=who.account.id,
+            metric="steps",
+            source=f"watch {frame.device_id}",
+            total=steps,
+            unit="{steps}",
+            at=now,
+            now=now,
+        )
+        if out is not None and out.status == "refused":
+            log.info("watch steps refused: %s", out.code)
 
     async def _voice(
         self,

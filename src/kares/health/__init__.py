@@ -1,0 +1,1 @@
+"""Health information from phones and watches (docs/HEALTH.md)."""

@@ -1,0 +1,700 @@
+"""The health domain's actions and queries.
+
+Samples come in as :class:`SampleIn` (the native batch API, the kids' watch,
+later the Apple Health and FHIR imports), are checked one by one (metric, unit,
+bounds, times), converted to the metric's canonical unit and stored in the
+person's encrypted day of that metric (``chunks``), unless the same (source,
+record id) is already there. Reads unpack the days they need and compute on
+arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kares.db import insert_for
+from kares.health import chunks
+from kares.health.chunks import DAY_MS, Day
+from kares.health.metrics import ASLEEP, METRICS, STAGES, Metric
+from kares.health.models import TABLES
+
+# a sample may say it starts a little in the future (a watch's clock runs ahead)
+FUTURE_SLACK = timedelta(minutes=10)
+MAX_SOURCE = 64
+MAX_RECORD_ID = 128
+
+Status = Literal["stored", "duplicate", "refused"]
+
+
+@dataclass(frozen=True)
+class SampleIn:
+    """One sample as a source gives it (docs/HEALTH.md, "The sample")."""
+
+    metric: str
+    start: datetime
+    source: str
+    record_id: str
+    end: datetime | None = None
+    value: float | None = None
+    values: dict[str, float] | None = None
+    unit: str | None = None
+    stage: str | None = None
+    # a source that counts a running total (a watch's steps today): the total it
+    # reported, kept beside the increment (see ``ingest_running_total``)
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    status: Status
+    code: str | None = None
+    detail: str | None = None
+
+
+class Refused(ValueError):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def metric_of(key: str) -> Metric:
+    m = METRICS.get(key)
+    if m is None:
+        raise Refused(
+            "health.unknown_metric",
+            f"Unknown metric {key!r}; known: {', '.join(METRICS)}.",
+        )
+    return m
+
+
+def _in_bounds(name: str, x: float, bounds: tuple[float, float], unit: str) -> float:
+    lo, hi = bounds
+    if not math.isfinite(x) or x < lo or x > hi:
+        raise Refused(
+            "health.out_of_bounds",
+            f"{name} {_fmt(x)} {unit} is outside {_fmt(lo)}..{_fmt(hi)} {unit}.",
+        )
+    return x
+
+
+def clean(
+    x: SampleIn, now: datetime
+) -> tuple[Metric, tuple[int, int, float, float, int], str, str]:
+    """The sample checked and converted: (metric, (t0, t1, v, v2, stage), source,
+    record id). Raises :class:`Refused` with the reason."""
+    m = metric_of(x.metric)
+    source = x.source.strip()
+    if not source or len(source) > MAX_SOURCE:
+        raise Refused("health.bad_source", f"source must be 1 to {MAX_SOURCE} characters.")
+    if not x.record_id or len(x.record_id) > MAX_RECORD_ID:
+        raise Refused("health.bad_record_id", f"record_id must be 1 to {MAX_RECORD_ID} characters.")
+    if x.start.tzinfo is None:
+        raise Refused("health.bad_time", "start needs its time zone.")
+    if x.start > now + FUTURE_SLACK:
+        raise Refused("health.in_future", "start is in the future.")
+    t0 = _ms(x.start)
+    if m.interval:
+        if x.end is None:
+            raise Refused("health.end_required", f"{m.key} is an interval: give its end.")
+        if x.end.tzinfo is None:
+            raise Refused("health.bad_time", "end needs its time zone.")
+        t1 = _ms(x.end)
+        if t1 < t0:
+            raise Refused("health.bad_interval", "end is before start.")
+        if m.max_hours is not None and t1 - t0 > m.max_hours * 3_600_000:
+            raise Refused(
+                "health.bad_interval",
+                f"a {m.key} sample spans at most {_fmt(m.max_hours)} hours; split it.",
+            )
+        if x.end > now + FUTURE_SLACK:
+            raise Refused("health.in_future", "end is in the future.")
+    else:
+        if x.end is not None and x.end != x.start:
+            raise Refused("health.end_not_expected", f"{m.key} is a moment: leave end out.")
+        t1 = t0
+    stage = -1
+    if m.stages:
+        if x.stage not in m.stages:
+            raise Refused(
+                "health.bad_stage", f"stage must be one of {', '.join(m.stages)} for {m.key}."
+            )
+        stage = m.stages.index(x.stage)
+    elif x.stage is not None:
+        raise Refused("health.stage_not_expected", f"{m.key} has no stage.")
+    v = v2 = math.nan
+    if m.components:
+        if x.values is None or x.value is not None:
+            names = " and ".join(c.key for c in m.components)
+            raise Refused("health.values_required", f"{m.key} takes values: {names}.")
+        if set(x.values) != {c.key for c in m.components}:
+            names = " and ".join(c.key for c in m.components)
+            raise Refused("health.values_required", f"{m.key} takes exactly {names}.")
+        conv = [_convert(m, x.values[c.key], x.unit) for c in m.components]
+        assert m.unit is not None
+        v, v2 = (
+            _in_bounds(c.key, y, c.bounds, m.unit) for c, y in zip(m.components, conv, strict=True)
+        )
+        if v2 >= v:
+            raise Refused("health.out_of_bounds", "diastolic must be below systolic.")
+    elif m.valued:
+        if x.value is None or x.values is not None:
+            raise Refused("health.value_required", f"{m.key} takes one value.")
+        assert m.unit is not None and m.bounds is not None
+        v = _in_bounds(m.key, _convert(m, x.value, x.unit), m.bounds, m.unit)
+        if x.total is not None and m.kind == "interval":
+            v2 = _in_bounds(m.key, _convert(m, x.total, x.unit), m.bounds, m.unit)
+    elif x.value is not None or x.values is not None:
+        raise Refused("health.value_not_expected", f"{m.key} has no value.")
+    return m, (t0, t1, v, v2, stage), source, x.record_id
+
+
+def _convert(m: Metric, value: float, unit: str | None) -> float:
+    if unit is None:
+        raise Refused("health.unit_required", f"give the unit of {m.key} (e.g. {m.unit}).")
+    y = m.convert(value, unit)
+    if y is None:
+        raise Refused(
+            "health.unit_not_accepted",
+            f"{m.key} is not accepted in {unit!r}; accepted: {', '.join(m.units)}.",
+        )
+    return y
+
+
+async def ingest(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    samples: list[SampleIn],
+    refused_features: dict[str, tuple[str, str]] | None = None,
+    now: datetime,
+) -> list[Outcome]:
+    """Store what may be stored of ``samples`` for ``account_id``, in the
+    caller's transaction (no commit). ``refused_features`` maps a catalog
+    feature the guard refused (e.g. "steps" with the device's Motion & fitness
+    permission closed) to (code, detail): its samples are refused with it."""
+    refused_features = refused_features or {}
+    outcomes: list[Outcome | None] = [None] * len(samples)
+    # (category, metric, day) -> [(index, row, source, key)]
+    groups: dict[tuple[str, str, int], list[tuple[int, tuple[Any, ...], str, int]]] = defaultdict(
+        list
+    )
+    for i, x in enumerate(samples):
+        try:
+            m, row, source, record_id = clean(x, now)
+        except Refused as r:
+            outcomes[i] = Outcome(i, "refused", r.code, r.detail)
+            continue
+        why = refused_features.get(m.feature)
+        if why is not None:
+            outcomes[i] = Outcome(i, "refused", why[0], why[1])
+            continue
+        key = chunks.record_key(source, record_id)
+        groups[(m.category, m.key, row[0] // DAY_MS)].append((i, row, source, key))
+    by_table: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for category, metric, day in groups:
+        by_table[(category, metric)].append(day)
+    for (category, metric), days in by_table.items():
+        table = TABLES[category]
+        # an empty day first, so two uploads of the same day queue on its row
+        # (a write takes SQLite's write gate; PostgreSQL locks the row below)
+        ins = insert_for(s)(table).values(
+            [
+                {
+                    "account_id": account_id,
+                    "metric": metric,
+                    "day": d,
+                    "data": chunks.pack(Day(account_id, metric, d)),
+                }
+                for d in days
+            ]
+        )
+        await s.execute(ins.on_conflict_do_nothing())
+        q = (
+            select(table.day, table.data)
+            .where(table.account_id == account_id, table.metric == metric, table.day.in_(days))
+            .with_for_update()
+        )
+        for d, blob in (await s.execute(q)).all():
+            packed = chunks.unpack(blob, account_id=account_id, metric=metric, day=d)
+            seen = packed.keys()
+            rows = []
+            for i, (t0, t1, v, v2, st), source, key in groups[(category, metric, d)]:
+                if key in seen:
+                    outcomes[i] = Outcome(i, "duplicate")
+                    continue
+                seen.add(key)
+                rows.append((t0, t1, v, v2, st, packed.source_index(source), key))
+                outcomes[i] = Outcome(i, "stored")
+            if rows:
+                packed.add(rows)
+                await s.execute(
+                    update(table)
+                    .where(table.account_id == account_id, table.metric == metric, table.day == d)
+                    .values(data=chunks.pack(packed))
+                )
+    out = [o for o in outcomes if o is not None]
+    assert len(out) == len(samples)
+    return out
+
+
+async def upload(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    samples: list[SampleIn],
+    refused_features: dict[str, tuple[str, str]] | None = None,
+    now: datetime,
+) -> list[Outcome]:
+    """:func:`ingest` as one action: checked, stored, committed."""
+    out = await ingest(
+        s, account_id=account_id, samples=samples, refused_features=refused_features, now=now
+    )
+    await s.commit()
+    return out
+
+
+# a running total older than this is not continued: its next report starts afresh
+RUNNING_GAP_MS = 24 * 3_600_000
+
+
+async def ingest_running_total(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    metric: str,
+    source: str,
+    total: float,
+    unit: str,
+    at: datetime,
+    now: datetime,
+) -> Outcome | None:
+    """A source that reports a running total (a kids' watch's steps since its
+    midnight, in every keep-alive) stored as increments: the difference from the
+    source's last report, over the interval since it. A total below the last one
+    (the watch started a new day) counts from zero; a first report, or one after
+    a day of silence, is stored as a moment. Each sample keeps the total it was
+    taken from, which is how the next report finds it. Nothing is stored when the
+    total did not move (None). In the caller's transaction."""
+    m = METRICS[metric]
+    assert m.kind == "interval"
+    at_ms = _ms(at)
+    x = await read(
+        s,
+        account_id=account_id,
+        metric=metric,
+        lo_ms=at_ms - RUNNING_GAP_MS,
+        hi_ms=at_ms + 1,
+        sources=True,
+    )
+    last_end, last_total = -1, None
+    if len(x) and x.src_names is not None:
+        mine = np.flatnonzero((x.src_names == source) & ~np.isnan(x.v2))
+        if len(mine):
+            i = int(mine[np.argmax(x.t1[mine])])
+            last_end, last_total = int(x.t1[i]), float(x.v2[i])
+    if last_end >= at_ms:
+        return Outcome(0, "duplicate")  # a report out of order, or sent twice
+    if last_total is None:
+        value, start = total, at
+    else:
+        value = total - last_total if total >= last_total else total
+        start = datetime.fromtimestamp(last_end / 1000, UTC)
+    if value == 0 and last_total is not None and total == last_total:
+        return None
+    sample = SampleIn(
+        metric=metric,
+        start=start,
+        end=at,
+        value=value,
+        unit=unit,
+        source=source,
+        record_id=f"total:{at_ms}",
+        total=total,
+    )
+    (out,) = await ingest(s, account_id=account_id, samples=[sample], now=now)
+    return out
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """A metric's samples of a span, concatenated from its days."""
+
+    metric: Metric
+    t0: npt.NDArray[np.int64]
+    t1: npt.NDArray[np.int64]
+    v: npt.NDArray[np.float64]
+    v2: npt.NDArray[np.float64]
+    st: npt.NDArray[np.int8]
+    # each sample's source name, when the read asked for them (``sources=True``)
+    src_names: npt.NDArray[np.object_] | None = None
+
+    def within(self, lo_ms: int, hi_ms: int, *, by_end: bool = False) -> Samples:
+        """The samples starting (or ending, ``by_end``) in [lo_ms, hi_ms)."""
+        keep: Any
+        if by_end:
+            keep = (self.t1 >= lo_ms) & (self.t1 < hi_ms)
+        else:
+            a, b = np.searchsorted(self.t0, [lo_ms, hi_ms], side="left")
+            keep = slice(int(a), int(b))
+        return Samples(
+            self.metric,
+            self.t0[keep],
+            self.t1[keep],
+            self.v[keep],
+            self.v2[keep],
+            self.st[keep],
+            self.src_names[keep] if self.src_names is not None else None,
+        )
+
+    def __len__(self) -> int:
+        return int(self.t0.shape[0])
+
+
+async def read(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    metric: str,
+    lo_ms: int,
+    hi_ms: int,
+    sources: bool = False,
+) -> Samples:
+    """The samples of ``metric`` starting in [lo_ms, hi_ms) (whole days read)."""
+    m = METRICS[metric]
+    table = TABLES[m.category]
+    q = (
+        select(table.day, table.data)
+        .where(
+            table.account_id == account_id,
+            table.metric == metric,
+            table.day >= lo_ms // DAY_MS,
+            table.day <= (hi_ms - 1) // DAY_MS,
+        )
+        .order_by(table.day)
+    )
+    days = [
+        chunks.unpack(blob, account_id=account_id, metric=metric, day=d)
+        for d, blob in (await s.execute(q)).all()
+    ]
+    return _concat(m, days, sources).within(lo_ms, hi_ms)
+
+
+def _concat(m: Metric, days: list[Day], sources: bool = False) -> Samples:
+    if not days:
+        e = np.empty(0, np.int64)
+        f = np.empty(0, np.float64)
+        return Samples(m, e, e, f, f, np.empty(0, np.int8), np.empty(0, object))
+    return Samples(
+        m,
+        np.concatenate([d.t0 for d in days]),
+        np.concatenate([d.t1 for d in days]),
+        np.concatenate([d.v for d in days]),
+        np.concatenate([d.v2 for d in days]),
+        np.concatenate([d.st for d in days]),
+        np.concatenate([np.array(d.sources, dtype=object)[d.src] for d in days])
+        if sources
+        else None,
+    )
+
+
+@dataclass(frozen=True)
+class Latest:
+    metric: str
+    start_ms: int
+    end_ms: int | None
+    value: float | None
+    values: dict[str, float] | None
+    unit: str | None
+    stage: str | None
+
+
+async def latest(s: AsyncSession, *, account_id: str) -> list[Latest]:
+    """Each metric's newest sample (by start) of the person."""
+    out: list[Latest] = []
+    for table in TABLES.values():
+        newest = (
+            select(table.metric, func.max(table.day).label("day"))
+            .where(table.account_id == account_id)
+            .group_by(table.metric)
+            .subquery()
+        )
+        q = select(table.metric, table.day, table.data).join(
+            newest,
+            and_(
+                table.account_id == account_id,
+                table.metric == newest.c.metric,
+                table.day == newest.c.day,
+            ),
+        )
+        for metric, d, blob in (await s.execute(q)).all():
+            if metric not in METRICS:
+                continue
+            day = chunks.unpack(blob, account_id=account_id, metric=metric, day=d)
+            if not len(day):
+                continue
+            out.append(_latest_of(METRICS[metric], day))
+    return sorted(out, key=lambda x: x.metric)
+
+
+def _latest_of(m: Metric, day: Day) -> Latest:
+    i = len(day) - 1
+    t0, t1 = int(day.t0[i]), int(day.t1[i])
+    value: float | None = None
+    values: dict[str, float] | None = None
+    if m.components:
+        values = {m.components[0].key: float(day.v[i]), m.components[1].key: float(day.v2[i])}
+    elif m.valued:
+        value = float(day.v[i])
+    stage = STAGES[int(day.st[i])] if m.stages and day.st[i] >= 0 else None
+    return Latest(m.key, t0, t1 if m.interval else None, value, values, m.unit, stage)
+
+
+# --- summaries ----------------------------------------------------------------------------------
+
+SUMMARY_METRICS = (
+    "steps",
+    "distance",
+    "active_energy",
+    "heart_rate",
+    "resting_heart_rate",
+    "spo2",
+    "sleep",
+)
+
+
+@dataclass
+class Summary:
+    """What a span's samples say. Sleep counts the sessions that end in the
+    span (a night belongs to the morning it ends); the rest by start."""
+
+    start: datetime
+    end: datetime
+    steps: float | None = None
+    distance_m: float | None = None
+    active_energy_kcal: float | None = None
+    heart_rate_min: float | None = None
+    heart_rate_avg: float | None = None
+    heart_rate_max: float | None = None
+    heart_rate_count: int = 0
+    resting_heart_rate: float | None = None
+    spo2_min: float | None = None
+    sleep_asleep_min: float | None = None
+    sleep_in_bed_min: float | None = None
+    sleep_stages_min: dict[str, float] | None = None
+
+
+def summarise(span: tuple[datetime, datetime], got: dict[str, Samples]) -> Summary:
+    """What the samples of ``got`` (by metric; a metric left out stays empty)
+    say about ``span``."""
+    lo, hi = _ms(span[0]), _ms(span[1])
+    out = Summary(span[0], span[1])
+
+    def of(metric: str, *, by_end: bool = False) -> Samples | None:
+        x = got.get(metric)
+        if x is None:
+            return None
+        x = x.within(lo, hi, by_end=by_end)
+        return x if len(x) else None
+
+    def total(metric: str) -> float | None:
+        x = of(metric)
+        return float(x.v.sum()) if x is not None else None
+
+    out.steps = total("steps")
+    out.distance_m = total("distance")
+    out.active_energy_kcal = total("active_energy")
+    hr = of("heart_rate")
+    if hr is not None:
+        out.heart_rate_min = float(hr.v.min())
+        out.heart_rate_max = float(hr.v.max())
+        out.heart_rate_avg = round(float(hr.v.mean()), 1)
+        out.heart_rate_count = len(hr)
+    rhr = of("resting_heart_rate")
+    if rhr is not None:
+        out.resting_heart_rate = round(float(rhr.v.mean()), 1)
+    sp = of("spo2")
+    if sp is not None:
+        out.spo2_min = float(sp.v.min())
+    sl = of("sleep", by_end=True)
+    if sl is not None:
+        minutes = (sl.t1 - sl.t0) / 60_000.0
+        stages = {
+            name: round(float(minutes[sl.st == i].sum()), 1)
+            for i, name in enumerate(STAGES)
+            if bool((sl.st == i).any())
+        }
+        out.sleep_stages_min = stages
+        out.sleep_asleep_min = round(sum(v for k, v in stages.items() if k in ASLEEP), 1)
+        out.sleep_in_bed_min = stages.get("in_bed")
+    return out
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+
+
+async def summaries(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    spans: list[tuple[datetime, datetime]],
+    metrics: Iterable[str] = SUMMARY_METRICS,
+) -> list[Summary]:
+    """A summary per span (consecutive, in order): the days are read once. Only
+    ``metrics`` are read (what the caller may see); the others stay empty."""
+    if not spans:
+        return []
+    lo, hi = _ms(spans[0][0]), _ms(spans[-1][1])
+    wanted = set(metrics)
+    # a night that ends in the first span began up to a day before it
+    got = {
+        m: await read(
+            s, account_id=account_id, metric=m, lo_ms=lo - (DAY_MS if m == "sleep" else 0), hi_ms=hi
+        )
+        for m in SUMMARY_METRICS
+        if m in wanted
+    }
+    return [summarise(span, got) for span in spans]
+
+
+# --- series -------------------------------------------------------------------------------------
+
+RESOLUTIONS = {
+    "minute": 60_000,
+    "5min": 300_000,
+    "15min": 900_000,
+    "hour": 3_600_000,
+    "day": None,  # local days
+    "week": None,  # local weeks from the range's start
+}
+MAX_POINTS = 10_000
+
+
+def edges(lo: datetime, hi: datetime, resolution: str, tz: ZoneInfo) -> npt.NDArray[np.int64]:
+    """Bucket starts in ms, with the range's end last."""
+    lo_ms, hi_ms = _ms(lo), _ms(hi)
+    step = RESOLUTIONS[resolution]
+    if step is not None:
+        first = lo_ms - lo_ms % step
+        n = -(-(hi_ms - first) // step)
+        if n > MAX_POINTS:
+            raise Refused(
+                "health.too_many_points",
+                f"{n} points at {resolution}; at most {MAX_POINTS}: choose a coarser resolution.",
+            )
+        e = first + step * np.arange(n + 1, dtype=np.int64)
+        e[0], e[-1] = lo_ms, hi_ms
+        return e
+    days = 7 if resolution == "week" else 1
+    d = lo.astimezone(tz).date()
+    out = [lo_ms]
+    while True:
+        d += timedelta(days=days)
+        t = _ms(local_midnight(d, tz))
+        if t >= hi_ms:
+            break
+        out.append(t)
+        if len(out) > MAX_POINTS:
+            raise Refused("health.too_many_points", f"more than {MAX_POINTS} points.")
+    out.append(hi_ms)
+    return np.array(out, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Series:
+    metric: str
+    unit: str | None
+    aggregate: str  # "sum" or "min_avg_max"
+    t: list[int]  # bucket starts (ms); only buckets with samples
+    count: list[int]
+    sum: list[float] | None = None
+    min: list[float] | None = None
+    avg: list[float] | None = None
+    max: list[float] | None = None
+    # blood pressure: diastolic's min/avg/max beside systolic's
+    min2: list[float] | None = None
+    avg2: list[float] | None = None
+    max2: list[float] | None = None
+
+
+def downsample(x: Samples, e: npt.NDArray[np.int64]) -> Series:
+    """Aggregate samples into the buckets of edges ``e``: sums for interval
+    metrics (steps), min/avg/max for readings."""
+    m = x.metric
+    idx = np.searchsorted(e, x.t0, side="right") - 1
+    keep = (idx >= 0) & (idx < len(e) - 1)
+    idx = idx[keep]
+    v, v2 = x.v[keep], x.v2[keep]
+    if not len(idx):
+        starts = np.empty(0, np.int64)
+        buckets = np.empty(0, np.int64)
+    else:
+        buckets, starts = np.unique(idx, return_index=True)
+    counts = np.diff(np.append(starts, len(idx))).astype(np.int64)
+    t = e[buckets].tolist()
+    if m.kind == "interval":
+        sums = np.add.reduceat(v, starts) if len(idx) else np.empty(0)
+        return Series(m.key, m.unit, "sum", t, counts.tolist(), sum=np.round(sums, 3).tolist())
+
+    def mam(a: npt.NDArray[np.float64]) -> tuple[list[float], list[float], list[float]]:
+        if not len(idx):
+            return [], [], []
+        mn = np.minimum.reduceat(a, starts)
+        mx = np.maximum.reduceat(a, starts)
+        avg = np.add.reduceat(a, starts) / counts
+        return mn.tolist(), np.round(avg, 2).tolist(), mx.tolist()
+
+    mn, avg, mx = mam(v)
+    if m.components:
+        mn2, avg2, mx2 = mam(v2)
+        return Series(
+            m.key, m.unit, "min_avg_max", t, counts.tolist(), None, mn, avg, mx, mn2, avg2, mx2
+        )
+    return Series(m.key, m.unit, "min_avg_max", t, counts.tolist(), None, mn, avg, mx)
+
+
+async def series(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    metric: str,
+    lo: datetime,
+    hi: datetime,
+    resolution: str,
+    tz: ZoneInfo,
+) -> Series:
+    m = metric_of(metric)
+    if not m.valued:
+        raise Refused(
+            "health.no_series",
+            f"{m.key} has no values to plot; read its summaries or latest instead.",
+        )
+    if hi <= lo:
+        raise Refused("health.bad_range", "until must be after since.")
+    e = edges(lo, hi, resolution, tz)
+    x = await read(s, account_id=account_id, metric=metric, lo_ms=int(e[0]), hi_ms=int(e[-1]))
+    return downsample(x, e)
