@@ -354,6 +354,34 @@ def test_a_damaged_archive_is_refused(tmp_path: Path) -> None:
     assert err.value.code == "applehealth.bad_zip"
 
 
+def test_an_archive_damaged_inside_its_export_xml_is_refused(tmp_path: Path) -> None:
+    path = health_zip(tmp_path / "export.zip")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("apple_health_export/export.xml")
+    # garble the middle of export.xml's compressed bytes (after its local header)
+    middle = info.header_offset + 30 + len(info.filename) + info.compress_size // 2
+    data[middle : middle + 64] = bytes(64)
+    with pytest.raises(ExportError) as err:
+        read(io.BytesIO(bytes(data)))
+    assert err.value.code == "applehealth.bad_zip"
+
+
+def test_an_encrypted_archive_is_refused(tmp_path: Path) -> None:
+    path = health_zip(tmp_path / "export.zip")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("apple_health_export/export.xml")
+    # set the "encrypted" flag, in the local header and in the central directory
+    data[info.header_offset + 6] |= 0x01
+    at = data.rindex(info.filename.encode()) - 46  # its central directory entry
+    assert data[at : at + 4] == b"PK\x01\x02"
+    data[at + 8] |= 0x01
+    with pytest.raises(ExportError) as err:
+        read(io.BytesIO(bytes(data)))
+    assert err.value.code == "applehealth.bad_zip"
+
+
 def test_the_xml_is_read_from_a_stream_that_cannot_seek() -> None:
     r, w = os.pipe()
     data = EXPORT.read_bytes()

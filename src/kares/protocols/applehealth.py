@@ -60,6 +60,7 @@ import io
 import math
 import os
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -270,10 +271,17 @@ def _open_stream(f: IO[bytes], size: int | None) -> Iterator[tuple[IO[bytes], in
     with z:
         member = _export_member(z)
         try:
-            with z.open(member) as xml:
+            xml = z.open(member)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
+            # a bad header, an encrypted member, a compression zipfile cannot undo
+            raise ExportError(
+                "applehealth.bad_zip", f"Cannot open {member.filename}: {exc}"
+            ) from exc
+        try:
+            with xml:
                 yield xml, member.file_size
-        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError) as exc:
-            # an encrypted member, a compression zipfile cannot undo, a CRC mismatch
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            # damaged while it was being read: a bad CRC, a cut or garbled stream
             raise ExportError(
                 "applehealth.bad_zip", f"Cannot read {member.filename}: {exc}"
             ) from exc
