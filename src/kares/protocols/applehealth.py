@@ -465,9 +465,10 @@ class _Body:
     def sync(self) -> None:
         p = self.prog
         p.records = self.records
-        for counts, into in ((self.skipped, p.skipped), (self.invalid, p.invalid)):
-            for k, n in counts.items():
-                into[k] = n
+        # new counters, not updated ones: a reader in another thread (an API
+        # reporting the import) sees the old ones or the new, never one mid-change
+        p.skipped = Counter(self.skipped)
+        p.invalid = Counter(self.invalid)
 
     def _skip(self, kind: str) -> None:
         self.skipped[kind] = self.skipped.get(kind, 0) + 1
