@@ -597,6 +597,43 @@ def test_apple_dates_read_as_the_instant_they_name_with_their_offset(
     assert s["start"].astimezone(UTC) == t.astimezone(UTC)
 
 
+def test_dates_read_on_pythons_that_want_no_space_before_the_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.11's fromisoformat takes Apple's "08:15:00 +0800"; one that holds
+    to ISO 8601 would not, and the space is then taken out."""
+    from kares.protocols import applehealth
+
+    expected = read(EXPORT)[0]
+    real = datetime.fromisoformat
+
+    def strict(s: str) -> datetime:
+        if " +" in s or " -" in s:
+            raise ValueError(f"Invalid isoformat string: {s!r}")
+        return real(s)
+
+    monkeypatch.setattr(applehealth, "_fromiso", strict)
+    assert applehealth._when("2024-01-02 08:15:00 +0800") == datetime(2024, 1, 2, 8, 15, tzinfo=CST)
+    assert applehealth._when("2024-07-02 08:15:00 -0430").utcoffset() == -timedelta(
+        hours=4, minutes=30
+    )
+    with pytest.raises(ValueError):
+        applehealth._when("2024-01-02 08:15:00")  # no offset: not placed in time
+    assert read(EXPORT)[0] == expected
+
+
+def test_attribute_order_does_not_change_a_record_or_its_id() -> None:
+    """iOS versions write a Record's attributes in different orders."""
+    hr = "HKQuantityTypeIdentifierHeartRate"
+    one = record(hr, "70", "count/min")
+    attrs = one.strip()[len("<Record ") : -2].split('" ')
+    reordered = " <Record " + '" '.join(reversed([a.rstrip('"') for a in attrs])) + '"/>\n'
+    assert reordered != one and reordered.startswith(' <Record value="70"')
+    (a,), _ = read(io.BytesIO(export_with(one)))
+    (b,), _ = read(io.BytesIO(export_with(reordered)))
+    assert a == b
+
+
 def test_the_generator_writes_what_it_says(tmp_path: Path) -> None:
     """The synthetic writer streams: its output starts like Apple's and ends closed."""
     buf = io.StringIO()
