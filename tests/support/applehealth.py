@@ -18,10 +18,10 @@ The benchmark (bench/bench_applehealth.py) uses it for its 100k/1M/3M files.
 
 from __future__ import annotations
 
+import io
 import random
 import zipfile
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO
@@ -416,20 +416,13 @@ CDA = (
 )
 
 
-def write_zip(
-    path: Path,
-    records: int,
-    *,
-    seed: int = 15,
-    write: Callable[[IO[str], int], Counter[str]] | None = None,
-) -> Counter[str]:
-    """The Health app's archive: ``apple_health_export/export.xml`` and ``export_cda.xml``."""
+def write_zip(path: Path, records: int, *, seed: int = 15) -> Counter[str]:
+    """The Health app's archive: ``apple_health_export/export.xml`` (written into the
+    zip as a stream) and ``export_cda.xml``."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         with z.open("apple_health_export/export.xml", "w", force_zip64=True) as raw:
-            import io
-
-            text = io.TextIOWrapper(raw, encoding="utf-8", write_through=False)
-            wrote = (write or (lambda o, n: write_to(o, n, seed=seed)))(text, records)
+            text = io.TextIOWrapper(raw, encoding="utf-8")
+            wrote = write_to(text, records, seed=seed)
             text.flush()
             text.detach()
         z.writestr("apple_health_export/export_cda.xml", CDA)
