@@ -375,7 +375,10 @@ def _check_prolog(stream: IO[bytes], prog: Progress, chunk: int) -> list[bytes]:
             if not data:
                 if size:
                     vetting.close()  # no root element: raises ParseError
-                raise ExportError("applehealth.not_an_export", "The file is empty.")
+                raise ExportError(
+                    "applehealth.not_an_export",
+                    "The file holds no XML element." if size else "The file is empty.",
+                )
             read.append(data)
             size += len(data)
             prog.bytes_read = size
