@@ -1,0 +1,701 @@
+"""Apple Health's export: the archive the Health app writes with "Export All
+Health Data" (``apple_health_export/export.xml`` in a zip, beside
+``export_cda.xml``, which is not read), or the ``export.xml`` alone, turned into
+the neutral health samples every health protocol yields (plain dicts, the item
+shape of ``POST /api/v1/health/samples``; docs/HEALTH_IMPORT.md).
+
+``read_export(source)`` streams: a file of any size is read in chunks of 1 MiB
+by a SAX-style lxml parser that builds no tree, so memory stays the same
+whatever the file's size, and samples are yielded as they are read. A
+``Progress`` (bytes read of the total, records read, samples yielded, records
+skipped and refused per type) is updated as it goes, for a command line to draw
+and an API to report while the import runs.
+
+What it reads (every other type, and ``Workout``, ``ActivitySummary``,
+``ClinicalRecord``... elements, are counted as skipped, per type):
+
+========================================================= ===================
+``Record type=`` / ``Correlation type=``                  metric
+========================================================= ===================
+HKQuantityTypeIdentifierStepCount                          steps
+HKQuantityTypeIdentifierDistanceWalkingRunning             distance
+HKQuantityTypeIdentifierActiveEnergyBurned                 active_energy
+HKQuantityTypeIdentifierHeartRate                          heart_rate
+HKQuantityTypeIdentifierRestingHeartRate                   resting_heart_rate
+HKQuantityTypeIdentifierOxygenSaturation                   spo2 (fraction -> %)
+HKQuantityTypeIdentifierBodyTemperature                    body_temperature
+HKQuantityTypeIdentifierBodyMass                           weight
+HKCorrelationTypeIdentifierBloodPressure                   blood_pressure
+HKCategoryTypeIdentifierSleepAnalysis                      sleep (with its stage)
+HKQuantityTypeIdentifierNumberOfTimesFallen                fall (one per fall)
+========================================================= ===================
+
+A blood pressure is one ``Correlation`` holding a systolic and a diastolic
+``Record``; Apple writes those two records at the top level as well (its DTD
+says so), so the top-level ``HKQuantityTypeIdentifierBloodPressureSystolic`` /
+``...Diastolic`` records are skipped: the correlation is the one sample.
+
+Record ids: export.xml carries no identifier per record, so each sample's
+``record_id`` is derived from what identifies the record in the file: a SHA-256
+of its type, source name, start and end dates, value and unit, exactly as
+written (for a blood pressure: the correlation's type, source and dates and both
+values with their units). The same export imported twice, or a later export
+holding the same records, yields the same ids; the store's idempotency on
+(person, source, record id) does the rest.
+
+Safety: the file is outside input. The prolog (everything before the root
+element, where XML allows the DTD and so every entity declaration) is read first
+by defusedxml's parser, which refuses any entity declaration and any external
+reference; Apple's internal DTD declares elements and attributes only and
+passes. An external DOCTYPE is refused too. The body is then parsed by lxml with
+no external entity ever resolved (only XML's five predefined ones, as no other
+can have been declared), no network, no DTD loading, and libxml2's own limits
+(entity amplification, ``huge_tree`` off). A refused file raises
+``ExportError`` with a stable code.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from hashlib import blake2b
+from typing import IO, Any, TypedDict, cast
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
+from lxml import etree
+
+__all__ = [
+    "CHUNK",
+    "MAX_PROLOG",
+    "ExportError",
+    "Progress",
+    "Sample",
+    "read_export",
+]
+
+CHUNK = 1 << 20  # bytes read and fed at a time
+MAX_PROLOG = 1 << 20  # Apple's DTD is ~6 KB; a prolog past this is not an export
+MAX_FALLS_PER_RECORD = 10
+
+Q = "HKQuantityTypeIdentifier"
+BLOOD_PRESSURE = "HKCorrelationTypeIdentifierBloodPressure"
+SYSTOLIC = Q + "BloodPressureSystolic"
+DIASTOLIC = Q + "BloodPressureDiastolic"
+SLEEP = "HKCategoryTypeIdentifierSleepAnalysis"
+FALLEN = Q + "NumberOfTimesFallen"
+SPO2 = Q + "OxygenSaturation"
+
+# Quantity records read as one sample each: type -> (metric, interval?).
+# Interval metrics keep the end date; instant ones are placed at the start.
+QUANTITIES: dict[str, tuple[str, bool]] = {
+    Q + "StepCount": ("steps", True),
+    Q + "DistanceWalkingRunning": ("distance", True),
+    Q + "ActiveEnergyBurned": ("active_energy", True),
+    Q + "HeartRate": ("heart_rate", False),
+    Q + "RestingHeartRate": ("resting_heart_rate", False),
+    SPO2: ("spo2", False),
+    Q + "BodyTemperature": ("body_temperature", False),
+    Q + "BodyMass": ("weight", False),
+}
+
+# HKCategoryValueSleepAnalysis, by name and by raw value (old exports wrote
+# numbers). "Asleep" (before iOS 16) became "AsleepUnspecified", same raw value.
+SLEEP_STAGES: dict[str, str] = {
+    "HKCategoryValueSleepAnalysisInBed": "in_bed",
+    "HKCategoryValueSleepAnalysisAsleep": "asleep_unspecified",
+    "HKCategoryValueSleepAnalysisAsleepUnspecified": "asleep_unspecified",
+    "HKCategoryValueSleepAnalysisAwake": "awake",
+    "HKCategoryValueSleepAnalysisAsleepCore": "asleep_core",
+    "HKCategoryValueSleepAnalysisAsleepDeep": "asleep_deep",
+    "HKCategoryValueSleepAnalysisAsleepREM": "asleep_rem",
+    "0": "in_bed",
+    "1": "asleep_unspecified",
+    "2": "awake",
+    "3": "asleep_core",
+    "4": "asleep_deep",
+    "5": "asleep_rem",
+}
+
+# Apple's spellings of units that UCUM writes otherwise (everything else passes
+# through as written; the health domain converts).
+UNITS: dict[str, str] = {"degC": "Cel"}
+
+# Top-level records that are not samples of their own (see the module's doc).
+COPIES = frozenset({SYSTOLIC, DIASTOLIC})
+# Elements at the top level that are the export's header, not data.
+HEADER = frozenset({"ExportDate", "Me"})
+
+
+class Sample(TypedDict):
+    """The neutral health sample (shared by every health protocol)."""
+
+    metric: str
+    start: datetime
+    end: datetime | None
+    value: float | None
+    values: dict[str, float] | None
+    unit: str | None
+    stage: str | None
+    source: str
+    record_id: str
+
+
+class ExportError(ValueError):
+    """A file that is not an Apple Health export we can read, or refused as unsafe."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Progress:
+    """How far an import has come; updated in place as the file is read (after
+    every chunk, and once more at the end with ``done``)."""
+
+    bytes_read: int = 0  # of export.xml (uncompressed, when it came in a zip)
+    bytes_total: int | None = None  # export.xml's size when known
+    records: int = 0  # top-level data elements read (Record, Correlation, Workout, ...)
+    samples: int = 0  # samples yielded
+    skipped: Counter[str] = field(default_factory=Counter)  # type -> records not read
+    invalid: Counter[str] = field(default_factory=Counter)  # type -> records unusable
+    export_date: datetime | None = None  # the export's own ExportDate
+    locale: str | None = None
+    done: bool = False
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.bytes_total:
+            return None
+        return min(1.0, self.bytes_read / self.bytes_total)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready snapshot (for an API that reports the import while it runs)."""
+        return {
+            "bytes_read": self.bytes_read,
+            "bytes_total": self.bytes_total,
+            "fraction": self.fraction,
+            "records": self.records,
+            "samples": self.samples,
+            "skipped": dict(self.skipped),
+            "invalid": dict(self.invalid),
+            "export_date": self.export_date.isoformat() if self.export_date else None,
+            "locale": self.locale,
+            "done": self.done,
+        }
+
+
+Source = str | os.PathLike[str] | IO[bytes]
+OnProgress = Callable[[Progress], None]
+
+
+def read_export(
+    source: Source,
+    *,
+    progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
+    chunk: int = CHUNK,
+) -> Iterator[Sample]:
+    """Yield the samples of an Apple Health export: the Health app's zip or its
+    ``export.xml``, by path or as a binary file object (a zip needs a seekable
+    one). ``progress`` (a fresh one if not given) is updated in place;
+    ``on_progress`` is called with it after every chunk read and at the end.
+
+    Raises ``ExportError`` (``applehealth.*`` codes) for a file that is not an
+    export, a damaged one, or XML refused as unsafe; a file cut short raises it
+    after yielding what came before the cut.
+    """
+    prog = progress if progress is not None else Progress()
+    with _open(source) as (stream, total):
+        prog.bytes_total = total
+        yield from _parse(stream, prog, on_progress, chunk)
+    prog.done = True
+    if on_progress is not None:
+        on_progress(prog)
+
+
+# --- opening: zip or bare XML, path or file object -------------------------------------
+
+ZIP_MAGIC = b"PK\x03\x04"
+EXPORT_XML = "export.xml"
+EXPORT_PATH = "apple_health_export/export.xml"
+
+
+@contextmanager
+def _open(source: Source) -> Iterator[tuple[IO[bytes], int | None]]:
+    if isinstance(source, str | os.PathLike):
+        try:
+            f: IO[bytes] = open(source, "rb")
+        except OSError as exc:
+            raise ExportError("applehealth.unreadable", f"Cannot read the file: {exc}") from exc
+        try:
+            with _open_stream(f, os.fstat(f.fileno()).st_size) as opened:
+                yield opened
+        finally:
+            f.close()
+    else:
+        size = None
+        if source.seekable():
+            here = source.tell()
+            size = source.seek(0, io.SEEK_END) - here
+            source.seek(here)
+        with _open_stream(source, size) as opened:
+            yield opened
+
+
+@contextmanager
+def _open_stream(f: IO[bytes], size: int | None) -> Iterator[tuple[IO[bytes], int | None]]:
+    head = f.read(4)
+    if head != ZIP_MAGIC:
+        yield cast(IO[bytes], _Prefixed(head, f)), size
+        return
+    if not f.seekable():
+        raise ExportError(
+            "applehealth.unseekable", "A zip archive can only be read from a seekable file."
+        )
+    f.seek(-4, io.SEEK_CUR)
+    try:
+        z = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ExportError("applehealth.bad_zip", "The zip archive is damaged.") from exc
+    with z:
+        member = _export_member(z)
+        try:
+            xml = z.open(member)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
+            # a bad header, an encrypted member, a compression zipfile cannot undo
+            raise ExportError(
+                "applehealth.bad_zip", f"Cannot open {member.filename}: {exc}"
+            ) from exc
+        try:
+            with xml:
+                yield xml, member.file_size
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            # damaged while it was being read: a bad CRC, a cut or garbled stream
+            raise ExportError(
+                "applehealth.bad_zip", f"Cannot read {member.filename}: {exc}"
+            ) from exc
+
+
+def _export_member(z: zipfile.ZipFile) -> zipfile.ZipInfo:
+    """The archive's export.xml: apple_health_export/export.xml as the Health app
+    writes it, or else the export.xml nearest the top (an archive made again by
+    hand). export_cda.xml and the other files are not read."""
+    found = [
+        i
+        for i in z.infolist()
+        if not i.is_dir() and i.filename.replace("\\", "/").rsplit("/", 1)[-1] == EXPORT_XML
+    ]
+    if not found:
+        raise ExportError(
+            "applehealth.no_export_xml",
+            "The archive holds no export.xml (Health app: Export All Health Data).",
+        )
+    found.sort(key=lambda i: (i.filename != EXPORT_PATH, i.filename.count("/"), i.filename))
+    return found[0]
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream with bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            if n < 0:
+                return head + self._rest.read()
+            if n <= len(head):
+                self._head = head[n:]
+                return head[:n]
+            return head + self._rest.read(n - len(head))
+        return self._rest.read(n)
+
+
+# --- the prolog check: defusedxml on everything before the root element ------------------
+
+
+class _RootReached(Exception):
+    def __init__(self, tag: str, attrib: dict[str, str]) -> None:
+        self.tag = tag
+        self.attrib = attrib
+
+
+class _PrologTarget:
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        raise _RootReached(tag, attrib)
+
+    def close(self) -> None:
+        return None
+
+
+def _refuse_external_doctype(
+    name: str, sysid: str | None, pubid: str | None, has_internal_subset: int
+) -> None:
+    if sysid is not None or pubid is not None:
+        raise ExportError(
+            "applehealth.unsafe_xml",
+            "The file's DOCTYPE refers to an outside DTD; an export carries its DTD inline.",
+        )
+
+
+def _check_prolog(stream: IO[bytes], prog: Progress, chunk: int) -> list[bytes]:
+    """Read up to the root element's start through defusedxml, refusing entity
+    declarations, external references and an external DTD; return the bytes
+    read, for the body's parser to start from."""
+    vetting = DefusedXMLParser(
+        target=_PrologTarget(),
+        encoding="utf-8",
+        forbid_dtd=False,
+        forbid_entities=True,
+        forbid_external=True,
+    )
+    vetting.parser.StartDoctypeDeclHandler = _refuse_external_doctype
+    read: list[bytes] = []
+    size = 0
+    step = min(chunk, 64 * 1024)
+    try:
+        while True:
+            data = stream.read(step)
+            if not data:
+                if size:
+                    vetting.close()  # no root element: raises ParseError
+                raise ExportError(
+                    "applehealth.not_an_export",
+                    "The file holds no XML element." if size else "The file is empty.",
+                )
+            read.append(data)
+            size += len(data)
+            prog.bytes_read = size
+            vetting.feed(data)
+            if size > MAX_PROLOG:
+                raise ExportError(
+                    "applehealth.not_an_export",
+                    f"No root element in the first {MAX_PROLOG} bytes: not an export.xml.",
+                )
+    except _RootReached as root:
+        if root.tag != "HealthData":
+            raise ExportError(
+                "applehealth.not_an_export",
+                f"The XML's root element is <{root.tag[:40]}>, not <HealthData>: "
+                "not an Apple Health export.",
+            ) from None
+        prog.locale = root.attrib.get("locale")
+        return read
+    except DefusedXmlException as exc:
+        raise ExportError(
+            "applehealth.unsafe_xml",
+            f"The file declares entities or refers to outside resources ({type(exc).__name__}); "
+            "an Apple Health export does neither, so it is refused.",
+        ) from None
+    except SyntaxError as exc:  # xml.etree's ParseError
+        raise ExportError(
+            "applehealth.malformed", f"The file is not well-formed XML: {exc}"
+        ) from None
+
+
+# --- the body: lxml, no tree, samples made at each top-level element's start -------------
+
+
+_fromiso = datetime.fromisoformat
+_isfinite = math.isfinite
+
+
+def _when(s: str) -> datetime:
+    """``2024-01-02 08:15:00 +0800`` -> an aware datetime, its own offset kept.
+    Python 3.11's ``fromisoformat`` reads Apple's form as it is (the space before
+    the offset is not ISO 8601); where it does not, the space is taken out."""
+    try:
+        t = _fromiso(s)
+    except ValueError:
+        if len(s) != 25 or s[19] != " ":
+            raise
+        t = _fromiso(s[:19] + s[20:])
+    if t.tzinfo is None:
+        raise ValueError("no offset")
+    return t
+
+
+def _number(v: str) -> float:
+    f = float(v)
+    if not _isfinite(f):
+        raise ValueError("not finite")
+    return f
+
+
+def _rid(key: str) -> str:
+    """A record id: BLAKE2b-128 of the record's identifying fields, in hex."""
+    return blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+BAD = (ValueError, TypeError, KeyError)
+
+
+class _Body:
+    """lxml's parser target: called at each element's start and end; it builds no
+    tree. A top-level ``Record`` is read at its start (its attributes are all
+    there); a blood-pressure ``Correlation`` at its end, once its two records
+    have come. Counters are plain attributes here (the hot path) and copied to
+    the ``Progress`` after each chunk (``sync``)."""
+
+    __slots__ = ("add", "corr", "depth", "inner", "invalid", "prog", "records", "skipped")
+
+    def __init__(self, prog: Progress, out: list[Sample]) -> None:
+        self.prog = prog
+        self.add = out.append
+        self.depth = 0
+        self.records = 0
+        self.skipped: dict[str, int] = {}
+        self.invalid: dict[str, int] = {}
+        self.corr: dict[str, str] | None = None  # an open blood-pressure Correlation
+        self.inner: list[dict[str, str]] = []  # and its Records
+
+    def sync(self) -> None:
+        p = self.prog
+        p.records = self.records
+        # new counters, not updated ones: a reader in another thread (an API
+        # reporting the import) sees the old ones or the new, never one mid-change
+        p.skipped = Counter(self.skipped)
+        p.invalid = Counter(self.invalid)
+
+    def _skip(self, kind: str) -> None:
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+
+    def _invalid(self, kind: str) -> None:
+        self.invalid[kind] = self.invalid.get(kind, 0) + 1
+
+    def start(self, tag: str, a: dict[str, str]) -> None:
+        depth = self.depth
+        self.depth = depth + 1
+        if depth != 1:
+            if depth == 2 and tag == "Record" and self.corr is not None:
+                self.inner.append(a)
+            return
+        if tag != "Record":
+            self._other(tag, a)
+            return
+        self.records += 1
+        kind = a.get("type") or "Record"
+        q = QUANTITIES.get(kind)
+        if q is None:
+            if kind == SLEEP:
+                self._sleep(a)
+            elif kind == FALLEN:
+                self._falls(a)
+            else:
+                self._skip(kind)
+            return
+        # the quantities, nine in ten of the records read: inline
+        try:
+            v = a["value"]
+            value = float(v)
+            if not _isfinite(value):
+                raise ValueError(v)
+            unit = a.get("unit")
+            s = a["startDate"]
+            e = a["endDate"]
+            src = a["sourceName"]
+            metric, interval = q
+            if kind == SPO2 and unit == "%" and value <= 1.0:
+                value = round(value * 100, 6)  # HealthKit keeps SpO2 as a fraction
+            self.add(
+                {
+                    "metric": metric,
+                    "start": _when(s),
+                    "end": _when(e) if interval else None,
+                    "value": value,
+                    "values": None,
+                    "unit": UNITS.get(unit, unit) if unit is not None else None,
+                    "stage": None,
+                    "source": src,
+                    "record_id": _rid(f"{kind}\x1f{src}\x1f{s}\x1f{e}\x1f{v}\x1f{unit or ''}"),
+                }
+            )
+        except BAD:
+            self._invalid(kind)
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+        if self.depth == 1 and self.corr is not None:
+            self._blood_pressure(self.corr, self.inner)
+            self.corr = None
+            self.inner = []
+
+    def close(self) -> None:
+        return None
+
+    def _other(self, tag: str, a: dict[str, str]) -> None:
+        if tag == "Correlation":
+            self.records += 1
+            kind = a.get("type") or tag
+            if kind == BLOOD_PRESSURE:
+                self.corr = a
+                self.inner = []
+            else:
+                self._skip(kind)
+        elif tag == "ExportDate":
+            try:
+                self.prog.export_date = _when(a["value"])
+            except BAD:
+                pass
+        elif tag != "Me":  # Me: the person's characteristics, not read
+            self.records += 1
+            self._skip(tag)
+
+    @staticmethod
+    def _key(kind: str, a: dict[str, str]) -> str:
+        return "\x1f".join(
+            (kind, a["sourceName"], a["startDate"], a["endDate"], a["value"], a.get("unit") or "")
+        )
+
+    def _sleep(self, a: dict[str, str]) -> None:
+        try:
+            self.add(
+                {
+                    "metric": "sleep",
+                    "start": _when(a["startDate"]),
+                    "end": _when(a["endDate"]),
+                    "value": None,
+                    "values": None,
+                    "unit": None,
+                    "stage": SLEEP_STAGES[a["value"]],
+                    "source": a["sourceName"],
+                    "record_id": _rid(self._key(SLEEP, a)),
+                }
+            )
+        except BAD:
+            self._invalid(SLEEP)
+
+    def _falls(self, a: dict[str, str]) -> None:
+        """A fall is an event with no value; a record counting n falls is n events."""
+        try:
+            n = _number(a["value"])
+            if n != int(n) or n < 0 or n > MAX_FALLS_PER_RECORD:
+                raise ValueError("not a count of falls")
+            start = _when(a["startDate"])
+            _when(a["endDate"])
+            rid = _rid(self._key(FALLEN, a))
+            source = a["sourceName"]
+        except BAD:
+            self._invalid(FALLEN)
+            return
+        if n == 0:
+            self._skip(FALLEN)  # a record saying that no fall happened
+            return
+        for k in range(int(n)):
+            self.add(
+                {
+                    "metric": "fall",
+                    "start": start,
+                    "end": None,
+                    "value": None,
+                    "values": None,
+                    "unit": None,
+                    "stage": None,
+                    "source": source,
+                    "record_id": rid if k == 0 else f"{rid}.{k}",
+                }
+            )
+
+    def _blood_pressure(self, c: dict[str, str], inner: list[dict[str, str]]) -> None:
+        try:
+            (sys_r,) = [r for r in inner if r.get("type") == SYSTOLIC]
+            (dia_r,) = [r for r in inner if r.get("type") == DIASTOLIC]
+            unit = sys_r.get("unit")
+            if dia_r.get("unit") != unit:
+                raise ValueError("systolic and diastolic in different units")
+            sys_key = self._key(SYSTOLIC, sys_r)  # the records' own fields, checked
+            dia_key = self._key(DIASTOLIC, dia_r)
+            self.add(
+                {
+                    "metric": "blood_pressure",
+                    "start": _when(c["startDate"]),
+                    "end": None,
+                    "value": None,
+                    "values": {
+                        "systolic": _number(sys_r["value"]),
+                        "diastolic": _number(dia_r["value"]),
+                    },
+                    "unit": unit,
+                    "stage": None,
+                    "source": c["sourceName"],
+                    "record_id": _rid(
+                        "\x1f".join((BLOOD_PRESSURE, c["sourceName"], c["startDate"], c["endDate"]))
+                        + f"\x1e{sys_key}\x1e{dia_key}"
+                    ),
+                }
+            )
+        except BAD:
+            self._invalid(BLOOD_PRESSURE)
+
+
+def _parse(
+    stream: IO[bytes], prog: Progress, on_progress: OnProgress | None, chunk: int
+) -> Iterator[Sample]:
+    head = _check_prolog(stream, prog, chunk)
+    out: list[Sample] = []
+    body = _Body(prog, out)
+    parser = etree.XMLParser(
+        target=body,
+        encoding="utf-8",
+        # "internal": the five predefined entities read as the characters they
+        # stand for (off, libxml2 hands "&amp;" in an attribute over as "&#38;");
+        # no other entity can be declared (the prolog check), and external
+        # ones are never resolved
+        resolve_entities="internal",
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        attribute_defaults=False,
+        huge_tree=False,
+    )
+
+    def feed(data: bytes) -> None:
+        try:
+            parser.feed(data)
+        except etree.XMLSyntaxError as exc:
+            raise ExportError(
+                "applehealth.malformed", f"The file is not well-formed XML: {exc}"
+            ) from None
+
+    for data in head:
+        feed(data)
+    while True:
+        body.sync()
+        if out:
+            yield from out
+            prog.samples += len(out)
+            out.clear()
+        if on_progress is not None:
+            on_progress(prog)
+        data = stream.read(chunk)
+        if not data:
+            break
+        prog.bytes_read += len(data)
+        feed(data)
+    try:
+        parser.close()
+        body.sync()
+    except etree.XMLSyntaxError as exc:
+        raise ExportError(
+            "applehealth.malformed", f"The file ends before its XML does (cut short?): {exc}"
+        ) from None
+    if out:
+        yield from out
+        prog.samples += len(out)
+        out.clear()
