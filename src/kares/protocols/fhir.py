@@ -303,17 +303,17 @@ def _iso(t: Any, what: str) -> str:
     return s[:-6] + "Z" if s.endswith("+00:00") else s
 
 
-def _decimal(v: Any, what: str) -> Decimal:
+def _number_out(v: Any, what: str) -> int | float:
+    """A JSON number (FHIR's decimal is written from its shortest repr)."""
     if isinstance(v, bool) or not isinstance(v, int | float | Decimal):
         raise FhirExportError(f"{what}: a number is needed, got {v!r}")
-    if isinstance(v, float):
-        if not math.isfinite(v):
+    if isinstance(v, Decimal):
+        if not v.is_finite():
             raise FhirExportError(f"{what}: {v!r} is not a finite number")
-        return Decimal(repr(v))
-    d = Decimal(v)
-    if not d.is_finite():
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, float) and not math.isfinite(v):
         raise FhirExportError(f"{what}: {v!r} is not a finite number")
-    return d
+    return v
 
 
 # Units among those accepted that are UCUM codes; another unit (``bpm``, ``lb``)
@@ -325,7 +325,7 @@ UCUM_CODES: Final = frozenset(
 
 
 def _quantity(value: Any, unit: str, what: str) -> dict[str, Any]:
-    q: dict[str, Any] = {"value": _decimal(value, what), "unit": unit}
+    q: dict[str, Any] = {"value": _number_out(value, what), "unit": unit}
     if unit in UCUM_CODES:
         q |= {"system": UCUM, "code": unit}
     return q
@@ -379,11 +379,19 @@ def observation(sample: Mapping[str, Any], patient: str) -> Observation:
     ``patient`` is an opaque id; nothing else about the person is written. The
     unit is written as the sample carries it (the store keeps canonical UCUM
     units, so an export from it carries ``/min``, ``kg``, ``Cel``...)."""
+    return _build(sample, patient)[1]
+
+
+def _build(sample: Mapping[str, Any], patient: str) -> tuple[dict[str, Any], Observation]:
+    """The Observation's JSON object and its model: the model validated that
+    very object, so the object is written as it stands (serialising through the
+    model again would cost three times the validation)."""
     key = sample.get("metric")
     metric = METRICS.get(key) if isinstance(key, str) else None
     if metric is None:
         raise FhirExportError(f"unknown metric {key!r}")
     res: dict[str, Any] = {
+        "resourceType": "Observation",
         "id": observation_id(patient, sample),
         "status": "final",
         "code": {"coding": [c.coding() for c in metric.codes], "text": metric.text},
@@ -459,7 +467,7 @@ def observation(sample: Mapping[str, Any], patient: str) -> Observation:
             }
         ]
     try:
-        return Observation.model_validate(res)
+        return res, Observation.model_validate(res)
     except ValidationError as exc:
         raise FhirExportError(f"{metric.key}: the FHIR model refuses it: {_first(exc)}") from exc
 
@@ -473,30 +481,43 @@ def observations(samples: Iterable[Mapping[str, Any]], patient: str) -> Iterator
         yield observation(s, patient)
 
 
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def observation_json(sample: Mapping[str, Any], patient: str) -> str:
-    return observation(sample, patient).model_dump_json(exclude_none=True)
-
-
-def bundle(
-    samples: Iterable[Mapping[str, Any]], patient: str, *, timestamp: datetime | None = None
-) -> Bundle:
-    """A validated R4 Bundle (type ``collection``) of the samples' Observations,
-    each entry with a ``urn:uuid:`` fullUrl: what the rights archive carries."""
-    entries = [
-        {"fullUrl": f"urn:uuid:{o.id}", "resource": o} for o in observations(samples, patient)
-    ]
-    res: dict[str, Any] = {"resourceType": "Bundle", "type": "collection"}
-    if entries:
-        res["entry"] = entries
-    if timestamp is not None:
-        res["timestamp"] = _iso(timestamp, "timestamp")
-    return Bundle.model_validate(res)
+    return _dumps(_build(sample, patient)[0])
 
 
 def bundle_json(
     samples: Iterable[Mapping[str, Any]], patient: str, *, timestamp: datetime | None = None
 ) -> bytes:
-    return bundle(samples, patient, timestamp=timestamp).model_dump_json(exclude_none=True).encode()
+    """A validated R4 Bundle (type ``collection``) of the samples' Observations,
+    each entry with a ``urn:uuid:`` fullUrl, as JSON bytes: what the rights
+    archive carries. Each Observation is validated by the models as it is
+    built, the envelope (type, timestamp, entries' fullUrls) on its own."""
+    entries = []
+    for s in samples:
+        res, _ = _build(s, patient)
+        entries.append({"fullUrl": f"urn:uuid:{res['id']}", "resource": res})
+    doc: dict[str, Any] = {"resourceType": "Bundle", "type": "collection"}
+    if timestamp is not None:
+        doc["timestamp"] = _iso(timestamp, "timestamp")
+    if entries:
+        doc["entry"] = entries
+    envelope = {**doc, "entry": [{"fullUrl": e["fullUrl"]} for e in entries]} if entries else doc
+    try:
+        Bundle.model_validate(envelope)
+    except ValidationError as exc:  # pragma: no cover - our own envelope
+        raise FhirExportError(f"Bundle: the FHIR model refuses it: {_first(exc)}") from exc
+    return _dumps(doc).encode()
+
+
+def bundle(
+    samples: Iterable[Mapping[str, Any]], patient: str, *, timestamp: datetime | None = None
+) -> Bundle:
+    """The same Bundle as a model (read back from its JSON by the library)."""
+    return Bundle.model_validate_json(bundle_json(samples, patient, timestamp=timestamp))
 
 
 def bundles_json(
