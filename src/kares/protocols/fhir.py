@@ -54,6 +54,7 @@ LOINC: Final = "http://loinc.org"
 LOINC_OID: Final = "urn:oid:2.16.840.1.113883.6.1"  # LOINC as some systems name it
 UCUM: Final = "http://unitsofmeasure.org"
 CATEGORY_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
+CATEGORY_DISPLAY: Final = {"vital-signs": "Vital Signs", "activity": "Activity"}
 
 # Kares' own code systems, for what LOINC has no code for (see docs/HEALTH_FHIR.md).
 METRIC_SYSTEM: Final = "urn:kares:fhir:health-metric"
@@ -378,7 +379,8 @@ def observation(sample: Mapping[str, Any], patient: str) -> Observation:
 
     ``patient`` is an opaque id; nothing else about the person is written. The
     unit is written as the sample carries it (the store keeps canonical UCUM
-    units, so an export from it carries ``/min``, ``kg``, ``Cel``...)."""
+    units, so an export from it carries ``/min``, ``kg``, ``Cel``...); a sample
+    with no unit is taken to be in the metric's canonical unit."""
     return _build(sample, patient)[1]
 
 
@@ -400,20 +402,9 @@ def _build(sample: Mapping[str, Any], patient: str) -> tuple[dict[str, Any], Obs
     if metric.profile:
         res["meta"] = {"profile": [PROFILE_BASE + metric.profile]}
     if metric.category:
-        res["category"] = [
-            {
-                "coding": [
-                    {
-                        "system": CATEGORY_SYSTEM,
-                        "code": metric.category,
-                        "display": "Vital Signs"
-                        if metric.category == "vital-signs"
-                        else "Activity",
-                    }
-                ],
-                "text": "Vital Signs" if metric.category == "vital-signs" else "Activity",
-            }
-        ]
+        shown = CATEGORY_DISPLAY[metric.category]
+        coding = {"system": CATEGORY_SYSTEM, "code": metric.category, "display": shown}
+        res["category"] = [{"coding": [coding], "text": shown}]
     record_id = sample.get("record_id")
     if record_id is not None:
         if not isinstance(record_id, str) or not record_id:
