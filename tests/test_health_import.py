@@ -245,3 +245,22 @@ async def test_an_import_without_consent_fails_with_the_guards_code(
     rows = await query(app.state.runtime.db, "SELECT state, error_code, stored FROM health_imports")
     assert rows == [{"state": "failed", "error_code": "consent.required", "stored": 0}]
     assert uploads(settings) == []
+
+
+async def test_deleting_the_readings_takes_a_queued_upload_with_them(
+    client: httpx.AsyncClient, sms: Any, db: Any, app: Any, settings: Any
+) -> None:
+    me = await person(client, sms, ME)
+    r = await client.post(IMPORTS, content=EXPORT.read_bytes(), headers=bearer(me["token"]))
+    assert r.status_code == 202, r.text
+    assert len(uploads(settings)) == 1
+    r = await client.post(
+        "/api/v1/me/data/deletion",
+        json={"category": "health.vitals"},
+        headers=bearer(me["token"]),
+    )
+    assert r.status_code == 200, r.text
+    assert uploads(settings) == []
+    assert await count_rows(db, "health_imports") == 0
+    await jobs.run_due(app.state.runtime)  # the job finds nothing left to read
+    assert await day_rows(db) == 0

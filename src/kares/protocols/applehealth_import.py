@@ -42,7 +42,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, String, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kares import clock, jobs
+from kares import clock, events, jobs
 from kares.db import Base, UTCDateTime, new_id
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
@@ -50,6 +50,7 @@ from kares.fields import personal, table_info
 from kares.health import service as health
 from kares.identity.auth import AUTH_ERRORS
 from kares.identity.models import Account
+from kares.privacy import ports
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
 from kares.privacy.service import check_for_job
@@ -292,6 +293,26 @@ async def import_job(rt: Runtime, job: jobs.JobContext) -> None:
             await _finish(rt, import_id, DONE, p, t, None, "")
     finally:
         path.unlink(missing_ok=True)
+
+
+async def _uploads_on_erasure(s: AsyncSession, e: ports.Erasure) -> None:
+    """A deletion that takes an account's import rows (the account, or its
+    health readings) takes their uploaded files too, once it commits: a queued
+    import's job goes with the account, and would not be there to delete it."""
+    if e.rt is None or (e.scope != "account" and e.category != "health.vitals"):
+        return
+    q = select(HealthImport.id).where(HealthImport.account_id == e.account_id)
+    paths = [upload_path(e.rt, i) for i in (await s.execute(q)).scalars().all()]
+
+    def unlink() -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    if paths:
+        events.on_commit(s, unlink)
+
+
+ports.register_erasure("before", _uploads_on_erasure)
 
 
 # --- routes ----------------------------------------------------------------------------------
