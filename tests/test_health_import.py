@@ -4,6 +4,7 @@ job, progress, outcome), on the real-format sample under tests/data/applehealth/
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from kares import jobs
+from kares.protocols import applehealth_import
 from kares.protocols.applehealth import Progress, read_export
 from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY, bearer, count_rows, query, sign_up
 from tests.support import cli
@@ -264,3 +266,24 @@ async def test_deleting_the_readings_takes_a_queued_upload_with_them(
     assert await count_rows(db, "health_imports") == 0
     await jobs.run_due(app.state.runtime)  # the job finds nothing left to read
     assert await day_rows(db) == 0
+
+
+async def test_progress_is_readable_while_the_import_runs(
+    client: httpx.AsyncClient, sms: Any, app: Any, settings: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(applehealth_import, "BATCH", 3)  # many transactions on a small file
+    me = await person(client, sms, ME)
+    r = await client.post(IMPORTS, content=EXPORT.read_bytes(), headers=bearer(me["token"]))
+    url = f"{IMPORTS}/{r.json()['id']}"
+    seen: list[tuple[str, int, int]] = []
+    task = asyncio.create_task(jobs.run_due(app.state.runtime))
+    while not task.done():
+        got = (await client.get(url, headers=bearer(me["token"]))).json()
+        seen.append((got["state"], got["progress"].get("samples", 0), got["stored"]))
+        await asyncio.sleep(0)
+    await task
+    final = (await client.get(url, headers=bearer(me["token"]))).json()
+    assert final["state"] == "done"
+    running = [x for x in seen if x[0] == "running"]
+    assert any(0 < stored < final["stored"] for _, _, stored in running), seen
+    assert [x[2] for x in seen] == sorted(x[2] for x in seen)  # it only ever grows
