@@ -98,7 +98,8 @@ class FhirImportResult(BaseModel):
     )
 
 
-def _sample_in(x: dict[str, Any]) -> service.SampleIn:
+def sample_in(x: dict[str, Any]) -> service.SampleIn:
+    """A neutral sample dict (what ``fhir.read`` yields) as the domain's input."""
     return service.SampleIn(
         metric=x["metric"],
         start=x["start"],
@@ -162,7 +163,7 @@ async def import_fhir(
             f"The file has {len(got.samples)} Observations to import; at most {MAX_IMPORT} "
             "at once: split it.",
         )
-    samples = [_sample_in(x) for x in got.samples]
+    samples = [sample_in(x) for x in got.samples]
     out = await health_api.upload_guarded(s, rt, ctx, samples) if samples else []
     return FhirImportResult(
         observations=len(samples),
