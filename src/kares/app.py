@@ -32,7 +32,7 @@ from kares.notify import api as notify_api
 from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
-from kares.protocols import applehealth_import, overland, owntracks, trackfiles, ws
+from kares.protocols import applehealth_import, healthfhir, overland, owntracks, trackfiles, ws
 from kares.protocols.matrix import api as matrix_api
 from kares.protocols.watch.server import WatchServer
 from kares.rights import erase_api
@@ -82,6 +82,8 @@ class BodyLimit:
             limit = IMPORT_BODY_LIMIT
         elif scope["path"] == HEALTH_IMPORT_PATH:
             upload, limit = True, self.health_import_limit
+        elif scope["path"] == healthfhir.PATH:
+            limit = healthfhir.BODY_LIMIT
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
         query = scope.get("query_string", b"")
         if b"\x00" in raw_path or b"%00" in raw_path or b"\x00" in query or b"%00" in query:
@@ -330,6 +332,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(sos_api.router)
     app.include_router(health_api.router)
     app.include_router(applehealth_import.router)
+    app.include_router(healthfhir.router)
     app.include_router(messaging_api.router)
     app.include_router(erase_api.router)
     # the one WebSocket of a device (docs/MESSAGING.md)

@@ -76,6 +76,41 @@ def _allowed_metrics(admitted: dict[str, Problem | None]) -> set[str]:
     return {k for k, m in METRICS.items() if admitted.get(m.feature, True) is None}
 
 
+async def upload_guarded(
+    s: AsyncSession, rt: Runtime, ctx: Allowed, samples: list[service.SampleIn]
+) -> list[service.Outcome]:
+    """Store ``samples`` for the caller admitted by :data:`HEALTH`, as one action:
+    each feature the batch uses under the guard (its consent, the device's
+    permission); a sample of a refused feature is refused with the guard's code,
+    and when every feature used is refused the guard's refusal is raised as it is.
+    The native batch and the imports of other formats (``kares.protocols``) share it."""
+    features = {METRICS[x.metric].feature for x in samples if x.metric in METRICS}
+    admitted = await _admitted(s, rt, ctx, features)
+    refused = {f: (p.code, p.detail) for f, p in admitted.items() if p is not None}
+    if features and features == set(refused):
+        # nothing of the batch may be stored: the guard's refusal as it is
+        raise next(p for f in sorted(features) if (p := admitted[f]) is not None)
+    return await service.upload(
+        s,
+        account_id=ctx.account_id,
+        samples=samples,
+        refused_features=refused,
+        now=clock.utcnow(),
+    )
+
+
+def allowed_metrics(admitted: dict[str, Problem | None]) -> set[str]:
+    """The metrics whose feature the caller was admitted to (see :func:`admitted`)."""
+    return _allowed_metrics(admitted)
+
+
+async def admitted(
+    s: AsyncSession, rt: Runtime, ctx: Allowed, features: Iterable[str] = FEATURES
+) -> dict[str, Problem | None]:
+    """For each feature: None when the caller may use it, else the guard's refusal."""
+    return await _admitted(s, rt, ctx, features)
+
+
 @router.post(
     "/api/v1/health/samples",
     response_model=sc.BatchResult,
@@ -108,20 +143,7 @@ async def upload(
         )
         for x in body.samples
     ]
-    # each feature the batch uses, under the guard: its consent, the device's permission
-    features = {METRICS[x.metric].feature for x in samples if x.metric in METRICS}
-    admitted = await _admitted(s, rt, ctx, features)
-    refused = {f: (p.code, p.detail) for f, p in admitted.items() if p is not None}
-    if features and features == set(refused):
-        # nothing of the batch may be stored: the guard's refusal as it is
-        raise next(p for f in sorted(features) if (p := admitted[f]) is not None)
-    out = await service.upload(
-        s,
-        account_id=ctx.account_id,
-        samples=samples,
-        refused_features=refused,
-        now=clock.utcnow(),
-    )
+    out = await upload_guarded(s, rt, ctx, samples)
     return sc.BatchResult(
         stored=sum(o.status == "stored" for o in out),
         duplicates=sum(o.status == "duplicate" for o in out),
