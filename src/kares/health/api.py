@@ -163,6 +163,10 @@ async def upload(
 async def latest(ctx: Annotated[Allowed, HEALTH], rt: RuntimeDep, s: DbDep) -> sc.LatestList:
     allowed = _allowed_metrics(await _admitted(s, rt, ctx))
     got = [x for x in await service.latest(s, account_id=ctx.account_id) if x.metric in allowed]
+    return latest_out(got)
+
+
+def latest_out(got: list[service.Latest]) -> sc.LatestList:
     return sc.LatestList(
         latest=[
             sc.LatestOut(
@@ -198,6 +202,17 @@ def _summary_out(x: service.Summary) -> sc.SummaryOut:
     )
 
 
+def daily_spans(since: date, until: date, tz: str) -> list[tuple[datetime, datetime]]:
+    """The local days since..until (included) in ``tz``, checked."""
+    zone = _zone(tz)
+    n = (until - since).days + 1
+    if n < 1 or n > MAX_DAYS:
+        raise Problem(
+            422, "health.bad_range", f"until must be since or later, at most {MAX_DAYS} days."
+        )
+    return _spans(since, n, 1, zone)
+
+
 def _spans(first: date, count: int, days: int, tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
     starts = [
         service.local_midnight(first + timedelta(days=i * days), tz) for i in range(count + 1)
@@ -221,16 +236,10 @@ async def daily(
     until: Annotated[Day, Query(description="The last day, included.")],
     tz: TzQ = "UTC",
 ) -> sc.SummaryList:
-    zone = _zone(tz)
-    n = (until - since).days + 1
-    if n < 1 or n > MAX_DAYS:
-        raise Problem(
-            422, "health.bad_range", f"until must be since or later, at most {MAX_DAYS} days."
-        )
     got = await service.summaries(
         s,
         account_id=ctx.account_id,
-        spans=_spans(since, n, 1, zone),
+        spans=daily_spans(since, until, tz),
         metrics=_allowed_metrics(await _admitted(s, rt, ctx)),
     )
     return sc.SummaryList(time_zone=tz, summaries=[_summary_out(x) for x in got])
@@ -299,6 +308,10 @@ async def series(
         )
     except service.Refused as r:
         raise _refused(r) from None
+    return series_out(x, resolution)
+
+
+def series_out(x: service.Series, resolution: str) -> sc.SeriesOut:
     return sc.SeriesOut(
         metric=x.metric,
         unit=x.unit,
