@@ -68,7 +68,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# an episode says when a reading crossed: a health reading; a threshold is the
+# family's care settings, as a place alert is (kept while the family is)
 CATEGORY = "health.vitals"
+SETTINGS = "family.membership"
 KINDS = ("heart_rate_above", "spo2_below", "no_steps_by", "fall", "wrist_off")
 # the metrics whose new samples may open or close an episode of each kind
 METRICS: dict[str, tuple[str, ...]] = {
@@ -110,14 +113,16 @@ class HealthAlert(Base):
     account_id: Mapped[str] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
-    kind: Mapped[str] = mapped_column(String(24), info=personal(CATEGORY))
+    kind: Mapped[str] = mapped_column(String(24), info=personal(SETTINGS))
     # bpm, percent or hours, by kind
-    level: Mapped[float | None] = mapped_column(Float, info=personal(CATEGORY))
-    minutes: Mapped[int | None] = mapped_column(Integer, info=personal(CATEGORY))
-    local_time: Mapped[str | None] = mapped_column(String(5), info=personal(CATEGORY))
-    time_zone: Mapped[str | None] = mapped_column(String(64), info=personal(CATEGORY))
-    set_by: Mapped[str | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal(CATEGORY))
+    level: Mapped[float | None] = mapped_column(Float, info=personal(SETTINGS))
+    minutes: Mapped[int | None] = mapped_column(Integer, info=personal(SETTINGS))
+    local_time: Mapped[str | None] = mapped_column(String(5), info=personal(SETTINGS))
+    time_zone: Mapped[str | None] = mapped_column(String(64), info=personal(SETTINGS))
+    set_by: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), info=personal("family.membership")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal(SETTINGS))
 
 
 class HealthAlertEpisode(Base):

@@ -47,7 +47,7 @@ class NoStepsBy(BaseModel):
 
 class WristOff(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    hours: float = Field(ge=0.5, le=72, description="off the wrist at least this long")
+    hours: int = Field(ge=1, le=72, description="off the wrist at least this long")
 
 
 class Thresholds(BaseModel):
@@ -77,7 +77,7 @@ def _out(rows: list[alerts.HealthAlert]) -> Thresholds:
             out.fall = True
         elif r.kind == "wrist_off":
             assert r.level is not None
-            out.wrist_off = WristOff(hours=r.level)
+            out.wrist_off = WristOff(hours=int(r.level))
     return out
 
 
