@@ -492,3 +492,27 @@ def test_runs_are_found_in_samples_alone() -> None:
         (0, 200),
         (600_000, 660_000),
     ]
+
+
+async def test_two_processes_checking_at_once_open_one_episode(
+    client: httpx.AsyncClient, sms: Any, db: Any, app: Any, settings: Any
+) -> None:
+    import asyncio
+
+    from kares.runtime import Runtime
+
+    rt = app.state.runtime
+    ctx = await household(client, sms)
+    tz = zone_where_it_is_morning(clock.utcnow())
+    await set_ok(client, ctx, {"no_steps_by": {"time": "09:00", "time_zone": tz}})
+    clock.advance(4 * 3600)
+    other = Runtime.build(settings)  # a second process on the same database
+    try:
+        got = await asyncio.gather(
+            alerts.check_clock(rt), alerts.check_clock(other), jobs.run_due(other)
+        )
+    finally:
+        await other.close()
+    assert got[0] + got[1] <= 1
+    assert len(await episodes(db)) == 1
+    assert sorted(n["account_id"] for n in await notices(db)) == guardians(ctx)
