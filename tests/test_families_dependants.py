@@ -176,7 +176,12 @@ async def test_guardians_manage_a_dependants_sharing(
     assert r.status_code == 200 and r.json()["choices"]["schedule"] is False
     # everyone in the family can see what it shares
     seen = (await client.get(url, headers=h(member))).json()
-    assert seen["effective"] == {"location": "history", "health": True, "schedule": False}
+    assert seen["effective"] == {
+        "location": "history",
+        "health": True,
+        "schedule": False,
+        "health_level": "summaries",
+    }
 
     stranger = await person(client, sms, STRANGER)
     before = await snapshot(db)

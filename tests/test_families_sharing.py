@@ -119,7 +119,12 @@ async def test_defaults_and_changing_my_choices(client: httpx.AsyncClient, sms: 
     assert body["family_id"] == fid and body["account_id"] == aid(b)
     c = body["choices"]
     assert (c["location"], c["health"], c["schedule"], c["paused"]) == ("live", False, True, False)
-    assert body["effective"] == {"location": "live", "health": False, "schedule": True}
+    assert body["effective"] == {
+        "location": "live",
+        "health": False,
+        "schedule": True,
+        "health_level": "off",
+    }
 
     r = await share(client, b, fid, location="history")
     assert r.status_code == 200, r.text
@@ -129,7 +134,12 @@ async def test_defaults_and_changing_my_choices(client: httpx.AsyncClient, sms: 
     assert (c["location"], c["health"], c["schedule"]) == ("history", True, True)
     assert c["set_by_guardian"] is False
     r = await share(client, b, fid, location="off", schedule=False)
-    assert r.json()["effective"] == {"location": "off", "health": True, "schedule": False}
+    assert r.json()["effective"] == {
+        "location": "off",
+        "health": True,
+        "schedule": False,
+        "health_level": "summaries",
+    }
     assert (await share(client, b, fid)).json()["effective"]["location"] == "off"
 
 
@@ -190,6 +200,7 @@ async def test_choices_decide_what_another_member_reads(
             "family_id": fid,
             "location": "live",
             "health": False,
+            "health_level": "off",
             "schedule": True,
             "paused_until": None,
         }
@@ -233,7 +244,12 @@ async def test_a_pause_shares_nothing_until_it_ends(client: httpx.AsyncClient, s
     until = clock.utcnow() + timedelta(hours=2)
     r = await share(client, b, fid, paused_until=until.isoformat())
     assert r.status_code == 200, r.text
-    assert r.json()["effective"] == {"location": "off", "health": False, "schedule": False}
+    assert r.json()["effective"] == {
+        "location": "off",
+        "health": False,
+        "schedule": False,
+        "health_level": "off",
+    }
     assert datetime.fromisoformat(r.json()["choices"]["paused_until"]) == until
 
     assert await sees(client, a, b) == {"chat"}
@@ -245,7 +261,12 @@ async def test_a_pause_shares_nothing_until_it_ends(client: httpx.AsyncClient, s
     # what the others see of the member: paused
     seen = (await client.get(f"{FAMILIES}/{fid}/members/{aid(b)}/sharing", headers=h(a))).json()
     assert seen["choices"]["paused"] is True
-    assert seen["effective"] == {"location": "off", "health": False, "schedule": False}
+    assert seen["effective"] == {
+        "location": "off",
+        "health": False,
+        "schedule": False,
+        "health_level": "off",
+    }
     [m] = [x for x in (await family(client, a, fid))["members"] if x["account_id"] == aid(b)]
     assert m["sharing"]["paused"] is True
 

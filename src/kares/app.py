@@ -24,6 +24,7 @@ from kares.errors import NUL_CODE, NUL_DETAIL, install_handlers, problem_respons
 from kares.families import api as families_api
 from kares.health import alerts_api as health_alerts_api
 from kares.health import api as health_api
+from kares.health import family_api as health_family_api
 from kares.lanes import Lanes
 from kares.location import api as location_api
 from kares.logs import AccessLog, setup_logging
@@ -33,7 +34,7 @@ from kares.notify import api as notify_api
 from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
-from kares.protocols import overland, owntracks, trackfiles, ws
+from kares.protocols import applehealth_import, healthfhir, overland, owntracks, trackfiles, ws
 from kares.protocols.matrix import api as matrix_api
 from kares.protocols.watch.server import WatchServer
 from kares.rights import erase_api
@@ -54,6 +55,9 @@ UPLOAD_PATH = re.compile(
 # GPX / GeoJSON route files: larger than JSON bodies, checked point by point
 IMPORT_PATH = "/api/v1/location/import"
 IMPORT_BODY_LIMIT = 32 * 1024 * 1024
+# Apple Health exports (kares.protocols.applehealth_import): streamed to a file,
+# capped at KARES_HEALTH_IMPORT_MAX_BYTES
+HEALTH_IMPORT_PATH = "/api/v1/health/imports"
 
 
 class BodyLimit:
@@ -65,9 +69,10 @@ class BodyLimit:
     for the multipart envelope.
     """
 
-    def __init__(self, app: ASGIApp, upload_limit: int) -> None:
+    def __init__(self, app: ASGIApp, upload_limit: int, health_import_limit: int = 0) -> None:
         self.app = app
         self.upload_limit = upload_limit
+        self.health_import_limit = health_import_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +82,10 @@ class BodyLimit:
         limit = self.upload_limit if upload else JSON_BODY_LIMIT
         if scope["path"] == IMPORT_PATH:
             limit = IMPORT_BODY_LIMIT
+        elif scope["path"] == HEALTH_IMPORT_PATH:
+            upload, limit = True, self.health_import_limit
+        elif scope["path"] == healthfhir.PATH:
+            limit = healthfhir.BODY_LIMIT
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
         query = scope.get("query_string", b"")
         if b"\x00" in raw_path or b"%00" in raw_path or b"\x00" in query or b"%00" in query:
@@ -259,7 +268,11 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.lanes = Lanes(owntracks.LANES, limit=JSON_BODY_LIMIT, headers=list(_SECURITY_HEADERS))
     app.access = AccessLog()
     app.add_middleware(RequestSessions)
-    app.add_middleware(BodyLimit, upload_limit=settings.image_max_bytes + 64 * 1024)
+    app.add_middleware(
+        BodyLimit,
+        upload_limit=settings.image_max_bytes + 64 * 1024,
+        health_import_limit=settings.health_import_max_bytes,
+    )
 
     app.add_middleware(SecurityHeaders)
 
@@ -320,6 +333,9 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(families_api.router)
     app.include_router(sos_api.router)
     app.include_router(health_api.router)
+    app.include_router(applehealth_import.router)
+    app.include_router(healthfhir.router)
+    app.include_router(health_family_api.router)
     app.include_router(health_alerts_api.router)
     app.include_router(messaging_api.router)
     app.include_router(erase_api.router)

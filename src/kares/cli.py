@@ -1,5 +1,5 @@
 """The ``kares`` command: serve, worker, migrate, demo, policy, retention, stats, rights,
-staff, backup."""
+staff, backup, health."""
 
 from __future__ import annotations
 
@@ -749,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kares.rights import backup_cli
 
     backup_cli.add_commands(sub, prepare=_all_domains)  # kares backup key | create | restore
+    from kares.protocols import applehealth_cli
+
+    applehealth_cli.add_commands(sub, prepare=_all_domains)  # kares health import
     return p
 
 

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
 
     # Uploaded images
     image_max_bytes: int = 5 * 1024 * 1024
+    # an Apple Health export uploaded to POST /api/v1/health/imports (the zip)
+    health_import_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     image_max_pixels: int = 40_000_000
     avatar_max_side: int = 1024
 

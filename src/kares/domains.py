@@ -32,6 +32,8 @@ from kares.notify import models as notify_models
 from kares.notify import revision as notify_revision
 from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
+from kares.protocols import applehealth_import as protocols_applehealth_import
+from kares.protocols import healthfhir as protocols_healthfhir
 from kares.protocols import trackfiles as protocols_trackfiles
 from kares.protocols.matrix import models as matrix_models
 from kares.retention import jobs as retention_jobs
@@ -79,6 +81,8 @@ __all__ = [
     "notify_revision",
     "notify_service",
     "privacy_models",
+    "protocols_applehealth_import",
+    "protocols_healthfhir",
     "protocols_trackfiles",
     "retention_jobs",
     "retention_models",

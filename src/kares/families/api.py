@@ -81,6 +81,7 @@ def sharing_out(m: FamilyMember) -> SharingOut:
     return SharingOut(
         location=m.location,
         health=m.health,
+        health_level=service.health_level(m),
         schedule=m.schedule,
         paused_until=m.paused_until if service.is_paused(m, now) else None,
         paused=service.is_paused(m, now),
@@ -114,6 +115,7 @@ def member_sharing_out(m: FamilyMember) -> MemberSharingOut:
             location=eff.location,
             health=eff.health,
             schedule=eff.schedule,
+            health_level=eff.health_level,
         ),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kares.db import Base, UTCDateTime, new_id
@@ -62,9 +62,13 @@ class FamilyMember(Base):
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal("family.membership"))
     # Sharing choices in this family: location live | history | off (history
     # implies live), health summaries, schedule; a pause shares nothing until
-    # it ends.
+    # it ends. Health is a level: off (health false), summaries (health true),
+    # series (health and health_series true: raw series imply summaries).
     location: Mapped[str] = mapped_column(String(8), info=personal("family.membership"))
     health: Mapped[bool] = mapped_column(Boolean, info=personal("family.membership"))
+    health_series: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), info=personal("family.membership")
+    )
     schedule: Mapped[bool] = mapped_column(Boolean, info=personal("family.membership"))
     paused_until: Mapped[datetime | None] = mapped_column(
         UTCDateTime(), info=personal("family.membership")

@@ -11,6 +11,7 @@ from kares.fields import Count, Day, Flag, Time, name_rule, not_null
 
 Role = Literal["owner", "guardian", "member", "dependant"]
 LocationSharing = Literal["live", "history", "off"]
+HealthLevel = Literal["off", "summaries", "series"]
 AgeBracket = Literal["under_14", "14_to_17", "adult"]
 
 
@@ -40,7 +41,10 @@ class SharingOut(BaseModel):
     """What a member shares with one family."""
 
     location: LocationSharing = Field(description="live, history (implies live) or off")
-    health: bool = Field(description="Health summaries")
+    health: bool = Field(description="Health summaries (true when health_level is not off)")
+    health_level: HealthLevel = Field(
+        description="Health shared: off, summaries, or series (raw series, implies summaries)"
+    )
     schedule: bool
     paused_until: datetime | None = Field(
         description="While in the future, nothing is shared with this family"
@@ -56,6 +60,7 @@ class EffectiveSharing(BaseModel):
     location: LocationSharing
     health: bool
     schedule: bool
+    health_level: HealthLevel
 
 
 class MemberOut(BaseModel):
@@ -95,7 +100,16 @@ class SharingUpdate(_In):
     """Fields left out keep their value; ``paused_until: null`` ends a pause."""
 
     location: LocationSharing | None = Field(default=None, json_schema_extra=not_null)
-    health: Flag | None = Field(default=None, json_schema_extra=not_null)
+    health: Flag | None = Field(
+        default=None,
+        description="true shares at least summaries; false shares no health",
+        json_schema_extra=not_null,
+    )
+    health_level: HealthLevel | None = Field(
+        default=None,
+        description="off, summaries, or series (implies summaries)",
+        json_schema_extra=not_null,
+    )
     schedule: Flag | None = Field(default=None, json_schema_extra=not_null)
     paused_until: Time | None = Field(
         default=None,
@@ -104,7 +118,7 @@ class SharingUpdate(_In):
 
     @model_validator(mode="after")
     def _no_nulls_but_pause(self) -> SharingUpdate:
-        for f in ("location", "health", "schedule"):
+        for f in ("location", "health", "health_level", "schedule"):
             if f in self.model_fields_set and getattr(self, f) is None:
                 raise ValueError(f"{f} cannot be null")
         return self

@@ -508,18 +508,36 @@ def is_paused(m: FamilyMember, now: datetime) -> bool:
     return m.paused_until is not None and m.paused_until > now
 
 
+# health shared with a family: off, summaries, or series (raw series imply
+# summaries); stored as the original ``health`` flag (summaries) plus
+# ``health_series``, so clients that only know the flag keep working
+HEALTH_LEVELS = ("off", "summaries", "series")
+
+
+def health_level(m: FamilyMember) -> str:
+    if not m.health:
+        return "off"
+    return "series" if m.health_series else "summaries"
+
+
+def health_allows(level: str, need: str) -> bool:
+    """Whether a health sharing level covers ``need`` (summaries or series)."""
+    return HEALTH_LEVELS.index(level) >= HEALTH_LEVELS.index(need)
+
+
 @dataclass(frozen=True)
 class Effective:
     location: str
     health: bool
     schedule: bool
+    health_level: str = "off"
 
 
 def effective(m: FamilyMember, now: datetime) -> Effective:
     """What the family sees of this member now: nothing during a pause."""
     if is_paused(m, now):
         return Effective("off", False, False)
-    return Effective(m.location, m.health, m.schedule)
+    return Effective(m.location, m.health, m.schedule, health_level(m))
 
 
 async def member_view(
@@ -534,7 +552,7 @@ async def member_view(
     return m, acc
 
 
-SHARING_FIELDS = ("location", "health", "schedule", "paused_until")
+SHARING_FIELDS = ("location", "health", "health_level", "schedule", "paused_until")
 
 
 async def set_sharing(
@@ -569,6 +587,7 @@ async def set_sharing(
         raise ValueError(f"unknown sharing fields {sorted(unknown)}")
     if changes.get("location") not in (None, "live", "history", "off"):
         raise Problem(422, "sharing.invalid", "Location sharing is live, history or off.")
+    changes = _health_changes(m, changes)
     until = changes.get("paused_until")
     if until is not None:
         if not isinstance(until, datetime) or until.tzinfo is None:
@@ -591,6 +610,30 @@ async def set_sharing(
     acc = await s.get(Account, m.account_id)
     assert acc is not None
     return m, acc
+
+
+def _health_changes(m: FamilyMember, changes: dict[str, Any]) -> dict[str, Any]:
+    """``health_level`` as the stored pair (``health``, ``health_series``). The
+    flag alone keeps its meaning: true shares at least summaries (a member who
+    shares series keeps them), false shares nothing."""
+    out = dict(changes)
+    level = out.pop("health_level", None)
+    flag = out.get("health")
+    if level is None:
+        if flag is False:
+            out["health_series"] = False
+        return out
+    if level not in HEALTH_LEVELS:
+        raise Problem(422, "sharing.invalid", "Health sharing is off, summaries or series.")
+    if flag is not None and flag != (level != "off"):
+        raise Problem(
+            422,
+            "sharing.invalid",
+            "health and health_level disagree: give one of them, or both alike.",
+        )
+    out["health"] = level != "off"
+    out["health_series"] = level == "series"
+    return out
 
 
 def _needs(function: str, feature: str | None) -> tuple[str, str] | None:
@@ -677,6 +720,7 @@ async def check_subject(s: AsyncSession, allowed: Allowed, subject: str) -> None
                 "family_id": m.family_id,
                 "location": m.location,
                 "health": m.health,
+                "health_level": health_level(m),
                 "schedule": m.schedule,
                 "paused_until": (
                     m.paused_until.isoformat()

@@ -76,6 +76,41 @@ def _allowed_metrics(admitted: dict[str, Problem | None]) -> set[str]:
     return {k for k, m in METRICS.items() if admitted.get(m.feature, True) is None}
 
 
+async def upload_guarded(
+    s: AsyncSession, rt: Runtime, ctx: Allowed, samples: list[service.SampleIn]
+) -> list[service.Outcome]:
+    """Store ``samples`` for the caller admitted by :data:`HEALTH`, as one action:
+    each feature the batch uses under the guard (its consent, the device's
+    permission); a sample of a refused feature is refused with the guard's code,
+    and when every feature used is refused the guard's refusal is raised as it is.
+    The native batch and the imports of other formats (``kares.protocols``) share it."""
+    features = {METRICS[x.metric].feature for x in samples if x.metric in METRICS}
+    admitted = await _admitted(s, rt, ctx, features)
+    refused = {f: (p.code, p.detail) for f, p in admitted.items() if p is not None}
+    if features and features == set(refused):
+        # nothing of the batch may be stored: the guard's refusal as it is
+        raise next(p for f in sorted(features) if (p := admitted[f]) is not None)
+    return await service.upload(
+        s,
+        account_id=ctx.account_id,
+        samples=samples,
+        refused_features=refused,
+        now=clock.utcnow(),
+    )
+
+
+def allowed_metrics(admitted: dict[str, Problem | None]) -> set[str]:
+    """The metrics whose feature the caller was admitted to (see :func:`admitted`)."""
+    return _allowed_metrics(admitted)
+
+
+async def admitted(
+    s: AsyncSession, rt: Runtime, ctx: Allowed, features: Iterable[str] = FEATURES
+) -> dict[str, Problem | None]:
+    """For each feature: None when the caller may use it, else the guard's refusal."""
+    return await _admitted(s, rt, ctx, features)
+
+
 @router.post(
     "/api/v1/health/samples",
     response_model=sc.BatchResult,
@@ -108,20 +143,7 @@ async def upload(
         )
         for x in body.samples
     ]
-    # each feature the batch uses, under the guard: its consent, the device's permission
-    features = {METRICS[x.metric].feature for x in samples if x.metric in METRICS}
-    admitted = await _admitted(s, rt, ctx, features)
-    refused = {f: (p.code, p.detail) for f, p in admitted.items() if p is not None}
-    if features and features == set(refused):
-        # nothing of the batch may be stored: the guard's refusal as it is
-        raise next(p for f in sorted(features) if (p := admitted[f]) is not None)
-    out = await service.upload(
-        s,
-        account_id=ctx.account_id,
-        samples=samples,
-        refused_features=refused,
-        now=clock.utcnow(),
-    )
+    out = await upload_guarded(s, rt, ctx, samples)
     return sc.BatchResult(
         stored=sum(o.status == "stored" for o in out),
         duplicates=sum(o.status == "duplicate" for o in out),
@@ -141,6 +163,10 @@ async def upload(
 async def latest(ctx: Annotated[Allowed, HEALTH], rt: RuntimeDep, s: DbDep) -> sc.LatestList:
     allowed = _allowed_metrics(await _admitted(s, rt, ctx))
     got = [x for x in await service.latest(s, account_id=ctx.account_id) if x.metric in allowed]
+    return latest_out(got)
+
+
+def latest_out(got: list[service.Latest]) -> sc.LatestList:
     return sc.LatestList(
         latest=[
             sc.LatestOut(
@@ -176,6 +202,17 @@ def _summary_out(x: service.Summary) -> sc.SummaryOut:
     )
 
 
+def daily_spans(since: date, until: date, tz: str) -> list[tuple[datetime, datetime]]:
+    """The local days since..until (included) in ``tz``, checked."""
+    zone = _zone(tz)
+    n = (until - since).days + 1
+    if n < 1 or n > MAX_DAYS:
+        raise Problem(
+            422, "health.bad_range", f"until must be since or later, at most {MAX_DAYS} days."
+        )
+    return _spans(since, n, 1, zone)
+
+
 def _spans(first: date, count: int, days: int, tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
     starts = [
         service.local_midnight(first + timedelta(days=i * days), tz) for i in range(count + 1)
@@ -199,16 +236,10 @@ async def daily(
     until: Annotated[Day, Query(description="The last day, included.")],
     tz: TzQ = "UTC",
 ) -> sc.SummaryList:
-    zone = _zone(tz)
-    n = (until - since).days + 1
-    if n < 1 or n > MAX_DAYS:
-        raise Problem(
-            422, "health.bad_range", f"until must be since or later, at most {MAX_DAYS} days."
-        )
     got = await service.summaries(
         s,
         account_id=ctx.account_id,
-        spans=_spans(since, n, 1, zone),
+        spans=daily_spans(since, until, tz),
         metrics=_allowed_metrics(await _admitted(s, rt, ctx)),
     )
     return sc.SummaryList(time_zone=tz, summaries=[_summary_out(x) for x in got])
@@ -277,6 +308,10 @@ async def series(
         )
     except service.Refused as r:
         raise _refused(r) from None
+    return series_out(x, resolution)
+
+
+def series_out(x: service.Series, resolution: str) -> sc.SeriesOut:
     return sc.SeriesOut(
         metric=x.metric,
         unit=x.unit,

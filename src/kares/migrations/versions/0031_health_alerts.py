@@ -6,7 +6,7 @@ began), unique, so evaluating the same samples again opens nothing; its
 ``open_alert`` (unique) holds the threshold's id while the episode is open.
 
 Revision ID: 0031
-Revises: 0028
+Revises: 0030
 Create Date: 2026-12-06
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0031"
-down_revision = "0028"
+down_revision = "0030"
 branch_labels = None
 depends_on = None
 

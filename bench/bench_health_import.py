@@ -1,0 +1,187 @@
+"""Benchmark: an Apple Health export imported into the health store
+(kares.protocols.applehealth_import.run_import: the parser streamed into
+service.ingest in batches of 2,000, one transaction each), on embedded SQLite.
+
+Run from the repository root:
+
+    .venv/bin/python bench/bench_health_import.py [--sizes 20000,100000] [--dir DIR]
+
+For each size it writes a synthetic export.xml of that many top-level records
+(tests/support/applehealth.py, as bench_applehealth.py does), then, each in a
+fresh child process on the same file:
+
+* ``import``: a new SQLite database, one consenting account, ``run_import`` to
+  the end (every sample checked, packed, sealed and stored);
+* ``parse``: the reference, ``read_export`` consumed alone (no storage).
+
+Per pass: records/s (wall and CPU) and the child's peak RSS. Memory is bounded
+when the import's peak does not grow with the file: the last lines print the
+peak of the largest size over the smallest (about 1 for constant memory), and
+import / parse (time and peak) in the same run.
+
+A benchmark, not a test: the only checks are sanity checks (every sample was
+stored or refused, none lost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT / "src", ROOT):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+async def _import(path: str) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    import kares.domains  # noqa: F401 - every table and hook
+    from kares import crypto
+    from kares.config import get_settings
+    from kares.identity.models import Account
+    from kares.privacy import service as privacy
+    from kares.privacy.catalog import catalog_of
+    from kares.protocols.applehealth import Progress
+    from kares.protocols.applehealth_import import Tally, run_import
+    from kares.runtime import Runtime
+
+    rt = Runtime.build(get_settings())
+    await privacy.sync_at_start(rt)  # the policy version the receipts name
+    version = catalog_of(rt).policy.version
+    async with rt.db.sessions() as s:
+        now = datetime.now(UTC)
+        phone = "+8613900001234"
+        a = Account(
+            phone=phone,
+            phone_hash=crypto.blind_index(phone, purpose="phone"),
+            status="active",
+            age_bracket="adult",
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(a)
+        await s.flush()
+        for subject in ("policy", "category:health.vitals", "category:health.activity"):
+            await privacy.record(
+                s,
+                account_id=a.id,
+                subject=subject,
+                action="grant",
+                policy_version=version,
+                via="app",
+            )
+        await s.commit()
+        account_id = a.id
+    before = _rss_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    prog, tally = Progress(), Tally()
+    await run_import(rt, account_id, path, progress=prog, tally=tally)
+    out = {
+        "wall": time.perf_counter() - t0,
+        "cpu": time.process_time() - c0,
+        "records": prog.records,
+        "samples": prog.samples,
+        "stored": tally.stored,
+        "duplicates": tally.duplicates,
+        "refused": tally.refused,
+        "refused_codes": dict(tally.refused_codes),
+        "rss_before_mb": before,
+    }
+    await rt.close()
+    return out
+
+
+def child(mode: str, path: str) -> dict[str, Any]:
+    from kares.protocols.applehealth import Progress, read_export
+
+    if mode == "import":
+        with tempfile.TemporaryDirectory(prefix="kares-bench-himport-") as var:
+            os.environ.update(KARES_VAR_DIR=var, KARES_JOBS_WORKER="false", KARES_ENV="development")
+            from kares import migrations
+            from kares.config import get_settings
+
+            migrations.upgrade(get_settings().effective_database_url)
+            out = asyncio.run(_import(path))
+    else:
+        before = _rss_mb()
+        t0, c0 = time.perf_counter(), time.process_time()
+        prog = Progress()
+        for _ in read_export(path, progress=prog):
+            pass
+        out = {
+            "wall": time.perf_counter() - t0,
+            "cpu": time.process_time() - c0,
+            "records": prog.records,
+            "samples": prog.samples,
+            "rss_before_mb": before,
+        }
+    out.update(mode=mode, peak_mb=_rss_mb())
+    return out
+
+
+def run_child(mode: str, path: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", mode, str(path)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)  # noqa: S603
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="20000,100000")
+    ap.add_argument("--dir", default=None)
+    ap.add_argument("--child", nargs=2, metavar=("MODE", "PATH"))
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return 0
+    from tests.support.applehealth import write_export
+
+    sizes = [int(x) for x in args.sizes.split(",")]
+    folder = Path(args.dir or tempfile.mkdtemp(prefix="kares-bench-himport-files-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    peaks: dict[int, float] = {}
+    for n in sizes:
+        path = folder / f"export-{n}.xml"
+        if not path.exists():
+            write_export(path, n, seed=15)
+        imp, ref = run_child("import", path), run_child("parse", path)
+        assert imp["records"] == ref["records"] and imp["samples"] == ref["samples"]
+        assert imp["stored"] + imp["duplicates"] + imp["refused"] == imp["samples"]
+        peaks[n] = imp["peak_mb"]
+        print(
+            f"{n:>9,} records ({path.stat().st_size / 1e6:,.0f} MB, {imp['samples']:,} samples): "
+            f"import {imp['records'] / imp['wall']:,.0f} records/s "
+            f"(cpu {imp['records'] / imp['cpu']:,.0f}), {imp['stored']:,} stored, "
+            f"{imp['refused']:,} refused {imp['refused_codes']}, peak {imp['peak_mb']:.1f} MB | "
+            f"parse alone {ref['records'] / ref['wall']:,.0f} records/s, "
+            f"peak {ref['peak_mb']:.1f} MB"
+            f" | import/parse: time {imp['wall'] / ref['wall']:.1f}x, "
+            f"peak {imp['peak_mb'] / ref['peak_mb']:.2f}x",
+            flush=True,
+        )
+    lo, hi = min(sizes), max(sizes)
+    print(
+        f"import peak memory, {hi:,} records / {lo:,} records: {peaks[hi] / peaks[lo]:.2f}x "
+        f"(file {hi / lo:.0f}x larger)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
