@@ -22,6 +22,7 @@ from kares.deps import RequestSessions
 from kares.devices import api as devices_api
 from kares.errors import NUL_CODE, NUL_DETAIL, install_handlers, problem_response
 from kares.families import api as families_api
+from kares.health import alerts_api as health_alerts_api
 from kares.health import api as health_api
 from kares.health import family_api as health_family_api
 from kares.lanes import Lanes
@@ -335,6 +336,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(applehealth_import.router)
     app.include_router(healthfhir.router)
     app.include_router(health_family_api.router)
+    app.include_router(health_alerts_api.router)
     app.include_router(messaging_api.router)
     app.include_router(erase_api.router)
     # the one WebSocket of a device (docs/MESSAGING.md)

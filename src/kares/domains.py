@@ -18,6 +18,7 @@ from kares.devices import models as devices_models
 from kares.devices import service as devices_service
 from kares.families import models as families_models
 from kares.families import service as families_service
+from kares.health import alerts as health_alerts
 from kares.health import models as health_models
 from kares.location import jobs as location_jobs
 from kares.location import models as location_models
@@ -63,6 +64,7 @@ __all__ = [
     "devices_service",
     "families_models",
     "families_service",
+    "health_alerts",
     "health_models",
     "jobs_models",
     "location_jobs",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -35,6 +35,11 @@ MAX_SOURCE = 64
 MAX_RECORD_ID = 128
 
 Status = Literal["stored", "duplicate", "refused"]
+
+# called at the end of every ingest that stored something, in its transaction,
+# with (session, account_id=, metrics=, now=): health alerts register here
+AfterIngest = Callable[..., Awaitable[None]]
+after_ingest: list[AfterIngest] = []
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,10 @@ async def ingest(
                 )
     out = [o for o in outcomes if o is not None]
     assert len(out) == len(samples)
+    stored = {samples[o.index].metric for o in out if o.status == "stored"}
+    if stored:
+        for hook in after_ingest:
+            await hook(s, account_id=account_id, metrics=stored, now=now)
     return out
 
 
