@@ -43,11 +43,9 @@ BATCH = 2000
 
 async def run(days: int, runs: int) -> None:
     import kares.domains  # noqa: F401 - every table, for the foreign keys
-    from kares import crypto
     from kares.config import get_settings
     from kares.health import service
     from kares.health.service import SampleIn
-    from kares.identity.models import Account
     from kares.protocols import fhir, healthfhir
     from kares.runtime import Runtime
 
@@ -56,22 +54,9 @@ async def run(days: int, runs: int) -> None:
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     start = end - timedelta(minutes=n - 1)
 
-    async with rt.db.sessions() as s:
-        ids = []
-        for i in range(2):
-            a = Account(
-                phone=f"+861390001{i:04d}",
-                phone_hash=crypto.blind_index(f"+861390001{i:04d}", purpose="phone"),
-                status="active",
-                age_bracket="adult",
-                created_at=datetime.now(UTC),
-                updated_at=datetime.now(UTC),
-            )
-            s.add(a)
-            await s.flush()
-            ids.append(a.id)
-        await s.commit()
-    owner, copy = ids
+    from bench_health_query import bare_accounts
+
+    owner, copy = await bare_accounts(rt, 2, "+861390001")
     for k in range(0, n, BATCH):
         batch = [
             SampleIn(

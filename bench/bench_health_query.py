@@ -64,6 +64,31 @@ def heart_rates(n: int) -> np.ndarray:
     return np.clip(np.round(day + rng.normal(0, 6, n)), 35, 190)
 
 
+async def bare_accounts(rt: Any, count: int, prefix: str) -> list[str]:
+    """``count`` active adult accounts (phones ``prefix`` + 4 digits), nothing
+    else: the people whose health the health benches store and read."""
+    from kares import crypto
+    from kares.identity.models import Account
+
+    async with rt.db.sessions() as s:
+        ids = []
+        for i in range(count):
+            phone = f"{prefix}{i:04d}"
+            a = Account(
+                phone=phone,
+                phone_hash=crypto.blind_index(phone, purpose="phone"),
+                status="active",
+                age_bracket="adult",
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
+            )
+            s.add(a)
+            await s.flush()
+            ids.append(a.id)
+        await s.commit()
+    return ids
+
+
 def ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
 
@@ -76,7 +101,6 @@ async def run(kind: str, runs: int, samples: int) -> None:
     from kares.config import get_settings
     from kares.health import service
     from kares.health.service import SampleIn
-    from kares.identity.models import Account
     from kares.runtime import Runtime
 
     settings = get_settings()
@@ -86,22 +110,7 @@ async def run(kind: str, runs: int, samples: int) -> None:
     values = heart_rates(samples)
     times_ms = ms(start) + 60_000 * np.arange(samples, dtype=np.int64)
 
-    async with rt.db.sessions() as s:
-        ids = []
-        for i in range(2):
-            a = Account(
-                phone=f"+861390000{i:04d}",
-                phone_hash=crypto.blind_index(f"+861390000{i:04d}", purpose="phone"),
-                status="active",
-                age_bracket="adult",
-                created_at=datetime.now(UTC),
-                updated_at=datetime.now(UTC),
-            )
-            s.add(a)
-            await s.flush()
-            ids.append(a.id)
-        await s.commit()
-    sealed_id, plain_id = ids
+    sealed_id, plain_id = await bare_accounts(rt, 2, "+861390000")
 
     async def ingest(account_id: str) -> float:
         t0 = time.perf_counter()
@@ -183,9 +192,9 @@ async def run(kind: str, runs: int, samples: int) -> None:
 
     def week(account_id: str) -> Callable[[Any], Awaitable[Any]]:
         async def f(s: Any) -> Any:
-            return (
-                await service.summaries(s, account_id=account_id, spans=[(week_lo, week_hi)])
-            )[0]
+            return (await service.summaries(s, account_id=account_id, spans=[(week_lo, week_hi)]))[
+                0
+            ]
 
         return f
 
