@@ -33,7 +33,7 @@ from kares import clock, crypto, jobs
 from kares.calls import service as calls
 from kares.db import Base
 from kares.privacy import reach
-from tests.conftest import bearer, query, sign_up, snapshot
+from tests.conftest import POLICY_VERSION, bearer, query, sign_up, snapshot
 from tests.support.backup import backup_env, kares, let_go, new_key, plain_dump
 from tests.support.providers import FakeWeChat
 from tests.support.watch import worn_watch
@@ -48,6 +48,7 @@ ID = re.compile(r"[0-9a-f]{32}")
 IPHONE = {"id": "IDFV-TARGET", "model": "iPhone15,2", "os": "iOS", "os_version": "18.1"}
 HOME = (39.9042, 116.4074)  # the family's place: not where the person is drawn to be
 APNS = "a" * 64
+APPLE_EXPORT = Path(__file__).parent / "data/applehealth/apple_health_export/export.xml"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,8 @@ NOT_HELD = {
     "legal_holds": "an operator's hold; how a hold meets a deletion is open (docs/RIGHTS.md)",
     # tests/test_watch_chat.py deletes a wearer with one
     "watch_chat_cursors": "only a watch's wearer (a dependant) has one; the person wears none",
+    # tests/test_health_alerts.py opens them for a dependant
+    "health_alert_episodes": "only a dependant's thresholds open episodes; the person is none",
 }
 # and location_days on PostgreSQL: days are packed on SQLite only (location.days)
 
@@ -231,6 +234,56 @@ async def world(
     # a dependant wearing a watch the person paired
     imei = f"88{next(_numbers):08d}"
     _, _, dep = await worn_watch(client, h, fid, "Grandma Dep", imei)
+    # health: both separate consents, readings and steps, an Apple Health import
+    # (its job runs below), and a threshold the person set for the dependant
+    for cat in ("health.vitals", "health.activity"):
+        r = await client.post(
+            "/api/v1/me/consents",
+            json={
+                "subject": f"category:{cat}",
+                "action": "grant",
+                "policy_version": POLICY_VERSION,
+            },
+            headers=h,
+        )
+        assert r.status_code == 201, r.text
+    r = await client.put(
+        f"/api/v1/devices/{me['device_id']}/permissions",
+        json={"permissions": {"motion_fitness": "granted"}},
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
+    t = clock.utcnow() - timedelta(hours=2)
+    samples = [
+        {"metric": "heart_rate", "start": t.isoformat(), "value": 71, "unit": "bpm"},
+        {
+            "metric": "steps",
+            "start": t.isoformat(),
+            "end": (t + timedelta(minutes=5)).isoformat(),
+            "value": 420,
+            "unit": "count",
+        },
+    ]
+    r = await client.post(
+        "/api/v1/health/samples",
+        json={
+            "samples": [
+                {**x, "source": "watch", "record_id": f"r{i}"} for i, x in enumerate(samples)
+            ]
+        },
+        headers=h,
+    )
+    assert r.status_code == 200 and r.json()["stored"] == 2, r.text
+    r = await client.post(
+        "/api/v1/health/imports",
+        content=APPLE_EXPORT.read_bytes(),
+        headers={**h, "Content-Type": "application/xml"},
+    )
+    assert r.status_code == 202, r.text
+    r = await client.put(
+        f"/api/v1/families/{fid}/members/{dep}/health/alerts", json={"fall": True}, headers=h
+    )
+    assert r.status_code == 200, r.text
     # a family place with alerts both ways
     r = await client.post(
         f"/api/v1/families/{fid}/places",
