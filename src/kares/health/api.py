@@ -18,7 +18,7 @@ from kares.errors import Problem, responses
 from kares.fields import Day, ZonedTime
 from kares.health import schemas as sc
 from kares.health import service
-from kares.health.metrics import METRICS
+from kares.health.metrics import METRICS, SERIES_METRICS
 from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.guard import Allowed, admit, guard
 from kares.runtime import Runtime
@@ -284,7 +284,7 @@ async def series(
     ctx: Annotated[Allowed, HEALTH],
     rt: RuntimeDep,
     s: DbDep,
-    metric: Annotated[str, Query(max_length=32)],
+    metric: Annotated[str, Query(max_length=32, json_schema_extra={"enum": SERIES_METRICS})],
     since: Annotated[ZonedTime, Query()],
     until: Annotated[ZonedTime, Query()],
     resolution: Annotated[str, Query(pattern="^(minute|5min|15min|hour|day|week)$")] = "hour",

@@ -15,7 +15,7 @@ from kares.fields import Day, ZonedTime
 from kares.health import api as own
 from kares.health import schemas as sc
 from kares.health import service, sharing
-from kares.health.metrics import METRICS
+from kares.health.metrics import METRICS, SERIES_METRICS
 from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
@@ -131,7 +131,7 @@ async def member_series(
     ctx: Annotated[Allowed, VIEW],
     rt: RuntimeDep,
     s: DbDep,
-    metric: Annotated[str, Query(max_length=32)],
+    metric: Annotated[str, Query(max_length=32, json_schema_extra={"enum": SERIES_METRICS})],
     since: Annotated[ZonedTime, Query()],
     until: Annotated[ZonedTime, Query()],
     resolution: Annotated[str, Query(pattern="^(minute|5min|15min|hour|day|week)$")] = "hour",

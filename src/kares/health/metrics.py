@@ -97,3 +97,7 @@ METRICS: dict[str, Metric] = _load(Path(__file__).with_name("metrics.yaml"))
 # sleep stages are stored as their index in this tuple
 STAGES: tuple[str, ...] = METRICS["sleep"].stages
 ASLEEP = frozenset({"asleep_core", "asleep_deep", "asleep_rem", "asleep_unspecified"})
+
+# the metrics with values to plot as a series (sleep and events have none): the
+# series routes' ``metric`` is one of these, and their schema says so
+SERIES_METRICS: list[str] = [k for k, m in METRICS.items() if m.valued]
