@@ -379,7 +379,7 @@ async def test_no_steps_by_a_time_opens_at_that_time_and_closes_on_steps(
     async with db.sessions() as s:
         (job,) = await jobs.pending(s, kind=alerts.JOB)
     deadline = job.run_at
-    assert deadline.astimezone(alerts.zone(tz)).strftime("%H:%M") == "09:00"
+    assert deadline.astimezone(health_service.zone(tz)).strftime("%H:%M") == "09:00"
     assert timedelta(hours=1) < deadline - clock.utcnow() <= timedelta(hours=3)
     await jobs.run_due(rt)  # not yet
     assert await episodes(db) == []

@@ -36,7 +36,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 from sqlalchemy import (
@@ -174,20 +173,13 @@ class Threshold:
         )
 
 
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise Problem(422, "health.bad_time_zone", f"Unknown time zone {name!r}.") from None
-
-
 def _check(t: Threshold) -> None:
     if t.kind not in KINDS:
         raise Problem(422, "health_alert.unknown_kind", f"Unknown alert {t.kind!r}.")
     if t.kind == "no_steps_by":
         if t.local_time is None or not HHMM.match(t.local_time):
             raise Problem(422, "health_alert.bad_time", "time is HH:MM, e.g. 12:00.")
-        zone(t.time_zone or "UTC")
+        health.zone(t.time_zone or "UTC")
 
 
 async def _require_guardian(
@@ -440,7 +432,7 @@ async def _no_steps(
     now_ms: int,
     last: int | None,
 ) -> Found:
-    tz = zone(a.time_zone or "UTC")
+    tz = health.zone(a.time_zone or "UTC")
     assert a.local_time is not None
     hh, mm = (int(p) for p in a.local_time.split(":"))
 
@@ -607,7 +599,7 @@ def next_check(a: HealthAlert, *, is_open: bool, now: datetime) -> datetime:
     episode is open at the next local midnight (the day it was about is over)."""
     if a.kind != "no_steps_by":
         return now + WRIST_CHECK
-    tz = zone(a.time_zone or "UTC")
+    tz = health.zone(a.time_zone or "UTC")
     assert a.local_time is not None
     hh, mm = (int(p) for p in a.local_time.split(":"))
     local = now.astimezone(tz)

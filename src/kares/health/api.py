@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,13 +32,6 @@ TzQ = Annotated[
     str,
     Query(max_length=64, description="IANA time zone of the days and weeks, e.g. Asia/Shanghai"),
 ]
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise Problem(422, "health.bad_time_zone", f"Unknown time zone {name!r}.") from None
 
 
 def _dt(ms: int) -> datetime:
@@ -204,7 +197,7 @@ def _summary_out(x: service.Summary) -> sc.SummaryOut:
 
 def daily_spans(since: date, until: date, tz: str) -> list[tuple[datetime, datetime]]:
     """The local days since..until (included) in ``tz``, checked."""
-    zone = _zone(tz)
+    zone = service.zone(tz)
     n = (until - since).days + 1
     if n < 1 or n > MAX_DAYS:
         raise Problem(
@@ -259,7 +252,7 @@ async def weekly(
     weeks: Annotated[int, Query(ge=1, le=MAX_WEEKS)] = 1,
     tz: TzQ = "UTC",
 ) -> sc.SummaryList:
-    zone = _zone(tz)
+    zone = service.zone(tz)
     got = await service.summaries(s, account_id=ctx.account_id, spans=_spans(since, weeks, 7, zone))
     return sc.SummaryList(time_zone=tz, summaries=[_summary_out(x) for x in got])
 
@@ -290,7 +283,7 @@ async def series(
     resolution: Annotated[str, Query(pattern="^(minute|5min|15min|hour|day|week)$")] = "hour",
     tz: TzQ = "UTC",
 ) -> sc.SeriesOut:
-    zone = _zone(tz)
+    zone = service.zone(tz)
     m = METRICS.get(metric)
     if m is not None:
         refusal = (await _admitted(s, rt, ctx, [m.feature]))[m.feature]

@@ -106,7 +106,7 @@ async def member_weekly(
     weeks: Annotated[int, Query(ge=1, le=own.MAX_WEEKS)] = 1,
     tz: own.TzQ = "UTC",
 ) -> sc.SummaryList:
-    spans = own._spans(since, weeks, 7, own._zone(tz))
+    spans = own._spans(since, weeks, 7, service.zone(tz))
     allowed = await _metrics(rt, s, ctx, family_id, account_id, "summaries")
     got = await service.summaries(s, account_id=account_id, spans=spans, metrics=allowed)
     return sc.SummaryList(time_zone=tz, summaries=[own._summary_out(x) for x in got])
@@ -137,7 +137,7 @@ async def member_series(
     resolution: Annotated[str, Query(pattern="^(minute|5min|15min|hour|day|week)$")] = "hour",
     tz: own.TzQ = "UTC",
 ) -> sc.SeriesOut:
-    zone = own._zone(tz)
+    zone = service.zone(tz)
     allowed = await _metrics(rt, s, ctx, family_id, account_id, "series")
     if metric in METRICS and metric not in allowed:
         raise Problem(

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares.db import insert_for
+from kares.errors import Problem
 from kares.health import chunks
 from kares.health.chunks import DAY_MS, Day
 from kares.health.metrics import ASLEEP, METRICS, STAGES, Metric
@@ -101,6 +102,14 @@ def _in_bounds(name: str, x: float, bounds: tuple[float, float], unit: str) -> f
             f"{name} {_fmt(x)} {unit} is outside {_fmt(lo)}..{_fmt(hi)} {unit}.",
         )
     return x
+
+
+def zone(name: str) -> ZoneInfo:
+    """An IANA time zone by name; 422 ``health.bad_time_zone`` when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Problem(422, "health.bad_time_zone", f"Unknown time zone {name!r}.") from None
 
 
 def clean(
