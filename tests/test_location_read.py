@@ -167,10 +167,12 @@ async def test_the_stream_sends_a_snapshot_then_moves_rechecked_at_send_time(
     task = asyncio.create_task(listen())
     from kares import live
 
-    for _ in range(100):  # the stream subscribed
+    for _ in range(500):  # the stream subscribed (a busy machine may take seconds)
         if live.hub.connected([alice["account"]["id"]]):
             break
         await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the stream never subscribed")
     await upload(client, bob, [at(5, 31.25)])
     await share(client, carol, fam["fid"], location="off")
     await upload(client, carol, [at(4, 31.26)])
