@@ -94,7 +94,9 @@ async def test_every_acknowledged_message_arrives_once_in_order_across_a_restart
     with contextlib.ExitStack() as stack:
         b = await asyncio.to_thread(stack.enter_context, live_server(env, tmp_path))
         a_stack = contextlib.ExitStack()
-        a = await asyncio.to_thread(a_stack.enter_context, live_server(env, tmp_path))
+        a = await asyncio.to_thread(
+            a_stack.enter_context, live_server(env, tmp_path, seeded=b.demo)
+        )
         stack.callback(a_stack.close)
         urls = {"a": a.url, "b": b.url}
         members = [
@@ -134,7 +136,9 @@ async def test_every_acknowledged_message_arrives_once_in_order_across_a_restart
             await send_round()
             # A again, on a new port; its members' syncs continue from their tokens
             a_stack.close()
-            a2 = await asyncio.to_thread(a_stack.enter_context, live_server(env, tmp_path))
+            a2 = await asyncio.to_thread(
+                a_stack.enter_context, live_server(env, tmp_path, seeded=b.demo)
+            )
             urls["a"] = a2.url
             await send_round()
             want = [body for _, body in acked]

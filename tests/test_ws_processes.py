@@ -111,7 +111,10 @@ async def test_with_redis_an_event_through_process_a_reaches_a_socket_on_process
     env = env_for(
         tmp_path, db_url, sms, KARES_REDIS_URL=redis_server.url, KARES_LIVE_CATCHUP_SECONDS="3600"
     )
-    with live_server(env, tmp_path) as a, live_server(env, tmp_path) as b:
+    with (
+        live_server(env, tmp_path) as a,
+        live_server(env, tmp_path, seeded=a.demo) as b,
+    ):
         watcher, mover = b.demo[0], a.demo[1]
         async with opened(ws_of(a), mover["token"]) as c:
             mover_id = (await hello(c))[0]["account_id"]
