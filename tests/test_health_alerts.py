@@ -27,6 +27,9 @@ STRANGER = "+8613700016001"
 MEMBER = "+8613700016002"
 
 
+AL = b"[3G*8800000015*0002*AL]"  # an alarm frame's answer
+
+
 def url(ctx: dict[str, Any], account_id: str | None = None) -> str:
     who = account_id or ctx["dep"]
     return f"/api/v1/families/{ctx['family_id']}/members/{who}/health/alerts"
@@ -354,6 +357,51 @@ async def test_a_watch_reading_below_the_threshold_tells_the_guardians_once(
     await conn.sync()
     (e,) = await episodes(db)
     assert e["kind"] == "spo2_below" and e["closed_ms"] is None
+    assert sorted(n["account_id"] for n in await notices(db)) == guardians(ctx)
+
+
+async def test_a_watchs_fall_and_wrist_alarms_are_the_wearers_health_history(
+    client: httpx.AsyncClient, sms: Any, db: Any, conn: Any
+) -> None:
+    ctx = await household(client, sms)
+    g, dep = ctx["guardians"][0], ctx["dep"]
+    await set_ok(client, ctx, {"fall": True})
+    await conn.sync()
+    clock.advance(1)
+    # without the wearer's separate consent: the SOS is raised, no health sample kept
+    assert await conn.ask(from_file("al_fall.txt")) == AL
+    assert await query(db, "SELECT day FROM health_vitals_days") == []
+    r = await client.post(
+        f"/api/v1/guardian/wards/{dep}/consents",
+        json={
+            "subject": "category:health.vitals",
+            "action": "grant",
+            "policy_version": POLICY_VERSION,
+        },
+        headers=bearer(g["token"]),
+    )
+    assert r.status_code == 201, r.text
+    clock.advance(120)
+    fell = clock.utcnow().replace(microsecond=0)
+    data = from_file("al_fall.txt", at=fell)
+    assert await conn.ask(data) == AL
+    assert await conn.ask(data) == AL  # our answer lost: sent again
+    clock.advance(120)
+    off = clock.utcnow().replace(microsecond=0)
+    assert await conn.ask(from_file("al_removed.txt", at=off)) == AL
+    await conn.sync()
+    async with db.sessions() as s:
+        falls = await health_service.read(
+            s, account_id=dep, metric="fall", lo_ms=0, hi_ms=ms(clock.utcnow()) + 1
+        )
+        wrist = await health_service.read(
+            s, account_id=dep, metric="wrist_off", lo_ms=0, hi_ms=ms(clock.utcnow()) + 1
+        )
+    assert falls.t0.tolist() == [ms(fell)]  # once, at the alarm's time
+    assert (wrist.t0.tolist(), wrist.t1.tolist()) == ([ms(off)], [ms(off)])
+    # the guardian's fall threshold saw it: one episode, told once
+    (e,) = await episodes(db)
+    assert e["kind"] == "fall" and e["opened_ms"] == ms(fell)
     assert sorted(n["account_id"] for n in await notices(db)) == guardians(ctx)
 
 

@@ -136,6 +136,33 @@ def health_samples(frame: wp.Frame, msg: wp.Health, now: datetime) -> list[healt
     return out
 
 
+def alarm_samples(frame: wp.Frame, pos: wp.Position) -> list[health.SampleIn]:
+    """The health samples an alarm frame makes: a fall at the alarm's time, and
+    the watch taken off the wrist as a ``wrist_off`` interval starting (and, as
+    far as the watch says, ending) then; the health domain takes the watch as
+    still off until it next measures a heart rate (docs/HEALTH.md, "Alerts").
+    Their record ids are the alarm's time: a resent alarm is stored once."""
+    source = f"watch {frame.device_id}"
+    at = pos.time
+    stamp = int(at.timestamp() * 1000)
+    out: list[health.SampleIn] = []
+    if "fall" in pos.alarms:
+        out.append(
+            health.SampleIn(metric="fall", start=at, source=source, record_id=f"al:{stamp}:fall")
+        )
+    if "removed" in pos.alarms:
+        out.append(
+            health.SampleIn(
+                metric="wrist_off",
+                start=at,
+                end=at,
+                source=source,
+                record_id=f"al:{stamp}:wrist_off",
+            )
+        )
+    return out
+
+
 async def wearer(s: AsyncSession, device_id: str) -> Wearer | None:
     """The paired watch with this protocol id and its live credential, or None."""
     w = await watches.watch_by_imei(s, device_id)
@@ -714,6 +741,7 @@ class WatchServer:
                 alarm_at=pos.time,
                 late=late,
             )
+        await self._alarm_samples(s, who, frame, pos)
         if late:
             return
         notices = [a for a in NOTICE_ALARMS if a in pos.alarms and (key, a) not in self._told]
@@ -732,6 +760,26 @@ class WatchServer:
                     data={"account_id": who.account.id, "alarm": a},
                 )
             events.on_commit(s, lambda: self._remember(key, notices))
+
+    async def _alarm_samples(
+        self, s: AsyncSession, who: Wearer, frame: wp.Frame, pos: wp.Position
+    ) -> None:
+        """A fall, or the watch taken off the wrist, is also the wearer's health
+        history (metrics ``fall`` and ``wrist_off``, what a guardian's health
+        alerts look at), stored under the wearer's separate consent like any
+        reading. Late ones too: history, with their own time."""
+        samples = alarm_samples(frame, pos)
+        if not samples:
+            return
+        try:
+            await admit(s, self.rt, who.caller, "health", "readings")
+        except Problem as exc:
+            log.info("watch alarm not kept as a health sample: %s", exc.code)
+            return
+        out = await health.ingest(s, account_id=who.account.id, samples=samples, now=clock.utcnow())
+        for o in out:
+            if o.status == "refused":
+                log.info("watch alarm sample refused: %s", o.code)
 
     def _remember(self, key: str, notices: list[str]) -> None:
         for a in notices:
