@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -691,6 +692,102 @@ async def test_summaries_and_series_match_what_the_samples_say(
         headers=bearer(me["token"]),
     )
     problem(r, 422, "health.bad_time_zone")
+
+
+async def test_a_phone_and_a_watch_counting_the_same_walk_count_it_once(
+    client: httpx.AsyncClient, sms: Any
+) -> None:
+    me = await person(client, sms)
+    t = base() + timedelta(hours=9)
+
+    def at(minutes: int) -> datetime:
+        return t + timedelta(minutes=minutes)
+
+    samples = [
+        # 09:00-10:00 both count the morning walk: the watch counted more
+        steps(0, at(0), 1000),
+        steps(1, at(30), 900),
+        steps(2, at(5), 1200, source="Watch"),
+        steps(3, at(35), 1100, source="Watch"),
+        # 10:00-11:00 the phone stayed on the table: the watch alone
+        steps(4, at(70), 800, source="Watch"),
+        # 11:00-12:00 the watch was charging: the phone alone, two samples
+        steps(5, at(125), 300),
+        steps(6, at(150), 200),
+        # the night: the phone knows the time in bed, the watch the stages,
+        # a second watch the same night again
+        {
+            **steps(7, at(13 * 60), 0),
+            "metric": "sleep",
+            "value": None,
+            "unit": None,
+            "end": iso(at(21 * 60)),
+            "stage": "in_bed",
+        },
+        {
+            **steps(8, at(13 * 60 + 10), 0),
+            "metric": "sleep",
+            "value": None,
+            "unit": None,
+            "end": iso(at(13 * 60 + 400)),
+            "stage": "asleep_core",
+            "source": "Watch",
+        },
+        {
+            **steps(9, at(13 * 60 + 20), 0),
+            "metric": "sleep",
+            "value": None,
+            "unit": None,
+            "end": iso(at(13 * 60 + 380)),
+            "stage": "asleep_core",
+            "source": "Watch 2",
+        },
+    ]
+    out = await ok(client, me, samples)
+    assert out["stored"] == len(samples), out
+    d0, d1 = t.date(), (t + timedelta(days=1)).date()
+    days = (
+        await get(
+            client, me, "/api/v1/health/summary/daily", since=d0.isoformat(), until=d1.isoformat()
+        )
+    )["summaries"]
+    assert days[0]["steps"] == (1200 + 1100) + 800 + (300 + 200)
+    # the night ends on the second day: in bed from the phone, asleep from the watch that saw more
+    assert days[1]["sleep_in_bed_min"] == 480
+    assert days[1]["sleep_stages_min"] == {"in_bed": 480, "asleep_core": 390}
+    assert days[1]["sleep_asleep_min"] == 390
+    # the hourly series says the same, hour by hour; a 15-minute one keeps the winner's samples
+    s = await get(
+        client, me, "/api/v1/health/series", metric="steps", since=iso(t), until=iso(at(180))
+    )
+    assert s["sum"] == [2300, 800, 500]
+    s = await get(
+        client,
+        me,
+        "/api/v1/health/series",
+        metric="steps",
+        since=iso(t),
+        until=iso(at(60)),
+        resolution="15min",
+    )
+    assert (s["t"], s["sum"]) == (
+        [iso(at(0)).replace("+00:00", "Z"), iso(at(30)).replace("+00:00", "Z")],
+        [1200, 1100],
+    )
+
+
+@pytest.mark.db_agnostic
+def test_one_source_per_hour_keeps_the_hours_biggest_counter_and_is_stable() -> None:
+    m = METRICS["steps"]
+    h = 3_600_000
+    t0 = np.array([0, 10, 20, h, h + 5, 2 * h], np.int64)
+    v = np.array([5.0, 7.0, 5.0, 3.0, 3.0, 9.0])
+    names = np.array(["b", "a", "b", "b", "a", "a"], dtype=object)
+    x = health_service.Samples(m, t0, t0 + 1, v, v * 0, np.zeros(6, np.int8), names)
+    got = health_service.one_source_per_hour(x)
+    # hour 0: b counted 10, a 7 -> b; hour 1: a tie, the first name (a); hour 2: a alone
+    assert got.t0.tolist() == [0, 20, h + 5, 2 * h]
+    assert got.src_names is not None and got.src_names.tolist() == ["b", "b", "a", "a"]
 
 
 async def test_a_watchs_step_count_is_stored_as_the_steps_since_its_last_report(

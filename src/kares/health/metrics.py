@@ -49,6 +49,12 @@ class Metric:
     def interval(self) -> bool:
         return self.kind in ("interval", "interval_event")
 
+    @property
+    def additive(self) -> bool:
+        """Counted over intervals and added up (steps, distance, energy): two
+        sources counting the same walk must not both count."""
+        return self.kind == "interval" and self.valued
+
     def convert(self, value: float, unit: str) -> float | None:
         """``value`` in ``unit`` as the canonical unit; None for a unit not accepted."""
         conv = self.units.get(unit)

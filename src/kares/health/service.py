@@ -421,6 +421,61 @@ async def read(
     return _concat(m, days, sources).within(lo_ms, hi_ms)
 
 
+HOUR_MS = 3_600_000
+
+
+def one_source_per_hour(x: Samples) -> Samples:
+    """An additive metric's samples with no hour counted twice: where two or more
+    sources counted in the same hour (a phone in the pocket and a watch on the
+    wrist, both counting one walk), only the samples of the source that counted
+    most in that hour are kept; an hour with one source keeps its samples as
+    they are. Hours are UTC hours of the samples' starts (a sample counts where
+    it starts, as everywhere in the summaries). Needs the sources
+    (``read(..., sources=True)``); samples stay in time order."""
+    if x.src_names is None:
+        raise ValueError("one_source_per_hour needs the samples' sources")
+    if len(x) < 2:
+        return x
+    names, src = np.unique(x.src_names.astype(str), return_inverse=True)
+    if len(names) < 2:
+        return x
+    hour = x.t0 // HOUR_MS
+    # per (hour, source): the sum; per hour: the source with the largest sum
+    # (ties to the first source name, so the choice is stable)
+    key = hour * len(names) + src
+    keys, inverse = np.unique(key, return_inverse=True)
+    sums = np.zeros(len(keys), np.float64)
+    np.add.at(sums, inverse, x.v)
+    k_hour, k_src = keys // len(names), keys % len(names)
+    order = np.lexsort((k_src, -sums, k_hour))  # by hour, then largest sum first
+    first = np.ones(len(order), bool)
+    first[1:] = k_hour[order][1:] != k_hour[order][:-1]
+    winners = keys[order][first]
+    keep = np.isin(key, winners)
+    return Samples(
+        x.metric,
+        x.t0[keep],
+        x.t1[keep],
+        x.v[keep],
+        x.v2[keep],
+        x.st[keep],
+        x.src_names[keep],
+    )
+
+
+async def read_counted(
+    s: AsyncSession, *, account_id: str, metric: str, lo_ms: int, hi_ms: int
+) -> Samples:
+    """:func:`read`, and for an additive metric :func:`one_source_per_hour`:
+    what the summaries and series add up."""
+    m = METRICS[metric]
+    if not (m.additive or m.stages):
+        return await read(s, account_id=account_id, metric=metric, lo_ms=lo_ms, hi_ms=hi_ms)
+    x = await read(s, account_id=account_id, metric=metric, lo_ms=lo_ms, hi_ms=hi_ms, sources=True)
+    # sleep keeps every source: the summary takes each stage from one source
+    return one_source_per_hour(x) if m.additive else x
+
+
 def _concat(m: Metric, days: list[Day], sources: bool = False) -> Samples:
     if not days:
         e = np.empty(0, np.int64)
@@ -560,8 +615,17 @@ def summarise(span: tuple[datetime, datetime], got: dict[str, Samples]) -> Summa
     sl = of("sleep", by_end=True)
     if sl is not None:
         minutes = (sl.t1 - sl.t0) / 60_000.0
+        # each stage as the source that recorded most of it says: a phone's time
+        # in bed and a watch's stages add to one night; two watches do not make two
+        src = (
+            np.unique(sl.src_names.astype(str), return_inverse=True)[1]
+            if sl.src_names is not None
+            else np.zeros(len(sl), np.int64)
+        )
         stages = {
-            name: round(float(minutes[sl.st == i].sum()), 1)
+            name: round(
+                max(float(minutes[(sl.st == i) & (src == k)].sum()) for k in np.unique(src)), 1
+            )
             for i, name in enumerate(STAGES)
             if bool((sl.st == i).any())
         }
@@ -590,7 +654,7 @@ async def summaries(
     wanted = set(metrics)
     # a night that ends in the first span began up to a day before it
     got = {
-        m: await read(
+        m: await read_counted(
             s, account_id=account_id, metric=m, lo_ms=lo - (DAY_MS if m == "sleep" else 0), hi_ms=hi
         )
         for m in SUMMARY_METRICS
@@ -714,5 +778,7 @@ async def series(
     if hi <= lo:
         raise Refused("health.bad_range", "until must be after since.")
     e = edges(lo, hi, resolution, tz)
-    x = await read(s, account_id=account_id, metric=metric, lo_ms=int(e[0]), hi_ms=int(e[-1]))
+    x = await read_counted(
+        s, account_id=account_id, metric=metric, lo_ms=int(e[0]), hi_ms=int(e[-1])
+    )
     return downsample(x, e)
