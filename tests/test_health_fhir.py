@@ -237,6 +237,11 @@ async def test_an_export_imported_elsewhere_reads_the_same(
     assert len(Bundle.model_validate_json(again.content).entry or []) == len(native)
     twice = await imported(client, other, r.content)
     assert (twice["stored"], twice["duplicates"]) == (0, len(native))
+    # back into the account it came from (a restore): every reading is already held
+    back = await imported(client, me, r.content)
+    assert (back["stored"], back["duplicates"], back["refused"]) == (0, len(native), 0)
+    assert [x["index"] for x in back["results"]] == list(range(len(native)))
+    assert await get(client, me, "/api/v1/health/latest") == mine
 
     # one metric; only one's own; the range is bounded
     r = await export(client, me, **{"from": lo, "to": hi, "metric": "heart_rate"})
@@ -254,6 +259,14 @@ async def test_an_export_imported_elsewhere_reads_the_same(
         422,
         "health.unknown_metric",
     )
+    # one reading changed in the file is a new reading; the rest still duplicates
+    whole = await export(client, me, **{"from": lo, "to": hi})
+    doc = json.loads(whole.content)
+    first = next(e["resource"] for e in doc["entry"] if "valueQuantity" in e["resource"])
+    first["valueQuantity"]["value"] = first["valueQuantity"]["value"] + 1
+    first["id"] = "changed-1"
+    changed = await imported(client, me, json.dumps(doc).encode())
+    assert (changed["stored"], changed["duplicates"]) == (1, len(native) - 1)
 
 
 async def test_the_rights_archive_carries_fhir_bundles(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -164,7 +165,16 @@ async def import_fhir(
             "at once: split it.",
         )
     samples = [sample_in(x) for x in got.samples]
-    out = await health_api.upload_guarded(s, rt, ctx, samples) if samples else []
+    held = await already_held(s, ctx.account_id, samples)
+    fresh = [i for i in range(len(samples)) if i not in held]
+    taken = (
+        await health_api.upload_guarded(s, rt, ctx, [samples[i] for i in fresh]) if fresh else []
+    )
+    out = sorted(
+        [replace(o, index=fresh[o.index]) for o in taken]
+        + [service.Outcome(i, "duplicate") for i in held],
+        key=lambda o: o.index,
+    )
     return FhirImportResult(
         observations=len(samples),
         stored=sum(o.status == "stored" for o in out),
@@ -187,6 +197,56 @@ async def import_fhir(
         ],
         other_resources=got.other_resources,
     )
+
+
+async def already_held(
+    s: AsyncSession, account_id: str, samples: list[service.SampleIn]
+) -> set[int]:
+    """The samples the person already holds as they are: the same metric, times,
+    values, stage and source. The store keeps only a keyed hash of a source's
+    record id, so an exported Observation carries none and comes back under its
+    Observation id; without this, importing one's own export back would store
+    every reading a second time. (Two readings of one source at the same
+    millisecond with the same value are one reading.)"""
+    now = clock.utcnow()
+    want: dict[str, dict[int, tuple[int, int, float, float, int, str]]] = {}
+    for i, x in enumerate(samples):
+        try:
+            m, (t0, t1, v, v2, st), source, _ = service.clean(x, now)
+        except service.Refused:
+            continue  # refused as usual by the upload
+        want.setdefault(m.key, {})[i] = (t0, t1, v, v2, st, source)
+    held: set[int] = set()
+    for metric, mine in want.items():
+        lo = min(k[0] for k in mine.values())
+        hi = max(k[0] for k in mine.values()) + 1
+        have = await service.read(
+            s, account_id=account_id, metric=metric, lo_ms=lo, hi_ms=hi, sources=True
+        )
+        if not len(have):
+            continue
+        names = have.src_names if have.src_names is not None else [None] * len(have)
+        stored = {
+            (int(a), int(b), _same(v), _same(v2), int(st), str(n))
+            for a, b, v, v2, st, n in zip(
+                have.t0.tolist(),
+                have.t1.tolist(),
+                have.v.tolist(),
+                have.v2.tolist(),
+                have.st.tolist(),
+                names,
+                strict=True,
+            )
+        }
+        for i, (t0, t1, v, v2, st, source) in mine.items():
+            if (t0, t1, _same(v), _same(v2), st, source) in stored:
+                held.add(i)
+    return held
+
+
+def _same(x: float) -> float | None:
+    """A value as compared between an import and the store (NaN, no value, is None)."""
+    return None if math.isnan(x) else round(x, 6)
 
 
 def _dt(ms: int) -> datetime:
