@@ -39,26 +39,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
-    BigInteger,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    UniqueConstraint,
     delete,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
 from kares import clock, jobs
-from kares.db import Base, UTCDateTime, insert_for, new_id
+from kares.db import insert_for, new_id
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import FamilyMember
-from kares.fields import not_personal, personal, table_info
 from kares.health import service as health
+from kares.health.models import HealthAlert, HealthAlertEpisode
 from kares.identity.models import Account
 from kares.notify import service as notify
 
@@ -67,10 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# an episode says when a reading crossed: a health reading; a threshold is the
-# family's care settings, as a place alert is (kept while the family is)
-CATEGORY = "health.vitals"
-SETTINGS = "family.membership"
 KINDS = ("heart_rate_above", "spo2_below", "no_steps_by", "fall", "wrist_off")
 # the metrics whose new samples may open or close an episode of each kind
 METRICS: dict[str, tuple[str, ...]] = {
@@ -94,63 +82,6 @@ JOB = "health.alert_check"
 # how often a wrist_off threshold looks at the clock (no_steps_by: at its time)
 WRIST_CHECK = timedelta(minutes=15)
 HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-
-
-class HealthAlert(Base):
-    """A threshold a guardian set for a dependant of a family."""
-
-    __tablename__ = "health_alerts"
-    __table_args__ = (
-        UniqueConstraint("family_id", "account_id", "kind"),
-        table_info(subject="account_id", also_about=("set_by",), not_personal=("id",)),
-    )
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    family_id: Mapped[str] = mapped_column(
-        ForeignKey("families.id", ondelete="CASCADE"), info=not_personal("a family id")
-    )
-    account_id: Mapped[str] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
-    )
-    kind: Mapped[str] = mapped_column(String(24), info=personal(SETTINGS))
-    # bpm, percent or hours, by kind
-    level: Mapped[float | None] = mapped_column(Float, info=personal(SETTINGS))
-    minutes: Mapped[int | None] = mapped_column(Integer, info=personal(SETTINGS))
-    local_time: Mapped[str | None] = mapped_column(String(5), info=personal(SETTINGS))
-    time_zone: Mapped[str | None] = mapped_column(String(64), info=personal(SETTINGS))
-    set_by: Mapped[str | None] = mapped_column(
-        ForeignKey("accounts.id", ondelete="SET NULL"), info=personal("family.membership")
-    )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal(SETTINGS))
-
-
-class HealthAlertEpisode(Base):
-    """One crossing of a threshold, from the moment its condition began until it
-    ended (``closed_ms`` None: still open)."""
-
-    __tablename__ = "health_alert_episodes"
-    __table_args__ = (
-        UniqueConstraint("alert_id", "opened_ms"),
-        Index("uq_health_alert_episodes_open_alert", "open_alert", unique=True),
-        table_info(
-            subject="account_id",
-            not_personal=("id", "open_alert"),
-            collected="opened_ms",
-            collected_unit="ms",
-        ),
-    )
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    alert_id: Mapped[str] = mapped_column(
-        ForeignKey("health_alerts.id", ondelete="CASCADE"), info=not_personal("a threshold id")
-    )
-    account_id: Mapped[str] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
-    )
-    opened_ms: Mapped[int] = mapped_column(BigInteger, info=personal(CATEGORY))
-    closed_ms: Mapped[int | None] = mapped_column(BigInteger, info=personal(CATEGORY))
-    # the threshold's id while the episode is open, else None (unique: one open episode)
-    open_alert: Mapped[str | None] = mapped_column(String(32))
 
 
 # --- thresholds ----------------------------------------------------------------------------

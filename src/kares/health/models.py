@@ -10,11 +10,13 @@ there, and nothing of a sample is readable in the database file.
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Integer, String
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from kares.db import Base
-from kares.fields import Sealed, personal, table_info
+from kares.db import Base, UTCDateTime, new_id
+from kares.fields import Sealed, not_personal, personal, table_info
 
 
 class HealthVitalsDay(Base):
@@ -65,3 +67,68 @@ TABLES: dict[str, DayTable] = {
     "health.vitals": HealthVitalsDay,
     "health.activity": HealthActivityDay,
 }
+
+
+# --- health alerts (kares.health.alerts) ---------------------------------------------------------
+
+# an episode says when a reading crossed: a health reading; a threshold is the
+# family's care settings, as a place alert is (kept while the family is)
+CATEGORY = "health.vitals"
+SETTINGS = "family.membership"
+
+
+class HealthAlert(Base):
+    """A threshold a guardian set for a dependant of a family."""
+
+    __tablename__ = "health_alerts"
+    __table_args__ = (
+        UniqueConstraint("family_id", "account_id", "kind"),
+        table_info(subject="account_id", also_about=("set_by",), not_personal=("id",)),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    family_id: Mapped[str] = mapped_column(
+        ForeignKey("families.id", ondelete="CASCADE"), info=not_personal("a family id")
+    )
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(24), info=personal(SETTINGS))
+    # bpm, percent or hours, by kind
+    level: Mapped[float | None] = mapped_column(Float, info=personal(SETTINGS))
+    minutes: Mapped[int | None] = mapped_column(Integer, info=personal(SETTINGS))
+    local_time: Mapped[str | None] = mapped_column(String(5), info=personal(SETTINGS))
+    time_zone: Mapped[str | None] = mapped_column(String(64), info=personal(SETTINGS))
+    set_by: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), info=personal("family.membership")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal(SETTINGS))
+
+
+class HealthAlertEpisode(Base):
+    """One crossing of a threshold, from the moment its condition began until it
+    ended (``closed_ms`` None: still open)."""
+
+    __tablename__ = "health_alert_episodes"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "opened_ms"),
+        Index("uq_health_alert_episodes_open_alert", "open_alert", unique=True),
+        table_info(
+            subject="account_id",
+            not_personal=("id", "open_alert"),
+            collected="opened_ms",
+            collected_unit="ms",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    alert_id: Mapped[str] = mapped_column(
+        ForeignKey("health_alerts.id", ondelete="CASCADE"), info=not_personal("a threshold id")
+    )
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    opened_ms: Mapped[int] = mapped_column(BigInteger, info=personal(CATEGORY))
+    closed_ms: Mapped[int | None] = mapped_column(BigInteger, info=personal(CATEGORY))
+    # the threshold's id while the episode is open, else None (unique: one open episode)
+    open_alert: Mapped[str | None] = mapped_column(String(32))
