@@ -45,6 +45,8 @@ from kares.rights import export_jobs as rights_export_jobs
 from kares.rights import register as rights_register
 from kares.rights import staff_jobs as rights_staff_jobs
 from kares.rights import staff_models as rights_staff_models
+from kares.schedule import models as schedule_models
+from kares.schedule import service as schedule_service
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
@@ -93,6 +95,8 @@ __all__ = [
     "rights_register",
     "rights_staff_jobs",
     "rights_staff_models",
+    "schedule_models",
+    "schedule_service",
     "sos_jobs",
     "sos_models",
     "sos_service",
