@@ -32,7 +32,7 @@ BANDS = [
     ("entry points", {"__main__", "cli", "app", "domains"}),
     ("protocols (wire formats)", {"protocols"}),
     ("rights, retention and statistics", {"rights", "retention", "stats"}),
-    ("features", {"calls", "messaging", "sos", "location", "health"}),
+    ("features", {"calls", "messaging", "sos", "location", "health", "schedule"}),
     ("people", {"watches", "families", "accounts", "notify", "devices", "media"}),
     ("privacy core", {"privacy"}),
     ("identity", {"identity"}),

@@ -34,6 +34,7 @@ from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
 from kares.protocols import applehealth_import as protocols_applehealth_import
 from kares.protocols import healthfhir as protocols_healthfhir
+from kares.protocols import schedule_archive as protocols_schedule_archive
 from kares.protocols import trackfiles as protocols_trackfiles
 from kares.protocols.matrix import models as matrix_models
 from kares.retention import jobs as retention_jobs
@@ -45,6 +46,8 @@ from kares.rights import export_jobs as rights_export_jobs
 from kares.rights import register as rights_register
 from kares.rights import staff_jobs as rights_staff_jobs
 from kares.rights import staff_models as rights_staff_models
+from kares.schedule import models as schedule_models
+from kares.schedule import service as schedule_service
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
 from kares.sos import service as sos_service
@@ -83,6 +86,7 @@ __all__ = [
     "privacy_models",
     "protocols_applehealth_import",
     "protocols_healthfhir",
+    "protocols_schedule_archive",
     "protocols_trackfiles",
     "retention_jobs",
     "retention_models",
@@ -93,6 +97,8 @@ __all__ = [
     "rights_register",
     "rights_staff_jobs",
     "rights_staff_models",
+    "schedule_models",
+    "schedule_service",
     "sos_jobs",
     "sos_models",
     "sos_service",
