@@ -57,6 +57,19 @@ async def grant(client: httpx.AsyncClient, me: dict[str, Any], *cats: str) -> No
         assert r.status_code == 201, r.text
 
 
+async def grant_ward(
+    client: httpx.AsyncClient, guardian: dict[str, Any], ward_id: str, *cats: str
+) -> None:
+    """A guardian grants a ward's separate consents."""
+    for c in cats:
+        r = await client.post(
+            f"/api/v1/guardian/wards/{ward_id}/consents",
+            json={"subject": f"category:{c}", "action": "grant", "policy_version": POLICY_VERSION},
+            headers=bearer(guardian["token"]),
+        )
+        assert r.status_code == 201, r.text
+
+
 async def person(client: httpx.AsyncClient, sms: Any, phone: str = ME, **kw: Any) -> dict:
     """A signed-up adult who gave both separate consents for health."""
     me = await sign_up(client, sms, phone, **kw)
@@ -509,26 +522,8 @@ async def test_a_watchs_health_frames_are_stored_as_the_wearers_samples(
     # without the wearer's separate consent: answered, nothing kept
     assert await conn.ask(from_file("oxygen.txt")) == b"[3G*8800000015*0008*oxygen,1]"
     assert await count_rows(db, "health_vitals_days") == 0
-    r = await client.post(
-        f"/api/v1/guardian/wards/{dep}/consents",
-        json={
-            "subject": "category:health.vitals",
-            "action": "grant",
-            "policy_version": POLICY_VERSION,
-        },
-        headers=bearer(g["token"]),
-    )
-    assert r.status_code == 201, r.text
-    r = await client.post(
-        f"/api/v1/guardian/wards/{dep}/consents",
-        json={
-            "subject": "category:health.activity",
-            "action": "grant",
-            "policy_version": POLICY_VERSION,
-        },
-        headers=bearer(g["token"]),
-    )
-    assert r.status_code == 201, r.text
+    await grant_ward(client, g, dep, "health.vitals")
+    await grant_ward(client, g, dep, "health.activity")
     assert await conn.ask(from_file("bphrt.txt")) == b"[3G*8800000015*0005*bphrt]"
     assert await conn.ask(from_file("bphrt.txt")) == b"[3G*8800000015*0005*bphrt]"  # sent again
     assert await conn.ask(from_file("btemp2.txt")) == b"[3G*8800000015*0006*btemp2]"

@@ -17,9 +17,10 @@ from kares import clock, jobs
 from kares.health import alerts
 from kares.health import service as health_service
 from kares.health.service import SampleIn
-from tests.conftest import POLICY_VERSION, bearer, query, sign_up
+from tests.conftest import bearer, query, sign_up
 from tests.support.watch import conn, from_file, household, server, settings_overrides
 from tests.test_families import join, problem, set_role
+from tests.test_health import grant_ward
 
 __all__ = ["conn", "server", "settings_overrides"]  # fixtures, from tests.support.watch
 
@@ -339,16 +340,7 @@ async def test_a_watch_reading_below_the_threshold_tells_the_guardians_once(
 ) -> None:
     ctx = await household(client, sms)
     g, dep = ctx["guardians"][0], ctx["dep"]
-    r = await client.post(
-        f"/api/v1/guardian/wards/{dep}/consents",
-        json={
-            "subject": "category:health.vitals",
-            "action": "grant",
-            "policy_version": POLICY_VERSION,
-        },
-        headers=bearer(g["token"]),
-    )
-    assert r.status_code == 201, r.text
+    await grant_ward(client, g, dep, "health.vitals")
     await set_ok(client, ctx, {"spo2_below": {"percent": 99}})
     await conn.sync()
     clock.advance(1)
@@ -371,16 +363,7 @@ async def test_a_watchs_fall_and_wrist_alarms_are_the_wearers_health_history(
     # without the wearer's separate consent: the SOS is raised, no health sample kept
     assert await conn.ask(from_file("al_fall.txt")) == AL
     assert await query(db, "SELECT day FROM health_vitals_days") == []
-    r = await client.post(
-        f"/api/v1/guardian/wards/{dep}/consents",
-        json={
-            "subject": "category:health.vitals",
-            "action": "grant",
-            "policy_version": POLICY_VERSION,
-        },
-        headers=bearer(g["token"]),
-    )
-    assert r.status_code == 201, r.text
+    await grant_ward(client, g, dep, "health.vitals")
     clock.advance(120)
     fell = clock.utcnow().replace(microsecond=0)
     data = from_file("al_fall.txt", at=fell)
