@@ -91,6 +91,9 @@ class PgTemplate:
         try:
             self.server.create_database(self.NAME)
             migrations.upgrade(self.server.url_for(self.NAME))
+            # PostgreSQL 15 and later copy a database block by block through the
+            # WAL unless told to copy its files, which in memory is twice as fast
+            self._copy_how = " STRATEGY FILE_COPY" if self._version() >= 150000 else ""
         except BaseException:
             self.server.stop()
             raise
@@ -98,6 +101,16 @@ class PgTemplate:
         # loop, so that no task of the tests' loop is left behind)
         self._ahead = ThreadPoolExecutor(1, thread_name_prefix="kares-pg-spare")
         self._spare: Future[None] | None = None
+
+    def _version(self) -> int:
+        async def ask() -> int:
+            admin = await self._admin()
+            try:
+                return int(await admin.fetchval("SHOW server_version_num"))
+            finally:
+                await admin.close()
+
+        return asyncio.run(ask())
 
     async def _admin(self) -> asyncpg.Connection:
         return await asyncpg.connect(
@@ -112,7 +125,9 @@ class PgTemplate:
             await admin.close()
 
     def _make_spare(self) -> None:
-        asyncio.run(self._execute(f'CREATE DATABASE "{self.SPARE}" TEMPLATE "{self.NAME}"'))
+        asyncio.run(
+            self._execute(f'CREATE DATABASE "{self.SPARE}" TEMPLATE "{self.NAME}"{self._copy_how}')
+        )
 
     async def _fresh_copy(self) -> None:
         """``kares``, a copy of the template: the spare renamed, else made now."""
@@ -125,7 +140,7 @@ class PgTemplate:
             else:
                 await self._execute(f'ALTER DATABASE "{self.SPARE}" RENAME TO "{self.COPY}"')
                 return
-        await self._execute(f'CREATE DATABASE "{self.COPY}" TEMPLATE "{self.NAME}"')
+        await self._execute(f'CREATE DATABASE "{self.COPY}" TEMPLATE "{self.NAME}"{self._copy_how}')
 
     @contextlib.asynccontextmanager
     async def copy(self, where: Path) -> AsyncIterator[str]:
