@@ -779,6 +779,7 @@ class Found:
     calendar: Calendar
     object: CalendarObject
     occurrence: recurrence.Occurrence
+    overridden: bool  # changed on its own (an override of the series)
 
 
 async def occurrences(
@@ -806,10 +807,14 @@ async def occurrences(
     out: list[Found] = []
     for cal in cals:
         zone = tz or recurrence.zone(cal.time_zone) or UTC
-        for obj in await service.objects_of(s, cal, start=start, end=end):
+        # the stored spans select the candidates; each is read and expanded once
+        for obj in await service.objects_of(s, cal, start=start, end=end, exact=False):
             vcal = service.decode(obj)
+            if any(recurrence.bounds(c) is None for c in items(vcal)):
+                continue  # a to-do with no date has no occurrences (it is in /todos)
+            overridden = {c.decoded("RECURRENCE-ID") for c in items(vcal) if "RECURRENCE-ID" in c}
             for o in recurrence.between(vcal, obj.component, start, end, zone):
-                out.append(Found(cal, obj, o))
+                out.append(Found(cal, obj, o, o.rid is not None and o.rid in overridden))
 
     def key(f: Found) -> datetime:
         z = tz or recurrence.zone(f.calendar.time_zone) or UTC
