@@ -268,3 +268,27 @@ async def test_who_may_read_and_write(
     assert r.status_code == 200, r.text
     async with app.state.runtime.db.sessions() as s:
         await fails(schedule.access(s, aid(member), dep_cal.calendar.id), 404, "calendar.not_found")
+
+
+async def test_the_change_hook_sees_every_write_and_can_refuse_one(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    me = await person(client, sms, OWNER)
+    cal = await mine(app, me)
+    seen: list[tuple[str, str | None]] = []
+
+    async def hook(s: Any, c: Calendar, name: str, obj: Any) -> None:
+        seen.append((name, None if obj is None else obj.etag))
+        if name == "refused.ics":
+            raise Problem(409, "test.refused", "refused by a hook")
+
+    schedule.on_object_change(hook)
+    try:
+        w = await put(app, me, cal.id, "a.ics", event())
+        await _delete(app, me, cal.id, "a.ics")
+        assert seen == [("a.ics", w.object.etag), ("a.ics", None)]
+        before = await snapshot(db)
+        await fails(put(app, me, cal.id, "refused.ics", event(uid="r")), 409, "test.refused")
+        assert await snapshot(db) == before  # the hook's refusal rolled the write back
+    finally:
+        schedule._object_hooks.remove(hook)

@@ -610,7 +610,8 @@ def _override_of(master: icalendar.Component, rid: When) -> icalendar.Component:
 
 def _move_overrides(vcal: icalendar.Calendar, shift: timedelta | None) -> None:
     """Keep overrides in step with a moved series start (its EXDATEs move in
-    ``_apply_times``): each RECURRENCE-ID moves by the same wall-clock shift."""
+    ``_apply_times``): each RECURRENCE-ID moves by the same wall-clock shift, and
+    so does the time of an override that was not moved itself."""
     master = master_of(vcal)
     if not shift or master is None:
         return
@@ -618,9 +619,18 @@ def _move_overrides(vcal: icalendar.Calendar, shift: timedelta | None) -> None:
     for c in items(vcal):
         if "RECURRENCE-ID" in c:
             rid = c.decoded("RECURRENCE-ID")
-            if isinstance(rid, datetime) == isinstance(like, datetime):
-                c.pop("RECURRENCE-ID")
-                c.add("RECURRENCE-ID", _shift(rid, shift, like))
+            if isinstance(rid, datetime) != isinstance(like, datetime):
+                continue
+            c.pop("RECURRENCE-ID")
+            c.add("RECURRENCE-ID", _shift(rid, shift, like))
+            # an occurrence changed but not moved moves with its series; one
+            # moved to a time of its own keeps it
+            if "DTSTART" in c and _same(c.decoded("DTSTART"), rid):
+                for prop in ("DTSTART", "DTEND", "DUE"):
+                    if prop in c:
+                        v = c.decoded(prop)
+                        c.pop(prop)
+                        c.add(prop, _shift(v, shift, like))
 
 
 def _split(vcal: icalendar.Calendar, master: icalendar.Component, rid: When) -> icalendar.Calendar:
