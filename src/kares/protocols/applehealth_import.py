@@ -79,15 +79,12 @@ class Tally:
     refused: int = 0
     refused_codes: Counter[str] = field(default_factory=Counter)
 
-    def add(self, outcomes: list[health.Outcome]) -> None:
-        for o in outcomes:
-            if o.status == "stored":
-                self.stored += 1
-            elif o.status == "duplicate":
-                self.duplicates += 1
-            else:
-                self.refused += 1
-                self.refused_codes[o.code or "refused"] += 1
+    def add(self, got: health.Ingested) -> None:
+        stored, duplicates = got.stored, got.duplicates
+        self.stored += stored
+        self.duplicates += duplicates
+        self.refused += len(got.status) - stored - duplicates
+        self.refused_codes.update(code for code, _ in got.refused.values())
 
 
 async def refused_features(
@@ -107,20 +104,6 @@ async def refused_features(
     if first is not None and len(out) == len(FEATURES):
         raise first
     return out
-
-
-def _sample(x: Sample) -> health.SampleIn:
-    return health.SampleIn(
-        metric=x["metric"],
-        start=x["start"],
-        end=x["end"],
-        value=x["value"],
-        values=x["values"],
-        unit=x["unit"],
-        stage=x["stage"],
-        source=x["source"],
-        record_id=x["record_id"],
-    )
 
 
 def _next_batch(samples: Iterator[Sample]) -> list[Sample]:
@@ -160,10 +143,10 @@ async def run_import(
                     raise LookupError("the account is gone")
                 refused = await refused_features(s, rt, account)
                 if batch:
-                    out = await health.ingest(
+                    out = await health.ingest_columns(
                         s,
                         account_id=account_id,
-                        samples=[_sample(x) for x in batch],
+                        samples=health.Columns.of_mappings(batch),
                         refused_features=refused,
                         now=clock.utcnow(),
                     )
