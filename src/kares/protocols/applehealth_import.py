@@ -10,9 +10,13 @@ join lives here, on the protocol side, and serves both ways in:
 
 Memory stays bounded whatever the file's size: the parser streams, and samples
 go to the store in batches of ``BATCH``, one transaction each (the import's
-progress row is updated in the same transaction, so what it shows was stored).
-The parser runs in a worker thread, a batch at a time, so a running import
-leaves the event loop free.
+progress row is updated in the same transaction, so what it shows was stored:
+the progress as it stood when the batch was cut). The parser runs in a worker
+thread, a batch at a time and one batch ahead: the next batch is read while this
+one is stored, so a running import leaves the event loop free and the file's
+reading overlaps the database's writing (at most two batches are in memory).
+A batch is checked and stored on arrays (``health.service.ingest_columns``);
+docs/HEALTH_IMPORT.md, "Into the store", says where its time goes.
 
 Consent is never bypassed: before the first batch and before every batch, the
 person's consent to each health feature is checked as the guard checks it for a
@@ -25,6 +29,8 @@ that refusal. A withdrawal during an import stops it at its next batch.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import inspect
 import logging
 import os
@@ -61,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kares.health.import")
 
-BATCH = 2000  # samples per transaction
+BATCH = 10_000  # samples per transaction
 FEATURES = ("readings", "steps")
 JOB = "health.import"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -133,10 +139,29 @@ async def run_import(
     the fault stays stored), the guard's ``Problem`` when the person may not use
     health (at the start, or after a withdrawal), and ``LookupError`` when the
     account is gone."""
+    # nothing is read for a person who may not use health (checked again per batch)
+    async with rt.db.sessions() as s:
+        account = await s.get(Account, account_id)
+        if account is None:
+            raise LookupError("the account is gone")
+        await refused_features(s, rt, account)
     samples = read_export(source, progress=progress)
+
+    def cut() -> tuple[list[Sample], Progress]:
+        # the batch, and the progress as it stood when the batch was cut (the
+        # reader runs on into the next batch while this one is stored)
+        batch = _next_batch(samples)
+        return batch, copy.copy(progress)
+
+    def read_ahead() -> asyncio.Future[tuple[list[Sample], Progress]]:
+        return asyncio.ensure_future(anyio.to_thread.run_sync(cut))
+
+    reading: asyncio.Future[tuple[list[Sample], Progress]] | None = read_ahead()
     try:
-        while True:
-            batch = await anyio.to_thread.run_sync(_next_batch, samples)
+        while reading is not None:
+            batch, seen = await reading
+            # the next batch is read in the worker thread while this one is stored
+            reading = read_ahead() if batch else None
             async with rt.db.sessions() as s:
                 account = await s.get(Account, account_id)
                 if account is None:
@@ -152,13 +177,18 @@ async def run_import(
                     )
                     tally.add(out)
                 if after_batch is not None:
-                    r = after_batch(s, progress, tally)
+                    r = after_batch(s, seen, tally)
                     if inspect.isawaitable(r):
                         await r
                 await s.commit()
-            if not batch:
-                return
     finally:
+        if reading is not None:
+            # a batch being read when the import stops: let the reader finish it
+            # before the file is closed (a generator cannot be closed mid-step)
+            if not reading.done():
+                await asyncio.wait([reading])
+            if not reading.cancelled():
+                reading.exception()  # retrieved: raised or not, the import has stopped
         if isinstance(samples, Generator):
             samples.close()  # the file too
 
