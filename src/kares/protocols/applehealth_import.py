@@ -35,7 +35,7 @@ import inspect
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -112,15 +112,6 @@ async def refused_features(
     return out
 
 
-def _next_batch(samples: Iterator[Sample]) -> list[Sample]:
-    out: list[Sample] = []
-    for x in samples:
-        out.append(x)
-        if len(out) >= BATCH:
-            break
-    return out
-
-
 # called after each batch, in its transaction, before its commit
 AfterBatch = Callable[[AsyncSession, Progress, Tally], Any]
 
@@ -147,21 +138,31 @@ async def run_import(
         await refused_features(s, rt, account)
     samples = read_export(source, progress=progress)
 
-    def cut() -> tuple[list[Sample], Progress]:
-        # the batch, and the progress as it stood when the batch was cut (the
-        # reader runs on into the next batch while this one is stored)
-        batch = _next_batch(samples)
-        return batch, copy.copy(progress)
+    Cut = tuple[list[Sample], Progress, ExportError | None]
 
-    def read_ahead() -> asyncio.Future[tuple[list[Sample], Progress]]:
+    def cut() -> Cut:
+        # the batch, the progress as it stood when the batch was cut (the reader
+        # runs on into the next batch while this one is stored), and the file's
+        # fault if it came in this batch: the samples before it are stored first
+        out: list[Sample] = []
+        try:
+            for x in samples:
+                out.append(x)
+                if len(out) >= BATCH:
+                    break
+        except ExportError as exc:
+            return out, copy.copy(progress), exc
+        return out, copy.copy(progress), None
+
+    def read_ahead() -> asyncio.Future[Cut]:
         return asyncio.ensure_future(anyio.to_thread.run_sync(cut))
 
-    reading: asyncio.Future[tuple[list[Sample], Progress]] | None = read_ahead()
+    reading: asyncio.Future[Cut] | None = read_ahead()
     try:
         while reading is not None:
-            batch, seen = await reading
+            batch, seen, fault = await reading
             # the next batch is read in the worker thread while this one is stored
-            reading = read_ahead() if batch else None
+            reading = read_ahead() if batch and fault is None else None
             async with rt.db.sessions() as s:
                 account = await s.get(Account, account_id)
                 if account is None:
@@ -181,16 +182,20 @@ async def run_import(
                     if inspect.isawaitable(r):
                         await r
                 await s.commit()
+            if fault is not None:
+                raise fault
     finally:
-        if reading is not None:
-            # a batch being read when the import stops: let the reader finish it
-            # before the file is closed (a generator cannot be closed mid-step)
-            if not reading.done():
+        try:
+            if reading is not None and not reading.done():
+                # a batch being read when the import stops: let the reader finish
+                # it before the file is closed (a generator cannot be closed mid-step)
                 await asyncio.wait([reading])
-            if not reading.cancelled():
-                reading.exception()  # retrieved: raised or not, the import has stopped
-        if isinstance(samples, Generator):
-            samples.close()  # the file too
+        finally:
+            if reading is None or reading.done():
+                if reading is not None and not reading.cancelled():
+                    reading.exception()  # retrieved: raised or not, the import has stopped
+                if isinstance(samples, Generator):
+                    samples.close()  # the file too
 
 
 # --- the API import: an uploaded file, read by a job -----------------------------------------
