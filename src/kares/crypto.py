@@ -123,7 +123,7 @@ def blind_digests(values: Iterable[str], *, purpose: str) -> list[bytes]:
     The same HMAC-SHA256 (RFC 2104: ``H(K ^ opad || H(K ^ ipad || message))``),
     with the key's two padded blocks and the purpose hashed once and each value
     continuing copies of those states: a fresh ``hmac.new`` per value costs
-    more than the value's own hashing. ``tests/test_crypto_batch.py`` holds it
+    more than the value's own hashing. ``tests/test_health_batch.py`` holds it
     to ``blind_index``."""
     key = ring().index_key
     block = hashlib.sha256().block_size
