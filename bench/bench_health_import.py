@@ -1,10 +1,17 @@
 """Benchmark: an Apple Health export imported into the health store
 (kares.protocols.applehealth_import.run_import: the parser streamed into
-service.ingest in batches of 2,000, one transaction each), on embedded SQLite.
+service.ingest_columns in batches, one transaction each), on embedded SQLite or
+on PostgreSQL (a throwaway durable server, as bench_ingest.py starts it).
 
 Run from the repository root:
 
     .venv/bin/python bench/bench_health_import.py [--sizes 20000,100000] [--dir DIR]
+        [--db sqlite|postgresql] [--before SRC]
+
+``--before SRC`` also imports each file with the code of another checkout's
+``src`` (the code before a change: ``git worktree add --detach /tmp/before
+<commit>``, then ``--before /tmp/before/src``), each pass in its own child,
+and prints after / before: a before-and-after measured in the same run.
 
 For each size it writes a synthetic export.xml of that many top-level records
 (tests/support/applehealth.py, as bench_applehealth.py does), then, each in a
@@ -12,7 +19,8 @@ fresh child process on the same file:
 
 * ``import``: a new SQLite database, one consenting account, ``run_import`` to
   the end (every sample checked, packed, sealed and stored);
-* ``parse``: the reference, ``read_export`` consumed alone (no storage).
+* ``parse``: the reference, ``read_export`` consumed alone (no storage);
+* ``before`` (with ``--before``): ``import`` again, with the other tree's code.
 
 Per pass: records/s (wall and CPU) and the child's peak RSS. Memory is bounded
 when the import's peak does not grow with the file: the last lines print the
@@ -38,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "src", ROOT):
+for p in (Path(os.environ.get("KARES_BENCH_SRC") or ROOT / "src"), ROOT):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
@@ -112,11 +120,22 @@ def child(mode: str, path: str) -> dict[str, Any]:
     if mode == "import":
         with tempfile.TemporaryDirectory(prefix="kares-bench-himport-") as var:
             os.environ.update(KARES_VAR_DIR=var, KARES_JOBS_WORKER="false", KARES_ENV="development")
-            from kares import migrations
-            from kares.config import get_settings
+            pg = None
+            if os.environ.get("KARES_BENCH_DB") == "postgresql":
+                sys.path.insert(1, str(ROOT / "bench"))
+                from bench_ingest import start_durable_pg  # type: ignore[import-not-found]
 
-            migrations.upgrade(get_settings().effective_database_url)
-            out = asyncio.run(_import(path))
+                pg = start_durable_pg()
+                os.environ["KARES_DATABASE_URL"] = pg.url
+            try:
+                from kares import migrations
+                from kares.config import get_settings
+
+                migrations.upgrade(get_settings().effective_database_url)
+                out = asyncio.run(_import(path))
+            finally:
+                if pg is not None:
+                    pg.stop()
     else:
         before = _rss_mb()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -134,9 +153,15 @@ def child(mode: str, path: str) -> dict[str, Any]:
     return out
 
 
-def run_child(mode: str, path: Path) -> dict[str, Any]:
+def run_child(mode: str, path: Path, db: str, src: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", mode, str(path)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3600)  # noqa: S603
+    env = {**os.environ, "KARES_BENCH_DB": db}
+    env.pop("KARES_BENCH_SRC", None)
+    if src:
+        env["KARES_BENCH_SRC"] = src
+    done = subprocess.run(  # noqa: S603
+        cmd, check=True, capture_output=True, text=True, timeout=3600, env=env
+    )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -145,6 +170,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="20000,100000")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--before", default=None, metavar="SRC", help="another checkout's src")
     ap.add_argument("--child", nargs=2, metavar=("MODE", "PATH"))
     args = ap.parse_args()
     if args.child:
@@ -160,7 +187,7 @@ def main() -> int:
         path = folder / f"export-{n}.xml"
         if not path.exists():
             write_export(path, n, seed=15)
-        imp, ref = run_child("import", path), run_child("parse", path)
+        imp, ref = run_child("import", path, args.db), run_child("parse", path, args.db)
         assert imp["records"] == ref["records"] and imp["samples"] == ref["samples"]
         assert imp["stored"] + imp["duplicates"] + imp["refused"] == imp["samples"]
         peaks[n] = imp["peak_mb"]
@@ -175,7 +202,18 @@ def main() -> int:
             f"peak {imp['peak_mb'] / ref['peak_mb']:.2f}x",
             flush=True,
         )
+        if args.before:
+            old = run_child("import", path, args.db, str(Path(args.before).resolve()))
+            assert old["records"] == imp["records"] and old["stored"] == imp["stored"]
+            print(
+                f"{'':>9}  before ({args.before}): import {old['records'] / old['wall']:,.0f} "
+                f"records/s (cpu {old['records'] / old['cpu']:,.0f}), peak {old['peak_mb']:.1f} MB"
+                f" | after/before: speed {old['wall'] / imp['wall']:.2f}x "
+                f"(cpu {old['cpu'] / imp['cpu']:.2f}x)",
+                flush=True,
+            )
     lo, hi = min(sizes), max(sizes)
+    print(f"database: {args.db}")
     print(
         f"import peak memory, {hi:,} records / {lo:,} records: {peaks[hi] / peaks[lo]:.2f}x "
         f"(file {hi / lo:.0f}x larger)"

@@ -14,7 +14,7 @@ import pytest
 
 from kares import jobs
 from kares.protocols import applehealth_import
-from kares.protocols.applehealth import Progress, read_export
+from kares.protocols.applehealth import ExportError, Progress, read_export
 from tests.conftest import TEST_DATA_KEYS, TEST_INDEX_KEY, bearer, count_rows, query, sign_up
 from tests.support import cli
 from tests.test_applehealth import EXPORT, LAUGHS, health_zip
@@ -287,3 +287,33 @@ async def test_progress_is_readable_while_the_import_runs(
     running = [x for x in seen if x[0] == "running"]
     assert any(0 < stored < final["stored"] for _, _, stored in running), seen
     assert [x[2] for x in seen] == sorted(x[2] for x in seen)  # it only ever grows
+
+
+async def test_an_export_cut_short_keeps_every_sample_before_the_cut(
+    client: httpx.AsyncClient, sms: Any, app: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # small batches, so the fault comes in the middle of one, with the next read ahead
+    monkeypatch.setattr(applehealth_import, "BATCH", 4)
+    me = await person(client, sms, ME)
+    whole = EXPORT.read_bytes()
+    cut = whole[: int(len(whole) * 0.6)]
+    (tmp_path / "cut.xml").write_bytes(cut)
+    before_cut = 0
+    with pytest.raises(ExportError) as fault:
+        for _ in read_export(tmp_path / "cut.xml"):
+            before_cut += 1
+    assert fault.value.code == "applehealth.malformed" and before_cut % 4 != 0
+    r = await client.post(IMPORTS, content=cut, headers=bearer(me["token"]))
+    await jobs.run_due(app.state.runtime)
+    first = (await client.get(f"{IMPORTS}/{r.json()['id']}", headers=bearer(me["token"]))).json()
+    assert first["state"] == "failed" and first["error_code"] == "applehealth.malformed", first
+    # every sample the parser gave before the fault was stored (or refused),
+    # the last partial batch included
+    assert first["stored"] + first["duplicates"] + first["refused"] == before_cut
+    assert first["stored"] > 0
+    # the whole file later adds the rest, and finds the first part stored
+    r = await client.post(IMPORTS, content=whole, headers=bearer(me["token"]))
+    await jobs.run_due(app.state.runtime)
+    again = (await client.get(f"{IMPORTS}/{r.json()['id']}", headers=bearer(me["token"]))).json()
+    assert again["state"] == "done", again
+    assert again["duplicates"] == first["stored"] and again["stored"] > 0

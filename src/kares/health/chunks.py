@@ -63,6 +63,17 @@ def record_key(source: str, record_id: str) -> int:
     return int(digest[:16], 16)
 
 
+def record_keys(sources: list[str], record_ids: list[str]) -> npt.NDArray[np.uint64]:
+    """``record_key`` of each (source, record id) pair, for a batch: the same
+    keys (the digest's first 8 bytes, big-endian), one keyed state for all."""
+    digests = crypto.blind_digests(
+        [f"{s}\x00{r}" for s, r in zip(sources, record_ids, strict=True)],
+        purpose="health.record",
+    )
+    head = b"".join([d[:8] for d in digests])
+    return np.frombuffer(head, dtype=">u8").astype(np.uint64)
+
+
 @dataclass
 class Day:
     account_id: str
@@ -94,12 +105,20 @@ class Day:
         """Append (t0, t1, v, v2, st, src, key) rows and keep start order."""
         if not rows:
             return
-        cols = list(zip(*rows, strict=True))
+        self.extend(*(list(col) for col in zip(*rows, strict=True)))
+
+    def extend(self, *cols: Any) -> None:
+        """Append columns (t0, t1, v, v2, st, src, key: arrays or lists of equal
+        length, in the order given) and keep start order (a stable sort: rows of
+        the same start stay in the order they came)."""
         for (name, dtype), col in zip(_FIELDS, cols, strict=True):
-            setattr(self, name, np.concatenate([getattr(self, name), np.array(col, dtype=dtype)]))
-        order = np.argsort(self.t0, kind="stable")
-        for name, _ in _FIELDS:
-            setattr(self, name, getattr(self, name)[order])
+            new = np.asarray(col, dtype=dtype)
+            setattr(self, name, np.concatenate([getattr(self, name), new]))
+        t0 = self.t0
+        if len(t0) > 1 and bool((t0[1:] < t0[:-1]).any()):
+            order = np.argsort(t0, kind="stable")
+            for name, _ in _FIELDS:
+                setattr(self, name, getattr(self, name)[order])
 
 
 def pack(d: Day, *, level: int = 1) -> bytes:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter, itemgetter
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares.db import insert_for
@@ -195,6 +196,272 @@ def _convert(m: Metric, value: float, unit: str | None) -> float:
     return y
 
 
+@dataclass
+class Columns:
+    """A batch of samples as parallel lists, one item per sample: what
+    ingestion works on. ``of_samples`` takes :class:`SampleIn`; ``of_mappings``
+    takes the neutral sample dicts the import protocols yield (the item shape of
+    the batch API), without a :class:`SampleIn` per sample."""
+
+    metric: list[str]
+    start: list[datetime]
+    end: list[datetime | None]
+    value: list[float | None]
+    values: list[dict[str, float] | None]
+    unit: list[str | None]
+    stage: list[str | None]
+    source: list[str]
+    record_id: list[str]
+    total: list[float | None]
+
+    @classmethod
+    def of_samples(cls, samples: Sequence[SampleIn]) -> Columns:
+        return cls(**{f: [getattr(x, f) for x in samples] for f in _COLUMNS})
+
+    @classmethod
+    def of_mappings(cls, items: Sequence[Mapping[str, Any]]) -> Columns:
+        cols = {f: [x[f] for x in items] for f in _COLUMNS[:-1]}
+        return cls(**cols, total=[x.get("total") for x in items])
+
+    def __len__(self) -> int:
+        return len(self.metric)
+
+    def sample(self, i: int) -> SampleIn:
+        return SampleIn(**{f: getattr(self, f)[i] for f in _COLUMNS})
+
+
+_COLUMNS = (
+    "metric",
+    "start",
+    "end",
+    "value",
+    "values",
+    "unit",
+    "stage",
+    "source",
+    "record_id",
+    "total",
+)
+STORED, DUPLICATE, REFUSED = 0, 1, 2
+_STATUS: tuple[Status, ...] = ("stored", "duplicate", "refused")
+
+
+@dataclass
+class Ingested:
+    """What became of each sample of a batch: ``status`` (STORED, DUPLICATE,
+    REFUSED) by the sample's index, and each refused sample's (code, detail)."""
+
+    status: npt.NDArray[np.int8]
+    refused: dict[int, tuple[str, str]]
+
+    def outcomes(self) -> list[Outcome]:
+        out: list[Outcome] = []
+        for i, st in enumerate(self.status.tolist()):
+            if st == REFUSED:
+                code, detail = self.refused[i]
+                out.append(Outcome(i, "refused", code, detail))
+            else:
+                out.append(Outcome(i, _STATUS[st]))
+        return out
+
+    @property
+    def stored(self) -> int:
+        return int((self.status == STORED).sum())
+
+    @property
+    def duplicates(self) -> int:
+        return int((self.status == DUPLICATE).sum())
+
+
+@dataclass
+class _Part:
+    """One metric's accepted samples of a batch, in the batch's order."""
+
+    metric: Metric
+    idx: npt.NDArray[np.int64]  # their indices in the batch
+    t0: npt.NDArray[np.int64]
+    t1: npt.NDArray[np.int64]
+    v: npt.NDArray[np.float64]
+    v2: npt.NDArray[np.float64]
+    st: npt.NDArray[np.int8]
+    source: list[str]
+    record_id: list[str]
+
+
+def _none_mask(xs: list[Any]) -> npt.NDArray[np.bool_]:
+    """Where ``xs`` holds None, for a column that should hold none (by the
+    items' types: ``None in xs`` would compare each item with None)."""
+    if _NONE not in set(map(type, xs)):
+        return np.zeros(len(xs), bool)
+    return np.fromiter((x is None for x in xs), bool, len(xs))
+
+
+def _some_mask(xs: list[Any]) -> npt.NDArray[np.bool_]:
+    """Where ``xs`` holds something, for a column that should hold only None."""
+    if xs.count(None) == len(xs):  # by identity first: quick when they are None
+        return np.zeros(len(xs), bool)
+    return np.fromiter((x is not None for x in xs), bool, len(xs))
+
+
+def _naive_mask(ts: list[Any]) -> npt.NDArray[np.bool_]:
+    return _none_mask(list(map(_tzinfo, ts)))
+
+
+_timestamp = datetime.timestamp
+_tzinfo = attrgetter("tzinfo")
+_NONE = type(None)
+_NUMBERS = {float, int, _NONE}
+
+
+def _clean_metric(
+    m: Metric, c: Columns, idx: list[int], now: datetime, refused: dict[int, tuple[str, str]]
+) -> _Part:
+    """:func:`clean` over one metric's samples of a batch at once. Every check
+    of ``clean`` is made on arrays; a sample that fails any (a "suspect") goes
+    through ``clean`` itself, which refuses it with the reason ``clean`` gives
+    (its first failing check) or, in the rare case the arrays were stricter,
+    accepts it with the values ``clean`` computes. So the outcome of every
+    sample is exactly ``clean``'s, and only the suspects pay its cost."""
+    n = len(idx)
+    pick = itemgetter(*idx)
+    get: Callable[[list[Any]], list[Any]]
+    if n == len(c):
+        get = list
+    elif n == 1:
+        get = lambda col: [pick(col)]  # noqa: E731 - itemgetter of one index gives the item
+    else:
+        get = lambda col: list(pick(col))  # noqa: E731
+    start, end, value, unit, stage = get(c.start), get(c.end), get(c.value), get(c.unit), None
+    raw_source, record_id = get(c.source), get(c.record_id)
+    bad = np.zeros(n, bool)
+    # blood pressure (a pair of values, a few a day) and running totals: one by one
+    if m.components:
+        bad[:] = True
+    else:
+        bad |= _some_mask(get(c.values)) | _some_mask(get(c.total))
+    strip = {x: x.strip() if isinstance(x, str) else "" for x in set(raw_source)}
+    source = [strip[x] for x in raw_source]
+    bad_sources = {x for x, y in strip.items() if not y or len(y) > MAX_SOURCE}
+    if bad_sources:
+        bad |= np.fromiter((x in bad_sources for x in raw_source), bool, n)
+    try:
+        rid_len = np.fromiter(map(len, record_id), np.int64, n)
+        bad |= (rid_len == 0) | (rid_len > MAX_RECORD_ID)
+    except TypeError:
+        bad[:] = True
+    soon = _timestamp(now + FUTURE_SLACK)
+    naive = _naive_mask(start)
+    bad |= naive
+    t0s = np.fromiter(map(_timestamp, start), np.float64, n)
+    bad |= t0s > soon
+    t0 = (t0s * 1000).astype(np.int64)
+    if m.interval:
+        missing = _none_mask(end)
+        bad |= missing
+        ends = (
+            [t0_ if e is None else e for e, t0_ in zip(end, start, strict=True)]
+            if missing.any()
+            else end
+        )
+        bad |= _naive_mask(ends)
+        t1s = np.fromiter(map(_timestamp, ends), np.float64, n)
+        bad |= t1s > soon
+        t1 = (t1s * 1000).astype(np.int64)
+        bad |= t1 < t0
+        if m.max_hours is not None:
+            bad |= (t1 - t0) > m.max_hours * 3_600_000
+    else:
+        t1 = t0
+        if end.count(None) != n:
+            bad |= np.fromiter(
+                (e is not None and e != s for e, s in zip(end, start, strict=True)), bool, n
+            )
+    if m.stages:
+        stage = get(c.stage)
+        at = {name: i for i, name in enumerate(m.stages)}
+        st = np.fromiter((at.get(x, -1) if isinstance(x, str) else -1 for x in stage), np.int8, n)
+        bad |= st < 0
+    else:
+        st = np.full(n, -1, np.int8)
+        bad |= _some_mask(get(c.stage))
+    v2 = np.full(n, math.nan)
+    if m.components:
+        v = np.full(n, math.nan)  # one by one (above)
+    elif m.valued:
+        assert m.bounds is not None
+        none = _none_mask(value)
+        bad |= none
+        bad |= _none_mask(unit)
+        if set(map(type, value)) <= _NUMBERS:
+            x = np.array([0.0 if y is None else y for y in value], np.float64)
+        else:  # what numpy would read and arithmetic would not (a string): one by one
+            x = np.zeros(n)
+            bad[:] = True
+        units = set(unit)
+        if len(units) == 1 and (u := next(iter(units))) in m.units:
+            factor, offset = m.units[u]
+            v = x * factor + offset
+        else:
+            conv = [m.units.get(u) if isinstance(u, str) else None for u in unit]
+            bad |= _none_mask(conv)
+            fo = np.array([(1.0, 0.0) if y is None else y for y in conv], np.float64)
+            v = x * fo[:, 0] + fo[:, 1]
+        lo, hi = m.bounds
+        with np.errstate(invalid="ignore"):
+            bad |= ~np.isfinite(v) | (v < lo) | (v > hi)
+    else:
+        v = np.full(n, math.nan)
+        bad |= _some_mask(value)
+    keep = ~bad
+    if not bad.any():
+        return _Part(m, np.array(idx, np.int64), t0, t1, v, v2, st, source, record_id)
+    # the suspects, one by one
+    t0, t1, v, v2, st = t0.copy(), np.array(t1), v.copy(), v2, st.copy()
+    for j in np.flatnonzero(bad).tolist():
+        try:
+            _, (a, b, y, y2, z), src, _rid = clean(c.sample(idx[j]), now)
+        except Refused as r:
+            refused[idx[j]] = (r.code, r.detail)
+            continue
+        t0[j], t1[j], v[j], v2[j], st[j], source[j] = a, b, y, y2, z, src
+        keep[j] = True
+    sel = np.flatnonzero(keep)
+    return _Part(
+        m,
+        np.array(idx, np.int64)[sel],
+        t0[sel],
+        t1[sel],
+        v[sel],
+        v2[sel],
+        st[sel],
+        [source[j] for j in sel.tolist()],
+        [record_id[j] for j in sel.tolist()],
+    )
+
+
+def check_columns(
+    samples: Columns, now: datetime, refused: dict[int, tuple[str, str]]
+) -> list[_Part]:
+    """Each sample checked and converted as :func:`clean` does it: the accepted
+    ones by metric (in the batch's order), the refused ones' (code, detail) put
+    in ``refused`` by their index."""
+    by_metric: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(samples.metric):
+        by_metric[key].append(i)
+    out: list[_Part] = []
+    for key, idx in by_metric.items():
+        m = METRICS.get(key) if isinstance(key, str) else None
+        if m is None:
+            for i in idx:
+                try:
+                    clean(samples.sample(i), now)
+                except Refused as r:
+                    refused[i] = (r.code, r.detail)
+            continue
+        out.append(_clean_metric(m, samples, idx, now, refused))
+    return out
+
+
 async def ingest(
     s: AsyncSession,
     *,
@@ -207,73 +474,152 @@ async def ingest(
     caller's transaction (no commit). ``refused_features`` maps a catalog
     feature the guard refused (e.g. "steps" with the device's Motion & fitness
     permission closed) to (code, detail): its samples are refused with it."""
-    refused_features = refused_features or {}
-    outcomes: list[Outcome | None] = [None] * len(samples)
-    # (category, metric, day) -> [(index, row, source, key)]
-    groups: dict[tuple[str, str, int], list[tuple[int, tuple[Any, ...], str, int]]] = defaultdict(
-        list
+    got = await ingest_columns(
+        s,
+        account_id=account_id,
+        samples=Columns.of_samples(samples),
+        refused_features=refused_features,
+        now=now,
     )
-    for i, x in enumerate(samples):
-        try:
-            m, row, source, record_id = clean(x, now)
-        except Refused as r:
-            outcomes[i] = Outcome(i, "refused", r.code, r.detail)
-            continue
-        why = refused_features.get(m.feature)
+    return got.outcomes()
+
+
+# days per statement: a statement's parameters stay far below SQLite's and asyncpg's limits
+_DAYS_PER_STATEMENT = 500
+
+
+async def ingest_columns(
+    s: AsyncSession,
+    *,
+    account_id: str,
+    samples: Columns,
+    refused_features: dict[str, tuple[str, str]] | None = None,
+    now: datetime,
+) -> Ingested:
+    """:func:`ingest` of a batch given as :class:`Columns`, answering with an
+    :class:`Ingested` (no object per sample): what a large import uses.
+
+    Each sample is checked as :func:`clean` checks it (on arrays, metric by
+    metric); the accepted ones are grouped by (metric, day), and each day the
+    batch touches is read, merged and sealed once: per category, one statement
+    inserts the days not stored yet (empty), one reads them all (locking them on
+    PostgreSQL), and one ``executemany`` writes back the days that changed."""
+    refused_features = refused_features or {}
+    n = len(samples)
+    status = np.full(n, REFUSED, np.int8)
+    refused: dict[int, tuple[str, str]] = {}
+    parts: dict[str, list[_Part]] = defaultdict(list)
+    for part in check_columns(samples, now, refused):
+        why = refused_features.get(part.metric.feature)
         if why is not None:
-            outcomes[i] = Outcome(i, "refused", why[0], why[1])
-            continue
-        key = chunks.record_key(source, record_id)
-        groups[(m.category, m.key, row[0] // DAY_MS)].append((i, row, source, key))
-    by_table: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for category, metric, day in groups:
-        by_table[(category, metric)].append(day)
-    for (category, metric), days in by_table.items():
-        table = TABLES[category]
-        # an empty day first, so two uploads of the same day queue on its row
-        # (a write takes SQLite's write gate; PostgreSQL locks the row below)
-        ins = insert_for(s)(table).values(
-            [
-                {
-                    "account_id": account_id,
-                    "metric": metric,
-                    "day": d,
-                    "data": chunks.pack(Day(account_id, metric, d)),
-                }
-                for d in days
-            ]
-        )
-        await s.execute(ins.on_conflict_do_nothing())
-        q = (
-            select(table.day, table.data)
-            .where(table.account_id == account_id, table.metric == metric, table.day.in_(days))
-            .with_for_update()
-        )
-        for d, blob in (await s.execute(q)).all():
-            packed = chunks.unpack(blob, account_id=account_id, metric=metric, day=d)
-            seen = packed.keys()
-            rows = []
-            for i, (t0, t1, v, v2, st), source, key in groups[(category, metric, d)]:
-                if key in seen:
-                    outcomes[i] = Outcome(i, "duplicate")
-                    continue
-                seen.add(key)
-                rows.append((t0, t1, v, v2, st, packed.source_index(source), key))
-                outcomes[i] = Outcome(i, "stored")
-            if rows:
-                packed.add(rows)
-                await s.execute(
-                    update(table)
-                    .where(table.account_id == account_id, table.metric == metric, table.day == d)
-                    .values(data=chunks.pack(packed))
-                )
-    out = [o for o in outcomes if o is not None]
-    assert len(out) == len(samples)
-    stored = {samples[o.index].metric for o in out if o.status == "stored"}
+            for i in part.idx.tolist():
+                refused[i] = why
+        elif len(part.idx):
+            parts[part.metric.category].append(part)
+    stored: set[str] = set()
+    for category, ps in parts.items():
+        await _store(s, account_id, TABLES[category], ps, status)
+        stored.update(p.metric.key for p in ps if bool((status[p.idx] == STORED).any()))
+    assert len(refused) == int((status == REFUSED).sum())
     if stored:
         for hook in after_ingest:
             await hook(s, account_id=account_id, metrics=stored, now=now)
-    return out
+    return Ingested(status, refused)
+
+
+async def _store(
+    s: AsyncSession,
+    account_id: str,
+    table: Any,
+    parts: list[_Part],
+    status: npt.NDArray[np.int8],
+) -> None:
+    """Merge one category's accepted samples into their days: each (metric,
+    day) read, deduplicated, packed and sealed once."""
+    # (metric, day) -> (part, positions in the part, in the batch's order)
+    groups: dict[tuple[str, int], tuple[_Part, npt.NDArray[np.int64]]] = {}
+    for p in parts:
+        days = p.t0 // DAY_MS
+        order = np.argsort(days, kind="stable")
+        uniq, first = np.unique(days[order], return_index=True)
+        for d, sel in zip(uniq.tolist(), np.split(order, first[1:]), strict=True):
+            groups[(p.metric.key, d)] = (p, sel)
+    pairs = sorted(groups)
+    t = table.__table__
+    write = (
+        update(t)
+        .where(
+            t.c.account_id == bindparam("b_account"),
+            t.c.metric == bindparam("b_metric"),
+            t.c.day == bindparam("b_day"),
+        )
+        .values(data=bindparam("b_data"))
+    )
+    for lo in range(0, len(pairs), _DAYS_PER_STATEMENT):
+        chunk = pairs[lo : lo + _DAYS_PER_STATEMENT]
+        # a placeholder day first, so two uploads of the same day queue on its
+        # row (a write takes SQLite's write gate; PostgreSQL locks the row
+        # below). Empty bytes (sealed like any value), never committed: a new
+        # day receives the batch's samples below, in this transaction.
+        await s.execute(
+            insert_for(s)(t).on_conflict_do_nothing(),
+            [{"account_id": account_id, "metric": m, "day": d, "data": b""} for m, d in chunk],
+        )
+        q = (
+            select(table.metric, table.day, table.data)
+            .where(table.account_id == account_id, tuple_(table.metric, table.day).in_(chunk))
+            .order_by(table.metric, table.day)
+            .with_for_update()
+        )
+        changed: list[dict[str, Any]] = []
+        for metric, d, blob in (await s.execute(q)).all():
+            if blob:
+                packed = chunks.unpack(blob, account_id=account_id, metric=metric, day=d)
+            else:  # the placeholder: a new day
+                packed = Day(account_id, metric, d)
+            p, sel = groups[(metric, d)]
+            if _merge(packed, p, sel, status) or not blob:
+                changed.append(
+                    {
+                        "b_account": account_id,
+                        "b_metric": metric,
+                        "b_day": d,
+                        "b_data": chunks.pack(packed),
+                    }
+                )
+        if changed:
+            await s.execute(write, changed)
+
+
+def _merge(day: Day, p: _Part, sel: npt.NDArray[np.int64], status: npt.NDArray[np.int8]) -> bool:
+    """Add the part's samples at ``sel`` to ``day``, but those whose (source,
+    record id) the day holds or an earlier sample of the batch brought: those
+    are duplicates. Their status is set; True when the day changed."""
+    keys = chunks.record_keys(
+        [p.source[j] for j in sel.tolist()], [p.record_id[j] for j in sel.tolist()]
+    )
+    # the first of each key, the day's own keys first (a stable sort): what is
+    # left at the batch's positions is new
+    old = len(day)
+    _, first = np.unique(np.concatenate([day.key, keys]) if old else keys, return_index=True)
+    new = np.zeros(len(sel), bool)
+    new[first[first >= old] - old] = True
+    status[p.idx[sel]] = np.where(new, STORED, DUPLICATE)
+    if not new.any():
+        return False
+    add = sel[new]
+    names = [p.source[j] for j in add.tolist()]
+    at = {name: day.source_index(name) for name in dict.fromkeys(names)}
+    day.extend(
+        p.t0[add],
+        p.t1[add],
+        p.v[add],
+        p.v2[add],
+        p.st[add],
+        np.array([at[x] for x in names], np.uint16),
+        keys[new],
+    )
+    return True
 
 
 async def upload(

@@ -10,9 +10,13 @@ join lives here, on the protocol side, and serves both ways in:
 
 Memory stays bounded whatever the file's size: the parser streams, and samples
 go to the store in batches of ``BATCH``, one transaction each (the import's
-progress row is updated in the same transaction, so what it shows was stored).
-The parser runs in a worker thread, a batch at a time, so a running import
-leaves the event loop free.
+progress row is updated in the same transaction, so what it shows was stored:
+the progress as it stood when the batch was cut). The parser runs in a worker
+thread, a batch at a time and one batch ahead: the next batch is read while this
+one is stored, so a running import leaves the event loop free and the file's
+reading overlaps the database's writing (at most two batches are in memory).
+A batch is checked and stored on arrays (``health.service.ingest_columns``);
+docs/HEALTH_IMPORT.md, "Into the store", says where its time goes.
 
 Consent is never bypassed: before the first batch and before every batch, the
 person's consent to each health feature is checked as the guard checks it for a
@@ -25,11 +29,13 @@ that refusal. A withdrawal during an import stops it at its next batch.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import inspect
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -61,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kares.health.import")
 
-BATCH = 2000  # samples per transaction
+BATCH = 10_000  # samples per transaction
 FEATURES = ("readings", "steps")
 JOB = "health.import"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -79,15 +85,12 @@ class Tally:
     refused: int = 0
     refused_codes: Counter[str] = field(default_factory=Counter)
 
-    def add(self, outcomes: list[health.Outcome]) -> None:
-        for o in outcomes:
-            if o.status == "stored":
-                self.stored += 1
-            elif o.status == "duplicate":
-                self.duplicates += 1
-            else:
-                self.refused += 1
-                self.refused_codes[o.code or "refused"] += 1
+    def add(self, got: health.Ingested) -> None:
+        stored, duplicates = got.stored, got.duplicates
+        self.stored += stored
+        self.duplicates += duplicates
+        self.refused += len(got.status) - stored - duplicates
+        self.refused_codes.update(code for code, _ in got.refused.values())
 
 
 async def refused_features(
@@ -109,29 +112,6 @@ async def refused_features(
     return out
 
 
-def _sample(x: Sample) -> health.SampleIn:
-    return health.SampleIn(
-        metric=x["metric"],
-        start=x["start"],
-        end=x["end"],
-        value=x["value"],
-        values=x["values"],
-        unit=x["unit"],
-        stage=x["stage"],
-        source=x["source"],
-        record_id=x["record_id"],
-    )
-
-
-def _next_batch(samples: Iterator[Sample]) -> list[Sample]:
-    out: list[Sample] = []
-    for x in samples:
-        out.append(x)
-        if len(out) >= BATCH:
-            break
-    return out
-
-
 # called after each batch, in its transaction, before its commit
 AfterBatch = Callable[[AsyncSession, Progress, Tally], Any]
 
@@ -150,34 +130,72 @@ async def run_import(
     the fault stays stored), the guard's ``Problem`` when the person may not use
     health (at the start, or after a withdrawal), and ``LookupError`` when the
     account is gone."""
+    # nothing is read for a person who may not use health (checked again per batch)
+    async with rt.db.sessions() as s:
+        account = await s.get(Account, account_id)
+        if account is None:
+            raise LookupError("the account is gone")
+        await refused_features(s, rt, account)
     samples = read_export(source, progress=progress)
+
+    Cut = tuple[list[Sample], Progress, ExportError | None]
+
+    def cut() -> Cut:
+        # the batch, the progress as it stood when the batch was cut (the reader
+        # runs on into the next batch while this one is stored), and the file's
+        # fault if it came in this batch: the samples before it are stored first
+        out: list[Sample] = []
+        try:
+            for x in samples:
+                out.append(x)
+                if len(out) >= BATCH:
+                    break
+        except ExportError as exc:
+            return out, copy.copy(progress), exc
+        return out, copy.copy(progress), None
+
+    def read_ahead() -> asyncio.Future[Cut]:
+        return asyncio.ensure_future(anyio.to_thread.run_sync(cut))
+
+    reading: asyncio.Future[Cut] | None = read_ahead()
     try:
-        while True:
-            batch = await anyio.to_thread.run_sync(_next_batch, samples)
+        while reading is not None:
+            batch, seen, fault = await reading
+            # the next batch is read in the worker thread while this one is stored
+            reading = read_ahead() if batch and fault is None else None
             async with rt.db.sessions() as s:
                 account = await s.get(Account, account_id)
                 if account is None:
                     raise LookupError("the account is gone")
                 refused = await refused_features(s, rt, account)
                 if batch:
-                    out = await health.ingest(
+                    out = await health.ingest_columns(
                         s,
                         account_id=account_id,
-                        samples=[_sample(x) for x in batch],
+                        samples=health.Columns.of_mappings(batch),
                         refused_features=refused,
                         now=clock.utcnow(),
                     )
                     tally.add(out)
                 if after_batch is not None:
-                    r = after_batch(s, progress, tally)
+                    r = after_batch(s, seen, tally)
                     if inspect.isawaitable(r):
                         await r
                 await s.commit()
-            if not batch:
-                return
+            if fault is not None:
+                raise fault
     finally:
-        if isinstance(samples, Generator):
-            samples.close()  # the file too
+        try:
+            if reading is not None and not reading.done():
+                # a batch being read when the import stops: let the reader finish
+                # it before the file is closed (a generator cannot be closed mid-step)
+                await asyncio.wait([reading])
+        finally:
+            if reading is None or reading.done():
+                if reading is not None and not reading.cancelled():
+                    reading.exception()  # retrieved: raised or not, the import has stopped
+                if isinstance(samples, Generator):
+                    samples.close()  # the file too
 
 
 # --- the API import: an uploaded file, read by a job -----------------------------------------
