@@ -13,7 +13,9 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 from pydantic import AwareDatetime, BeforeValidator, Field, WrapValidator
 from sqlalchemy import LargeBinary, Text
@@ -265,6 +267,24 @@ def name_rule(max_len: int, controls: str = NAME_CONTROLS) -> Callable[[dict[str
     trimmed, no control character (what families.service.clean_name checks)."""
     c = controls
     return trimmed(rf"^\s*[^\s{c}]([^{c}]{{0,{max_len - 2}}}[^\s{c}])?\s*$")
+
+
+@lru_cache(maxsize=1)
+def zone_names() -> tuple[str, ...]:
+    """The IANA time zone names this machine knows, sorted."""
+    return tuple(sorted(available_timezones()))
+
+
+def zone_rule(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of an IANA time zone field or query parameter
+    (nullable or not): the names the service takes, stated for clients."""
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        for b in branches:
+            if isinstance(b, dict) and b.get("type") == "string":
+                b["enum"] = list(zone_names())
+        return
+    schema["enum"] = list(zone_names())
 
 
 def not_null(schema: dict[str, Any]) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool
 
-from kares.fields import Count, Number
+from kares.fields import Count, Number, zone_rule
 
 
 class NotificationOut(BaseModel):
@@ -63,7 +62,7 @@ class QuietHours(BaseModel):
         examples=["Asia/Shanghai"],
         description="An IANA time zone name",
         # the names the service takes (notify.service.time_zones), stated for clients
-        json_schema_extra={"enum": list[JsonValue](sorted(available_timezones()))},
+        json_schema_extra=zone_rule,
     )
 
 

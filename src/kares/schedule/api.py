@@ -4,7 +4,7 @@ objects (``kares.protocols``)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from kares.deps import DbDep
 from kares.errors import responses
-from kares.fields import ZonedTime
+from kares.fields import Day, ZonedTime, zone_rule
 from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.guard import Allowed, guard
 from kares.schedule import entries, recurrence, service
@@ -85,6 +85,7 @@ async def list_calendars(ctx: Annotated[Allowed, SCHEDULE], s: DbDep) -> sc.Cale
         (400, "calendar.invalid_time_zone"),
         (409, "calendar.too_many"),
         (422, "request.invalid"),
+        (422, "calendar.invalid_name"),
     ),
     summary="Make a further calendar (yours, a dependant's, or a family's)",
 )
@@ -107,7 +108,13 @@ async def create_calendar(
 @router.patch(
     BASE + "/{calendar_id}",
     response_model=sc.CalendarOut,
-    responses=responses(*AUTH, NOT_FOUND, READ_ONLY, (400, "calendar.invalid_time_zone")),
+    responses=responses(
+        *AUTH,
+        NOT_FOUND,
+        READ_ONLY,
+        (400, "calendar.invalid_time_zone"),
+        (422, "calendar.invalid_name"),
+    ),
     summary="Rename a calendar, or change its color, description or time zone",
 )
 async def update_calendar(
@@ -228,7 +235,10 @@ def _entry_routes(type_: str, body_in: type[BaseModel], body_patch: type[BaseMod
         if_match: IfMatch = None,
         scope: Annotated[str, Query(pattern="^(all|this|following)$")] = "all",
         occurrence: Annotated[
-            str | None, Query(max_length=40, description="The occurrence's recurrence_id.")
+            ZonedTime | Day | None,
+            Query(
+                description="The occurrence's recurrence_id (a time with its offset, or a date)."
+            ),
         ] = None,
     ) -> Response:
         _, obj = await entries.get(
@@ -242,7 +252,7 @@ def _entry_routes(type_: str, body_in: type[BaseModel], body_patch: type[BaseMod
             calendar_id=calendar_id,
             uid=entry_id,
             scope=scope,
-            occurrence=_occurrence(occurrence),
+            occurrence=occurrence,
             if_match=if_match,
         )
         return Response(status_code=204)
@@ -299,22 +309,6 @@ def _entry_routes(type_: str, body_in: type[BaseModel], body_patch: type[BaseMod
     )
 
 
-def _occurrence(text: str | None) -> date | datetime | None:
-    if text is None:
-        return None
-    from pydantic import TypeAdapter, ValidationError
-
-    from kares.errors import Problem
-    from kares.fields import Day
-
-    for t in (ZonedTime, Day):
-        try:
-            return TypeAdapter(t).validate_python(text)
-        except ValidationError:
-            continue
-    raise Problem(400, "calendar.invalid_occurrence", "An ISO 8601 time with offset, or a date.")
-
-
 _entry_routes("event", sc.EventIn, sc.EventPatch)
 _entry_routes("todo", sc.TodoIn, sc.TodoPatch)
 
@@ -347,7 +341,11 @@ ToQ = Annotated[
 ]
 TzQ = Annotated[
     str | None,
-    Query(max_length=64, description="IANA zone for floating times and all-day dates."),
+    Query(
+        max_length=64,
+        description="IANA zone for floating times and all-day dates.",
+        json_schema_extra=zone_rule,
+    ),
 ]
 
 
@@ -360,7 +358,7 @@ def _aware(t: datetime) -> datetime:
 
 
 @router.get(
-    BASE + "/occurrences",
+    "/api/v1/me/occurrences",
     response_model=sc.OccurrenceList,
     responses=responses(*AUTH, (400, "calendar.invalid_window")),
     summary="Every occurrence in a window across the calendars you see",

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kares.fields import Count, Day, Flag, ZonedTime, name_rule
+from kares.fields import Count, Day, Flag, ZonedTime, name_rule, zone_rule
 
 
 class _In(BaseModel):
@@ -18,7 +18,9 @@ class CalendarIn(_In):
     name: str = Field(max_length=200, json_schema_extra=name_rule(64))
     color: str | None = Field(default=None, pattern=r"^#[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$")
     description: str | None = Field(default=None, max_length=2000)
-    time_zone: str | None = Field(default=None, max_length=64, examples=["Asia/Shanghai"])
+    time_zone: str | None = Field(
+        default=None, max_length=64, examples=["Asia/Shanghai"], json_schema_extra=zone_rule
+    )
     family_id: str | None = Field(
         default=None, max_length=32, description="Make it the family's (else your own)."
     )
@@ -31,7 +33,7 @@ class CalendarPatch(_In):
     name: str | None = Field(default=None, max_length=200, json_schema_extra=name_rule(64))
     color: str | None = Field(default=None, pattern=r"^#[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?$")
     description: str | None = Field(default=None, max_length=2000)
-    time_zone: str | None = Field(default=None, max_length=64)
+    time_zone: str | None = Field(default=None, max_length=64, json_schema_extra=zone_rule)
 
 
 class CalendarOut(BaseModel):
@@ -75,7 +77,7 @@ class EntryIn(_In):
     end: ZonedTime | None = None
     start_date: Day | None = None
     end_date: Day | None = None
-    time_zone: str | None = Field(default=None, max_length=64)
+    time_zone: str | None = Field(default=None, max_length=64, json_schema_extra=zone_rule)
     rrule: str | None = Field(default=None, max_length=500)
     exdates: list[ZonedTime | Day] | None = Field(default=None, max_length=1000)
     reminders: list[ReminderIn] | None = Field(default=None, max_length=10)
