@@ -1,0 +1,400 @@
+"""Reminders of calendar items, delivered with a controllable clock through the
+public API (docs/SCHEDULE_REMINDERS.md): at the due minute and not before,
+recurring, moved by an edit, cancelled by a deletion, once across a restart in
+the due minute and across two racing workers, late-marked when late; missed
+confirmations told to the guardians once; the reminder on the dependant's watch."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from kares import clock, jobs
+from kares.schedule import reminders
+from tests.conftest import bearer, count_rows, query, sign_up, snapshot
+from tests.schedule_items import (
+    delete_item,
+    personal_calendar,
+    put_item,
+)
+from tests.test_families import join, new_family, set_role
+
+ME = "+8613800138100"
+OTHER = "+8613800138101"
+THIRD = "+8613800138102"
+REMINDERS = "/api/v1/schedule/reminders"
+MISSED = "/api/v1/schedule/missed-confirmations"
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"jobs_lease_seconds": 60}
+
+
+def at_minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def stamp(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def event(
+    uid: str,
+    start: datetime,
+    *,
+    summary: str = "Medicine",
+    alarms: tuple[str, ...] = ("-PT10M",),
+    rrule: str | None = None,
+    confirm: str | None = None,
+    component: str = "VEVENT",
+    extra: str = "",
+) -> str:
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//kares tests//EN",
+        f"BEGIN:{component}",
+        f"UID:{uid}",
+        f"DTSTAMP:{stamp(start)}",
+        f"DTSTART:{stamp(start)}",
+        f"SUMMARY:{summary}",
+    ]
+    if component == "VEVENT":
+        lines.append("DURATION:PT30M")
+    if rrule:
+        lines.append(f"RRULE:{rrule}")
+    if confirm is not None:
+        lines.append(f"X-KARES-CONFIRM:{confirm}")
+    if extra:
+        lines.append(extra)
+    for trig in alarms:
+        lines += [
+            "BEGIN:VALARM",
+            "ACTION:DISPLAY",
+            "DESCRIPTION:x",
+            f"TRIGGER:{trig}",
+            "END:VALARM",
+        ]
+    lines += [f"END:{component}", "END:VCALENDAR"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def move_to(t: datetime) -> None:
+    clock.advance((t - clock.utcnow()).total_seconds())
+
+
+async def inbox(client: httpx.AsyncClient, who: dict[str, Any]) -> list[dict[str, Any]]:
+    r = await client.get("/api/v1/notifications", headers=bearer(who["token"]))
+    assert r.status_code == 200, r.text
+    got = r.json()
+    items = got["notifications"] if isinstance(got, dict) else got
+    return [n for n in items if n["category"] == "reminders"]
+
+
+async def run(app: Any, **kw: Any) -> jobs.RunStats:
+    return await jobs.run_due(app.state.runtime, **kw)
+
+
+async def deliveries(db: Any) -> list[dict[str, Any]]:
+    return await query(
+        db,
+        "SELECT kind, status, late_seconds, alarm_key FROM schedule_reminder_deliveries "
+        "ORDER BY due_at",
+    )
+
+
+# --- delivery ---------------------------------------------------------------------------------
+
+
+async def test_a_reminder_arrives_at_its_minute_and_not_before(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(minutes=40)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "pill", event("pill", start))
+    r = await client.get(REMINDERS, headers=bearer(me["token"]))
+    assert r.status_code == 200, r.text
+    (up,) = r.json()["reminders"]
+    assert up["title"] == "Medicine"
+    assert datetime.fromisoformat(up["fire_at"]) == start - timedelta(minutes=10)
+
+    await run(app)
+    move_to(start - timedelta(minutes=10, seconds=1))
+    await run(app)
+    assert await inbox(client, me) == []
+    move_to(start - timedelta(minutes=10))
+    await run(app)
+    (note,) = await inbox(client, me)
+    assert note["title"] == "Reminder: Medicine"
+    assert note["data"]["late"] is False
+    assert datetime.fromisoformat(note["data"]["starts_at"]) == start
+    move_to(start + timedelta(hours=3))
+    await run(app)
+    assert len(await inbox(client, me)) == 1
+    assert await deliveries(db) == [
+        {"kind": "alarm", "status": "on_time", "late_seconds": 0, "alarm_key": "a-600"}
+    ]
+    r = await client.get(REMINDERS, headers=bearer(me["token"]))
+    assert r.json()["reminders"] == []
+
+
+async def test_every_occurrence_of_a_recurring_event_reminds_beyond_the_horizon(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(
+        db,
+        me,
+        cal,
+        "daily",
+        event("daily", start, rrule="FREQ=DAILY;COUNT=5", alarms=("-PT5M", "PT0M")),
+    )
+    for day in range(5):
+        move_to(start + timedelta(days=day, minutes=-5))
+        await run(app)
+        assert len(await inbox(client, me)) == 2 * day + 1, day
+        move_to(start + timedelta(days=day))
+        await run(app)
+        assert len(await inbox(client, me)) == 2 * day + 2, day
+    move_to(start + timedelta(days=9))
+    await run(app)
+    assert len(await inbox(client, me)) == 10
+    assert [d["status"] for d in await deliveries(db)] == ["on_time"] * 10
+
+
+async def test_an_edit_moves_the_reminder_and_a_deletion_cancels_it(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "visit", event("visit", start, summary="Doctor"))
+    later = start + timedelta(hours=2)
+    await put_item(db, me, cal, "visit", event("visit", later, summary="Doctor"))
+    move_to(start - timedelta(minutes=10))
+    await run(app)
+    assert await inbox(client, me) == []  # not at the old time
+    move_to(later - timedelta(minutes=10))
+    await run(app)
+    (note,) = await inbox(client, me)
+    assert datetime.fromisoformat(note["data"]["starts_at"]) == later
+
+    soon = later + timedelta(hours=1)
+    await put_item(db, me, cal, "gone", event("gone", soon, summary="Cancelled"))
+    assert await count_rows(db, "schedule_reminder_fires") == 1
+    await delete_item(db, me, cal, "gone")
+    assert await count_rows(db, "schedule_reminder_fires") == 0
+    move_to(soon)
+    await run(app)
+    assert len(await inbox(client, me)) == 1
+
+
+async def test_due_while_down_is_delivered_late_once_and_stale_is_recorded(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "a", event("a", start, summary="Pick-up"))
+    await put_item(db, me, cal, "b", event("b", start + timedelta(hours=1), summary="Gym"))
+    # the service is down from before the first reminder until ten minutes into
+    # the first event; then down again until the second event is over
+    move_to(start + timedelta(minutes=10))
+    await run(app)
+    (note,) = await inbox(client, me)
+    assert note["title"] == "Late reminder: Pick-up" and note["data"]["late"] is True
+    assert "(delivered late)" in note["body"]
+    move_to(start + timedelta(hours=3))
+    await run(app)
+    assert len(await inbox(client, me)) == 1  # the Gym's was stale: recorded, not sent
+    got = await deliveries(db)
+    assert [(d["status"], d["late_seconds"]) for d in got] == [
+        ("late", 20 * 60),
+        ("stale", 2 * 3600 + 10 * 60),
+    ]
+
+
+async def test_a_worker_that_dies_in_the_due_minute_delivers_once_late_marked(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    """The job's worker claims it in the due minute and dies before running it: a
+    survivor takes it over when the lease ends (a minute later: late). Another
+    delivers and dies before it could finish the job: the job runs again and
+    sends nothing twice."""
+    rt = app.state.runtime
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "a", event("a", start, summary="First"))
+    await put_item(db, me, cal, "b", event("b", start + timedelta(hours=1), summary="Second"))
+
+    move_to(start - timedelta(minutes=10))
+    (claimed,) = await jobs.claim(rt, worker="dies", limit=5)
+    assert claimed.kind == reminders.JOB
+    await run(app)  # leased to the dead worker: nobody runs it
+    assert await inbox(client, me) == []
+    clock.advance(61)
+    stats = await run(app, worker="survivor")
+    assert stats.done == 1
+    (note,) = await inbox(client, me)
+    assert note["data"]["late"] is True
+    # the dead worker wakes up: it may run the handler, but nothing is sent twice
+    assert await jobs.run_job(rt, claimed, worker="dies") == "done"
+    assert len(await inbox(client, me)) == 1
+
+    move_to(start + timedelta(minutes=50))
+    (claimed,) = await jobs.claim(rt, worker="dies-after", limit=5)
+    await reminders.fire_job(rt, claimed)  # delivered and committed; then the worker died
+    assert len(await inbox(client, me)) == 2
+    clock.advance(61)
+    assert (await run(app, worker="survivor")).done == 1
+    assert len(await inbox(client, me)) == 2
+    assert [d["status"] for d in await deliveries(db)] == ["late", "on_time"]
+
+
+async def test_two_workers_racing_deliver_once(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any, settings: Any
+) -> None:
+    from kares.runtime import Runtime
+
+    rt = app.state.runtime
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "a", event("a", start))
+    # a second job for the same fire, as a retry or an edit's job would be
+    (fire,) = await query(db, "SELECT id FROM schedule_reminder_fires")
+    async with db.sessions() as s:
+        for _ in range(3):
+            jobs.enqueue(
+                s, reminders.JOB, {"fire_id": fire["id"]}, run_at=start - timedelta(minutes=10)
+            )
+        await s.commit()
+    move_to(start - timedelta(minutes=10))
+    other = Runtime.build(settings)
+    try:
+        a, b = await asyncio.gather(jobs.run_due(rt, worker="a"), jobs.run_due(other, worker="b"))
+    finally:
+        await other.close()
+    assert a.done + b.done == 4
+    assert len(await inbox(client, me)) == 1
+    assert await count_rows(db, "schedule_reminder_deliveries") == 1
+    assert await count_rows(db, "schedule_reminder_recipients") == 1
+
+
+# --- confirmations ------------------------------------------------------------------------------
+
+
+async def dependant(client: httpx.AsyncClient, owner: dict[str, Any], family_id: str) -> str:
+    r = await client.post(
+        f"/api/v1/families/{family_id}/dependants",
+        json={"name": "Grandpa Wu", "age_bracket": "adult"},
+        headers=bearer(owner["token"]),
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["member"]["account_id"])
+
+
+async def test_a_missed_confirmation_tells_the_guardians_once(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    g = await sign_up(client, sms, ME)
+    g2 = await sign_up(client, sms, OTHER)
+    adult = await sign_up(client, sms, THIRD)
+    fid = await new_family(client, g)
+    await join(client, g, fid, g2)
+    await join(client, g, fid, adult)
+    assert (await set_role(client, g, fid, g2, "guardian")).status_code == 200
+    dep = await dependant(client, g, fid)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, g, account_id=dep)
+    ics = event("pill", start, component="VTODO", confirm="PT30M", rrule="FREQ=DAILY;COUNT=2")
+    await put_item(db, g, cal, "pill", ics)
+    move_to(start + timedelta(minutes=29, seconds=59))
+    await run(app)
+    assert await inbox(client, g) == []
+    move_to(start + timedelta(minutes=30))
+    await run(app)
+    for who in (g, g2):
+        (note,) = await inbox(client, who)
+        assert note["title"] == "Not confirmed: Medicine"
+        assert "not confirmed 30 minutes after" in note["body"]
+        assert note["data"]["about"] == dep
+    assert await inbox(client, adult) == []  # a member, not a guardian
+    move_to(start + timedelta(hours=3))
+    await run(app)
+    assert len(await inbox(client, g)) == 1  # once
+    r = await client.get(MISSED, headers=bearer(g2["token"]))
+    (m,) = r.json()["missed"]
+    assert m["about"] == dep and m["status"] == "told" and m["title"] == "Medicine"
+    assert datetime.fromisoformat(m["starts_at"]) == start
+
+    # the next day the guardian confirms in time (they gave the pill): nobody is told
+    nxt = start + timedelta(days=1)
+    r = await client.post(
+        f"/api/v1/schedule/objects/{await object_id(db, 'pill')}/confirm",
+        json={"occurrence": nxt.isoformat()},
+        headers=bearer(g2["token"]),
+    )
+    assert r.status_code == 201, r.text
+    r2 = await client.post(
+        f"/api/v1/schedule/objects/{await object_id(db, 'pill')}/confirm",
+        json={"occurrence": nxt.isoformat()},
+        headers=bearer(g["token"]),
+    )
+    assert r2.status_code == 200 and r2.json()["confirmed_by"] == r.json()["confirmed_by"]
+    move_to(nxt + timedelta(hours=2))
+    await run(app)
+    assert len(await inbox(client, g)) == 1 and len(await inbox(client, g2)) == 1
+
+
+async def object_id(db: Any, uid: str) -> str:
+    (row,) = await query(db, "SELECT id FROM calendar_objects WHERE uid = :u", u=uid)
+    return str(row["id"])
+
+
+async def test_a_todo_completed_on_the_phone_counts_and_confirming_checks_everything(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    me = await sign_up(client, sms, ME)
+    stranger = await sign_up(client, sms, OTHER)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "t", event("t", start, component="VTODO", confirm=""))
+    await put_item(db, me, cal, "e", event("e", start, summary="No ask"))
+    # a CalDAV client marks the to-do done
+    done = event("t", start, component="VTODO", confirm="", extra="STATUS:COMPLETED")
+    await put_item(db, me, cal, "t", done)
+    oid, plain = await object_id(db, "t"), await object_id(db, "e")
+    url = "/api/v1/schedule/objects/{}/confirm"
+    before = await snapshot(db)
+    bad = [
+        (stranger, oid, start, 404, "schedule.object_not_found"),
+        (me, "0" * 32, start, 404, "schedule.object_not_found"),
+        (me, oid, start + timedelta(minutes=1), 404, "schedule.occurrence_not_found"),
+        (me, plain, start, 409, "schedule.confirmation_not_asked"),
+    ]
+    for who, o, occ, status, code in bad:
+        r = await client.post(
+            url.format(o), json={"occurrence": occ.isoformat()}, headers=bearer(who["token"])
+        )
+        assert (r.status_code, r.json()["code"]) == (status, code), r.text
+    r = await client.post(
+        url.format(oid), json={"occurrence": "2026-01-01T08:00:00"}, headers=bearer(me["token"])
+    )
+    assert r.status_code == 422  # a time without its zone
+    assert await snapshot(db) == before
+    move_to(start + timedelta(hours=1))
+    await run(app)
+    assert await inbox(client, me) == []  # completed: nobody told
+    # the two alarms (stale by then, recorded); no missed confirmation
+    assert [d["kind"] for d in await deliveries(db)] == ["alarm", "alarm"]
+    assert await count_rows(db, "schedule_reminder_fires") == 0
