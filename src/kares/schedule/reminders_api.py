@@ -156,7 +156,7 @@ async def missed_confirmations(
                 due_at=m.due_at,
                 told_at=m.told_at,
                 status=m.status,
-                about=m.about_id,
+                about=m.unconfirmed_by,
             )
             for m in got
         ]

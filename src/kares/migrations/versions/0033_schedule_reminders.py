@@ -89,9 +89,9 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("late_seconds", sa.Integer(), nullable=False),
         sa.Column("title", sa.String(length=200), nullable=False),
-        sa.Column("about_id", sa.String(length=32), nullable=True),
+        sa.Column("unconfirmed_by", sa.String(length=32), nullable=True),
         _object_fk(t),
-        _account_fk(t, "about_id"),
+        _account_fk(t, "unconfirmed_by"),
         sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{t}")),
         sa.UniqueConstraint(
             "object_id",
@@ -101,7 +101,7 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f(f"ix_{t}_object_id"), t, ["object_id"], unique=False)
-    op.create_index(op.f(f"ix_{t}_about_id"), t, ["about_id"], unique=False)
+    op.create_index(op.f(f"ix_{t}_unconfirmed_by"), t, ["unconfirmed_by"], unique=False)
 
     t = "schedule_reminder_recipients"
     op.create_table(
