@@ -300,6 +300,21 @@ async def world(
         f"/api/v1/families/{fid}/members/{dep}/health/alerts", json={"fall": True}, headers=h
     )
     assert r.status_code == 200, r.text
+    # a schedule: a repeating event with a reminder on the person's own calendar
+    r = await client.get("/api/v1/calendars", headers=h)
+    assert r.status_code == 200, r.text
+    mine = next(c["id"] for c in r.json()["calendars"] if c["account_id"] == me["account"]["id"])
+    r = await client.post(
+        f"/api/v1/calendars/{mine}/events",
+        json={
+            "title": f"{name} at the dentist",
+            "start": clock.utcnow().isoformat(),
+            "rrule": "FREQ=WEEKLY;COUNT=4",
+            "reminders": [{"minutes_before": 30}],
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
     # a family place with alerts both ways
     r = await client.post(
         f"/api/v1/families/{fid}/places",
@@ -325,16 +340,14 @@ async def world(
     cal = await schedule_items.personal_calendar(app.state.runtime.db, me)
     soon = clock.utcnow().replace(second=0, microsecond=0) + timedelta(minutes=12)
     n = next(_numbers)
-    ids = [
+    for uid, ics in (
+        ("rem-soon", reminder_event(f"soon-{n}", soon, f"{name} pill")),
+        ("rem-daily", reminder_event(f"daily-{n}", soon, f"{name} walk", "FREQ=DAILY")),
+        ("rem-todo", reminder_event(f"todo-{n}", soon, f"{name} tea", confirm=True)),
+    ):
         await schedule_items.put_item(app.state.runtime.db, me, cal, f"{uid}-{n}", ics)
-        for uid, ics in (
-            ("rem-soon", reminder_event(f"soon-{n}", soon, f"{name} pill")),
-            ("rem-daily", reminder_event(f"daily-{n}", soon, f"{name} walk", "FREQ=DAILY")),
-            ("rem-todo", reminder_event(f"todo-{n}", soon, f"{name} tea", confirm=True)),
-        )
-    ]
     r = await client.post(
-        f"/api/v1/schedule/objects/{ids[2]}/confirm",
+        f"/api/v1/calendars/{cal}/todos/todo-{n}/confirm",
         json={"occurrence": soon.isoformat()},
         headers=h,
     )

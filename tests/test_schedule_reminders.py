@@ -323,29 +323,22 @@ async def test_a_missed_confirmation_tells_the_guardians_once(
         (note,) = await inbox(client, who)
         assert note["title"] == "Not confirmed: Medicine"
         assert "not confirmed 30 minutes after" in note["body"]
-        assert note["data"]["about"] == dep
+        assert note["data"]["unconfirmed_by"] == dep
     assert await inbox(client, adult) == []  # a member, not a guardian
     move_to(start + timedelta(hours=3))
     await run(app)
     assert len(await inbox(client, g)) == 1  # once
     r = await client.get(MISSED, headers=bearer(g2["token"]))
     (m,) = r.json()["missed"]
-    assert m["about"] == dep and m["status"] == "told" and m["title"] == "Medicine"
+    assert m["unconfirmed_by"] == dep and m["status"] == "told" and m["title"] == "Medicine"
     assert datetime.fromisoformat(m["starts_at"]) == start
 
     # the next day the guardian confirms in time (they gave the pill): nobody is told
     nxt = start + timedelta(days=1)
-    r = await client.post(
-        f"/api/v1/schedule/objects/{await object_id(db, 'pill')}/confirm",
-        json={"occurrence": nxt.isoformat()},
-        headers=bearer(g2["token"]),
-    )
+    url = f"/api/v1/calendars/{cal}/todos/pill/confirm"
+    r = await client.post(url, json={"occurrence": nxt.isoformat()}, headers=bearer(g2["token"]))
     assert r.status_code == 201, r.text
-    r2 = await client.post(
-        f"/api/v1/schedule/objects/{await object_id(db, 'pill')}/confirm",
-        json={"occurrence": nxt.isoformat()},
-        headers=bearer(g["token"]),
-    )
+    r2 = await client.post(url, json={"occurrence": nxt.isoformat()}, headers=bearer(g["token"]))
     assert r2.status_code == 200 and r2.json()["confirmed_by"] == r.json()["confirmed_by"]
     move_to(nxt + timedelta(hours=2))
     await run(app)
@@ -369,24 +362,22 @@ async def test_a_todo_completed_on_the_phone_counts_and_confirming_checks_everyt
     # a CalDAV client marks the to-do done
     done = event("t", start, component="VTODO", confirm="", extra="STATUS:COMPLETED")
     await put_item(db, me, cal, "t", done)
-    oid, plain = await object_id(db, "t"), await object_id(db, "e")
-    url = "/api/v1/schedule/objects/{}/confirm"
+    base = f"/api/v1/calendars/{cal}"
     before = await snapshot(db)
     bad = [
-        (stranger, oid, start, 404, "schedule.object_not_found"),
-        (me, "0" * 32, start, 404, "schedule.object_not_found"),
-        (me, oid, start + timedelta(minutes=1), 404, "schedule.occurrence_not_found"),
-        (me, plain, start, 409, "schedule.confirmation_not_asked"),
+        (stranger, f"{base}/todos/t", start, 404, "calendar.not_found"),
+        (me, f"{base}/todos/nope", start, 404, "calendar.entry_not_found"),
+        (me, f"{base}/events/t", start, 404, "calendar.entry_not_found"),
+        (me, f"{base}/todos/t", start + timedelta(minutes=1), 404, "calendar.occurrence_not_found"),
+        (me, f"{base}/events/e", None, 409, "schedule.confirmation_not_asked"),
     ]
-    for who, o, occ, status, code in bad:
-        r = await client.post(
-            url.format(o), json={"occurrence": occ.isoformat()}, headers=bearer(who["token"])
-        )
+    for who, url, occ, status, code in bad:
+        body = {"occurrence": occ.isoformat()} if occ else {}
+        r = await client.post(f"{url}/confirm", json=body, headers=bearer(who["token"]))
         assert (r.status_code, r.json()["code"]) == (status, code), r.text
-    r = await client.post(
-        url.format(oid), json={"occurrence": "2026-01-01T08:00:00"}, headers=bearer(me["token"])
-    )
-    assert r.status_code == 422  # a time without its zone
+    for body in ({"occurrence": "2026-01-01T08:00:00"}, {"occurrence": 1}, {"when": "x"}):
+        r = await client.post(f"{base}/todos/t/confirm", json=body, headers=bearer(me["token"]))
+        assert r.status_code == 422, r.text  # a time without its zone, not a time, unknown
     assert await snapshot(db) == before
     move_to(start + timedelta(hours=1))
     await run(app)
@@ -431,7 +422,7 @@ async def test_a_family_item_reminds_its_assignees_or_everyone_and_its_miss_goes
     await run(app)
     # an adult member's miss: the family's owner and guardians are told, not the others
     missed = [n for n in await inbox(client, owner) if n["title"].startswith("Not confirmed")]
-    assert [n["data"]["about"] for n in missed] == [member["account"]["id"]]
+    assert [n["data"]["unconfirmed_by"] for n in missed] == [member["account"]["id"]]
     assert len(await inbox(client, third)) == 1
     assert len(await inbox(client, member)) == 2
 
@@ -445,11 +436,9 @@ async def test_the_persons_copy_of_their_data_holds_their_reminders(
     start = at_minute(clock.utcnow()) + timedelta(hours=1)
     cal = await personal_calendar(db, me)
     await put_item(db, me, cal, "soon", event("soon", start, summary="Soon"))
-    oid = await put_item(
-        db, me, cal, "pill", event("pill", start, rrule="FREQ=DAILY", confirm="PT30M")
-    )
+    await put_item(db, me, cal, "pill", event("pill", start, rrule="FREQ=DAILY", confirm="PT30M"))
     r = await client.post(
-        f"/api/v1/schedule/objects/{oid}/confirm",
+        f"/api/v1/calendars/{cal}/events/pill/confirm",
         json={"occurrence": start.isoformat()},
         headers=bearer(me["token"]),
     )

@@ -423,6 +423,8 @@ class Loaded:
     """An object as reminders read it: its row, its calendar and its iCalendar."""
 
     object_id: str
+    uid: str
+    component: str
     calendar_id: str
     calendar_kind: str  # personal | family
     account_id: str | None  # a personal calendar's person
@@ -446,6 +448,8 @@ def loaded(cal_row: Calendar, obj: CalendarObject) -> Loaded | None:
         return None
     return Loaded(
         object_id=obj.id,
+        uid=obj.uid,
+        component=obj.component,
         calendar_id=cal_row.id,
         calendar_kind=cal_row.kind,
         account_id=cal_row.account_id,
@@ -771,8 +775,9 @@ async def _tell(
 ) -> None:
     at = _local(fire.starts_at, o.tz)
     data: dict[str, Any] = {
-        "object_id": fire.object_id,
         "calendar_id": o.calendar_id,
+        "entry_id": o.uid,
+        "type": TYPE_OF.get(o.component, "event"),
         "occurrence": from_ms(fire.occurrence_ms).isoformat(),
         "starts_at": fire.starts_at.isoformat(),
         "due_at": fire.fire_at.isoformat(),
@@ -784,7 +789,7 @@ async def _tell(
         minutes = int((fire.fire_at - fire.starts_at).total_seconds() // 60)
         title = f"Not confirmed: {fire.title}"
         body = f"{who}: {fire.title} not confirmed {minutes} minutes after {at}."
-        data |= {"kind": "missed_confirmation", "about": about, "late": False}
+        data |= {"kind": "missed_confirmation", "unconfirmed_by": about, "late": False}
     else:
         late = status == LATE
         title = ("Late reminder: " if late else "Reminder: ") + fire.title
@@ -870,63 +875,66 @@ async def watch_took(s: AsyncSession, *, recipient_id: str) -> None:
 # --- confirming, and what the API lists -----------------------------------------------------------
 
 
-def _object_not_found() -> Problem:
-    return Problem(404, "schedule.object_not_found", "No such calendar item.")
-
-
-async def _guards(s: AsyncSession, account_id: str) -> set[str]:
-    return {a.id for a in await families.guardians_of(s, account_id)}
-
-
-async def may_see(s: AsyncSession, o: Loaded, actor_id: str) -> bool:
-    """The schedule domain's rule: a personal calendar's person and their
-    guardians; a family's members."""
-    try:
-        await schedule.access(s, actor_id, o.calendar_id)
-    except Problem:
-        return False
-    return True
+def occurrence_key(when: date | datetime | None, o: Loaded, master: Any) -> int | None:
+    """An occurrence as the JSON API names it (its recurrence_id: a time with its
+    offset, or a date; None for an item that does not repeat) as the key of
+    fires and confirmations."""
+    if when is None:
+        start, _ = _span(master, o.tz)
+        return ms(start) if start is not None else None
+    return ms(_utc(when, o.tz))
 
 
 async def confirm(
-    s: AsyncSession, *, actor_id: str, object_id: str, occurrence: datetime
+    s: AsyncSession,
+    *,
+    actor_id: str,
+    calendar_id: str,
+    entry_id: str,
+    component: str,
+    occurrence: date | datetime | None,
 ) -> tuple[Confirmation, bool]:
-    """Confirm one occurrence done: whoever it is for, or their guardian (who gave
-    the medicine). Idempotent: a second confirmation returns the first (False).
-    Committed here."""
-    o = await load(s, object_id)
-    if o is None or not await may_see(s, o, actor_id):
-        raise _object_not_found()
-    occ = ms(occurrence.astimezone(UTC))
-    c = occurrence_of(o.cal, tz=o.tz, occurrence_ms=occ)
-    if c is None:
+    """Confirm one occurrence of an entry done: whoever it is for, or their
+    guardian (who gave the medicine). Idempotent: a second confirmation returns
+    the first (False). Committed here."""
+    cal_row, _ = await schedule.calendar_for(s, actor_id, calendar_id)
+    obj = await schedule.get_by_uid(s, cal_row.id, entry_id)
+    if obj is None or obj.component != component:
+        raise Problem(404, "calendar.entry_not_found", "No such entry in this calendar.")
+    o = loaded(cal_row, obj)
+    if o is None:
+        raise Problem(404, "calendar.entry_not_found", "No such entry in this calendar.")
+    masters = [c for c in o.cal.walk(component) if "RECURRENCE-ID" not in c]
+    occ = occurrence_key(occurrence, o, masters[0] if masters else o.cal.walk(component)[0])
+    c = occurrence_of(o.cal, tz=o.tz, occurrence_ms=occ) if occ is not None else None
+    if c is None or occ is None:
         raise Problem(
             404,
-            "schedule.occurrence_not_found",
-            "The item has no occurrence at that time (give its RECURRENCE-ID, its original start).",
+            "calendar.occurrence_not_found",
+            "The entry has no such occurrence (give its recurrence_id).",
         )
     if confirm_after(c) is None:
         raise Problem(
-            409, "schedule.confirmation_not_asked", "This item does not ask to be confirmed."
+            409, "schedule.confirmation_not_asked", "This entry does not ask to be confirmed."
         )
     people = await _people(s, o, assignees_of(c))
     allowed = actor_id in people
     for p in people:
         if allowed:
             break
-        allowed = actor_id in await _guards(s, p)
+        allowed = actor_id in {a.id for a in await families.guardians_of(s, p)}
     if not allowed:
         raise Problem(
             403,
             "schedule.confirm_forbidden",
-            "Only the people the item is for, or their guardians, confirm it.",
+            "Only the people the entry is for, or their guardians, confirm it.",
         )
     now = clock.utcnow()
     ins = (
         insert_for(s)(Confirmation)
         .values(
             id=new_id(),
-            object_id=object_id,
+            object_id=obj.id,
             occurrence_ms=occ,
             account_id=actor_id,
             confirmed_at=now,
@@ -937,17 +945,27 @@ async def confirm(
     made = bool((await s.execute(ins)).rowcount)  # type: ignore[attr-defined]
     await s.commit()
     q = select(Confirmation).where(
-        Confirmation.object_id == object_id, Confirmation.occurrence_ms == occ
+        Confirmation.object_id == obj.id, Confirmation.occurrence_ms == occ
     )
     return (await s.execute(q)).scalar_one(), made
 
 
 @dataclass(frozen=True)
-class Upcoming:
-    object_id: str
+class Item:
+    """Where a fire or delivery is, as the JSON API names it."""
+
     calendar_id: str
+    entry_id: str  # the UID
+    type: str  # event | todo
+
+
+TYPE_OF = {"VEVENT": "event", "VTODO": "todo"}
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    item: Item
     occurrence: datetime
-    kind: str
     fire_at: datetime
     starts_at: datetime
     title: str
@@ -976,26 +994,24 @@ async def upcoming(
     if not own and not shared:
         return []
     q = (
-        select(ReminderFire, CalendarObject.calendar_id)
+        select(
+            ReminderFire, CalendarObject.calendar_id, CalendarObject.uid, CalendarObject.component
+        )
         .join(CalendarObject, CalendarObject.id == ReminderFire.object_id)
         .where(
             CalendarObject.calendar_id.in_(own + shared),
+            ReminderFire.kind == "alarm",
             ReminderFire.fire_at >= now - GRACE,
             ReminderFire.fire_at < now + timedelta(hours=hours),
         )
         .order_by(ReminderFire.fire_at, ReminderFire.id)
     )
     out: list[Upcoming] = []
-    for f, cid in (await s.execute(q)).all():
-        if f.kind != "alarm":
-            continue
+    for f, cid, uid, comp in (await s.execute(q)).all():
         if cid in shared and f.assignees and account_id not in f.assignees:
             continue
-        out.append(
-            Upcoming(
-                f.object_id, cid, from_ms(f.occurrence_ms), f.kind, f.fire_at, f.starts_at, f.title
-            )
-        )
+        item = Item(cid, uid, TYPE_OF.get(comp, "event"))
+        out.append(Upcoming(item, from_ms(f.occurrence_ms), f.fire_at, f.starts_at, f.title))
         if len(out) >= limit:
             break
     return out
@@ -1004,7 +1020,7 @@ async def upcoming(
 @dataclass(frozen=True)
 class Missed:
     delivery_id: str
-    object_id: str
+    item: Item
     occurrence: datetime
     title: str
     starts_at: datetime
@@ -1018,8 +1034,14 @@ async def missed(s: AsyncSession, *, account_id: str, limit: int = 100) -> list[
     """The missed confirmations the person was told of (or that were recorded
     stale for them), newest first."""
     q = (
-        select(ReminderDelivery)
+        select(
+            ReminderDelivery,
+            CalendarObject.calendar_id,
+            CalendarObject.uid,
+            CalendarObject.component,
+        )
         .join(ReminderRecipient, ReminderRecipient.delivery_id == ReminderDelivery.id)
+        .join(CalendarObject, CalendarObject.id == ReminderDelivery.object_id)
         .where(ReminderRecipient.account_id == account_id, ReminderDelivery.kind == "confirm")
         .order_by(ReminderDelivery.due_at.desc(), ReminderDelivery.id)
         .limit(limit)
@@ -1027,7 +1049,7 @@ async def missed(s: AsyncSession, *, account_id: str, limit: int = 100) -> list[
     return [
         Missed(
             d.id,
-            d.object_id,
+            Item(cid, uid, TYPE_OF.get(comp, "event")),
             from_ms(d.occurrence_ms),
             d.title,
             d.starts_at,
@@ -1036,5 +1058,5 @@ async def missed(s: AsyncSession, *, account_id: str, limit: int = 100) -> list[
             d.status,
             d.unconfirmed_by,
         )
-        for d in (await s.execute(q)).scalars()
+        for d, cid, uid, comp in (await s.execute(q)).all()
     ]

@@ -1,48 +1,53 @@
 """HTTP routes of reminders and confirmations (docs/SCHEDULE_REMINDERS.md): confirm
-an occurrence done, list my reminders to come, list the missed confirmations I
-was told of."""
+one occurrence of an entry done, list my reminders to come, list the missed
+confirmations I was told of. Entries are named as the schedule's JSON API names
+them: their calendar, their id (the iCalendar UID) and an occurrence's
+``recurrence_id``."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import date, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kares.deps import DbDep
 from kares.errors import responses
-from kares.fields import ZonedTime
+from kares.fields import Day, ZonedTime
 from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.guard import Allowed, guard
 from kares.schedule import reminders
 
-router = APIRouter(prefix="/api/v1/schedule", tags=["schedule"])
+router = APIRouter(tags=["schedule"])
 Events = Annotated[Allowed, guard("schedule", "events")]
 
 
 class ConfirmIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    occurrence: ZonedTime = Field(
-        description="The occurrence: its RECURRENCE-ID, i.e. its start as the rule gives "
-        "it (for an item that does not repeat, its start)",
+    occurrence: ZonedTime | Day | None = Field(
+        default=None,
+        description="The occurrence's recurrence_id (as the occurrences list gives it: a "
+        "time with its offset, or a date); leave it out for an entry that does not repeat",
         examples=["2026-12-07T08:00:00+08:00"],
     )
 
 
 class ConfirmationOut(BaseModel):
-    object_id: str
-    occurrence: datetime
+    calendar_id: str
+    entry_id: str
+    occurrence: datetime = Field(description="The occurrence's original start, in UTC")
     confirmed_by: str
     confirmed_at: datetime
     via: str
 
 
 class ReminderOut(BaseModel):
-    object_id: str
     calendar_id: str
-    occurrence: datetime
-    fire_at: datetime = Field(description="when the reminder is delivered")
+    entry_id: str = Field(description="The entry's id (its iCalendar UID)")
+    type: Literal["event", "todo"]
+    occurrence: datetime = Field(description="The occurrence's original start, in UTC")
+    fire_at: datetime = Field(description="When the reminder is delivered")
     starts_at: datetime
     title: str
 
@@ -53,58 +58,89 @@ class Reminders(BaseModel):
 
 class MissedOut(BaseModel):
     delivery_id: str
-    object_id: str
+    calendar_id: str
+    entry_id: str
+    type: Literal["event", "todo"]
     occurrence: datetime
     title: str
     starts_at: datetime
-    due_at: datetime = Field(description="when the confirmation was due")
+    due_at: datetime = Field(description="When the confirmation was due")
     told_at: datetime
-    status: str = Field(description="told; stale: due too long ago, recorded, nobody told")
-    about: str | None = Field(description="the account that did not confirm")
+    status: Literal["told", "stale"] = Field(
+        description="told; stale: due too long ago (the service was down), recorded, nobody told"
+    )
+    unconfirmed_by: str | None = Field(
+        description="The account that did not confirm (none: a family entry for several)"
+    )
 
 
 class MissedList(BaseModel):
     missed: list[MissedOut]
 
 
-@router.post(
-    "/objects/{object_id}/confirm",
-    response_model=ConfirmationOut,
-    status_code=201,
-    responses={
-        200: {"model": ConfirmationOut, "description": "Confirmed already: the first one"},
-        **responses(
-            *AUTH_ERRORS,
-            (404, "schedule.object_not_found"),
-            (404, "schedule.occurrence_not_found"),
-            (409, "schedule.confirmation_not_asked"),
-            (403, "schedule.confirm_forbidden"),
-        ),
-    },
-    summary="Confirm one occurrence of an item done",
-    description="For an item that asks to be confirmed (X-KARES-CONFIRM). Whoever it is "
-    "for, or their guardian, confirms; 201 the first time, 200 with the first "
-    "confirmation afterwards. Once confirmed, nobody is told it was missed.",
+CONFIRM_ERRORS = (
+    *AUTH_ERRORS,
+    (404, "calendar.not_found"),
+    (404, "calendar.entry_not_found"),
+    (404, "calendar.occurrence_not_found"),
+    (409, "schedule.confirmation_not_asked"),
+    (403, "schedule.confirm_forbidden"),
 )
-async def confirm(
-    object_id: str, body: ConfirmIn, ctx: Events, s: DbDep, response: Response
-) -> ConfirmationOut:
-    row, made = await reminders.confirm(
-        s, actor_id=ctx.account_id, object_id=object_id, occurrence=body.occurrence
+
+
+def _confirm_route(type_: str, component: str) -> None:
+    async def confirm(
+        calendar_id: str,
+        entry_id: str,
+        body: ConfirmIn,
+        ctx: Events,
+        s: DbDep,
+        response: Response,
+    ) -> ConfirmationOut:
+        when: date | datetime | None = body.occurrence
+        row, made = await reminders.confirm(
+            s,
+            actor_id=ctx.account_id,
+            calendar_id=calendar_id,
+            entry_id=entry_id,
+            component=component,
+            occurrence=when,
+        )
+        if not made:
+            response.status_code = 200
+        return ConfirmationOut(
+            calendar_id=calendar_id,
+            entry_id=entry_id,
+            occurrence=reminders.from_ms(row.occurrence_ms),
+            confirmed_by=row.account_id,
+            confirmed_at=row.confirmed_at,
+            via=row.via,
+        )
+
+    router.add_api_route(
+        f"/api/v1/calendars/{{calendar_id}}/{type_}s/{{entry_id}}/confirm",
+        confirm,
+        methods=["POST"],
+        status_code=201,
+        response_model=ConfirmationOut,
+        responses={
+            200: {"model": ConfirmationOut, "description": "Confirmed already: the first one"},
+            **responses(*CONFIRM_ERRORS),
+        },
+        summary=f"Confirm one occurrence of a {type_} done",
+        description="For an entry that asks to be confirmed (X-KARES-CONFIRM). Whoever it "
+        "is for, or their guardian, confirms; 201 the first time, 200 with the first "
+        "confirmation afterwards. Once confirmed, nobody is told it was missed.",
+        name=f"confirm_{type_}",
     )
-    if not made:
-        response.status_code = 200
-    return ConfirmationOut(
-        object_id=row.object_id,
-        occurrence=reminders.from_ms(row.occurrence_ms),
-        confirmed_by=row.account_id,
-        confirmed_at=row.confirmed_at,
-        via=row.via,
-    )
+
+
+_confirm_route("event", "VEVENT")
+_confirm_route("todo", "VTODO")
 
 
 @router.get(
-    "/reminders",
+    "/api/v1/schedule/reminders",
     response_model=Reminders,
     responses=responses(*AUTH_ERRORS),
     summary="My reminders to come",
@@ -112,14 +148,15 @@ async def confirm(
 async def my_reminders(
     ctx: Events,
     s: DbDep,
-    hours: Annotated[int, Query(ge=1, le=48, description="how far ahead")] = 48,
+    hours: Annotated[int, Query(ge=1, le=48, description="How far ahead")] = 48,
 ) -> Reminders:
     got = await reminders.upcoming(s, account_id=ctx.account_id, hours=hours)
     return Reminders(
         reminders=[
             ReminderOut(
-                object_id=u.object_id,
-                calendar_id=u.calendar_id,
+                calendar_id=u.item.calendar_id,
+                entry_id=u.item.entry_id,
+                type=u.item.type,
                 occurrence=u.occurrence,
                 fire_at=u.fire_at,
                 starts_at=u.starts_at,
@@ -131,13 +168,13 @@ async def my_reminders(
 
 
 @router.get(
-    "/missed-confirmations",
+    "/api/v1/schedule/missed-confirmations",
     response_model=MissedList,
     responses=responses(*AUTH_ERRORS),
     summary="Missed confirmations I was told of",
-    description="Items that asked their person to confirm them done, unconfirmed at "
-    "their time plus the grace: what the guardians (or the family's guardians) were "
-    "told, newest first.",
+    description="Entries that asked their person to confirm them done, unconfirmed at "
+    "their time plus the grace: what the guardians (or the family's owner and "
+    "guardians) were told, newest first.",
 )
 async def missed_confirmations(
     ctx: Events,
@@ -149,14 +186,16 @@ async def missed_confirmations(
         missed=[
             MissedOut(
                 delivery_id=m.delivery_id,
-                object_id=m.object_id,
+                calendar_id=m.item.calendar_id,
+                entry_id=m.item.entry_id,
+                type=m.item.type,
                 occurrence=m.occurrence,
                 title=m.title,
                 starts_at=m.starts_at,
                 due_at=m.due_at,
                 told_at=m.told_at,
                 status=m.status,
-                about=m.unconfirmed_by,
+                unconfirmed_by=m.unconfirmed_by,
             )
             for m in got
         ]
