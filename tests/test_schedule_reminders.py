@@ -454,3 +454,62 @@ async def test_the_persons_copy_of_their_data_holds_their_reminders(
         "schedule_reminder_recipients",
         "schedule_confirmations",
     } <= seen, seen
+
+
+async def test_reminders_written_by_the_json_api_follow_an_edit_of_one_occurrence(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    """The schedule's JSON API writes the reminders as VALARMs; moving one occurrence
+    ("this") moves its reminder and leaves the others'."""
+    me = await sign_up(client, sms, ME)
+    cid = await personal_calendar(db, me)
+    start = at_minute(clock.utcnow()) + timedelta(hours=2)
+    r = await client.post(
+        f"/api/v1/calendars/{cid}/events",
+        json={
+            "title": "Swim",
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=1)).isoformat(),
+            "rrule": "FREQ=DAILY;COUNT=3",
+            "reminders": [{"minutes_before": 15}],
+        },
+        headers=bearer(me["token"]),
+    )
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    second = start + timedelta(days=1)
+    r = await client.get(
+        f"/api/v1/calendars/{cid}/occurrences",
+        params={"from": start.isoformat(), "to": (start + timedelta(days=3)).isoformat()},
+        headers=bearer(me["token"]),
+    )
+    assert r.status_code == 200, r.text
+    rid = r.json()["occurrences"][1]["recurrence_id"]
+    later = second + timedelta(hours=3)
+    r = await client.patch(
+        f"/api/v1/calendars/{cid}/events/{uid}",
+        json={
+            "scope": "this",
+            "occurrence": rid,
+            "start": later.isoformat(),
+            "end": (later + timedelta(hours=1)).isoformat(),
+        },
+        headers=bearer(me["token"]),
+    )
+    assert r.status_code == 200, r.text
+    r = await client.get(REMINDERS, headers=bearer(me["token"]))
+    got = [(x["entry_id"], datetime.fromisoformat(x["fire_at"])) for x in r.json()["reminders"]]
+    assert got == [
+        (uid, start - timedelta(minutes=15)),
+        (uid, later - timedelta(minutes=15)),
+    ]
+    for t in (start, second, later, start + timedelta(days=2)):
+        move_to(t - timedelta(minutes=15))
+        await run(app)
+    notes = await inbox(client, me)
+    assert [datetime.fromisoformat(n["data"]["starts_at"]) for n in reversed(notes)] == [
+        start,
+        later,
+        start + timedelta(days=2),
+    ]
+    assert {n["data"]["entry_id"] for n in notes} == {uid}
