@@ -164,6 +164,12 @@ async def test_every_occurrence_of_a_recurring_event_reminds_beyond_the_horizon(
     await run(app)
     assert len(await inbox(client, me)) == 10
     assert [d["status"] for d in await deliveries(db)] == ["on_time"] * 10
+    # the series is over: its refill job ended, nothing of it is left to fire
+    async with db.sessions() as s:
+        assert await jobs.pending(s, kind=reminders.REFILL_JOB) == []
+        assert await jobs.pending(s, kind=reminders.JOB) == []
+    assert await count_rows(db, "schedule_reminder_sources") == 0
+    assert await count_rows(db, "schedule_reminder_fires") == 0
 
 
 async def test_an_edit_moves_the_reminder_and_a_deletion_cancels_it(
@@ -513,3 +519,24 @@ async def test_reminders_written_by_the_json_api_follow_an_edit_of_one_occurrenc
         start + timedelta(days=2),
     ]
     assert {n["data"]["entry_id"] for n in notes} == {uid}
+
+
+async def test_a_dense_rule_is_materialised_in_rounds(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most MAX_FIRES fires per object at a time (500; 5 here): the refill job
+    makes the next round at once, from where the last one stopped."""
+    monkeypatch.setattr(reminders, "MAX_FIRES", 5)
+    me = await sign_up(client, sms, ME)
+    start = at_minute(clock.utcnow()) + timedelta(hours=1)
+    cal = await personal_calendar(db, me)
+    await put_item(db, me, cal, "tick", event("tick", start, rrule="FREQ=HOURLY"))
+    first = start - timedelta(minutes=10)
+
+    async def fire_times() -> list[datetime]:
+        rows = await query(db, "SELECT fire_at FROM schedule_reminder_fires")
+        return sorted(datetime.fromisoformat(str(r["fire_at"])).replace(tzinfo=UTC) for r in rows)
+
+    assert await fire_times() == [first + timedelta(hours=i) for i in range(5)]
+    await run(app)  # the refill job is due at once: the next round
+    assert await fire_times() == [first + timedelta(hours=i) for i in range(10)]

@@ -92,6 +92,8 @@ CONFIRM_KEY = "confirm"
 # a reminder the watch has not taken this long after its delivery is not sent
 # down any more (its inbox entry stays)
 WATCH_MAX_AGE = timedelta(hours=2)
+# fires made for one object at a time (each has a job)
+MAX_FIRES = 500
 JOB = "schedule.reminder"
 REFILL_JOB = "schedule.reminder_refill"
 TITLE_MAX = 200
@@ -506,7 +508,7 @@ async def refresh(s: AsyncSession, o: Loaded | None, object_id: str) -> None:
         return
     now = clock.utcnow()
     lo, hi = now - GRACE, now + HORIZON
-    await _materialise(s, o, lo, hi, replace=True)
+    hi = await _materialise(s, o, lo, hi, replace=True)
     await _set_until(s, o, hi)
 
 
@@ -546,12 +548,17 @@ async def _set_until(s: AsyncSession, o: Loaded, until: datetime) -> None:
 
 async def _materialise(
     s: AsyncSession, o: Loaded, lo: datetime, hi: datetime, *, replace: bool
-) -> int:
+) -> datetime:
     """Put the object's fires of [lo, hi) in place (each with its job); with
     ``replace`` the fires already there from ``lo`` on that no longer exist go,
     and the moved ones move. Reminders already delivered are not made again.
-    Returns how many jobs it enqueued."""
-    wanted = {f.key: f for f in fires(o.cal, tz=o.tz, lo=lo, hi=hi)}
+    At most ``MAX_FIRES`` at a time (a rule every minute): returns how far it
+    went, ``hi`` or the time of the first fire it left for the next round."""
+    found = fires(o.cal, tz=o.tz, lo=lo, hi=hi)
+    if len(found) > MAX_FIRES:
+        hi = found[MAX_FIRES].fire_at
+        found = [f for f in found if f.fire_at < hi]
+    wanted = {f.key: f for f in found}
     assignees: dict[int, list[str]] = {}
     reach = max(_reach(o.cal), CONFIRM_MAX) + timedelta(days=1)
     for c in recurring_ical_events.of(o.cal, components=["VEVENT", "VTODO"]).between(
@@ -571,7 +578,6 @@ async def _materialise(
         for key, old in have.items():
             if old.fire_at >= lo and key not in wanted:
                 await s.delete(old)
-    made = 0
     for key, f in wanted.items():
         if key in done:
             continue
@@ -585,7 +591,6 @@ async def _materialise(
             row.title, row.assignees, row.kind = f.title, who, f.kind
             if moved:
                 _job(s, row, o)
-                made += 1
             continue
         row = ReminderFire(
             id=new_id(),
@@ -601,9 +606,8 @@ async def _materialise(
         )
         s.add(row)
         _job(s, row, o)
-        made += 1
     await s.flush()
-    return made
+    return hi
 
 
 def _job(s: AsyncSession, row: ReminderFire, o: Loaded) -> None:
@@ -627,10 +631,21 @@ async def refill_job(rt: Runtime, job: jobs.JobContext) -> None:
             await forget(s, src.object_id)
             await s.commit()
             return
-        await _materialise(s, o, src.until, hi, replace=False)
+        hi = await _materialise(s, o, src.until, hi, replace=False)
         src.until = hi
+        # a series over (its last occurrence, and any confirmation of it, long
+        # past): its fires that remain deliver themselves; the extending ends
+        end_ms = (
+            await s.execute(
+                select(CalendarObject.range_end).where(CalendarObject.id == src.object_id)
+            )
+        ).scalar_one_or_none()
+        over = end_ms is not None and from_ms(end_ms) + CONFIRM_MAX + _reach(o.cal) < now
+        if over:
+            await s.delete(src)
         await s.commit()
-    raise jobs.Again(hi - REFILL_AHEAD)
+    if not over:
+        raise jobs.Again(hi - REFILL_AHEAD)
 
 
 # --- delivering ---------------------------------------------------------------------------------
