@@ -327,11 +327,6 @@ def _occ_out(f: entries.Found) -> sc.OccurrenceOut:
         rid = o.rid.replace(tzinfo=recurrence.zone(f.calendar.time_zone)).isoformat()
     elif o.rid is not None:
         rid = o.rid.isoformat()
-    overrides = {
-        x.decoded("RECURRENCE-ID")
-        for x in entries.items(service.decode(f.object))
-        if "RECURRENCE-ID" in x
-    }
     return sc.OccurrenceOut(
         calendar_id=f.calendar.id,
         id=f.object.uid,
@@ -342,7 +337,7 @@ def _occ_out(f: entries.Found) -> sc.OccurrenceOut:
         all_day=o.all_day,
         start=o.start,
         end=o.end,
-        overridden=o.rid is not None and o.rid in overrides,
+        overridden=f.overridden,
     )
 
 

@@ -264,11 +264,18 @@ def _fast(
             raise _NotFast
         if lo <= k <= hi:
             keys.add(k)
+    excluded: set[datetime] = set()
     for x in _dates_of(m, "EXDATE"):
         if isinstance(x, datetime) != timed:
             raise _NotFast
-        keys.discard(_local(x, z))
-    overrides = [c for c in items if "RECURRENCE-ID" in c]
+        excluded.add(_local(x, z))
+    keys -= excluded
+    # an override of an excluded instance is excluded with it
+    overrides = [
+        c
+        for c in items
+        if "RECURRENCE-ID" in c and _local(c.decoded("RECURRENCE-ID"), z) not in excluded
+    ]
     for o in overrides:
         rid = o.decoded("RECURRENCE-ID")
         if isinstance(rid, datetime) != timed:
