@@ -520,8 +520,16 @@ async def _object_changed(
     (JSON API, CalDAV, import). A deletion needs nothing: the object's fires,
     deliveries and confirmations go with its row (foreign keys), and the jobs of
     its fires find nothing when they run."""
-    if obj is not None:
+    if obj is None:
+        return
+    try:
         await refresh(s, loaded(cal_row, obj), obj.id)
+    except Exception:
+        # the expansion could not read it (it runs before anything is written): the
+        # object is stored all the same, the write being the person's; it reminds
+        # nothing, and the log says so
+        log.exception("calendar object %s: its reminders could not be computed", obj.id)
+        await forget(s, obj.id)
 
 
 async def forget(s: AsyncSession, object_id: str) -> None:
