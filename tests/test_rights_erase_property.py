@@ -33,6 +33,7 @@ from kares import clock, crypto, jobs
 from kares.calls import service as calls
 from kares.db import Base
 from kares.privacy import reach
+from tests import schedule_items
 from tests.conftest import POLICY_VERSION, bearer, query, sign_up, snapshot
 from tests.support.backup import backup_env, kares, let_go, new_key, plain_dump
 from tests.support.providers import FakeWeChat
@@ -113,6 +114,21 @@ def doubles(x: float) -> list[bytes]:
     """How a coordinate sits in the database files: SQLite's REAL (big-endian),
     the packed day arrays (little-endian), and as text."""
     return [struct.pack(">d", x), struct.pack("<d", x), repr(x).encode()]
+
+
+def reminder_event(
+    uid: str, start: Any, summary: str, rrule: str | None = None, *, confirm: bool = False
+) -> str:
+    """A VEVENT (a VTODO asking to be confirmed) with a reminder ten minutes before."""
+    kind = "VTODO" if confirm else "VEVENT"
+    at = start.strftime("%Y%m%dT%H%M%SZ")
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//kares tests//EN", f"BEGIN:{kind}"]
+    lines += [f"UID:{uid}", f"DTSTAMP:{at}", f"DTSTART:{at}", f"SUMMARY:{summary}"]
+    lines += [f"RRULE:{rrule}"] if rrule else []
+    lines += ["X-KARES-CONFIRM:PT30M"] if confirm else []
+    lines += ["BEGIN:VALARM", "ACTION:DISPLAY", "DESCRIPTION:x", "TRIGGER:-PT10M", "END:VALARM"]
+    lines += [f"END:{kind}", "END:VCALENDAR"]
+    return "\r\n".join(lines) + "\r\n"
 
 
 async def world(
@@ -319,6 +335,23 @@ async def world(
         headers=bearer(heir["token"]),
     )
     assert r.status_code == 200, r.text
+    # schedule reminders: one due in the jobs run below (delivered to the person, late),
+    # a daily one still to come (its fires), a to-do the person confirmed
+    cal = await schedule_items.personal_calendar(app.state.runtime.db, me)
+    soon = clock.utcnow().replace(second=0, microsecond=0) + timedelta(minutes=12)
+    n = next(_numbers)
+    for uid, ics in (
+        ("rem-soon", reminder_event(f"soon-{n}", soon, f"{name} pill")),
+        ("rem-daily", reminder_event(f"daily-{n}", soon, f"{name} walk", "FREQ=DAILY")),
+        ("rem-todo", reminder_event(f"todo-{n}", soon, f"{name} tea", confirm=True)),
+    ):
+        await schedule_items.put_item(app.state.runtime.db, me, cal, f"{uid}-{n}", ics)
+    r = await client.post(
+        f"/api/v1/calendars/{cal}/todos/todo-{n}/confirm",
+        json={"occurrence": soon.isoformat()},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
     # tracks: first at home (presence, an arrival told to the heir), then the drawn places
     now = clock.utcnow()
     at_home = [

@@ -42,6 +42,7 @@ from kares.rights import export_api as rights_export_api
 from kares.rights import staff_api as rights_staff_api
 from kares.runtime import Runtime
 from kares.schedule import api as schedule_api
+from kares.schedule import reminders_api as schedule_reminders_api
 from kares.sos import api as sos_api
 from kares.watches import api as watches_api
 
@@ -339,6 +340,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(health_family_api.router)
     app.include_router(health_alerts_api.router)
     app.include_router(schedule_api.router)
+    app.include_router(schedule_reminders_api.router)
     app.include_router(messaging_api.router)
     app.include_router(erase_api.router)
     # the one WebSocket of a device (docs/MESSAGING.md)

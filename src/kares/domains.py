@@ -47,6 +47,7 @@ from kares.rights import register as rights_register
 from kares.rights import staff_jobs as rights_staff_jobs
 from kares.rights import staff_models as rights_staff_models
 from kares.schedule import models as schedule_models
+from kares.schedule import reminders as schedule_reminders
 from kares.schedule import service as schedule_service
 from kares.sos import jobs as sos_jobs
 from kares.sos import models as sos_models
@@ -98,6 +99,7 @@ __all__ = [
     "rights_staff_jobs",
     "rights_staff_models",
     "schedule_models",
+    "schedule_reminders",
     "schedule_service",
     "sos_jobs",
     "sos_models",

@@ -60,6 +60,7 @@ from kares.privacy.guard import Allowed, admit
 from kares.privacy.service import is_minor
 from kares.protocols.watch import frames as wp
 from kares.runtime import Runtime
+from kares.schedule import reminders
 from kares.sos import service as sos
 from kares.watches import service as watches
 from kares.watches.models import Watch
@@ -252,8 +253,9 @@ class ChatLink:
         self.watch_id = who.watch.id
         self.account_id = who.account.id
         self.sub = live.hub.subscribe(self.account_id)
-        # (position, the acknowledgement it waits for) of the frame in flight
-        self.outstanding: tuple[int, str] | None = None
+        # (a chat position or a reminder's recipient id, the acknowledgement it
+        # waits for) of the frame in flight
+        self.outstanding: tuple[int | str, str] | None = None
         self.sent = 0
         self.task = asyncio.create_task(self._run())
         self.poke()
@@ -296,12 +298,19 @@ class ChatLink:
             if who is None or not self.serves(who) or who.watch.family_id is None:
                 return  # unpaired, or paired anew: the next keep-alive makes a new link
             live.hub.watch(self.sub, await families.co_members(s, self.account_id))
+            assert who.watch.paired_at is not None
+            due = await self._reminder(s, who)
+            if due is not None:
+                data = wp.text_frame(self.vendor, self.device_id, due.text)
+                self.outstanding = (due.recipient_id, "MESSAGE")
+                self.sent += 1
+                await self.conn.write(data)
+                return
             try:
                 await admit(s, rt, who.caller, "messaging", "chat")
             except Problem as exc:
                 log.info("watch chat not delivered: %s", exc.code)
                 return
-            assert who.watch.paired_at is not None
             out = await watchchat.next_for_watch(
                 s,
                 watch_id=self.watch_id,
@@ -320,16 +329,32 @@ class ChatLink:
         self.sent += 1
         await self.conn.write(data)
 
+    async def _reminder(self, s: AsyncSession, who: Wearer) -> reminders.WatchReminder | None:
+        """A reminder the wearer's watch still owes (docs/SCHEDULE_REMINDERS.md):
+        sent before chat, as a ``MESSAGE`` text."""
+        assert who.watch.paired_at is not None
+        try:
+            await admit(s, self.server.rt, who.caller, "schedule", "events")
+        except Problem as exc:
+            log.info("watch reminder not delivered: %s", exc.code)
+            return None
+        return await reminders.next_for_watch(
+            s, account_id=self.account_id, paired_at=who.watch.paired_at
+        )
+
     async def acked(self, s: AsyncSession, command: str, ok: bool) -> None:
         """The watch answered the frame in flight: received (it is never sent
         again) or failed (sent again after its next keep-alive)."""
         if self.outstanding is None or self.outstanding[1] != command:
             return
-        position = self.outstanding[0]
+        key = self.outstanding[0]
         if ok:
-            await watchchat.acknowledged(
-                s, watch_id=self.watch_id, dependant_id=self.account_id, position=position
-            )
+            if isinstance(key, str):
+                await reminders.watch_took(s, recipient_id=key)
+            else:
+                await watchchat.acknowledged(
+                    s, watch_id=self.watch_id, dependant_id=self.account_id, position=key
+                )
             self.outstanding = None
             self.poke()
         else:
