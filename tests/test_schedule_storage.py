@@ -125,6 +125,9 @@ BAD = {
     "method": event().replace("PRODID", "METHOD:REQUEST\r\nPRODID"),
     "no dtstart": event().replace("DTSTART;TZID=Europe/Berlin:20261207T080000\r\n", ""),
     "no uid": event().replace("UID:e1@kares\r\n", ""),
+    # hundreds of thousands of occurrences a year: refused, whatever ends them
+    "every minute": event(extra="RRULE:FREQ=MINUTELY\r\n"),
+    "every second": event(extra="RRULE:FREQ=SECONDLY;UNTIL=20271231T000000Z\r\n"),
 }
 
 
@@ -216,6 +219,19 @@ async def test_time_range_listing_expands_recurrences(
     assert await names(d + timedelta(days=700), d + timedelta(days=760)) == ["forever.ics"]
     # between occurrences: none
     assert await names(d + timedelta(days=1), d + timedelta(days=2)) == []
+    # an hourly rule with no end, and one to a far UNTIL, are stored at once (their
+    # span read from what they say, not expanded) and found where they run
+    hourly = event(uid="h", extra="RRULE:FREQ=HOURLY\r\n")
+    await put(app, me, cal.id, "hourly.ics", hourly)
+    until = event(uid="u", extra="RRULE:FREQ=HOURLY;UNTIL=20361207T070000Z\r\n")
+    await put(app, me, cal.id, "until.ics", until)
+    later = d + timedelta(days=3000)
+    assert await names(later, later + timedelta(hours=1)) == ["hourly.ics", "until.ics"]
+    after = datetime(2036, 12, 8, tzinfo=UTC)
+    assert await names(after, after + timedelta(hours=1)) == ["hourly.ics"]
+    async with app.state.runtime.db.sessions() as s:
+        row = await schedule.get_object(s, account_id=aid(me), calendar_id=cal.id, name="until.ics")
+    assert row.range_end == int(datetime(2036, 12, 7, 7, 15, tzinfo=UTC).timestamp() * 1000)
 
 
 async def test_who_may_read_and_write(

@@ -17,6 +17,9 @@ MAX_OBJECT_BYTES = 512 * 1024
 COMPONENTS = ("VEVENT", "VTODO")
 
 
+TOO_OFTEN = frozenset({"SECONDLY", "MINUTELY"})
+
+
 def invalid(detail: str) -> Problem:
     return Problem(400, "calendar.invalid_object", detail)
 
@@ -84,6 +87,15 @@ def parse(data: bytes | str) -> Parsed:
         seen.add(key)
         if kind == "VEVENT" and "DTSTART" not in c:
             raise invalid("A VEVENT has a DTSTART (RFC 5545 3.6.1).")
+        rules = c.get("RRULE")
+        for rule in rules if isinstance(rules, list) else [rules] if rules is not None else []:
+            if any(str(f).upper() in TOO_OFTEN for f in rule.get("FREQ", [])):
+                # a rule every second or minute makes hundreds of thousands of
+                # occurrences a year: no family calendar needs one, and phone
+                # calendars cannot make them (docs/SCHEDULE.md)
+                raise invalid(
+                    "A rule repeats at most hourly (FREQ=SECONDLY and MINUTELY are not kept)."
+                )
         for prop in ("DTSTART", "DTEND", "DUE", "RECURRENCE-ID"):
             if prop in c:
                 try:

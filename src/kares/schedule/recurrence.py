@@ -68,6 +68,73 @@ def _unbounded(c: icalendar.Component) -> bool:
     return False
 
 
+def _rules(c: icalendar.Component) -> list[Any]:
+    r = c.get("RRULE")
+    return r if isinstance(r, list) else [] if r is None else [r]
+
+
+def _until_only(c: icalendar.Component) -> bool:
+    """A rule ended by UNTIL alone: its span is read from UNTIL, not expanded."""
+    return any("UNTIL" in rule and "COUNT" not in rule for rule in _rules(c))
+
+
+def _edge(value: date | datetime, *, late: bool) -> int:
+    t, floating = _aware(value, UTC)
+    if floating:
+        t = t + FLOAT_SLACK if late else t - FLOAT_SLACK
+    return _ms(t)
+
+
+def _written_span(
+    items: list[icalendar.Component], *, open_end: bool
+) -> tuple[int | None, int | None]:
+    """The span of a resource read from what it says, not from its occurrences:
+    from the earliest DTSTART, RDATE or moved occurrence, to no end (``open_end``)
+    or to the latest UNTIL, RDATE or override end plus the longest duration.
+    Wider than the occurrences (an EXDATE'd first start still counts), never
+    narrower: a prefilter for time ranges."""
+    lo: int | None = None
+    hi: int | None = None
+    for c in items:
+        b = bounds(c)
+        assert b is not None  # checked by the caller
+        starts: list[date | datetime] = [b[0]]
+        ends: list[date | datetime] = [b[1]]
+        length = _as_delta(b)
+        rdates = c.get("RDATE")
+        for rd in rdates if isinstance(rdates, list) else [rdates] if rdates is not None else []:
+            for d in getattr(rd, "dts", []):
+                v = d.dt
+                if isinstance(v, tuple):  # a PERIOD: (start, end or duration)
+                    v = v[0]
+                starts.append(v)
+                ends.append(v + length)
+        for rule in _rules(c):
+            for until in rule.get("UNTIL", []):
+                if not isinstance(until, datetime):  # a date: that whole day may hold one
+                    until = until + timedelta(days=1)
+                ends.append(until + length)
+        for v in starts:
+            e = _edge(v, late=False)
+            lo = e if lo is None else min(lo, e)
+        for v in ends:
+            e = _edge(v, late=True)
+            hi = e if hi is None else max(hi, e)
+    if open_end or hi is None:
+        return lo, None
+    return lo, hi
+
+
+def _as_delta(b: tuple[date | datetime, date | datetime]) -> timedelta:
+    start, end = b
+    if isinstance(start, datetime) != isinstance(end, datetime):
+        return timedelta(days=1)
+    try:
+        return max(timedelta(0), end - start)  # type: ignore[operator]
+    except TypeError:  # one aware, one floating
+        return timedelta(days=1)
+
+
 def components_of(cal: icalendar.Calendar) -> list[icalendar.Component]:
     return [c for c in cal.subcomponents if c.name in ("VEVENT", "VTODO")]
 
@@ -79,6 +146,10 @@ def span_ms(cal: icalendar.Calendar, component: str) -> tuple[int | None, int | 
     if any(bounds(c) is None for c in items):
         return None, None
     unbounded = any(_unbounded(c) for c in items)
+    if unbounded or any(_until_only(c) for c in items):
+        # no expansion: recurring-ical-events reads a rule with no end, or an
+        # UNTIL far off, ahead of its first answer (seconds for an hourly rule)
+        return _written_span(items, open_end=unbounded)
     lo: int | None = None
     hi: int | None = None
     n = 0
