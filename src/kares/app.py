@@ -43,6 +43,7 @@ from kares.rights import erase_api
 from kares.rights import export_api as rights_export_api
 from kares.rights import staff_api as rights_staff_api
 from kares.runtime import Runtime
+from kares.schedule import api as schedule_api
 from kares.sos import api as sos_api
 from kares.watches import api as watches_api
 
@@ -341,6 +342,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(healthfhir.router)
     app.include_router(health_family_api.router)
     app.include_router(health_alerts_api.router)
+    app.include_router(schedule_api.router)
     app.include_router(messaging_api.router)
     app.include_router(erase_api.router)
     # CalDAV (docs/CALDAV.md): app passwords, subscriptions, ICS under /api/v1, and
