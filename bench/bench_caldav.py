@@ -16,7 +16,7 @@ Each figure is the median of --reps runs (put100: the total of 100 PUTs, per run
 the ratio is Radicale's time over Kares' (above 1: Kares is faster; the target is 2).
 
 The 10,000 events are loaded before any clock: into Kares through the ICS import
-(``POST /api/v1/schedule/calendars/{id}/import``), into Radicale by a PUT of the
+(``POST /api/v1/calendars/{id}/import``), into Radicale by a PUT of the
 whole calendar file on the collection (its own bulk upload). Both then hold the
 same events (checked: the initial sync counts 10,000 on each).
 
@@ -218,7 +218,7 @@ def load_kares(url: str, member: dict[str, Any], evs: list[tuple[str, datetime]]
     real_id = calendar.rstrip("/").rsplit("/", 1)[1]
     body = vcalendar("".join(vevent(uid, t, f"Event {uid}") for uid, t in evs))
     r = httpx.post(
-        f"{url}/api/v1/schedule/calendars/{real_id}/import",
+        f"{url}/api/v1/calendars/{real_id}/import",
         content=body.encode(),
         headers={
             "Authorization": f"Bearer {member['token']}",

@@ -219,7 +219,7 @@ async def test_subscription_import_and_export(
     async with app.state.runtime.db.sessions() as s:
         cal_id = (await schedule.personal_calendar(s, me["account"]["id"])).id
         await s.commit()
-    base = f"/api/v1/schedule/calendars/{cal_id}"
+    base = f"/api/v1/calendars/{cal_id}"
 
     many = (
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n"
@@ -270,9 +270,9 @@ async def test_subscription_import_and_export(
     assert [x["id"] for x in r.json()] == [sub["id"]] and "url" not in r.json()[0]
     r = await client.get(f"{base}/subscriptions", headers=h(other))
     assert r.status_code == 404
-    r = await client.delete(f"/api/v1/schedule/subscriptions/{sub['id']}", headers=h(other))
+    r = await client.delete(f"{base}/subscriptions/{sub['id']}", headers=h(other))
     assert r.status_code == 404
-    r = await client.delete(f"/api/v1/schedule/subscriptions/{sub['id']}", headers=h(me))
+    r = await client.delete(f"{base}/subscriptions/{sub['id']}", headers=h(me))
     assert r.status_code == 204
     r = await client.get(path)
     assert r.status_code == 404

@@ -13,7 +13,7 @@ from tests.conftest import bearer, count_rows
 from tests.test_families import h, person
 
 OWNER = "+8613720000101"
-PASSWORDS = "/api/v1/schedule/caldav/passwords"
+PASSWORDS = "/api/v1/caldav/passwords"
 PROPFIND = (
     b'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:"><d:prop>'
     b"<d:current-user-principal/></d:prop></d:propfind>"

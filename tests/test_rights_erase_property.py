@@ -234,7 +234,7 @@ async def world(
     assert r.status_code == 200, r.text
     # a CalDAV app password, a calendar made and an event put by the phone, and
     # a subscription URL of that calendar (docs/CALDAV.md)
-    r = await client.post("/api/v1/schedule/caldav/passwords", json={"name": "Phone"}, headers=h)
+    r = await client.post("/api/v1/caldav/passwords", json={"name": "Phone"}, headers=h)
     assert r.status_code == 201, r.text
     dav_auth = (r.json()["username"], r.json()["password"])
     cal_id = uuid.uuid4().hex
@@ -251,7 +251,7 @@ async def world(
     )
     assert r.status_code == 201, r.text
     r = await client.post(
-        f"/api/v1/schedule/calendars/{cal_id}/subscriptions", json={"name": "Feed"}, headers=h
+        f"/api/v1/calendars/{cal_id}/subscriptions", json={"name": "Feed"}, headers=h
     )
     assert r.status_code == 201, r.text
     # a dependant wearing a watch the person paired

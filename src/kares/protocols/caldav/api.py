@@ -18,7 +18,7 @@ from kares.protocols.caldav import schemas as sc
 
 router = APIRouter(tags=["schedule"])
 AUTH = AUTH_ERRORS
-PASSWORDS = "/api/v1/schedule/caldav/passwords"
+PASSWORDS = "/api/v1/caldav/passwords"
 GUARD_PASSWORDS = ("schedule", "device_sync")
 
 
@@ -91,9 +91,9 @@ async def revoke_password(
 
 # --- subscriptions, import, export -------------------------------------------------------------
 
-CALENDAR = "/api/v1/schedule/calendars/{calendar_id}"
+CALENDAR = "/api/v1/calendars/{calendar_id}"
 # an .ics file of a whole calendar is larger than a JSON body (app.BodyLimit reads these)
-IMPORT_PATH = re.compile(r"^/api/v1/schedule/calendars/[^/]+/import$")
+IMPORT_PATH = re.compile(r"^/api/v1/calendars/[^/]+/import$")
 IMPORT_BODY_LIMIT = 16 * 1024 * 1024
 GUARD_EVENTS = ("schedule", "events")
 
@@ -151,15 +151,20 @@ async def list_subscriptions(
 
 
 @router.delete(
-    "/api/v1/schedule/subscriptions/{subscription_id}",
+    CALENDAR + "/subscriptions/{subscription_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(*AUTH, (404, "schedule.subscription_not_found")),
     summary="Revoke a subscription URL (it stops working at once)",
 )
 async def revoke_subscription(
-    subscription_id: str, ctx: Annotated[Allowed, guard(*GUARD_EVENTS)], s: DbDep
+    calendar_id: str,
+    subscription_id: str,
+    ctx: Annotated[Allowed, guard(*GUARD_EVENTS)],
+    s: DbDep,
 ) -> Response:
-    await feeds.revoke(s, account_id=ctx.account_id, subscription_id=subscription_id)
+    await feeds.revoke(
+        s, account_id=ctx.account_id, calendar_id=calendar_id, subscription_id=subscription_id
+    )
     return Response(status_code=204)
 
 

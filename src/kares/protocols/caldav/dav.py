@@ -169,7 +169,7 @@ async def _authenticate(s: AsyncSession, req: Request) -> Caller:
     unauth = DavError(
         401,
         "Sign in with your CalDAV user name and app password "
-        "(made under Settings, or POST /api/v1/schedule/caldav/passwords).",
+        "(made under Settings, or POST /api/v1/caldav/passwords).",
         headers={"www-authenticate": REALM},
     )
     header = req.header("authorization") or ""

@@ -72,9 +72,11 @@ async def list_for(s: AsyncSession, *, account_id: str, calendar_id: str) -> lis
     return [SubscriptionView(x, x.revoked_at is not None) for x in (await s.execute(q)).scalars()]
 
 
-async def revoke(s: AsyncSession, *, account_id: str, subscription_id: str) -> None:
+async def revoke(
+    s: AsyncSession, *, account_id: str, calendar_id: str, subscription_id: str
+) -> None:
     sub = await s.get(Subscription, subscription_id) if len(subscription_id) <= 32 else None
-    if sub is None or sub.account_id != account_id:
+    if sub is None or sub.account_id != account_id or sub.calendar_id != calendar_id:
         raise Problem(404, "schedule.subscription_not_found", "No such subscription.")
     await s.execute(
         update(Subscription)
