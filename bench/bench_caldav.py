@@ -313,6 +313,8 @@ def main() -> int:
         rt = load_radicale(rad_url, evs)
         r_load = time.perf_counter() - t0
         print(f"loaded {args.events} events: kares {k_load:.1f} s, radicale {r_load:.1f} s")
+        for tgt in (kt, rt):  # warm up (Radicale builds its item cache on the first read)
+            tgt.report(SYNC.format(token=""))
         seq = [0]
         # alternate who goes first, one rep at a time
         k_runs: list[dict[str, float]] = []

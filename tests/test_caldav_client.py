@@ -276,3 +276,92 @@ async def test_subscription_import_and_export(
     assert r.status_code == 204
     r = await client.get(path)
     assert r.status_code == 404
+
+
+async def test_properties_proppatch_query_and_freebusy(client: httpx.AsyncClient, sms: Any) -> None:
+    me = await person(client, sms, OWNER, "Ann")
+    p = await app_password(client, me)
+    auth = basic(p)
+    home = f"/dav/calendars/{me['account']['id']}/"
+    mk = (
+        b'<c:mkcalendar xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:set><d:prop>'
+        b"<d:displayname>Clinic</d:displayname></d:prop></d:set></c:mkcalendar>"
+    )
+    r = await client.request("MKCALENDAR", home + "clinic/", content=mk, headers=auth)
+    assert r.status_code == 201, r.text
+    cal = home + "clinic/"
+    r = await client.request("MKCALENDAR", cal, content=mk, headers=auth)
+    assert r.status_code == 405  # something is there already
+    for uid, start, summary in (
+        ("a", "20261210T090000Z", "Doctor Wu"),
+        ("b", "20261211T090000Z", "dentist"),
+    ):
+        r = await client.put(
+            f"{cal}{uid}.ics",
+            content=event(uid, summary, start).encode(),
+            headers={**auth, "Content-Type": "text/calendar"},
+        )
+        assert r.status_code == 201, r.text
+
+    patch = (
+        b'<d:propertyupdate xmlns:d="DAV:" xmlns:i="http://apple.com/ns/ical/"><d:set><d:prop>'
+        b"<d:displayname>Clinic visits</d:displayname>"
+        b"<i:calendar-color>#FF0000FF</i:calendar-color>"
+        b"</d:prop></d:set></d:propertyupdate>"
+    )
+    r = await client.request("PROPPATCH", cal, content=patch, headers=auth)
+    assert r.status_code == 207 and b"200 OK" in r.content, r.text
+    bad = patch.replace(b"#FF0000FF", b"red")
+    r = await client.request("PROPPATCH", cal, content=bad, headers=auth)
+    assert r.status_code == 207 and b"403 Forbidden" in r.content
+
+    want = (
+        b'<d:propfind xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav" '
+        b'xmlns:cs="http://calendarserver.org/ns/" xmlns:i="http://apple.com/ns/ical/"><d:prop>'
+        b"<d:resourcetype/><d:displayname/><cs:getctag/><d:sync-token/>"
+        b"<c:supported-calendar-component-set/><i:calendar-color/>"
+        b"<d:current-user-privilege-set/><d:owner/><d:getcontenttype/><d:nosuchprop/>"
+        b"</d:prop></d:propfind>"
+    )
+    r = await client.request("PROPFIND", cal, content=want, headers={**auth, "Depth": "0"})
+    assert r.status_code == 207
+    body = r.text
+    for needle in (
+        "Clinic visits",
+        "#FF0000FF",
+        "getctag>urn:kares:sync:",
+        '<c:comp name="VEVENT"/>',
+        "<d:write/>",
+        "<c:calendar/>",
+        "404 Not Found",  # nosuchprop
+    ):
+        assert needle in body, (needle, body)
+    r = await client.request("PROPFIND", cal, headers={**auth, "Depth": "1"})
+    assert r.status_code == 207 and r.text.count("<d:response>") == 3
+    assert "getetag" in r.text and "getlastmodified" in r.text
+
+    query = (
+        '<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">'
+        '<d:prop><d:getetag/></d:prop><c:filter><c:comp-filter name="VCALENDAR">'
+        '<c:comp-filter name="VEVENT"><c:prop-filter name="SUMMARY">'
+        '<c:text-match collation="{}">{}</c:text-match></c:prop-filter>'
+        "</c:comp-filter></c:comp-filter></c:filter></c:calendar-query>"
+    )
+    for collation, text, found in (
+        ("i;ascii-casemap", "DOCTOR", 1),
+        ("i;octet", "DOCTOR", 0),
+        ("i;octet", "Doctor", 1),
+    ):
+        r = await client.request(
+            "REPORT", cal, content=query.format(collation, text), headers={**auth, "Depth": "1"}
+        )
+        assert r.status_code == 207 and r.text.count("<d:response>") == found, r.text
+
+    fb = (
+        b'<c:free-busy-query xmlns:c="urn:ietf:params:xml:ns:caldav">'
+        b'<c:time-range start="20261210T000000Z" end="20261211T000000Z"/></c:free-busy-query>'
+    )
+    r = await client.request("REPORT", cal, content=fb, headers={**auth, "Depth": "1"})
+    assert r.status_code == 200 and "BEGIN:VFREEBUSY" in r.text, r.text
+    assert ":20261210T090000Z/20261210T100000Z\r\n" in r.text.replace("\r\n ", "")
+    assert "20261211T09" not in r.text  # outside the range

@@ -393,7 +393,7 @@ def _cal_props(aid: str, cal: Cal) -> dict[str, Any]:
         c("calendar-timezone"): None,
         d("current-user-privilege-set"): privileges(*(privs if cal.writable else ("read",))),
         d("supported-report-set"): reports(
-            c("calendar-query"), c("calendar-multiget"), d("sync-collection")
+            c("calendar-query"), c("calendar-multiget"), c("free-busy-query"), d("sync-collection")
         ),
         c("max-resource-size"): str(store.MAX_RESOURCE_BYTES),
         d("getcontenttype"): "text/calendar; charset=utf-8",
@@ -482,6 +482,14 @@ async def _report(s: AsyncSession, req: Request, caller: Caller, cal: Cal) -> An
         return await _query(s, caller, cal, root)
     if root.tag == d("sync-collection"):
         return await _sync(s, caller, cal, root)
+    if root.tag == c("free-busy-query"):
+        tr = root.find(c("time-range"))
+        start = _utc(tr.get("start")) if tr is not None else None
+        end = _utc(tr.get("end")) if tr is not None else None
+        if start is None or end is None or end <= start:
+            raise DavError(400, "A free-busy-query names a time-range with a start and an end.")
+        text = await store.freebusy(s, cal, start, end)
+        return 200, [(b"content-type", b"text/calendar; charset=utf-8")], text.encode("utf-8")
     raise DavError(403, f"This REPORT is not supported here: {root.tag}.", d("supported-report"))
 
 
@@ -712,7 +720,7 @@ def _settable(prop: Any) -> tuple[dict[str, str | None], list[str]]:
         elif p.tag == tag(ICAL, "calendar-color"):
             if text and not _COLOR.match(text):
                 refused.append(p.tag)
-            values["color"] = text[:7] or None
+            values["color"] = text or None
         elif p.tag == c("calendar-description"):
             values["description"] = text
         elif p.tag in (c("supported-calendar-component-set"), d("resourcetype")):

@@ -319,8 +319,8 @@ async def export_of(s: AsyncSession, account_id: str, calendar_id: str) -> str |
 
 def matches(o: Obj, component: str, filters: list[Any]) -> bool:
     """Whether the object passes a calendar-query's prop-filters (RFC 4791 9.7.2:
-    is-not-defined, text-match with the default i;ascii-casemap collation, its
-    negate-condition) and nested comp-filters (a VALARM must exist or not)."""
+    is-not-defined, text-match with the i;ascii-casemap (default) or i;octet
+    collation, its negate-condition) and nested comp-filters (a VALARM must exist or not)."""
     import icalendar
 
     if o.data is None:
@@ -351,9 +351,12 @@ def _passes(comp: Any, filters: list[Any]) -> bool:
         tm = f.find(c("text-match"))
         if tm is None:
             continue
-        wanted = (tm.text or "").casefold()
         items = values if isinstance(values, list) else [values]
-        hit = any(wanted in str(v).casefold() for v in items)
+        if tm.get("collation") == "i;octet":  # case-sensitive (RFC 4790)
+            hit = any((tm.text or "") in str(v) for v in items)
+        else:  # i;ascii-casemap, the default
+            wanted = (tm.text or "").casefold()
+            hit = any(wanted in str(v).casefold() for v in items)
         if tm.get("negate-condition") == "yes":
             hit = not hit
         if not hit:
@@ -383,3 +386,42 @@ def expanded(o: Obj, start: datetime | None, end: datetime | None) -> Obj:
         out.add_component(comp)
     text = out.to_ical().decode("utf-8")
     return Obj(o.name, o.etag, o.updated_at, len(text), o.component, text)
+
+
+async def freebusy(s: AsyncSession, cal: Cal, start: datetime, end: datetime) -> str:
+    """RFC 4791 7.10: the busy time of the calendar's events in [start, end) as one
+    VFREEBUSY (transparent and cancelled events left out), in UTC."""
+    from datetime import UTC, date, time
+
+    import icalendar
+
+    from kares.schedule import recurrence
+
+    zone = recurrence.zone(cal.row.time_zone)
+
+    def utc(v: date | datetime) -> datetime:
+        if not isinstance(v, datetime):
+            v = datetime.combine(v, time(), zone)
+        return v.astimezone(UTC)
+
+    periods: list[tuple[datetime, datetime]] = []
+    for o in await schedule.objects_of(s, cal.row, start=start, end=end, component="VEVENT"):
+        for occ in recurrence.between(schedule.decode(o), "VEVENT", start, end, zone):
+            comp = occ.component
+            if str(comp.get("TRANSP", "")).upper() == "TRANSPARENT":
+                continue
+            if str(comp.get("STATUS", "")).upper() == "CANCELLED":
+                continue
+            periods.append((max(utc(occ.start), start), min(utc(occ.end), end)))
+    out = icalendar.Calendar()
+    out.add("VERSION", "2.0")
+    out.add("PRODID", "-//Kares//Schedule//EN")
+    fb = icalendar.FreeBusy()
+    fb.add("DTSTAMP", datetime.now(UTC))
+    fb.add("DTSTART", start)
+    fb.add("DTEND", end)
+    for a, b in sorted(periods):
+        if b > a:
+            fb.add("FREEBUSY", (a, b))
+    out.add_component(fb)
+    return out.to_ical().decode("utf-8")
