@@ -307,6 +307,21 @@ async def world(
         f"/api/v1/families/{fid}/members/{dep}/health/alerts", json={"fall": True}, headers=h
     )
     assert r.status_code == 200, r.text
+    # a schedule: a repeating event with a reminder on the person's own calendar
+    r = await client.get("/api/v1/calendars", headers=h)
+    assert r.status_code == 200, r.text
+    mine = next(c["id"] for c in r.json()["calendars"] if c["account_id"] == me["account"]["id"])
+    r = await client.post(
+        f"/api/v1/calendars/{mine}/events",
+        json={
+            "title": f"{name} at the dentist",
+            "start": clock.utcnow().isoformat(),
+            "rrule": "FREQ=WEEKLY;COUNT=4",
+            "reminders": [{"minutes_before": 30}],
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
     # a family place with alerts both ways
     r = await client.post(
         f"/api/v1/families/{fid}/places",

@@ -34,6 +34,7 @@ from kares.notify import service as notify_service
 from kares.privacy import models as privacy_models
 from kares.protocols import applehealth_import as protocols_applehealth_import
 from kares.protocols import healthfhir as protocols_healthfhir
+from kares.protocols import schedule_archive as protocols_schedule_archive
 from kares.protocols import trackfiles as protocols_trackfiles
 from kares.protocols.caldav import models as caldav_models
 from kares.protocols.matrix import models as matrix_models
@@ -87,6 +88,7 @@ __all__ = [
     "privacy_models",
     "protocols_applehealth_import",
     "protocols_healthfhir",
+    "protocols_schedule_archive",
     "protocols_trackfiles",
     "retention_jobs",
     "retention_models",

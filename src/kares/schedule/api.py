@@ -15,7 +15,7 @@ from kares.errors import responses
 from kares.fields import ZonedTime
 from kares.identity.auth import AUTH_ERRORS
 from kares.privacy.guard import Allowed, guard
-from kares.schedule import entries, service
+from kares.schedule import entries, recurrence, service
 from kares.schedule import schemas as sc
 from kares.schedule.models import Calendar, CalendarObject
 
@@ -322,22 +322,11 @@ _entry_routes("todo", sc.TodoIn, sc.TodoPatch)
 def _occ_out(f: entries.Found) -> sc.OccurrenceOut:
     o = f.occurrence
     c = o.component
-    rid = None
-    if o.recurrence_id is not None and "RECURRENCE-ID" in c:
-        v = c.decoded("RECURRENCE-ID")
-        rid = v.isoformat() if not (isinstance(v, datetime) and v.tzinfo is None) else None
-        if rid is None and isinstance(v, datetime):
-            from kares.schedule import recurrence
-
-            rid = v.replace(tzinfo=recurrence.zone(f.calendar.time_zone)).isoformat()
-    overridden = (
-        any(
-            "RECURRENCE-ID" in x and x.decoded("RECURRENCE-ID") == c.decoded("RECURRENCE-ID")
-            for x in entries.items(service.decode(f.object))
-        )
-        if "RECURRENCE-ID" in c
-        else False
-    )
+    rid: str | None = None
+    if isinstance(o.rid, datetime) and o.rid.tzinfo is None:
+        rid = o.rid.replace(tzinfo=recurrence.zone(f.calendar.time_zone)).isoformat()
+    elif o.rid is not None:
+        rid = o.rid.isoformat()
     return sc.OccurrenceOut(
         calendar_id=f.calendar.id,
         id=f.object.uid,
@@ -348,7 +337,7 @@ def _occ_out(f: entries.Found) -> sc.OccurrenceOut:
         all_day=o.all_day,
         start=o.start,
         end=o.end,
-        overridden=overridden,
+        overridden=f.overridden,
     )
 
 

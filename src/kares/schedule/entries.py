@@ -610,7 +610,8 @@ def _override_of(master: icalendar.Component, rid: When) -> icalendar.Component:
 
 def _move_overrides(vcal: icalendar.Calendar, shift: timedelta | None) -> None:
     """Keep overrides in step with a moved series start (its EXDATEs move in
-    ``_apply_times``): each RECURRENCE-ID moves by the same wall-clock shift."""
+    ``_apply_times``): each RECURRENCE-ID moves by the same wall-clock shift, and
+    so does the time of an override that was not moved itself."""
     master = master_of(vcal)
     if not shift or master is None:
         return
@@ -618,9 +619,18 @@ def _move_overrides(vcal: icalendar.Calendar, shift: timedelta | None) -> None:
     for c in items(vcal):
         if "RECURRENCE-ID" in c:
             rid = c.decoded("RECURRENCE-ID")
-            if isinstance(rid, datetime) == isinstance(like, datetime):
-                c.pop("RECURRENCE-ID")
-                c.add("RECURRENCE-ID", _shift(rid, shift, like))
+            if isinstance(rid, datetime) != isinstance(like, datetime):
+                continue
+            c.pop("RECURRENCE-ID")
+            c.add("RECURRENCE-ID", _shift(rid, shift, like))
+            # an occurrence changed but not moved moves with its series; one
+            # moved to a time of its own keeps it
+            if "DTSTART" in c and _same(c.decoded("DTSTART"), rid):
+                for prop in ("DTSTART", "DTEND", "DUE"):
+                    if prop in c:
+                        v = c.decoded(prop)
+                        c.pop(prop)
+                        c.add(prop, _shift(v, shift, like))
 
 
 def _split(vcal: icalendar.Calendar, master: icalendar.Component, rid: When) -> icalendar.Calendar:
@@ -779,6 +789,7 @@ class Found:
     calendar: Calendar
     object: CalendarObject
     occurrence: recurrence.Occurrence
+    overridden: bool  # changed on its own (an override of the series)
 
 
 async def occurrences(
@@ -806,10 +817,14 @@ async def occurrences(
     out: list[Found] = []
     for cal in cals:
         zone = tz or recurrence.zone(cal.time_zone) or UTC
-        for obj in await service.objects_of(s, cal, start=start, end=end):
+        # the stored spans select the candidates; each is read and expanded once
+        for obj in await service.objects_of(s, cal, start=start, end=end, exact=False):
             vcal = service.decode(obj)
+            if any(recurrence.bounds(c) is None for c in items(vcal)):
+                continue  # a to-do with no date has no occurrences (it is in /todos)
+            overridden = {c.decoded("RECURRENCE-ID") for c in items(vcal) if "RECURRENCE-ID" in c}
             for o in recurrence.between(vcal, obj.component, start, end, zone):
-                out.append(Found(cal, obj, o))
+                out.append(Found(cal, obj, o, o.rid is not None and o.rid in overridden))
 
     def key(f: Found) -> datetime:
         z = tz or recurrence.zone(f.calendar.time_zone) or UTC

@@ -87,7 +87,9 @@ class CalendarObject(Base):
         UniqueConstraint("calendar_id", "uid"),
         Index("ix_calendar_objects_calendar_modseq", "calendar_id", "modseq"),
         table_info(
-            subject=None,  # reached through calendar_id -> calendars.account_id
+            subject=None,
+            why="a calendar's object: reached through calendar_id (calendars.account_id, "
+            "the owner of a personal calendar); a family calendar's go with the family",
             not_personal=("id", "calendar_id", "component", "etag", "modseq", "created_at"),
         ),
     )
@@ -115,7 +117,11 @@ class CalendarChange(Base):
     __tablename__ = "calendar_changes"
     __table_args__ = (
         Index("ix_calendar_changes_calendar_modseq", "calendar_id", "modseq"),
-        table_info(subject=None, not_personal=("calendar_id", "modseq", "deleted")),
+        table_info(
+            subject=None,
+            why="a calendar's change log: reached through calendar_id like its objects",
+            not_personal=("calendar_id", "modseq", "deleted"),
+        ),
     )
 
     calendar_id: Mapped[str] = mapped_column(

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 import recurring_ical_events
+from dateutil import rrule as du_rrule
 
 FLOAT_SLACK = timedelta(hours=14)  # the widest offset from UTC in use
 SPAN_CAP = 5000  # occurrences read to find a bounded series' end; beyond: unbounded
@@ -107,17 +108,24 @@ def span_ms(cal: icalendar.Calendar, component: str) -> tuple[int | None, int | 
 
 @dataclass(frozen=True)
 class Occurrence:
-    """One occurrence of a resource: its UID, its RECURRENCE-ID (the original
-    start, as iCalendar text; None for a resource that does not recur), its
-    start and end (dates for all-day, aware times otherwise, floating read in
-    the asked zone) and the component (the override's, if one)."""
+    """One occurrence of a resource: its UID, its RECURRENCE-ID value (the
+    original start; None for a resource that does not recur), its start and end
+    (dates for all-day, aware times otherwise, floating read in the asked zone)
+    and the component it comes from (the override's, if one; else the master)."""
 
     uid: str
-    recurrence_id: str | None
+    rid: date | datetime | None
     start: date | datetime
     end: date | datetime
     all_day: bool
     component: icalendar.Component
+
+    @property
+    def recurrence_id(self) -> str | None:
+        """The RECURRENCE-ID as iCalendar text (``20261207T080000``)."""
+        if self.rid is None:
+            return None
+        return _text(icalendar.vDDDTypes(self.rid))
 
 
 def _text(v: Any) -> str:
@@ -125,12 +133,18 @@ def _text(v: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def _rid(c: icalendar.Component, recurs: bool) -> str | None:
+def _rid(c: icalendar.Component, recurs: bool) -> date | datetime | None:
     if not recurs:
         return None
     if "RECURRENCE-ID" in c:
-        return _text(c["RECURRENCE-ID"])
-    return _text(c["DTSTART"]) if "DTSTART" in c else None
+        return c.decoded("RECURRENCE-ID")
+    return c.decoded("DTSTART") if "DTSTART" in c else None
+
+
+def overlaps(s: datetime, e: datetime, start: datetime, end: datetime) -> bool:
+    """RFC 4791 9.9: an occurrence [s, e) meets the window [start, end); one of
+    no length meets it when it starts inside."""
+    return s < end and (e > start or (e == s and start <= s < end))
 
 
 def between(
@@ -141,8 +155,181 @@ def between(
     tz: tzinfo | None = None,
 ) -> list[Occurrence]:
     """The occurrences of one resource that overlap [start, end) (aware times),
-    floating times and dates read in ``tz`` (UTC if None), in start order."""
-    zone = tz or UTC
+    floating times and dates read in ``tz`` (UTC if None), in start order.
+
+    The rules are expanded by dateutil's rrule (``fast_between``) where the
+    resource is of the shapes it is proven equal to recurring-ical-events on
+    (tests/test_schedule_recurrence.py); anything else by recurring-ical-events."""
+    zone_ = tz or UTC
+    got = fast_between(cal, component, start, end, zone_)
+    if got is None:
+        got = reference_between(cal, component, start, end, zone_)
+    got.sort(key=lambda o: _aware(o.start, zone_)[0])
+    return got
+
+
+class _NotFast(Exception):
+    """The resource has a shape the fast path does not take."""
+
+
+def _local(v: date | datetime, z: tzinfo | None) -> datetime:
+    """An instance key: wall-clock time in the series' zone, naive (a date at
+    its midnight; an aware value moved into ``z`` first)."""
+    if not isinstance(v, datetime):
+        return datetime(v.year, v.month, v.day)
+    if v.tzinfo is None:
+        if z is not None:
+            raise _NotFast
+        return v
+    if z is None:
+        raise _NotFast
+    return v.astimezone(z).replace(tzinfo=None)
+
+
+def fast_between(
+    cal: icalendar.Calendar, component: str, start: datetime, end: datetime, zone_: tzinfo
+) -> list[Occurrence] | None:
+    """``between`` with the rule expanded by dateutil's rrule (read from
+    icalendar's vRecur), for one master with at most one RRULE whose DTSTART is a
+    date, a floating time or a time in an IANA zone (or UTC), with EXDATE, RDATE
+    (dates and times) and RECURRENCE-ID overrides; None for any other shape."""
+    try:
+        return _fast(cal, component, start, end, zone_)
+    except _NotFast:
+        return None
+
+
+def _fast(
+    cal: icalendar.Calendar, component: str, start: datetime, end: datetime, zone_: tzinfo
+) -> list[Occurrence]:
+    items = components_of(cal)
+    masters = [c for c in items if "RECURRENCE-ID" not in c]
+    if len(masters) != 1 or "DTSTART" not in masters[0] or "EXRULE" in masters[0]:
+        raise _NotFast
+    m = masters[0]
+    b = bounds(m)
+    if b is None:
+        raise _NotFast
+    first = b[0]
+    timed = isinstance(first, datetime)
+    # the series' zone: an IANA zone (or UTC) of DTSTART, None for floating and dates
+    z: tzinfo | None = None
+    if isinstance(first, datetime) and first.tzinfo is not None:
+        z = first.tzinfo
+        if not (isinstance(z, ZoneInfo) or z is UTC or getattr(z, "key", None)):
+            raise _NotFast
+    length = b[1] - b[0]
+    last = b[1]
+    if isinstance(last, datetime) != timed or (
+        isinstance(last, datetime) and (last.tzinfo is None) != (z is None)
+    ):
+        raise _NotFast
+    rules = m.get("RRULE")
+    if isinstance(rules, list):
+        if len(rules) > 1:
+            raise _NotFast
+        rules = rules[0] if rules else None
+    recurs = rules is not None or "RDATE" in m or len(items) > 1
+    s0 = _local(first, z)
+    # the window in the series' wall-clock time, a day wider each side (any offset)
+    wz = z or zone_
+    lo = start.astimezone(wz).replace(tzinfo=None) - timedelta(days=1)
+    hi = end.astimezone(wz).replace(tzinfo=None) + timedelta(days=1)
+    lo -= length if isinstance(length, timedelta) else timedelta(0)
+    keys: set[datetime] = set()
+    if rules is not None:
+        rule = icalendar.vRecur(dict(rules))
+        if "UNTIL" in rule:
+            until = rule["UNTIL"][0] if isinstance(rule["UNTIL"], list) else rule["UNTIL"]
+            if isinstance(until, datetime) and until.tzinfo is not None and z is None:
+                raise _NotFast  # a floating or all-day start with a UTC UNTIL
+            rule["UNTIL"] = [_local(until, z) if isinstance(until, datetime) else until]
+        text = _text(rule)
+        try:
+            r = du_rrule.rrulestr(text, dtstart=s0)
+        except Exception:
+            raise _NotFast from None
+        if not isinstance(r, du_rrule.rrule):
+            raise _NotFast
+        head = next(iter(r), None)
+        if head != s0:
+            raise _NotFast  # DTSTART off the rule: RFC 5545 counts it, dateutil not
+        keys.update(r.between(lo, hi, inc=True))
+    else:
+        if lo <= s0 <= hi:
+            keys.add(s0)
+    for rd in _dates_of(m, "RDATE"):
+        k = _local(rd, z)
+        if isinstance(rd, datetime) != timed:
+            raise _NotFast
+        if lo <= k <= hi:
+            keys.add(k)
+    excluded: set[datetime] = set()
+    for x in _dates_of(m, "EXDATE"):
+        if isinstance(x, datetime) != timed:
+            raise _NotFast
+        excluded.add(_local(x, z))
+    keys -= excluded
+    # an override of an excluded instance is excluded with it
+    overrides = [
+        c
+        for c in items
+        if "RECURRENCE-ID" in c and _local(c.decoded("RECURRENCE-ID"), z) not in excluded
+    ]
+    for o in overrides:
+        rid = o.decoded("RECURRENCE-ID")
+        if isinstance(rid, datetime) != timed:
+            raise _NotFast
+        keys.discard(_local(rid, z))
+    uid = str(m["UID"])
+    out: list[Occurrence] = []
+    for k in keys:
+        if timed:
+            sv: date | datetime = k.replace(tzinfo=z) if z is not None else k
+        else:
+            sv = k.date()
+        ev = sv + length
+        s_, _ = _aware(sv, zone_)
+        e_, _ = _aware(ev, zone_)
+        if not overlaps(s_, e_, start, end):
+            continue
+        if timed:
+            out.append(Occurrence(uid, sv if recurs else None, s_, e_, False, m))
+        else:
+            out.append(Occurrence(uid, sv if recurs else None, sv, ev, True, m))
+    for o in overrides:
+        ob = bounds(o)
+        if ob is None:
+            raise _NotFast
+        s_, _ = _aware(ob[0], zone_)
+        e_, _ = _aware(ob[1], zone_)
+        if not overlaps(s_, e_, start, end):
+            continue
+        all_day = not isinstance(ob[0], datetime)
+        rid = o.decoded("RECURRENCE-ID")
+        out.append(
+            Occurrence(uid, rid, ob[0] if all_day else s_, ob[1] if all_day else e_, all_day, o)
+        )
+    return out
+
+
+def _dates_of(c: icalendar.Component, prop: str) -> list[date | datetime]:
+    v = c.get(prop)
+    if v is None:
+        return []
+    out: list[date | datetime] = []
+    for p in v if isinstance(v, list) else [v]:
+        for d in p.dts:
+            if isinstance(d.dt, tuple | timedelta):
+                raise _NotFast  # a PERIOD
+            out.append(d.dt)
+    return out
+
+
+def reference_between(
+    cal: icalendar.Calendar, component: str, start: datetime, end: datetime, zone_: tzinfo
+) -> list[Occurrence]:
+    """``between`` by recurring-ical-events alone (the reference)."""
     items = components_of(cal)
     recurs = any(("RRULE" in c or "RDATE" in c or "RECURRENCE-ID" in c) for c in items)
     out: list[Occurrence] = []
@@ -153,15 +340,13 @@ def between(
         return out
     q = recurring_ical_events.of(cal, components=[component])
     # the window as aware times in the zone: floating times and dates are read in it
-    lo = start.astimezone(zone)
-    hi = end.astimezone(zone)
-    for occ in q.between(lo, hi):
+    for occ in q.between(start.astimezone(zone_), end.astimezone(zone_)):
         b = bounds(occ)
         if b is None:
             continue
-        s, _ = _aware(b[0], zone)
-        e, _ = _aware(b[1], zone)
-        if not (s < end and (e > start or (e == s and start <= s < end))):
+        s, _ = _aware(b[0], zone_)
+        e, _ = _aware(b[1], zone_)
+        if not overlaps(s, e, start, end):
             continue
         all_day = not isinstance(b[0], datetime)
         out.append(
@@ -174,7 +359,6 @@ def between(
                 occ,
             )
         )
-    out.sort(key=lambda o: _aware(o.start, zone)[0])
     return out
 
 

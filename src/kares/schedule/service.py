@@ -637,10 +637,12 @@ async def objects_of(
     end: datetime | None = None,
     component: str | None = None,
     names: list[str] | None = None,
+    exact: bool = True,
 ) -> list[CalendarObject]:
     """The calendar's objects (no access check), optionally only ``component``,
     only ``names``, and only those with an occurrence overlapping [start, end)
-    (aware times: the stored span first, then each candidate expanded)."""
+    (aware times: the stored span first, then, when ``exact``, each candidate
+    expanded)."""
     q = select(CalendarObject).where(CalendarObject.calendar_id == cal.id)
     if component is not None:
         q = q.where(CalendarObject.component == component)
@@ -654,7 +656,7 @@ async def objects_of(
         hi_col = CalendarObject.range_end
         q = q.where(or_(hi_col.is_(None), hi_col >= _ms(start)))
     rows = list((await s.execute(q.order_by(CalendarObject.name))).scalars())
-    if start is None and end is None:
+    if (start is None and end is None) or not exact:
         return rows
     lo = start or recurrence.EPOCH
     hi = end or datetime(9999, 1, 1, tzinfo=lo.tzinfo)
