@@ -4,6 +4,7 @@ alone, revoked; discovery and the XML parser's refusals. Over the ASGI app."""
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import httpx
@@ -148,3 +149,59 @@ async def test_xml_is_parsed_safely(client: httpx.AsyncClient, sms: Any) -> None
         assert r.status_code == 400, r.text
         assert b"root:" not in r.content
         assert r.headers["content-type"].startswith("application/xml")
+
+
+async def test_odd_requests_get_a_4xx_never_a_5xx(client: httpx.AsyncClient, sms: Any) -> None:
+    me = await person(client, sms, OWNER, "Ann")
+    p = await app_password(client, me)
+    auth = basic(p["username"], p["password"])
+    home = f"/dav/calendars/{me['account']['id']}/"
+    r = await client.request("PROPFIND", home, headers={**auth, "Depth": "1"})
+    assert r.status_code == 207
+    cal = re.findall(re.escape(home) + r"[0-9a-f]{32}/", r.text)[0]  # the first calendar
+    r = await client.request("PROPFIND", cal, headers={**auth, "Depth": "0"})
+    assert r.status_code == 207 and "<c:calendar/>" in r.text
+    odd = [
+        ("PROPFIND", f"/dav/calendars/{'0' * 32}/", b""),  # someone else's home
+        ("PROPFIND", "/dav/principals/nobody/", b""),
+        (
+            "REPORT",
+            cal,
+            b'<d:sync-collection xmlns:d="DAV:"><d:sync-level>9</d:sync-level></d:sync-collection>',
+        ),
+        ("REPORT", cal, b'<x:unknown xmlns:x="urn:x"/>'),
+        ("REPORT", cal, b""),
+        (
+            "REPORT",
+            cal,
+            b'<c:calendar-query xmlns:c="urn:ietf:params:xml:ns:caldav"><c:filter>'
+            b'<c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT">'
+            b'<c:time-range start="yesterday"/></c:comp-filter></c:comp-filter></c:filter>'
+            b"</c:calendar-query>",
+        ),
+        ("REPORT", cal, b'<c:free-busy-query xmlns:c="urn:ietf:params:xml:ns:caldav"/>'),
+        (
+            "PROPPATCH",
+            cal,
+            b'<d:propertyupdate xmlns:d="DAV:"><d:set><d:prop><d:displayname>'
+            b"</d:displayname></d:prop></d:set></d:propertyupdate>",
+        ),
+        ("PROPPATCH", cal, b"<nope/>"),
+        ("PUT", cal + "x.ics", b"\xff\xfe not utf-8"),
+        (
+            "PUT",
+            cal + "x.ics",
+            b"BEGIN:VCALENDAR\r\nBEGIN:VJOURNAL\r\nUID:j\r\nEND:VJOURNAL\r\nEND:VCALENDAR\r\n",
+        ),
+        ("GET", cal + "missing.ics", b""),
+        ("DELETE", cal + "missing.ics", b""),
+        ("DELETE", cal, b""),  # a default calendar stays
+        ("MOVE", cal, b""),
+        ("PROPFIND", cal + "a/b/c", b""),
+        ("GET", "/dav/feeds/nothing.ics", b""),
+    ]
+    for method, path, body in odd:
+        r = await client.request(method, path, content=body, headers=auth)
+        assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/xml"), (method, path)
+        assert b"<k:message" in r.content or b"message" in r.content
