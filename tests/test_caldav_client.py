@@ -365,3 +365,48 @@ async def test_properties_proppatch_query_and_freebusy(client: httpx.AsyncClient
     assert r.status_code == 200 and "BEGIN:VFREEBUSY" in r.text, r.text
     assert ":20261210T090000Z/20261210T100000Z\r\n" in r.text.replace("\r\n ", "")
     assert "20261211T09" not in r.text  # outside the range
+
+
+async def test_time_range_finds_recurrences_and_expand_lists_them(
+    client: httpx.AsyncClient, sms: Any
+) -> None:
+    me = await person(client, sms, OWNER, "Ann")
+    p = await app_password(client, me)
+    auth = basic(p)
+    cal = f"/dav/calendars/{me['account']['id']}/pills/"
+    r = await client.request("MKCALENDAR", cal, headers=auth)
+    assert r.status_code == 201, r.text
+    weekly = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\n"
+        "UID:pills\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:20260105T080000Z\r\n"
+        "DURATION:PT15M\r\nRRULE:FREQ=WEEKLY;COUNT=10\r\nSUMMARY:Pills\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    r = await client.put(
+        cal + "pills.ics",
+        content=weekly.encode(),
+        headers={**auth, "Content-Type": "text/calendar"},
+    )
+    assert r.status_code == 201, r.text
+    query = (
+        '<c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:prop>'
+        "<c:calendar-data>{expand}</c:calendar-data></d:prop><c:filter>"
+        '<c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT">'
+        '<c:time-range start="{start}" end="{end}"/></c:comp-filter></c:comp-filter>'
+        "</c:filter></c:calendar-query>"
+    )
+    # February holds the 5th to 8th occurrences; after the 10th, nothing
+    feb = {"start": "20260201T000000Z", "end": "20260301T000000Z"}
+    r = await client.request("REPORT", cal, content=query.format(expand="", **feb), headers=auth)
+    assert r.status_code == 207 and r.text.count("<d:response>") == 1
+    assert "RRULE:FREQ=WEEKLY;COUNT=10" in r.text  # as stored
+    later = {"start": "20260401T000000Z", "end": "20260501T000000Z"}
+    r = await client.request("REPORT", cal, content=query.format(expand="", **later), headers=auth)
+    assert r.status_code == 207 and r.text.count("<d:response>") == 0
+    expand = '<c:expand start="20260201T000000Z" end="20260301T000000Z"/>'
+    r = await client.request(
+        "REPORT", cal, content=query.format(expand=expand, **feb), headers=auth
+    )
+    assert r.status_code == 207
+    assert r.text.count("BEGIN:VEVENT") == 4 and "RRULE" not in r.text
+    assert r.text.count("RECURRENCE-ID") == 4
