@@ -134,11 +134,14 @@ async def test_demo_is_idempotent_and_keeps_what_it_printed(
                 "matrix_user",
                 "token",
                 "tracker",
+                "caldav",
                 "created",
             }
             assert m["matrix_user"] == f"@{m['account_id']}:localhost"
             assert set(m["tracker"]) == {"id", "kind", "username", "secret"}
-            assert m["created"] == ["account", "token", "owntracks"]
+            assert set(m["caldav"]) == {"url", "id", "username", "password"}
+            assert m["caldav"]["url"].endswith("/dav/")
+            assert m["created"] == ["account", "token", "owntracks", "caldav"]
         # the printed secrets are kept for the next run, readable by this user only
         kept = var / "demo-credentials.json"
         assert kept.stat().st_mode & 0o777 == 0o600
@@ -159,7 +162,12 @@ async def test_demo_is_idempotent_and_keeps_what_it_printed(
                     assert r.status_code == 200, r.text
                     assert r.json()["name"] == m["name"]
                     ids.add(r.json()["id"])
-                    assert len((await c.get("/api/v1/me/sessions", headers=h)).json()) == 1
+                    # the demo's session and its CalDAV app password, listed with it
+                    sessions = (await c.get("/api/v1/me/sessions", headers=h)).json()
+                    assert sorted(x["kind"] == "caldav" for x in sessions) == [False, True]
+                    cd = m["caldav"]
+                    r = await c.request("PROPFIND", "/dav/", auth=(cd["username"], cd["password"]))
+                    assert r.status_code == 207, r.text
                     t = m["tracker"]
                     r = await c.post("/owntracks", json=fix, auth=(t["username"], t["secret"]))
                     assert r.status_code == 200, r.text
@@ -184,12 +192,16 @@ async def test_demo_is_idempotent_and_keeps_what_it_printed(
                 tid = members[1]["tracker"]["id"]
                 r = await c.delete(f"/api/v1/location/trackers/{tid}", headers=h2)
                 assert r.status_code in (200, 204), r.text
+                pid = members[1]["caldav"]["id"]
+                r = await c.delete(f"/api/v1/caldav/passwords/{pid}", headers=h2)
+                assert r.status_code == 204, r.text
         third = demo()["members"]
-        assert [m["created"] for m in third] == [["token"], ["owntracks"]] + [[]] * (
+        assert [m["created"] for m in third] == [["token"], ["owntracks", "caldav"]] + [[]] * (
             len(members) - 2
         )
         assert third[0]["token"] != members[0]["token"]
         assert third[1]["tracker"] != members[1]["tracker"]
+        assert third[1]["caldav"]["password"] != members[1]["caldav"]["password"]
         assert third[1]["token"] == members[1]["token"]
         assert third[2:] == second["members"][2:]
         app = create_app(settings)

@@ -17,6 +17,7 @@ import itertools
 import logging
 import re
 import struct
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -247,6 +248,28 @@ async def world(
         headers=h,
     )
     assert r.status_code == 200, r.text
+    # a CalDAV app password, a calendar made and an event put by the phone, and
+    # a subscription URL of that calendar (docs/CALDAV.md)
+    r = await client.post("/api/v1/caldav/passwords", json={"name": "Phone"}, headers=h)
+    assert r.status_code == 201, r.text
+    dav_auth = (r.json()["username"], r.json()["password"])
+    cal_id = uuid.uuid4().hex
+    cal_url = f"/dav/calendars/{me['account']['id']}/{cal_id}/"
+    r = await client.request("MKCALENDAR", cal_url, auth=dav_auth)
+    assert r.status_code == 201, r.text
+    r = await client.put(
+        cal_url + "e1.ics",
+        content=b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\n"
+        b"UID:e1\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:20261210T090000Z\r\n"
+        b"SUMMARY:Doctor\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        headers={"Content-Type": "text/calendar"},
+        auth=dav_auth,
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post(
+        f"/api/v1/calendars/{cal_id}/subscriptions", json={"name": "Feed"}, headers=h
+    )
+    assert r.status_code == 201, r.text
     # a dependant wearing a watch the person paired
     imei = f"88{next(_numbers):08d}"
     _, _, dep = await worn_watch(client, h, fid, "Grandma Dep", imei)

@@ -35,6 +35,8 @@ from kares.privacy import api as privacy_api
 from kares.privacy import catalog, consent_api, guard
 from kares.privacy import service as privacy
 from kares.protocols import applehealth_import, healthfhir, overland, owntracks, trackfiles, ws
+from kares.protocols.caldav import api as caldav_api
+from kares.protocols.caldav import dav as caldav_dav
 from kares.protocols.matrix import api as matrix_api
 from kares.protocols.watch.server import WatchServer
 from kares.rights import erase_api
@@ -88,6 +90,8 @@ class BodyLimit:
             upload, limit = True, self.health_import_limit
         elif scope["path"] == healthfhir.PATH:
             limit = healthfhir.BODY_LIMIT
+        elif caldav_api.IMPORT_PATH.match(scope["path"]):
+            limit = caldav_api.IMPORT_BODY_LIMIT
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
         query = scope.get("query_string", b"")
         if b"\x00" in raw_path or b"%00" in raw_path or b"\x00" in query or b"%00" in query:
@@ -343,6 +347,10 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     app.include_router(schedule_reminders_api.router)
     app.include_router(messaging_api.router)
     app.include_router(erase_api.router)
+    # CalDAV (docs/CALDAV.md): app passwords, subscriptions, ICS under /api/v1, and
+    # the WebDAV methods at /dav and /.well-known/caldav (a plain ASGI app)
+    app.include_router(caldav_api.router)
+    caldav_dav.mount(app)
     # the one WebSocket of a device (docs/MESSAGING.md)
     app.include_router(ws.router)
     # Every route's declared function must be in the catalog: checked here, so

@@ -244,9 +244,12 @@ async def _demo_member(
 
 
 async def _demo() -> tuple[list[dict[str, Any]], bool]:
-    """Make what is missing of the demo (members, their tokens and OwnTracks
-    credentials, the family) and keep what still works; returns the members, each
-    with what this run created, and whether the family was created."""
+    """Make what is missing of the demo (members, their tokens, OwnTracks
+    credentials and CalDAV app passwords, the family) and keep what still works;
+    returns the members, each with what this run created, and whether the family
+    was created."""
+    from kares.protocols.caldav import passwords as caldav_passwords
+
     out: list[dict[str, Any]] = []
     async with _demo_runtime(out) as (rt, before), rt.db.sessions() as s:
         accounts = []
@@ -256,7 +259,15 @@ async def _demo() -> tuple[list[dict[str, Any]], bool]:
             last = before.get(phone, {}).get("tracker")
             tracker, made = await _demo_tracker(s, rt, member.account.id, last)
             row["tracker"] = tracker
-            row["created"] = [*member.created, *(["owntracks"] if made else [])]
+            caldav, cal_made = await caldav_passwords.demo(
+                s, rt, member.account.id, before.get(phone, {}).get("caldav")
+            )
+            row["caldav"] = caldav
+            row["created"] = [
+                *member.created,
+                *(["owntracks"] if made else []),
+                *(["caldav"] if cal_made else []),
+            ]
             out.append(row)
         _, family_created = await _demo_family(s, rt, accounts)
     return out, family_created
@@ -402,6 +413,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
     members, family_created = asyncio.run(_demo())
     url = _demo_url(args)
+    for m in members:  # what to type into the phone's calendar (CalDAV account)
+        m["caldav"] = {"url": f"{url}/dav/", **m["caldav"]}
     if args.json:
         print(json.dumps({"members": members, "family_created": family_created}, indent=2))
         return 0
@@ -419,6 +432,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"    token     {m['token']}")
         t = m["tracker"]
         print(f"    owntracks user {t['username']}  password {t['secret']}")
+        cd = m["caldav"]
+        print(f"    caldav    {cd['url']}  user {cd['username']}  password {cd['password']}")
         print(f"    created now: {', '.join(m['created'])}" if m["created"] else "    all kept")
     print(
         f"\nTry:  curl -H 'Authorization: Bearer <token>' {url}/api/v1/me\n"

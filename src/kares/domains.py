@@ -36,6 +36,7 @@ from kares.protocols import applehealth_import as protocols_applehealth_import
 from kares.protocols import healthfhir as protocols_healthfhir
 from kares.protocols import schedule_archive as protocols_schedule_archive
 from kares.protocols import trackfiles as protocols_trackfiles
+from kares.protocols.caldav import models as caldav_models
 from kares.protocols.matrix import models as matrix_models
 from kares.retention import jobs as retention_jobs
 from kares.retention import models as retention_models
@@ -62,6 +63,7 @@ metadata = Base.metadata
 __all__ = [
     "accounts_models",
     "accounts_service",
+    "caldav_models",
     "calls_models",
     "calls_service",
     "devices_models",

@@ -314,9 +314,14 @@ async def create_calendar(
     color: str | None = None,
     description: str | None = None,
     time_zone: str | None = None,
+    calendar_id: str | None = None,
 ) -> Calendar:
     """A further calendar: the caller's own (or, with ``owner_id``, a ward's), or
-    with ``family_id`` the family's (a member who is not a dependant). Commits."""
+    with ``family_id`` the family's (a member who is not a dependant). Commits.
+    ``calendar_id`` (32 hex digits) is the id to give it: CalDAV's MKCALENDAR
+    names the new calendar's URL."""
+    if calendar_id is not None and not is_id(calendar_id):
+        raise Problem(400, "calendar.invalid_id", "A calendar id is 32 hex digits.")
     clean = _clean_name(name)
     color = _check_color(color)
     tz = _check_zone(time_zone)
@@ -341,7 +346,7 @@ async def create_calendar(
         raise Problem(409, "calendar.too_many", f"At most {MAX_CALENDARS} calendars each.")
     now = clock.utcnow()
     cal = Calendar(
-        id=new_id(),
+        id=calendar_id or new_id(),
         kind=kind,
         account_id=owner if kind == "personal" else None,
         family_id=owner if kind == "family" else None,
