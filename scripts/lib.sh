@@ -38,7 +38,22 @@ install_kares() {
   local extras="$1"
   local stamp=".venv/.kares-installed${extras:+-$extras}"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+    # The caldav test client needs niquests, which needs urllib3-future. Its
+    # wheel ships a .pth that copies itself over the real urllib3 at every
+    # interpreter start, breaking requests (schemathesis' client). Built from
+    # its source with URLLIB3_NO_OVERRIDE it lives beside urllib3 as
+    # urllib3_future, which niquests then uses.
+    URLLIB3_NO_OVERRIDE=1 .venv/bin/python -m pip install -q --no-binary urllib3-future \
+      -e ".${extras:+[$extras]}"
+    local pth
+    for pth in .venv/lib/python*/site-packages/urllib3_future.pth; do
+      [ -f "$pth" ] || continue
+      # a venv where its wheel went in before: take the override out and put
+      # the real urllib3's files back
+      rm -f "$pth"
+      .venv/bin/python -m pip install -q --force-reinstall --no-deps \
+        "urllib3==$(.venv/bin/python -m pip show urllib3 | sed -n 's/^Version: //p')"
+    done
     touch "$stamp"
   fi
 }

@@ -112,8 +112,8 @@ def _sub_out(v: feeds.SubscriptionView) -> sc.SubscriptionOut:
     responses=responses(
         *AUTH,
         (404, "calendar.not_found"),
-        (409, "schedule.subscription_limit"),
-        (422, "schedule.invalid_name"),
+        (409, "calendar.subscription_limit"),
+        (422, "calendar.invalid_name"),
     ),
     summary="Make a read-only iCalendar URL of a calendar (shown once)",
     description="Anyone with the URL can read the calendar (no sign-in), until it is "
@@ -153,7 +153,7 @@ async def list_subscriptions(
 @router.delete(
     CALENDAR + "/subscriptions/{subscription_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(*AUTH, (404, "schedule.subscription_not_found")),
+    responses=responses(*AUTH, (404, "calendar.subscription_not_found")),
     summary="Revoke a subscription URL (it stops working at once)",
 )
 async def revoke_subscription(

@@ -22,6 +22,7 @@ from kares.protocols.caldav import store
 from kares.protocols.caldav.models import Subscription
 from kares.protocols.caldav.xml import DavError
 from kares.runtime import Runtime
+from kares.schedule import service as schedule
 
 MAX_PER_CALENDAR = 10
 _PREFIX = "kcs_"
@@ -42,13 +43,13 @@ async def create(
 ) -> tuple[Subscription, str]:
     from kares.families.service import clean_name
 
-    clean = clean_name(name, max_len=64, code="schedule.invalid_name")
+    clean = clean_name(name, max_len=64, code="calendar.invalid_name")
     if await store.calendar_of(s, account_id, calendar_id) is None:
-        raise Problem(404, "schedule.calendar_not_found", "No such calendar.")
+        raise schedule.not_found()
     live = await list_for(s, account_id=account_id, calendar_id=calendar_id)
     if sum(1 for v in live if not v.revoked) >= MAX_PER_CALENDAR:
         raise Problem(
-            409, "schedule.subscription_limit", f"At most {MAX_PER_CALENDAR} per calendar."
+            409, "calendar.subscription_limit", f"At most {MAX_PER_CALENDAR} per calendar."
         )
     token = _PREFIX + secrets.token_urlsafe(32)
     sub = Subscription(
@@ -77,7 +78,7 @@ async def revoke(
 ) -> None:
     sub = await s.get(Subscription, subscription_id) if len(subscription_id) <= 32 else None
     if sub is None or sub.account_id != account_id or sub.calendar_id != calendar_id:
-        raise Problem(404, "schedule.subscription_not_found", "No such subscription.")
+        raise Problem(404, "calendar.subscription_not_found", "No such subscription.")
     await s.execute(
         update(Subscription)
         .where(Subscription.id == sub.id, Subscription.revoked_at.is_(None))
