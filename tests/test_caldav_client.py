@@ -410,3 +410,42 @@ async def test_time_range_finds_recurrences_and_expand_lists_them(
     assert r.status_code == 207
     assert r.text.count("BEGIN:VEVENT") == 4 and "RRULE" not in r.text
     assert r.text.count("RECURRENCE-ID") == 4
+
+
+async def test_a_guardians_phone_names_a_dependants_calendar_by_them(
+    client: httpx.AsyncClient, sms: Any, app: Any, url: str
+) -> None:
+    from tests.support.watch import household
+
+    ctx = await household(client, sms)
+    g = ctx["guardians"][0]
+    p = await app_password(client, g)
+
+    def names() -> list[str]:
+        with dav_client(url, p) as dav:
+            return sorted(c.get_display_name() for c in dav.principal().calendars())
+
+    shown = await asyncio.to_thread(names)
+    # their own, the dependant's (named by her), the family's: never two "Personal"
+    assert "Personal" in shown and "Grandma Li · Personal" in shown
+    assert len(shown) == len(set(shown))
+    # renamed on the phone as shown: stored without the name in front, shown with it
+    rt = app.state.runtime
+    async with rt.db.sessions() as s:
+        seen = await schedule.calendars_for(s, g["account"]["id"])
+    theirs = next(x.calendar for x in seen if x.calendar.account_id == ctx["dep"])
+    cal_url = f"{url}/dav/calendars/{g['account']['id']}/{theirs.id}/"
+    async with httpx.AsyncClient() as http:
+        r = await http.request(
+            "PROPPATCH",
+            cal_url,
+            content=b'<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:"><d:set><d:prop>'
+            b"<d:displayname>Grandma Li \xc2\xb7 Medicine</d:displayname>"
+            b"</d:prop></d:set></d:propertyupdate>",
+            headers={**basic(p), "Content-Type": "application/xml"},
+        )
+    assert r.status_code == 207, r.text
+    async with rt.db.sessions() as s:
+        seen = await schedule.calendars_for(s, g["account"]["id"])
+    assert next(x.calendar.name for x in seen if x.calendar.id == theirs.id) == "Medicine"
+    assert "Grandma Li · Medicine" in await asyncio.to_thread(names)

@@ -384,7 +384,7 @@ def _cal_props(aid: str, cal: Cal) -> dict[str, Any]:
     privs = ("read", "write", "write-content", "write-properties", "bind", "unbind")
     props: dict[str, Any] = {
         d("resourcetype"): children(d("collection"), c("calendar")),
-        d("displayname"): cal.name,
+        d("displayname"): cal.shown,
         **_common(aid),
         d("sync-token"): token,
         tag(CS, "getctag"): token,
@@ -777,6 +777,9 @@ async def _proppatch(s: AsyncSession, req: Request, caller: Caller, cal: Cal) ->
             _failed_dependency(ms, ok)
         del status
         return _multi(ms)
+    name = values.get("name")
+    if name and cal.prefix and name.startswith(cal.prefix):
+        values["name"] = name[len(cal.prefix) :]  # the name as the phone shows it
     await store.update_calendar(s, caller, cal, **values)
     add_response(ms, href, [(n, None) for n in names])
     return _multi(ms)

@@ -42,6 +42,13 @@ class Cal:
     writable: bool
     row: Calendar
     seg: str  # the URL segment the request named it by (its id, or the client's own)
+    # what a phone lists it as: a dependant's calendar is "<their name> · <name>",
+    # so a guardian's phone does not show two calendars called "Personal"
+    shown: str = ""
+
+    @property
+    def prefix(self) -> str:
+        return self.shown[: len(self.shown) - len(self.name)] if self.shown != self.name else ""
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def calendar_id_of(account_id: str, segment: str) -> str:
         return hashlib.sha256(f"{account_id}/{segment}".encode()).hexdigest()[:32]
 
 
-def _cal(row: Calendar, access: str, seg: str | None = None) -> Cal:
+def _cal(row: Calendar, access: str, seg: str | None = None, owner: str | None = None) -> Cal:
     return Cal(
         row.id,
         row.name,
@@ -110,11 +117,23 @@ def _cal(row: Calendar, access: str, seg: str | None = None) -> Cal:
         access == "write",
         row,
         seg or row.id,
+        f"{owner} · {row.name}" if owner else row.name,
     )
 
 
+async def _owner(s: AsyncSession, account_id: str, row: Calendar) -> str | None:
+    """The owner's name of someone else's personal calendar (a dependant's)."""
+    if row.account_id is None or row.account_id == account_id:
+        return None
+    return await schedule.owner_name(s, row) or "Dependant"
+
+
 async def calendars(s: AsyncSession, caller: Caller) -> list[Cal]:
-    return [_cal(x.calendar, x.access) for x in await schedule.calendars_for(s, caller.account.id)]
+    aid = caller.account.id
+    return [
+        _cal(x.calendar, x.access, owner=await _owner(s, aid, x.calendar))
+        for x in await schedule.calendars_for(s, aid)
+    ]
 
 
 async def calendar_of(s: AsyncSession, account_id: str, segment: str) -> Cal | None:
@@ -126,7 +145,7 @@ async def calendar_of(s: AsyncSession, account_id: str, segment: str) -> Cal | N
         if p.status == 404:
             return None
         raise
-    return _cal(row, access, segment)
+    return _cal(row, access, segment, owner=await _owner(s, account_id, row))
 
 
 async def calendar(s: AsyncSession, caller: Caller, segment: str) -> Cal | None:
