@@ -351,6 +351,39 @@ async def test_a_missed_confirmation_tells_the_guardians_once(
     assert len(await inbox(client, g)) == 1 and len(await inbox(client, g2)) == 1
 
 
+async def test_a_todo_made_in_the_app_asks_for_its_confirmation(
+    client: httpx.AsyncClient, sms: Any, app: Any, db: Any
+) -> None:
+    g = await sign_up(client, sms, ME)
+    fid = await new_family(client, g)
+    dep = await dependant(client, g, fid)
+    cal = await personal_calendar(db, g, account_id=dep)
+    due = at_minute(clock.utcnow()) + timedelta(hours=1)
+    r = await client.post(
+        f"/api/v1/calendars/{cal}/todos",
+        json={"title": "Medicine", "due": due.isoformat(), "confirm_minutes": 45},
+        headers=bearer(g["token"]),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["confirm_minutes"] == 45
+    move_to(due + timedelta(minutes=44))
+    await run(app)
+    assert await inbox(client, g) == []
+    move_to(due + timedelta(minutes=45))
+    await run(app)
+    (note,) = await inbox(client, g)
+    assert "not confirmed 45 minutes after" in note["body"]
+    # asked no more: the property goes, and the entry says so
+    uid = r.json()["id"]
+    r = await client.patch(
+        f"/api/v1/calendars/{cal}/todos/{uid}",
+        json={"confirm_minutes": None},
+        headers=bearer(g["token"]),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["entries"][0]["confirm_minutes"] is None
+
+
 async def object_id(db: Any, uid: str) -> str:
     (row,) = await query(db, "SELECT id FROM calendar_objects WHERE uid = :u", u=uid)
     return str(row["id"])

@@ -147,6 +147,7 @@ def view(obj: CalendarObject, cal: Calendar) -> dict[str, Any]:
         "exdates": [_iso(x, tz) for x in _dates(m, "EXDATE")],
         "overrides": [_iso(c.decoded("RECURRENCE-ID"), tz) for c in comps if "RECURRENCE-ID" in c],
         "reminders": reminders,
+        "confirm_minutes": _confirm_minutes(m),
         "updated_at": obj.updated_at.isoformat(),
     }
     if all_day:
@@ -292,6 +293,14 @@ async def apply(
                 if kind == "VTODO" and "DTSTART" not in comp:
                     alarm["TRIGGER"].params["RELATED"] = "END"  # before the due time
             comp.add_component(alarm)
+    if f.has("confirm_minutes"):
+        comp.pop(ical.CONFIRM_PROP, None)
+        minutes = f.get("confirm_minutes")
+        if minutes is not None:
+            comp.add(
+                ical.CONFIRM_PROP,
+                icalendar.vDuration(timedelta(minutes=int(minutes))).to_ical().decode(),
+            )
     if not override and (f.has("rrule") or f.has("exdates")):
         start = comp.decoded("DTSTART") if "DTSTART" in comp else None
         if f.has("rrule"):
@@ -338,6 +347,17 @@ def _like(v: When, start: When, cal: Calendar) -> When:
     if start.tzinfo is None:
         return v.astimezone(recurrence.zone(cal.time_zone) or UTC).replace(tzinfo=None)
     return v.astimezone(start.tzinfo)
+
+
+def _confirm_minutes(m: icalendar.Component) -> int | None:
+    raw = m.get(ical.CONFIRM_PROP)
+    if raw is None:
+        return None
+    try:
+        d = icalendar.vDuration.from_ical(str(raw))
+    except (ValueError, TypeError):
+        return None
+    return int(d.total_seconds() // 60) if d.total_seconds() > 0 else None
 
 
 def _apply_times(

@@ -18,6 +18,9 @@ COMPONENTS = ("VEVENT", "VTODO")
 
 
 TOO_OFTEN = frozenset({"SECONDLY", "MINUTELY"})
+# an item asking the people it is for to confirm each occurrence done, with the
+# grace after its time (a duration; kares.schedule.reminders tells the guardians)
+CONFIRM_PROP = "X-KARES-CONFIRM"
 
 
 def invalid(detail: str) -> Problem:

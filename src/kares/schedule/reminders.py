@@ -63,6 +63,7 @@ from kares.families.models import FamilyMember
 from kares.fields import personal, table_info
 from kares.identity.models import Account
 from kares.notify import service as notify
+from kares.schedule import ical
 from kares.schedule import service as schedule
 from kares.schedule.models import Calendar, CalendarObject
 from kares.watches.models import Watch
@@ -85,7 +86,7 @@ GRACE = timedelta(minutes=1)
 STALE_ALARM = timedelta(hours=1)
 # a missed confirmation is told late for up to a day after its check
 STALE_CONFIRM = timedelta(days=1)
-CONFIRM_PROP = "X-KARES-CONFIRM"
+CONFIRM_PROP = ical.CONFIRM_PROP
 CONFIRM_DEFAULT = timedelta(minutes=30)
 CONFIRM_MAX = timedelta(days=1)
 CONFIRM_KEY = "confirm"

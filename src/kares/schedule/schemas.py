@@ -81,6 +81,14 @@ class EntryIn(_In):
     rrule: str | None = Field(default=None, max_length=500)
     exdates: list[ZonedTime | Day] | None = Field(default=None, max_length=1000)
     reminders: list[ReminderIn] | None = Field(default=None, max_length=10)
+    confirm_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1440,
+        description="Ask the people it is for to confirm each occurrence done (POST .../confirm);"
+        " if none has after this many minutes from its time, their guardians are told (written"
+        " as X-KARES-CONFIRM). null: no confirmation asked.",
+    )
 
 
 class EventIn(EntryIn):
@@ -140,6 +148,7 @@ class EntryOut(BaseModel):
     exdates: list[str | None]
     overrides: list[str | None] = Field(description="Occurrences changed on their own.")
     reminders: list[ReminderOut]
+    confirm_minutes: int | None = None
     attendees: list[str] | None = None
     assignees: list[str] | None = None
     due: str | None = None
