@@ -251,6 +251,14 @@ def _live(revoked_at: datetime | None, expires_at: datetime, now: datetime) -> b
     return revoked_at is None and expires_at > now
 
 
+def credential_state(sess: Session, now: datetime) -> tuple[datetime | None, bool]:
+    """What a credential backed by a session (a tracker, an app password) shows
+    its owner: when it was last used (None: never), and whether it is revoked or
+    expired."""
+    used = sess.last_seen_at if sess.last_seen_at > sess.created_at else None
+    return used, not _live(sess.revoked_at, sess.expires_at, now)
+
+
 # built once: the one query every signed-in request makes (the account's
 # privacy_version comes with it, for the guard's cached decisions)
 def _session_and_account(where: Any) -> Entities:

@@ -21,6 +21,7 @@ from kares import clock, crypto, events
 from kares.db import new_id
 from kares.devices import service as devices
 from kares.errors import Problem
+from kares.identity import service as identity
 from kares.identity.auth import TRACKER_KIND
 from kares.identity.models import Session
 from kares.identity.service import TOKEN_PREFIX
@@ -121,8 +122,7 @@ async def list_for(s: AsyncSession, *, account_id: str) -> list[TrackerView]:
     now = clock.utcnow()
     out = []
     for t, sess in (await s.execute(q)).all():
-        used = sess.last_seen_at if sess.last_seen_at > sess.created_at else None
-        out.append(TrackerView(t, used, sess.revoked_at is not None or sess.expires_at <= now))
+        out.append(TrackerView(t, *identity.credential_state(sess, now)))
     return out
 
 

@@ -109,8 +109,7 @@ async def list_for(s: AsyncSession, *, account_id: str) -> list[PasswordView]:
     now = clock.utcnow()
     out = []
     for p, sess in (await s.execute(q)).all():
-        used = sess.last_seen_at if sess.last_seen_at > sess.created_at else None
-        out.append(PasswordView(p, used, sess.revoked_at is not None or sess.expires_at <= now))
+        out.append(PasswordView(p, *identity.credential_state(sess, now)))
     return out
 
 
