@@ -142,6 +142,13 @@ async def test_this_occurrence_following_and_all(
         headers={**h(me), "If-Match": f'"{e["etag"]}"'},
     )
     problem(r2, 412, "calendar.precondition_failed")
+    # a bad change is said to be bad, stale etag or not
+    r2 = await client.patch(
+        f"{CAL}/{cid}/events/{uid}",
+        json={"time_zone": "Mars/Olympus"},
+        headers={**h(me), "If-Match": f'"{e["etag"]}"'},
+    )
+    assert r2.status_code in (400, 422) and r2.json()["code"] != "calendar.precondition_failed"
     # this and following from the tenth occurrence: the series splits in two
     tenth = occ[9]["recurrence_id"]
     r = await client.patch(

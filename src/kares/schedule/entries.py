@@ -551,8 +551,14 @@ async def update(
     occurrence and those after it (``following``: a new series, returned second).
     Commits once."""
     cal, obj = await _entry(s, account_id, calendar_id, uid, write=True)
-    if if_match is not None and if_match.strip('"') not in (obj.etag, "*"):
-        raise service.precondition_failed()
+    stale = if_match is not None and if_match.strip('"') not in (obj.etag, "*")
+
+    def fresh() -> None:
+        # the precondition is judged once the change itself is found valid: a
+        # bad field is the 4xx it is, whatever the If-Match
+        if stale:
+            raise service.precondition_failed()
+
     vcal = service.decode(obj)
     master = master_of(vcal)
     if scope != "all" and (master is None or not any(p in master for p in ("RRULE", "RDATE"))):
@@ -564,6 +570,7 @@ async def update(
         shift = await apply(s, cal, target, fields, new=False)
         if master is not None and "DTSTART" in master:
             _move_overrides(vcal, shift)
+        fresh()
         return [await _save(s, cal, obj, vcal)]
     assert master is not None
     if occurrence is None:
@@ -580,6 +587,7 @@ async def update(
             existing = _override_of(master, rid)
             vcal.add_component(existing)
         await apply(s, cal, existing, fields, new=False, override=True)
+        fresh()
         return [await _save(s, cal, obj, vcal)]
     # following
     if _same(rid, master.decoded("DTSTART")):
@@ -597,6 +605,7 @@ async def update(
     assert new_master is not None
     shift = await apply(s, cal, new_master, fields, new=False)
     _move_overrides(new_vcal, shift)
+    fresh()
     first = await _save(s, cal, obj, vcal, commit=False)
     parsed, data = _serialise(new_vcal)
     w = await service.store(
