@@ -618,22 +618,29 @@ async def update(
 def _override_of(master: icalendar.Component, rid: When) -> icalendar.Component:
     """A new override of the occurrence ``rid``: the master's properties at that
     occurrence (no rule), to be changed by the edit."""
-    o = copy.deepcopy(master)
+    o = _master_at(master, rid)
     for p in ("RRULE", "RDATE", "EXDATE"):
         o.pop(p, None)
-    b = recurrence.bounds(master)
+    o.add("RECURRENCE-ID", rid)
+    return o
+
+
+def _master_at(master: icalendar.Component, rid: When) -> icalendar.Component:
+    """A copy of the master starting at ``rid``: its end (or due time) as far
+    after it as the master's is after the master's start."""
+    o = copy.deepcopy(master)
     start = master.decoded("DTSTART")
+    b = recurrence.bounds(master)
     length = (b[1] - b[0]) if b is not None else timedelta(0)
     o.pop("DTSTART", None)
     o.add("DTSTART", rid)
     if "DTEND" in o:
         o.pop("DTEND")
         o.add("DTEND", rid + length)
-    if "DUE" in o and "DTSTART" in master:
+    if "DUE" in o:
         due = master.decoded("DUE")
         o.pop("DUE")
         o.add("DUE", rid + (due - start))
-    o.add("RECURRENCE-ID", rid)
     return o
 
 
@@ -668,20 +675,9 @@ def _split(vcal: icalendar.Calendar, master: icalendar.Component, rid: When) -> 
     start = master.decoded("DTSTART")
     rule = master.get("RRULE")
     new_uid = f"{uuid.uuid4()}@kares"
-    new_master = copy.deepcopy(master)
+    new_master = _master_at(master, rid)
     new_master.pop("UID")
     new_master.add("UID", new_uid)
-    b = recurrence.bounds(master)
-    length = (b[1] - b[0]) if b is not None else timedelta(0)
-    new_master.pop("DTSTART")
-    new_master.add("DTSTART", rid)
-    if "DTEND" in new_master:
-        new_master.pop("DTEND")
-        new_master.add("DTEND", rid + length)
-    if "DUE" in new_master and "DUE" in master:
-        due = master.decoded("DUE")
-        new_master.pop("DUE")
-        new_master.add("DUE", rid + (due - start))
     new_master.pop("RECURRENCE-ID", None)
     if rule is not None:
         new_rule = icalendar.vRecur(dict(rule))
