@@ -228,20 +228,42 @@ async def _ensure_default(
     await s.execute(stmt)
 
 
-async def ensure_defaults(s: AsyncSession, account_id: str) -> None:
+@dataclass(frozen=True)
+class _Reach:
+    """Whose calendars an account sees: its wards, and its families with its
+    role and the family's name."""
+
+    wards: list[str]
+    families: dict[str, tuple[str, str]]  # family id -> (role, family name)
+
+
+async def _reach(s: AsyncSession, account_id: str) -> _Reach:
+    q = (
+        select(FamilyMember.family_id, FamilyMember.role, Family.name)
+        .join(Family, Family.id == FamilyMember.family_id)
+        .where(FamilyMember.account_id == account_id)
+    )
+    fams = {fid: (role, name) for fid, role, name in (await s.execute(q)).all()}
+    return _Reach(await wards_of(s, account_id), fams)
+
+
+async def ensure_defaults(s: AsyncSession, account_id: str, reach: _Reach | None = None) -> bool:
     """Make, on first use, the calendars the account sees: its own, each of its
-    families', each of its wards' (no commit: the caller's action commits)."""
-    have = select(Calendar.default_for).where(Calendar.default_for.is_not(None))
-    wards = await wards_of(s, account_id)
-    fams = [m.family for m in await families.families_of(s, account_id)]
+    families', each of its wards' (no commit: the caller's action commits).
+    True when it made one."""
+    r = reach or await _reach(s, account_id)
     wanted: list[tuple[str, str, str]] = [("personal", account_id, "Personal")]
-    wanted += [("personal", w, "Personal") for w in wards]
-    wanted += [("family", f.id, f.name) for f in fams]
+    wanted += [("personal", w, "Personal") for w in r.wards]
+    wanted += [("family", fid, name) for fid, (_, name) in r.families.items()]
     ids = [o for _, o, _ in wanted]
-    existing = set((await s.execute(have.where(Calendar.default_for.in_(ids)))).scalars())
+    have = select(Calendar.default_for).where(Calendar.default_for.in_(ids))
+    existing = set((await s.execute(have)).scalars())
+    made = False
     for kind, owner, name in wanted:
         if owner not in existing:
             await _ensure_default(s, kind=kind, owner=owner, name=name[:NAME_MAX])
+            made = True
+    return made
 
 
 async def personal_calendar(s: AsyncSession, account_id: str) -> Calendar:
@@ -271,35 +293,30 @@ class Seen:
 
 async def calendars_for(s: AsyncSession, account_id: str) -> list[Seen]:
     """Every calendar the account sees: its own, its families', its wards' (the
-    defaults made on first use: this commits when it made one)."""
+    defaults made on first use: this commits when it made one). The access is
+    :func:`access`'s, read from the same memberships."""
     before = s.in_transaction() and bool(s.new or s.dirty)
-    await ensure_defaults(s, account_id)
-    wards = await wards_of(s, account_id)
-    fam_ids = list(
-        (
-            await s.execute(
-                select(FamilyMember.family_id).where(FamilyMember.account_id == account_id)
-            )
-        ).scalars()
-    )
+    r = await _reach(s, account_id)
+    made = await ensure_defaults(s, account_id, r)
     q = (
         select(Calendar)
         .where(
             or_(
                 Calendar.account_id == account_id,
-                Calendar.account_id.in_(wards),
-                Calendar.family_id.in_(fam_ids),
+                Calendar.account_id.in_(r.wards),
+                Calendar.family_id.in_(list(r.families)),
             )
         )
         .order_by(Calendar.created_at, Calendar.id)
     )
-    cals = list((await s.execute(q)).scalars())
     out = []
-    for c in cals:
-        got = await _access_to(s, account_id, c)
-        if got is not None:
-            out.append(Seen(c, got))
-    if not before:
+    for c in (await s.execute(q)).scalars():
+        if c.kind == "personal":
+            out.append(Seen(c, "write"))  # its own, or a ward's its guardians keep
+        elif c.family_id in r.families:
+            role = r.families[c.family_id][0]
+            out.append(Seen(c, "read" if role == "dependant" else "write"))
+    if made and not before:
         await s.commit()
     return out
 
