@@ -34,8 +34,8 @@ from kares import clock, crypto, jobs
 from kares.calls import service as calls
 from kares.db import Base
 from kares.privacy import reach
-from tests import schedule_items
 from tests.conftest import POLICY_VERSION, bearer, query, sign_up, snapshot
+from tests.support import schedule_items
 from tests.support.backup import backup_env, kares, let_go, new_key, plain_dump
 from tests.support.providers import FakeWeChat
 from tests.support.watch import worn_watch

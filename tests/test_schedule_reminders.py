@@ -16,7 +16,7 @@ import pytest
 from kares import clock, jobs
 from kares.schedule import reminders
 from tests.conftest import bearer, count_rows, query, sign_up, snapshot
-from tests.schedule_items import delete_item, family_calendar, personal_calendar, put_item
+from tests.support.schedule_items import delete_item, family_calendar, personal_calendar, put_item
 from tests.test_families import join, new_family, set_role
 
 ME = "+8613800138100"

@@ -16,7 +16,7 @@ from kares.protocols.watch import frames as wp
 from kares.protocols.watch.server import WatchServer
 from kares.schedule import service as schedule
 from tests.conftest import query
-from tests.schedule_items import personal_calendar, put_item
+from tests.support.schedule_items import personal_calendar, put_item
 from tests.support.watch import WAIT, Conn, frame, household, server, settings_overrides
 from tests.test_schedule_reminders import at_minute, event, move_to
 
