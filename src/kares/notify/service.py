@@ -33,7 +33,7 @@ from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +44,7 @@ from kares import clock, crypto, events, jobs, live
 from kares.db import insert_for, new_id
 from kares.devices import service as devices
 from kares.errors import Problem
+from kares.fields import zone_names
 from kares.gateways import push as push_mod
 from kares.identity import service as identity
 from kares.notify.models import Notification, NotificationPreference, PushToken
@@ -67,7 +68,7 @@ def _hhmm(t: time) -> str:
 
 @lru_cache(maxsize=1)
 def time_zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(zone_names())
 
 
 @dataclass(frozen=True)
