@@ -77,8 +77,9 @@ async def family(client: httpx.AsyncClient, sms: Any, n: int, base: int) -> dict
 
 
 def day(base: int) -> list[dict[str, Any]]:
-    """A morning of posts: walking home, arriving, a retried post, a late one, a
-    teleport, a new tracker id, the other message types, leaving again."""
+    """A morning of posts: walking home, arriving, a retried post, two late ones
+    (one plausible, one not), a teleport, a new tracker id, the other message
+    types, leaving again."""
     posts: list[dict[str, Any]] = []
 
     def loc(dt: int, metres: float, **kw: Any) -> None:
@@ -92,6 +93,7 @@ def day(base: int) -> list[dict[str, Any]]:
     loc(110, 20)
     loc(60, 30)  # the app retries an old post
     loc(105, 25)  # a late one, new
+    posts.append(ot_location(base + 115, 36.0, 121.47))  # a late one, 500 km away
     posts.append(ot_location(base + 120, 36.0, 121.47))  # 500 km in ten seconds
     loc(130, 20)
     loc(140, 20, tid="AL")  # the app's tracker id changed
@@ -218,7 +220,7 @@ async def test_the_steady_path_leaves_what_the_route_leaves(
     # and what they left is what the day says
     assert [e for _, e in on["told"]] == ["leave", "arrive"]
     assert on["told"][1][0] == "Alice Li arrived at Home"
-    assert [f["flag"] for f in on["fixes"] if f["status"] == "flagged"] == ["fix.implied_speed"]
+    assert [f["flag"] for f in on["fixes"] if f["status"] == "flagged"] == ["fix.implied_speed"] * 2
     assert len(on["fixes"]) == len({p.get("tst") for p in posts if p["_type"] != "waypoint"}) - 1
     assert on["tids"] == [{"tid": "AL"}] and on["places"][0]["name"] == "Gym"
     assert on["last"][0]["recorded_ms"] == (base + 260) * 1000
@@ -229,10 +231,12 @@ def steady_state(taken: list[bool]) -> None:
     assert sum(taken) >= 12, taken
     assert taken[0] is False  # the first post: nothing remembered yet
     assert taken[10] is False  # the arrival: Bob is told, which needs a session
-    assert taken[12] is False and taken[13] is False  # a retried and a late post
-    assert taken[14] is False  # the teleport is flagged
-    assert taken[16] is False and taken[17] is True  # a new tracker id, then the same
-    assert taken[18] is True  # a transition is a fix like any other
+    assert taken[12] is False  # a retried post
+    assert taken[13] is True  # a late post that its stored neighbours agree with
+    assert taken[14] is False  # a late post they outvote is flagged
+    assert taken[15] is False  # the teleport is flagged
+    assert taken[17] is False and taken[18] is True  # a new tracker id, then the same
+    assert taken[19] is True  # a transition is a fix like any other
 
 
 async def test_posts_in_flight_at_once_are_each_stored_once(

@@ -24,13 +24,13 @@ from operator import itemgetter
 from typing import Any, NamedTuple, overload
 
 import numpy as np
-from sqlalchemy import Table, and_, bindparam, func, or_, select, text
+from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import Conn, Statement, Tx, dialect_of, hold, sqlite_driver
+from kares.db import Conn, Statement, Tx, dialect_of, sqlite_driver
 from kares.devices.models import Device
 from kares.errors import Problem
 from kares.families import service as families
@@ -457,9 +457,11 @@ async def upload_steady(
     nothing about it needs more. It is the steady state when the fix passes every
     check, is newer than the person's last location and plausible after it, is not
     stored already, falls on a day whose pack is planned, and crosses no place's
-    edge. Otherwise it returns None having written nothing that will stay (the
-    caller rolls the transaction back) and the caller runs :func:`upload`, which
-    decides the same and does the rest (flags, late fixes, notices, jobs)."""
+    edge; a fix older than the last location is steady when its stored neighbours
+    and it agree (nothing to flag, demote or revive). Otherwise it returns None
+    having written nothing that will stay (the caller rolls the transaction back)
+    and the caller runs :func:`upload`, which decides the same and does the rest
+    (flags, restatements, notices, jobs)."""
     res = IngestResult(precision="approximate" if PRECISE in degraded else "precise")
     rows, _ = _validate(
         rt,
@@ -473,17 +475,23 @@ async def upload_steady(
     )
     if len(rows) != 1 or rows[0][_STATUS] != "ok" or not days.planned(account_id, [rows[0][_T]]):
         return None
+    max_speed = rt.settings.location_max_speed_mps
     last = await _last_of(tx, account_id)
     if last is not None and rows[0][_T] <= last[0]:
-        return None  # late: judged with its neighbours
-    if _implied_speeds(
-        rows, None if last is None else last[:3], rt.settings.location_max_speed_mps
-    ):
+        # late (a second device of the person, or posts overtaking each other on
+        # their way in): judged with its stored neighbours as ingest judges it, and
+        # steady only when they agree with it and with each other
+        recheck = await _recheck(tx, account_id, rows, max_speed)
+        if recheck.flag_new or recheck.demote or recheck.revive:
+            return None
+        last = recheck.last
+    elif _implied_speeds(rows, None if last is None else last[:3], max_speed):
         return None
     if not await _store(tx, rows):
         return None  # stored already: a retry
     res.accepted = 1
-    res.last_updated = await _set_last(tx, account_id, rows[0])
+    if last is None or rows[0][_T] > last[0]:
+        res.last_updated = await _set_last(tx, account_id, rows[0])
     if (
         await places.observe(tx, rt, account_id=account_id, fixes=_GoodFixes(rows), steady=True)
         is None
@@ -749,15 +757,22 @@ def _neighbours_statements() -> tuple[Statement, Statement, Statement]:
 _NEIGHBOURS = _neighbours_statements()
 
 
-async def _recheck(
-    s: AsyncSession, account_id: str, rows: Sequence[_Row], max_speed: float
-) -> _Recheck:
+_ACCOUNTS: Table = Account.__table__  # type: ignore[assignment]
+_HOLD_ACCOUNT = Statement(
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+    .values(updated_at=_ACCOUNTS.c.updated_at)
+)
+"""``db.hold`` of the person's account row, as a statement that also runs on a bare Tx."""
+
+
+async def _recheck(s: Conn, account_id: str, rows: Sequence[_Row], max_speed: float) -> _Recheck:
     """The batch's good fixes judged together with the stored ones around them
     (``NEIGHBOURS`` on each side and all in between) by ``geo.plausible.keep``.
 
     Holds the person's account row first, so two batches of one person that both
     need this are judged one after the other, each seeing the other's fixes."""
-    await hold(s, Account, account_id)
+    await _HOLD_ACCOUNT.run(s, {"account_id": account_id})
     last = await _last_of(s, account_id)  # as it is now that the row is held
     at = [k for k, r in enumerate(rows) if r[_STATUS] == "ok"]
     if not at:
