@@ -251,6 +251,8 @@ def make_instance(kind: str, log_level: str = "WARNING") -> Instance:
 class Server:
     """`kares serve` (or uvicorn with workers) on 127.0.0.1, bounded by `timeout`."""
 
+    redis: subprocess.Popen[bytes] | None = None
+
     def __init__(
         self,
         env: dict[str, str],
@@ -274,12 +276,20 @@ class Server:
                 str(self.port),
             ]
         else:
-            cmd = [
-                str(VENV_BIN / "uvicorn"), "--factory", "kares.app:app_factory",
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
-                "--no-server-header", "--no-proxy-headers", "--no-access-log",
-                "--http", "kares.httpserver:HttpProtocol",
-            ]  # fmt: skip
+            # several processes share their live notices through Redis (kares serve
+            # refuses --workers without it): a redis-server of the bench's own on
+            # loopback, whose CPU counts as the server's
+            cmd = [str(VENV_BIN / "kares"), "serve", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--workers", str(workers)]  # fmt: skip
+            if not env.get("KARES_REDIS_URL"):
+                redis_port = free_port()
+                self.redis = subprocess.Popen(
+                    ["timeout", "-s", "TERM", "-k", "10", str(hard_limit_s), "redis-server",
+                     "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                env = {**env, "KARES_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="kares-serve-", suffix=".log")[1])
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -305,8 +315,14 @@ class Server:
         raise RuntimeError(f"server not ready in {limit_s}s, see {self.log_path}")
 
     def pids(self) -> list[int]:
-        """The server processes (uvicorn's workers included), below `timeout`."""
-        return descendants(self.proc.pid)
+        """The server processes (uvicorn's workers included), below `timeout`, and
+        the bench's own Redis when it started one."""
+        extra = descendants(self.redis.pid) if self.redis is not None else []
+        return descendants(self.proc.pid) + extra
+
+    def roots(self) -> list[int]:
+        """The `timeout` processes above the server and its Redis (CPU accounting)."""
+        return [self.proc.pid] + ([self.redis.pid] if self.redis is not None else [])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -316,6 +332,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.redis is not None and self.redis.poll() is None:
+            self.redis.terminate()
+            self.redis.wait(20)
         self._log.close()
 
     def __enter__(self) -> Server:

@@ -9,8 +9,9 @@ Servers, each on 127.0.0.1 and each started fresh by this script:
              (SQLite, WAL, synchronous=NORMAL), after ``kares migrate`` and
              ``kares demo --json``; HTTP Basic with the first demo member's
              tracker credential, ``X-Limit-U`` = its user name;
-  kares-w2   the same, under ``uvicorn --factory kares.app:app_factory --workers 2``
-             (kares serve's HTTP protocol and access log);
+  kares-w2   ``kares serve --workers 2``: two processes on one port, their live notices
+             shared through a redis-server the bench starts on loopback (its CPU
+             counted as the server's);
   floor      (only if asked for) the SQL of a Kares post on the same database under a
              bare ASGI app (``bench/owntracks_floor.py``): the cost of our layers is the
              gap between it and ``kares``;
@@ -79,7 +80,8 @@ class Target:
     user: str
     auth: str  # Authorization header value or ""
     pids: Any  # () -> list[int]
-    root: int  # the `timeout` process above the server: its tree's CPU is the server's
+    # the `timeout` processes above the server (and its Redis): their trees' CPU is the server's
+    roots: list[int]
     count: Any  # (device) -> int
     stop: Any  # () -> None
     notes: str = ""
@@ -136,7 +138,7 @@ def _instance_target(name: str, srv: Any, inst: Any, notes: str) -> Target:
         user=member.tracker_user,
         auth=f"Basic {cred}",
         pids=srv.pids,
-        root=srv.proc.pid,
+        roots=srv.roots(),
         count=_kares_count(inst.sqlite_path, member.account_id),
         stop=_stopper(srv, inst),
         notes=f"{notes}; log {srv.log_path}",
@@ -149,8 +151,7 @@ def kares_target(name: str, workers: int, log_level: str, hard_limit_s: int) -> 
     how = (
         f"kares serve (1 process), KARES_LOG_LEVEL={log_level}"
         if workers == 1
-        else f"uvicorn --factory kares.app:app_factory --workers {workers} (with kares serve's "
-        "HTTP protocol and access log)"
+        else f"kares serve --workers {workers}, KARES_REDIS_URL a redis-server of the bench's"
     )
     return _instance_target(name, srv, inst, f"{how}; SQLite WAL synchronous=NORMAL")
 
@@ -243,7 +244,7 @@ def recorder_target(src: Path, hard_limit_s: int) -> Target:
         user=user,
         auth="",
         pids=pids,
-        root=proc.pid,
+        roots=[proc.pid],
         count=count,
         stop=stop,
         notes=f"ot-recorder {version} at {exe}, --norevgeo, plain files, no fsync",
@@ -307,7 +308,7 @@ def run_wrk(t: Target, conc: int, duration: int, base: int, device: str) -> Run:
         OTAUTH=t.auth,
         BASE=str(base),
     )
-    with bi.LoadMeter([t.root]) as load:
+    with bi.LoadMeter(t.roots) as load:
         p = subprocess.run(
             ["timeout", str(duration + 30), "wrk", "-t1", f"-c{conc}", f"-d{duration}s",
              "--timeout", "5s", "--latency", "-s", str(LUA), t.url + "/"],

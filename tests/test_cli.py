@@ -39,6 +39,27 @@ def test_help_lists_every_command() -> None:
     assert "--host" in r.stdout and "--port" in r.stdout
 
 
+@pytest.mark.db_agnostic
+def test_serve_with_workers_needs_redis_and_leaves_the_watch_port_to_one_process(
+    tmp_path: Path,
+) -> None:
+    env = {"KARES_VAR_DIR": str(tmp_path / "var"), "KARES_REDIS_URL": ""}
+    r = cli.run("serve", "--workers", "2", env=env)
+    assert r.returncode == 2
+    assert "needs KARES_REDIS_URL" in r.stderr
+    r = cli.run(
+        "serve",
+        "--workers",
+        "2",
+        env={**env, "KARES_REDIS_URL": "redis://127.0.0.1:1/0", "KARES_WATCH_PORT": "5999"},
+    )
+    assert r.returncode == 2
+    assert "watch port is served by one process" in r.stderr
+    assert not (tmp_path / "var" / "kares.db").exists()  # refused before anything was made
+    r = cli.run("serve", "--workers", "0", env=env)
+    assert r.returncode == 2 and "between 1 and 64" in r.stderr
+
+
 @pytest.fixture
 def kares_env(tmp_path: Path, db_url: str) -> dict[str, str]:
     return live.kares_env(tmp_path / "var", db_url)

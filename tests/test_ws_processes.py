@@ -9,7 +9,9 @@ Redis is a real ``redis-server`` (tests/support/redisserver.py), never a fake.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,40 @@ async def test_with_redis_an_event_through_process_a_reaches_a_socket_on_process
             assert p.alive(), p.log()[-3000:]
         assert "redis subscription back" in b.log()
         assert json.dumps(third)  # plain JSON all the way
+
+
+async def test_kares_serve_with_workers_answers_on_one_port_and_every_socket_hears_every_move(
+    tmp_path: Path,
+    db_url: str,
+    sms: FakeSmsGateway,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """``kares serve --workers 2``: two processes take turns on one port, so a
+    watcher's sockets and a mover's posts land on either; each socket hears each
+    move, in order, whichever process stored it."""
+    env = env_for(tmp_path, db_url, sms, KARES_REDIS_URL=redis_server.url)
+    with live_server(env, tmp_path, workers=2) as srv:
+        started = set(re.findall(r"Started server process \[(\d+)\]", srv.log()))
+        assert len(started) == 2, srv.log()[-3000:]
+        watcher, mover = srv.demo[0], srv.demo[1]
+        async with opened(ws_of(srv), mover["token"]) as c:
+            mover_id = (await hello(c))[0]["account_id"]
+        now = int(time.time())
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = [await stack.enter_async_context(opened(ws_of(srv), watcher["token"]))
+                       for _ in range(4)]  # fmt: skip
+            for c in sockets:
+                await hello(c)
+            lats = [31.2300 + k / 1000 for k in range(6)]
+            for k, lat in enumerate(lats):  # each post on a new connection
+                await asyncio.to_thread(upload, srv, mover, now - 60 + 10 * k, lat)
+            for c in sockets:
+                heard = [(await next_location(c, mover_id))["data"]["position"]["lat"]
+                         for _ in lats]  # fmt: skip
+                assert heard == lats
+        log = srv.log()
+        assert "uvicorn.access" not in log  # the app's own access log, once per request
+        assert "Traceback" not in log, log[-3000:]
 
 
 @pytest.mark.db_agnostic

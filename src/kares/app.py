@@ -363,10 +363,32 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     return app
 
 
+def worker_app() -> FastAPI:
+    """One process of ``kares serve --workers N`` (uvicorn calls it in each): the
+    database was migrated and the policy published before they started."""
+    import gc
+
+    settings = get_settings()
+    _factory_logging(settings.log_level)
+    app = create_app(settings, migrate_embedded=False)
+    gc.freeze()  # as kares serve does: what start-up built stays out of full passes
+    return app
+
+
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory kares.app:app_factory`` (with
     ``--no-access-log --http kares.httpserver:HttpProtocol``, as ``kares serve``
     runs it: the app writes the access log)."""
     settings = get_settings()
-    setup_logging(settings.log_level)
+    _factory_logging(settings.log_level)
     return create_app(settings)
+
+
+def _factory_logging(level: str) -> None:
+    """Logging in a process uvicorn made: set up after uvicorn's own (which the
+    set-up resets), so uvicorn's access logger is silenced again here: the app
+    writes the access log (kares.logs.AccessLog), one line per request."""
+    setup_logging(level)
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers = []
+    uvicorn_access.propagate = False

@@ -29,6 +29,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.watch_port is not None:
         settings = settings.model_copy(update={"watch_port": args.watch_port})
     setup_logging(settings.log_level)
+    if args.workers > 1:
+        return _serve_workers(args, settings)
     app = create_app(settings, migrate_embedded=not args.no_migrate)
     # What was imported and built so far lives as long as the process: keep it out of
     # the garbage collector's full passes, which walk every tracked object and pause
@@ -53,6 +55,67 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ws_ping_timeout=20.0,
     )
     return 0
+
+
+def _serve_workers(args: argparse.Namespace, settings: Any) -> int:
+    """``kares serve --workers N``: N processes answering on one port. Each runs the
+    whole app (its jobs runner too: jobs are claimed in the database); what one
+    commits wakes the others' streams through Redis, so several processes need
+    KARES_REDIS_URL. The watch port stays with a single process (a watch's TCP
+    session and the commands for it live in the process it connected to)."""
+    import uvicorn
+
+    from kares.httpserver import HttpProtocol
+
+    if not settings.redis_url:
+        print(
+            "kares serve: --workers above 1 needs KARES_REDIS_URL: a change committed in "
+            "one process must wake the live streams held by the others (docs/ARCHITECTURE.md, "
+            '"Several processes")',
+            file=sys.stderr,
+        )
+        return 2
+    if settings.watch_port:
+        print(
+            "kares serve: the watch port is served by one process: run it in a `kares serve "
+            "--workers 1 --watch-port P` of its own beside the workers",
+            file=sys.stderr,
+        )
+        return 2
+    # once, before the workers: they would otherwise migrate and publish the policy
+    # version side by side at start
+    if not args.no_migrate and settings.is_embedded_db:
+        from kares import migrations
+
+        migrations.upgrade(settings.effective_database_url)
+    asyncio.run(_publish_policy(settings))
+    uvicorn.run(
+        "kares.app:worker_app",
+        factory=True,
+        workers=args.workers,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        http=HttpProtocol,
+        ws_max_size=1024 * 1024,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+    )
+    return 0
+
+
+async def _publish_policy(settings: Any) -> None:
+    from kares.privacy import service as privacy
+    from kares.runtime import Runtime
+
+    rt = Runtime.build(settings)
+    try:
+        await privacy.sync_at_start(rt)
+    finally:
+        await rt.close()
 
 
 async def _worker(once: bool) -> int:
@@ -658,6 +721,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError("between 1 and 64 processes")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kares",
@@ -681,6 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also listen for kids' watches (the [3G*id*len*...] TCP protocol) on this port "
         "(KARES_WATCH_PORT; bound to KARES_WATCH_HOST, default 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes answering on the port (default 1; more need KARES_REDIS_URL)",
     )
     serve.set_defaults(func=_cmd_serve)
 

@@ -90,11 +90,12 @@ def live_server(
     watch: bool = False,
     start_timeout: float = 60,
     seeded: list[dict[str, Any]] | None = None,
+    workers: int = 1,
 ) -> Iterator[Live]:
     """``kares serve`` on a free port of 127.0.0.1, the database migrated and the
     demo seeded first; ``seeded``: a second process on a database another
     ``live_server`` already seeded, whose demo members it shares (two ``kares``
-    runs fewer)."""
+    runs fewer); ``workers``: ``kares serve --workers N``."""
     if seeded is None:
         kares("migrate", env=env)
         demo = json.loads(kares("demo", "--json", env=env))["members"]
@@ -105,6 +106,8 @@ def live_server(
     args = [sys.executable, "-m", "kares", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if watch_port is not None:
         args += ["--watch-port", str(watch_port)]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     log_path = log_dir / f"kares-serve-{port}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
