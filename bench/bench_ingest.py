@@ -935,10 +935,26 @@ def run_http(
     db_roots: list[int],
 ) -> list[Result]:
     out = []
-    with Server(inst.env) as srv:
+    for workers in args.workers:
+        out += _run_http_on(args, inst, track, wipe, count, db_roots, workers)
+    return out
+
+
+def _run_http_on(
+    args: argparse.Namespace,
+    inst: Instance,
+    track: Track,
+    wipe: Callable[[], None],
+    count: Callable[[], int],
+    db_roots: list[int],
+    workers: int,
+) -> list[Result]:
+    out = []
+    procs = "" if workers == 1 else f", kares serve --workers {workers}"
+    with Server(inst.env, workers=workers) as srv:
         print(f"  kares serve on {srv.url} (pids {srv.pids()}), log {srv.log_path}", flush=True)
         for clients in args.clients:
-            res = Result(f"(b) HTTP /api/v1/location/fixes, {clients} client(s)")
+            res = Result(f"(b) HTTP /api/v1/location/fixes, {clients} client(s){procs}")
             sub = Track(track.n // clients, track.t0_ms)
             bodies = sub.bodies()
             jobs = [(inst.members[c % len(inst.members)].token, bodies) for c in range(clients)]
@@ -965,7 +981,7 @@ def run_http(
 
             for rep in range(args.reps):
                 wipe()
-                measure(args, res, rep, go, count, [srv.proc.pid, *db_roots], note)
+                measure(args, res, rep, go, count, [*srv.roots(), *db_roots], note)
             out.append(res)
     return out
 
@@ -1017,12 +1033,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="runs per measurement (median reported)")
     p.add_argument("--clients", default="1,4", help="HTTP client counts, comma separated")
     p.add_argument("--no-http", action="store_true", help="skip (b)")
+    p.add_argument("--workers", default="1",
+                   help="(b): kares serve processes, comma separated (above 1: --workers "
+                        "with a redis-server of the bench's)")  # fmt: skip
     p.add_argument("--no-full", action="store_true", help="skip SQLite synchronous=FULL")
     p.add_argument("--max-seconds", type=float, default=300, help="bound per measurement")
     p.add_argument("--quiet-wait", type=float, default=120,
                    help="wait up to this long before each run for other jobs to end")  # fmt: skip
     args = p.parse_args(argv)
     args.clients = [int(x) for x in args.clients.split(",") if x]
+    args.workers = [int(x) for x in args.workers.split(",") if x]
+    if not args.workers or not all(1 <= w <= 8 for w in args.workers):
+        p.error("--workers: 1 to 8 processes, comma separated")
     if args.points < BATCH or args.points > 5_000_000:
         p.error("--points must be between 1000 and 5,000,000")
     print(f"bench_ingest {datetime.now(UTC).isoformat(timespec='seconds')}  {machine()}")

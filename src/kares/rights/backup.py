@@ -601,7 +601,7 @@ async def _restore_sqlite(
 
 
 def _remove_sqlite(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", "-turns"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
