@@ -443,8 +443,11 @@ def main(argv: list[str] | None = None) -> int:
             c = cells[(t.name, conc)]
             runs = ", ".join(f"{r.rate:,.0f}" for r in c.runs)
             st = f"{sum(r.stored for r in c.runs)}/{sum(r.completed for r in c.runs)}"
-            ratio = c.med("rate") / ref_rate if ref_rate else float("nan")
-            vs = f"{ratio:>7.3f}x" if ratio < 0.1 else f"{ratio:>7.2f}x"
+            ratio = c.med("rate") / ref_rate if ref_rate else None
+            if ratio is None:
+                vs = f"{'-':>8}"  # no reference in this run
+            else:
+                vs = f"{ratio:>7.3f}x" if ratio < 0.1 else f"{ratio:>7.2f}x"
             print(f"  {t.name:<12}{conc:>5}{c.med('rate'):>10,.0f}{c.med('p50_ms'):>9.2f}"
                   f"{c.med('p99_ms'):>9.2f}{c.med('cpu'):>6.0%}{runs:>28}{st:>20}"
                   f"{max(r.others for r in c.runs):>8.2f}{vs}")  # fmt: skip
