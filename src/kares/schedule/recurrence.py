@@ -1,6 +1,9 @@
 """Recurrence: when a calendar object's occurrences fall, with ``icalendar`` and
 ``recurring-ical-events`` (RRULE, RDATE, EXDATE, RECURRENCE-ID overrides, time
-zones and daylight-saving changes are theirs, never rules of our own).
+zones and daylight-saving changes: what a rule means is their reading of it).
+``between`` takes a faster way for the shapes a property test proves equal to
+it (tests/test_schedule_recurrence.py): the common rules by arithmetic from the
+window (``kares.schedule.rules``), other proven ones by dateutil's rrule.
 
 ``span_ms`` gives the UTC span every occurrence of a resource lies in (stored as
 ``range_start``/``range_end`` to prefilter time-range queries); ``between``
