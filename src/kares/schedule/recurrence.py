@@ -1,6 +1,9 @@
 """Recurrence: when a calendar object's occurrences fall, with ``icalendar`` and
 ``recurring-ical-events`` (RRULE, RDATE, EXDATE, RECURRENCE-ID overrides, time
-zones and daylight-saving changes are theirs, never rules of our own).
+zones and daylight-saving changes: what a rule means is their reading of it).
+``between`` takes a faster way for the shapes a property test proves equal to
+it (tests/test_schedule_recurrence.py): the common rules by arithmetic from the
+window (``kares.schedule.rules``), other proven ones by dateutil's rrule.
 
 ``span_ms`` gives the UTC span every occurrence of a resource lies in (stored as
 ``range_start``/``range_end`` to prefilter time-range queries); ``between``
@@ -11,15 +14,17 @@ side for them, so the prefilter never drops one that a zone would bring in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import icalendar
 import recurring_ical_events
 from dateutil import rrule as du_rrule
+
+from kares.schedule import rules as shapes
 
 FLOAT_SLACK = timedelta(hours=14)  # the widest offset from UTC in use
 SPAN_CAP = 5000  # occurrences read to find a bounded series' end; beyond: unbounded
@@ -177,12 +182,14 @@ def span_ms(cal: icalendar.Calendar, component: str) -> tuple[int | None, int | 
     return lo, hi
 
 
-@dataclass(frozen=True)
-class Occurrence:
+class Occurrence(NamedTuple):
     """One occurrence of a resource: its UID, its RECURRENCE-ID value (the
     original start; None for a resource that does not recur), its start and end
     (dates for all-day, aware times otherwise, floating read in the asked zone)
-    and the component it comes from (the override's, if one; else the master)."""
+    and the component it comes from (the override's, if one; else the master).
+
+    Immutable, read by its field names; a named tuple because a year of a
+    family's calendar makes some 15,000 of them per request."""
 
     uid: str
     rid: date | datetime | None
@@ -228,15 +235,24 @@ def between(
     """The occurrences of one resource that overlap [start, end) (aware times),
     floating times and dates read in ``tz`` (UTC if None), in start order.
 
-    The rules are expanded by dateutil's rrule (``fast_between``) where the
-    resource is of the shapes it is proven equal to recurring-ical-events on
+    The resource is expanded by ``fast_between`` where it is of the shapes that
+    path is proven equal to recurring-ical-events on
     (tests/test_schedule_recurrence.py); anything else by recurring-ical-events."""
     zone_ = tz or UTC
     got = fast_between(cal, component, start, end, zone_)
     if got is None:
         got = reference_between(cal, component, start, end, zone_)
-    got.sort(key=lambda o: _aware(o.start, zone_)[0])
+        got.sort(key=_start_key(zone_))
     return got
+
+
+def _start_key(zone_: tzinfo) -> Callable[[Occurrence], datetime]:
+    """The order of ``between``: by start, floating times and dates read in ``zone_``."""
+
+    def key(o: Occurrence) -> datetime:
+        return _aware(o.start, zone_)[0]
+
+    return key
 
 
 class _NotFast(Exception):
@@ -258,20 +274,36 @@ def _local(v: date | datetime, z: tzinfo | None) -> datetime:
 
 
 def fast_between(
-    cal: icalendar.Calendar, component: str, start: datetime, end: datetime, zone_: tzinfo
+    cal: icalendar.Calendar,
+    component: str,
+    start: datetime,
+    end: datetime,
+    zone_: tzinfo,
+    *,
+    arithmetic: bool = True,
 ) -> list[Occurrence] | None:
-    """``between`` with the rule expanded by dateutil's rrule (read from
-    icalendar's vRecur), for one master with at most one RRULE whose DTSTART is a
-    date, a floating time or a time in an IANA zone (or UTC), with EXDATE, RDATE
-    (dates and times) and RECURRENCE-ID overrides; None for any other shape."""
+    """``between`` (in its order) for one master with at most one RRULE whose
+    DTSTART is a date, a floating time or a time in an IANA zone (or UTC), with
+    EXDATE, RDATE (dates and times) and RECURRENCE-ID overrides; None for any
+    other shape. The rule's instances are days worked out by ``rules`` (the
+    common shapes; ``arithmetic=False`` turns it off, for the tests) or else
+    walked by dateutil's rrule, read from icalendar's vRecur."""
     try:
-        return _fast(cal, component, start, end, zone_)
+        return _fast(cal, component, start, end, zone_, arithmetic)
     except _NotFast:
         return None
 
 
+_new = tuple.__new__  # an Occurrence from its fields, without NamedTuple's __new__
+
+
 def _fast(
-    cal: icalendar.Calendar, component: str, start: datetime, end: datetime, zone_: tzinfo
+    cal: icalendar.Calendar,
+    component: str,
+    start: datetime,
+    end: datetime,
+    zone_: tzinfo,
+    arithmetic: bool,
 ) -> list[Occurrence]:
     items = components_of(cal)
     masters = [c for c in items if "RECURRENCE-ID" not in c]
@@ -281,7 +313,7 @@ def _fast(
     b = bounds(m)
     if b is None:
         raise _NotFast
-    first = b[0]
+    first, last = b
     timed = isinstance(first, datetime)
     # the series' zone: an IANA zone (or UTC) of DTSTART, None for floating and dates
     z: tzinfo | None = None
@@ -289,12 +321,11 @@ def _fast(
         z = first.tzinfo
         if not (isinstance(z, ZoneInfo) or z is UTC or getattr(z, "key", None)):
             raise _NotFast
-    length = b[1] - b[0]
-    last = b[1]
     if isinstance(last, datetime) != timed or (
         isinstance(last, datetime) and (last.tzinfo is None) != (z is None)
     ):
         raise _NotFast
+    length: timedelta = last - first  # type: ignore[operator]
     rules = m.get("RRULE")
     if isinstance(rules, list):
         if len(rules) > 1:
@@ -304,10 +335,11 @@ def _fast(
     s0 = _local(first, z)
     # the window in the series' wall-clock time, a day wider each side (any offset)
     wz = z or zone_
-    lo = start.astimezone(wz).replace(tzinfo=None) - timedelta(days=1)
-    hi = end.astimezone(wz).replace(tzinfo=None) + timedelta(days=1)
-    lo -= length if isinstance(length, timedelta) else timedelta(0)
-    keys: set[datetime] = set()
+    start_w, end_w = start.astimezone(wz), end.astimezone(wz)
+    lo = start_w.replace(tzinfo=None) - timedelta(days=1) - length
+    hi = end_w.replace(tzinfo=None) + timedelta(days=1)
+    keys: set[datetime] = set()  # instances as wall-clock times: dateutil's, RDATEs
+    days: list[int] = []  # the rule's instances by arithmetic: day numbers, at s0's time
     if rules is not None:
         rule = icalendar.vRecur(dict(rules))
         if "UNTIL" in rule:
@@ -315,17 +347,24 @@ def _fast(
             if isinstance(until, datetime) and until.tzinfo is not None and z is None:
                 raise _NotFast  # a floating or all-day start with a UTC UNTIL
             rule["UNTIL"] = [_local(until, z) if isinstance(until, datetime) else until]
-        text = _text(rule)
-        try:
-            r = du_rrule.rrulestr(text, dtstart=s0)
-        except Exception:
-            raise _NotFast from None
-        if not isinstance(r, du_rrule.rrule):
-            raise _NotFast
-        head = next(iter(r), None)
-        if head != s0:
-            raise _NotFast  # DTSTART off the rule: RFC 5545 counts it, dateutil not
-        keys.update(r.between(lo, hi, inc=True))
+        p = (
+            shapes.plan(rule, s0, all_day=not timed)
+            if arithmetic and length >= timedelta(0)
+            else None
+        )
+        if p is not None:
+            days = shapes.days(p, lo.toordinal(), hi.toordinal())
+        else:
+            try:
+                r = du_rrule.rrulestr(_text(rule), dtstart=s0)
+            except Exception:
+                raise _NotFast from None
+            if not isinstance(r, du_rrule.rrule):
+                raise _NotFast
+            head = next(iter(r), None)
+            if head != s0:
+                raise _NotFast  # DTSTART off the rule: RFC 5545 counts it, dateutil not
+            keys.update(r.between(lo, hi, inc=True))
     else:
         if lo <= s0 <= hi:
             keys.add(s0)
@@ -341,19 +380,36 @@ def _fast(
             raise _NotFast
         excluded.add(_local(x, z))
     keys -= excluded
-    # an override of an excluded instance is excluded with it
-    overrides = [
-        c
-        for c in items
-        if "RECURRENCE-ID" in c and _local(c.decoded("RECURRENCE-ID"), z) not in excluded
-    ]
-    for o in overrides:
-        rid = o.decoded("RECURRENCE-ID")
+    # an override replaces its instance; one of an excluded instance is excluded with it
+    overrides: list[tuple[icalendar.Component, date | datetime]] = []
+    replaced: set[datetime] = set()
+    for c in items:
+        if "RECURRENCE-ID" not in c:
+            continue
+        rid = c.decoded("RECURRENCE-ID")
         if isinstance(rid, datetime) != timed:
+            if _local(rid, z) in excluded:
+                continue
             raise _NotFast
-        keys.discard(_local(rid, z))
+        k = _local(rid, z)
+        if k in excluded:
+            continue
+        overrides.append((c, rid))
+        replaced.add(k)
+    keys -= replaced
+    if days:
+        t0 = s0.time()
+        gone = {k.toordinal() for k in excluded | replaced if k.time() == t0}
+        if gone:
+            days = [d for d in days if d not in gone]
+        if keys:  # an RDATE on an instance of the rule is that instance
+            on_rule = set(days)
+            keys = {k for k in keys if k.time() != t0 or k.toordinal() not in on_rule}
     uid = str(m["UID"])
     out: list[Occurrence] = []
+    if days:
+        out = _instances(days, s0, timed, length, z, zone_, uid, m, start, end, start_w, end_w)
+    extras: list[Occurrence] = []
     for k in keys:
         if timed:
             sv: date | datetime = k.replace(tzinfo=z) if z is not None else k
@@ -365,10 +421,10 @@ def _fast(
         if not overlaps(s_, e_, start, end):
             continue
         if timed:
-            out.append(Occurrence(uid, sv if recurs else None, s_, e_, False, m))
+            extras.append(Occurrence(uid, sv if recurs else None, s_, e_, False, m))
         else:
-            out.append(Occurrence(uid, sv if recurs else None, sv, ev, True, m))
-    for o in overrides:
+            extras.append(Occurrence(uid, sv if recurs else None, sv, ev, True, m))
+    for o, rid in overrides:
         ob = bounds(o)
         if ob is None:
             raise _NotFast
@@ -377,11 +433,75 @@ def _fast(
         if not overlaps(s_, e_, start, end):
             continue
         all_day = not isinstance(ob[0], datetime)
-        rid = o.decoded("RECURRENCE-ID")
-        out.append(
+        extras.append(
             Occurrence(uid, rid, ob[0] if all_day else s_, ob[1] if all_day else e_, all_day, o)
         )
+    key = _start_key(zone_)
+    if not out:
+        extras.sort(key=key)
+        return extras
+    # the rule's instances are in start order already (one wall-clock time a
+    # day, in one zone): the few others go in where they belong, after equals
+    for extra in extras:
+        insort(out, extra, key=key)
     return out
+
+
+def _instances(
+    days: list[int],
+    s0: datetime,
+    timed: bool,
+    length: timedelta,
+    z: tzinfo | None,
+    zone_: tzinfo,
+    uid: str,
+    m: icalendar.Component,
+    start: datetime,
+    end: datetime,
+    start_w: datetime,
+    end_w: datetime,
+) -> list[Occurrence]:
+    """The occurrences of the rule's instances on ``days`` (day numbers, in
+    order) at the time of day of ``s0``, in the series' zone ``z`` (floating
+    times and dates: in ``zone_``) exactly as ``Occurrence`` holds them
+    elsewhere (a time in a spring-forward gap keeps the offset before it, one in
+    the repeated hour takes the first: zoneinfo's reading at fold 0, as RFC 5545
+    says), those meeting [start, end). ``start_w`` and ``end_w`` are the window
+    in the series' wall-clock time: a day two or more after its first and two or
+    more before its last meets it whatever the offsets (no change of offset is a
+    day or more), so only the days nearer the edges are compared as instants."""
+    fo = date.fromordinal
+    comb = datetime.combine
+    cls = Occurrence
+    lo_i = bisect_left(days, start_w.toordinal() + 2)
+    hi_i = max(lo_i, bisect_right(days, end_w.toordinal() - 2))
+    inner, edges = days[lo_i:hi_i], days[:lo_i] + days[hi_i:]
+    made: list[Occurrence]
+    if not timed:
+        midnight = time(tzinfo=zone_)
+        made = [_new(cls, (uid, d, d, d + length, True, m)) for d in map(fo, edges + inner)]
+        ends = [
+            overlaps(comb(o.start, midnight), comb(o.end, midnight), start, end)
+            for o in made[: len(edges)]
+        ]
+    elif z is not None:
+        tz_ = s0.time().replace(tzinfo=z)
+        made = [
+            _new(cls, (uid, s, s, s + length, False, m))
+            for s in [comb(fo(d), tz_) for d in edges + inner]
+        ]
+        ends = [overlaps(o.start, o.end, start, end) for o in made[: len(edges)]]  # type: ignore[arg-type]
+    else:
+        t0 = s0.time()
+        tf = t0.replace(tzinfo=zone_)
+        made = []
+        for dt in map(fo, edges + inner):
+            s = comb(dt, tf)
+            made.append(_new(cls, (uid, comb(dt, t0), s, s + length, False, m)))
+        ends = [overlaps(o.start, o.end, start, end) for o in made[: len(edges)]]  # type: ignore[arg-type]
+    head = [o for o, ok in zip(made[:lo_i], ends[:lo_i], strict=True) if ok]
+    tail = [o for o, ok in zip(made[lo_i : len(edges)], ends[lo_i:], strict=True) if ok]
+    return head + made[len(edges) :] + tail
 
 
 def _dates_of(c: icalendar.Component, prop: str) -> list[date | datetime]:
@@ -410,8 +530,13 @@ def reference_between(
             out.append(Occurrence(str(c["UID"]), None, start, start, False, c))
         return out
     q = recurring_ical_events.of(cal, components=[component])
-    # the window as aware times in the zone: floating times and dates are read in it
-    for occ in q.between(start.astimezone(zone_), end.astimezone(zone_)):
+    # the window as aware times in the zone (floating times and dates are read in
+    # it), a day wider each side: recurring-ical-events compares wall-clock times
+    # at its edges, so a start in a spring-forward gap (02:00 in Berlin on the
+    # day the clocks skip to 03:00, 01:00 UTC) is not in a window from 01:00 UTC;
+    # which occurrences meet the window is decided below, by the instants
+    wide = timedelta(days=1)
+    for occ in q.between((start - wide).astimezone(zone_), (end + wide).astimezone(zone_)):
         b = bounds(occ)
         if b is None:
             continue
