@@ -13,8 +13,9 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -139,6 +140,40 @@ def blind_digests(values: Iterable[str], *, purpose: str) -> list[bytes]:
     for value in values:
         i = icopy()
         i.update(value.encode())
+        o = ocopy()
+        o.update(i.digest())
+        add(o.digest())
+    return out
+
+
+def blind_digests_of_pairs(
+    firsts: Sequence[str], seconds: Sequence[str], *, purpose: str, sep: str = "\x00"
+) -> list[bytes]:
+    """``blind_digests`` of ``f"{a}{sep}{b}"`` for each pair (a, b): the same
+    digests. The first items repeat (a health import's sources), so the keyed
+    state is carried past each distinct ``a{sep}`` once, and each pair only
+    hashes its ``b``: no string is joined per pair."""
+    if len(firsts) != len(seconds):
+        raise ValueError("as many first items as second items")
+    key = ring().index_key
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\x00")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(f"{purpose}\x00".encode())
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    ocopy = outer.copy
+    states: dict[str, Callable[[], Any]] = {}
+    for a in set(firsts):
+        state = inner.copy()
+        state.update(f"{a}{sep}".encode())
+        states[a] = state.copy
+    out: list[bytes] = []
+    add = out.append
+    for a, b in zip(firsts, seconds, strict=True):
+        i = states[a]()
+        i.update(b.encode())
         o = ocopy()
         o.update(i.digest())
         add(o.digest())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,13 +64,10 @@ def record_key(source: str, record_id: str) -> int:
     return int(digest[:16], 16)
 
 
-def record_keys(sources: list[str], record_ids: list[str]) -> npt.NDArray[np.uint64]:
+def record_keys(sources: Sequence[str], record_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
     """``record_key`` of each (source, record id) pair, for a batch: the same
     keys (the digest's first 8 bytes, big-endian), one keyed state for all."""
-    digests = crypto.blind_digests(
-        [f"{s}\x00{r}" for s, r in zip(sources, record_ids, strict=True)],
-        purpose="health.record",
-    )
+    digests = crypto.blind_digests_of_pairs(sources, record_ids, purpose="health.record")
     head = b"".join([d[:8] for d in digests])
     return np.frombuffer(head, dtype=">u8").astype(np.uint64)
 

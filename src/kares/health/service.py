@@ -213,21 +213,47 @@ class Columns:
     source: list[str]
     record_id: list[str]
     total: list[float | None]
+    # when given, each sample's start and end as epoch seconds (float64, what
+    # ``datetime.timestamp`` gives; NaN for no end), and ``start`` and ``end``
+    # are left empty: an import that read the times as numbers hands them over
+    # as such (``of_times``); a sample's datetimes (in UTC: the same instants,
+    # all ``clean`` looks at) are made only for a sample ``clean`` must see
+    times: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
+
+    @classmethod
+    def of_times(
+        cls, start: npt.NDArray[np.float64], end: npt.NDArray[np.float64], **cols: Any
+    ) -> Columns:
+        """Columns whose times are epoch seconds (``end`` NaN for no end), every
+        other column given as a list (``metric``, ``value``, ... ``total``)."""
+        if not len(start) == len(end) == len(cols["metric"]):
+            raise ValueError("columns of different lengths")
+        if np.isnan(start).any():
+            raise ValueError("every sample has a start")
+        return cls(start=[], end=[], times=(start, end), **cols)
 
     @classmethod
     def of_samples(cls, samples: Sequence[SampleIn]) -> Columns:
-        return cls(**{f: [getattr(x, f) for x in samples] for f in _COLUMNS})
+        cols: dict[str, Any] = {f: [getattr(x, f) for x in samples] for f in _COLUMNS}
+        return cls(**cols)
 
     @classmethod
     def of_mappings(cls, items: Sequence[Mapping[str, Any]]) -> Columns:
-        cols = {f: [x[f] for x in items] for f in _COLUMNS[:-1]}
+        cols: dict[str, Any] = {f: [x[f] for x in items] for f in _COLUMNS[:-1]}
         return cls(**cols, total=[x.get("total") for x in items])
 
     def __len__(self) -> int:
         return len(self.metric)
 
     def sample(self, i: int) -> SampleIn:
-        return SampleIn(**{f: getattr(self, f)[i] for f in _COLUMNS})
+        if self.times is None:
+            return SampleIn(**{f: getattr(self, f)[i] for f in _COLUMNS})
+        t0, t1 = float(self.times[0][i]), float(self.times[1][i])
+        return SampleIn(
+            **{f: getattr(self, f)[i] for f in _COLUMNS if f != "start" and f != "end"},
+            start=datetime.fromtimestamp(t0, UTC),
+            end=None if math.isnan(t1) else datetime.fromtimestamp(t1, UTC),
+        )
 
 
 _COLUMNS = (
@@ -286,6 +312,9 @@ class _Part:
     st: npt.NDArray[np.int8]
     source: list[str]
     record_id: list[str]
+    # the idempotency keys (chunks.record_keys of source and record id), made
+    # once for the part when it is stored
+    keys: npt.NDArray[np.uint64] | None = None
 
 
 def _none_mask(xs: list[Any]) -> npt.NDArray[np.bool_]:
@@ -313,45 +342,13 @@ _NONE = type(None)
 _NUMBERS = {float, int, _NONE}
 
 
-def _clean_metric(
-    m: Metric, c: Columns, idx: list[int], now: datetime, refused: dict[int, tuple[str, str]]
-) -> _Part:
-    """:func:`clean` over one metric's samples of a batch at once. Every check
-    of ``clean`` is made on arrays; a sample that fails any (a "suspect") goes
-    through ``clean`` itself, which refuses it with the reason ``clean`` gives
-    (its first failing check) or, in the rare case the arrays were stricter,
-    accepts it with the values ``clean`` computes. So the outcome of every
-    sample is exactly ``clean``'s, and only the suspects pay its cost."""
-    n = len(idx)
-    pick = itemgetter(*idx)
-    get: Callable[[list[Any]], list[Any]]
-    if n == len(c):
-        get = list
-    elif n == 1:
-        get = lambda col: [pick(col)]  # noqa: E731 - itemgetter of one index gives the item
-    else:
-        get = lambda col: list(pick(col))  # noqa: E731
-    start, end, value, unit, stage = get(c.start), get(c.end), get(c.value), get(c.unit), None
-    raw_source, record_id = get(c.source), get(c.record_id)
-    bad = np.zeros(n, bool)
-    # blood pressure (a pair of values, a few a day) and running totals: one by one
-    if m.components:
-        bad[:] = True
-    else:
-        bad |= _some_mask(get(c.values)) | _some_mask(get(c.total))
-    strip = {x: x.strip() if isinstance(x, str) else "" for x in set(raw_source)}
-    source = [strip[x] for x in raw_source]
-    bad_sources = {x for x, y in strip.items() if not y or len(y) > MAX_SOURCE}
-    if bad_sources:
-        bad |= np.fromiter((x in bad_sources for x in raw_source), bool, n)
-    try:
-        rid_len = np.fromiter(map(len, record_id), np.int64, n)
-        bad |= (rid_len == 0) | (rid_len > MAX_RECORD_ID)
-    except TypeError:
-        bad[:] = True
-    soon = _timestamp(now + FUTURE_SLACK)
-    naive = _naive_mask(start)
-    bad |= naive
+def _check_times(
+    m: Metric, start: list[Any], end: list[Any], soon: float, bad: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The checks of :func:`clean` on one metric's times given as datetimes:
+    (t0, t1) in ms; a sample that fails any is marked in ``bad``."""
+    n = len(start)
+    bad |= _naive_mask(start)
     t0s = np.fromiter(map(_timestamp, start), np.float64, n)
     bad |= t0s > soon
     t0 = (t0s * 1000).astype(np.int64)
@@ -376,6 +373,84 @@ def _clean_metric(
             bad |= np.fromiter(
                 (e is not None and e != s for e, s in zip(end, start, strict=True)), bool, n
             )
+    return t0, t1
+
+
+def _check_epochs(
+    m: Metric,
+    times: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]],
+    idx: list[int],
+    total: int,
+    soon: float,
+    bad: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """:func:`_check_times` on times given as epoch seconds (aware by
+    construction: the same instants, the same checks, the same ms)."""
+    if len(idx) == total:
+        t0s, t1s = times
+    else:
+        rows = np.array(idx, np.int64)
+        t0s, t1s = times[0][rows], times[1][rows]
+    bad |= t0s > soon
+    t0 = (t0s * 1000).astype(np.int64)
+    if m.interval:
+        missing = np.isnan(t1s)
+        bad |= missing
+        ends = np.where(missing, t0s, t1s)
+        bad |= ends > soon
+        t1 = (np.nan_to_num(ends) * 1000).astype(np.int64)
+        bad |= t1 < t0
+        if m.max_hours is not None:
+            bad |= (t1 - t0) > m.max_hours * 3_600_000
+    else:
+        t1 = t0
+        bad |= ~np.isnan(t1s) & (t1s != t0s)
+    return t0, t1
+
+
+def _clean_metric(
+    m: Metric, c: Columns, idx: list[int], now: datetime, refused: dict[int, tuple[str, str]]
+) -> _Part:
+    """:func:`clean` over one metric's samples of a batch at once. Every check
+    of ``clean`` is made on arrays; a sample that fails any (a "suspect") goes
+    through ``clean`` itself, which refuses it with the reason ``clean`` gives
+    (its first failing check) or, in the rare case the arrays were stricter,
+    accepts it with the values ``clean`` computes. So the outcome of every
+    sample is exactly ``clean``'s, and only the suspects pay its cost."""
+    n = len(idx)
+    pick = itemgetter(*idx)
+    get: Callable[[list[Any]], list[Any]]
+    if n == len(c):
+        get = list
+    elif n == 1:
+        get = lambda col: [pick(col)]  # noqa: E731 - itemgetter of one index gives the item
+    else:
+        get = lambda col: list(pick(col))  # noqa: E731
+    value, unit, stage = get(c.value), get(c.unit), None
+    raw_source, record_id = get(c.source), get(c.record_id)
+    bad = np.zeros(n, bool)
+    # blood pressure (a pair of values, a few a day) and running totals: one by one
+    if m.components:
+        bad[:] = True
+    else:
+        for col in (c.values, c.total):
+            if col.count(None) != len(col):  # by identity: quick when all are None
+                bad |= _some_mask(get(col))
+    strip = {x: x.strip() if isinstance(x, str) else "" for x in set(raw_source)}
+    source = [strip[x] for x in raw_source]
+    bad_sources = {x for x, y in strip.items() if not y or len(y) > MAX_SOURCE}
+    if bad_sources:
+        bad |= np.fromiter((x in bad_sources for x in raw_source), bool, n)
+    try:
+        rid_len = np.fromiter(map(len, record_id), np.int64, n)
+        bad |= (rid_len == 0) | (rid_len > MAX_RECORD_ID)
+    except TypeError:
+        bad[:] = True
+    soon = _timestamp(now + FUTURE_SLACK)
+    if c.times is not None:
+        t0, t1 = _check_epochs(m, c.times, idx, len(c), soon, bad)
+    else:
+        t0, t1 = _check_times(m, get(c.start), get(c.end), soon, bad)
     if m.stages:
         stage = get(c.stage)
         at = {name: i for i, name in enumerate(m.stages)}
@@ -383,7 +458,8 @@ def _clean_metric(
         bad |= st < 0
     else:
         st = np.full(n, -1, np.int8)
-        bad |= _some_mask(get(c.stage))
+        if c.stage.count(None) != len(c.stage):
+            bad |= _some_mask(get(c.stage))
     v2 = np.full(n, math.nan)
     if m.components:
         v = np.full(n, math.nan)  # one by one (above)
@@ -539,6 +615,7 @@ async def _store(
     # (metric, day) -> (part, positions in the part, in the batch's order)
     groups: dict[tuple[str, int], tuple[_Part, npt.NDArray[np.int64]]] = {}
     for p in parts:
+        p.keys = chunks.record_keys(p.source, p.record_id)  # one keyed state per part
         days = p.t0 // DAY_MS
         order = np.argsort(days, kind="stable")
         uniq, first = np.unique(days[order], return_index=True)
@@ -595,9 +672,8 @@ def _merge(day: Day, p: _Part, sel: npt.NDArray[np.int64], status: npt.NDArray[n
     """Add the part's samples at ``sel`` to ``day``, but those whose (source,
     record id) the day holds or an earlier sample of the batch brought: those
     are duplicates. Their status is set; True when the day changed."""
-    keys = chunks.record_keys(
-        [p.source[j] for j in sel.tolist()], [p.record_id[j] for j in sel.tolist()]
-    )
+    assert p.keys is not None
+    keys = p.keys[sel]
     # the first of each key, the day's own keys first (a stable sort): what is
     # left at the batch's positions is new
     old = len(day)

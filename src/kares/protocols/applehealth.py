@@ -62,13 +62,16 @@ import os
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
+from operator import itemgetter
 from typing import IO, Any, TypedDict, cast
 
+import numpy as np
+import numpy.typing as npt
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 from lxml import etree
@@ -79,7 +82,9 @@ __all__ = [
     "ExportError",
     "Progress",
     "Sample",
+    "SampleColumns",
     "read_export",
+    "read_export_columns",
 ]
 
 CHUNK = 1 << 20  # bytes read and fed at a time
@@ -431,6 +436,77 @@ def _when(s: str) -> datetime:
     return t
 
 
+# Apple writes every date as "YYYY-MM-DD HH:MM:SS +HHMM" (25 characters). The
+# import (``read_export_columns``) wants epoch seconds, not datetimes, and reads
+# the dates of a chunk's records at once on arrays (``_epochs``): each digit as
+# a number, the fields checked against their ranges, the epoch seconds from the
+# civil date. A date not in that form, or outside the ranges checked, goes
+# through ``_when`` itself, so the result (or the refusal) is always
+# ``_when(s).timestamp()``'s (a property test holds it to that).
+_FORM = "0000-00-00 00:00:00 +0000"
+# per character of the form: its lowest byte and how far above it may go (a
+# digit 0-9, a mark exactly, the offset's sign "+" to "-"), and a NUL after
+# (NULs to 32 bytes, so that a row is read as four 64-bit words)
+_LOW = np.array([*(ord(ch) for ch in _FORM), *[0] * 7], np.uint8)
+_SPAN = np.array([*(9 if ch == "0" else 2 if ch == "+" else 0 for ch in _FORM), *[0] * 7], np.uint8)
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _epochs(xs: list[Any]) -> tuple[npt.NDArray[np.float64], list[int]]:
+    """Epoch seconds (``datetime.timestamp()``) of Apple's date strings, a float
+    passed as it is and None as NaN; and the positions of the strings that are
+    not dates (``_when`` refuses them; NaN there)."""
+    n = len(xs)
+    out = np.full(n, math.nan)
+    if not n:
+        return out, []
+    try:  # a byte per character; a longer string leaves a non-NUL 26th
+        c = np.array(xs, dtype="S32").view(np.uint8).reshape(n, 32)
+    except (TypeError, ValueError):  # not ASCII (UnicodeEncodeError), not text
+        c = np.zeros((n, 32), np.uint8)
+    # bytes wrap: below the lowest is above the span
+    off = ((c - _LOW) > _SPAN).view(np.uint64)  # four words a row, 0 where all is well
+    ok = (off[:, 0] | off[:, 1] | off[:, 2] | off[:, 3]) == 0
+    ok &= c[:, 20] != ord(",")  # between "+" and "-"
+    v = c.T.astype(np.int64) - ord("0")  # a row per character: contiguous
+
+    def num(i: int, j: int) -> npt.NDArray[np.int64]:
+        x = v[i]
+        for k in range(i + 1, j):
+            x = x * 10 + v[k]
+        return x
+
+    year, month, day = num(0, 4), num(5, 7), num(8, 10)
+    hour, minute, second = num(11, 13), num(14, 16), num(17, 19)
+    zh, zm = num(21, 23), num(23, 25)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    ok &= (year >= 1000) & (month >= 1) & (month <= 12) & (day >= 1)
+    ok &= day <= _MONTH_DAYS[np.where(ok, month, 1)] + ((month == 2) & leap)
+    ok &= (hour < 24) & (minute < 60) & (second < 60) & (zh < 24) & (zm < 60)
+    # days since 1970-01-01 of the civil date (proleptic Gregorian)
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    days = era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
+    sign = np.where(c[:, 20] == ord("-"), -1, 1)  # "+" or "-" where ok
+    t = days * 86_400 + hour * 3600 + minute * 60 + second - sign * (zh * 3600 + zm * 60)
+    out[ok] = t[ok]
+    bad: list[int] = []
+    for i in np.flatnonzero(~ok).tolist():
+        x = xs[i]
+        if x is None:
+            continue
+        if isinstance(x, float):
+            out[i] = x
+            continue
+        try:
+            out[i] = _when(x).timestamp()
+        except ValueError:
+            bad.append(i)
+    return out, bad
+
+
 def _number(v: str) -> float:
     f = float(v)
     if not _isfinite(f):
@@ -438,9 +514,15 @@ def _number(v: str) -> float:
     return f
 
 
+# BLAKE2b-128 before any input: a copy of it is cheaper than a new one
+_RID = blake2b(digest_size=16).copy
+
+
 def _rid(key: str) -> str:
     """A record id: BLAKE2b-128 of the record's identifying fields, in hex."""
-    return blake2b(key.encode(), digest_size=16).hexdigest()
+    h = _RID()
+    h.update(key.encode())
+    return h.hexdigest()
 
 
 BAD = (ValueError, TypeError, KeyError)
@@ -644,13 +726,8 @@ class _Body:
             self._invalid(BLOOD_PRESSURE)
 
 
-def _parse(
-    stream: IO[bytes], prog: Progress, on_progress: OnProgress | None, chunk: int
-) -> Iterator[Sample]:
-    head = _check_prolog(stream, prog, chunk)
-    out: list[Sample] = []
-    body = _Body(prog, out)
-    parser = etree.XMLParser(
+def _body_parser(body: _Body) -> etree.XMLParser:
+    return etree.XMLParser(
         target=body,
         encoding="utf-8",
         # "internal": the five predefined entities read as the characters they
@@ -665,16 +742,34 @@ def _parse(
         huge_tree=False,
     )
 
-    def feed(data: bytes) -> None:
-        try:
-            parser.feed(data)
-        except etree.XMLSyntaxError as exc:
-            raise ExportError(
-                "applehealth.malformed", f"The file is not well-formed XML: {exc}"
-            ) from None
 
+def _feed(parser: etree.XMLParser, data: bytes) -> None:
+    try:
+        parser.feed(data)
+    except etree.XMLSyntaxError as exc:
+        raise ExportError(
+            "applehealth.malformed", f"The file is not well-formed XML: {exc}"
+        ) from None
+
+
+def _close(parser: etree.XMLParser) -> None:
+    try:
+        parser.close()
+    except etree.XMLSyntaxError as exc:
+        raise ExportError(
+            "applehealth.malformed", f"The file ends before its XML does (cut short?): {exc}"
+        ) from None
+
+
+def _parse(
+    stream: IO[bytes], prog: Progress, on_progress: OnProgress | None, chunk: int
+) -> Iterator[Sample]:
+    head = _check_prolog(stream, prog, chunk)
+    out: list[Sample] = []
+    body = _Body(prog, out)
+    parser = _body_parser(body)
     for data in head:
-        feed(data)
+        _feed(parser, data)
     while True:
         body.sync()
         if out:
@@ -687,15 +782,274 @@ def _parse(
         if not data:
             break
         prog.bytes_read += len(data)
-        feed(data)
-    try:
-        parser.close()
-        body.sync()
-    except etree.XMLSyntaxError as exc:
-        raise ExportError(
-            "applehealth.malformed", f"The file ends before its XML does (cut short?): {exc}"
-        ) from None
+        _feed(parser, data)
+    _close(parser)
+    body.sync()
     if out:
         yield from out
         prog.samples += len(out)
         out.clear()
+
+
+# --- the same samples as columns, for an import into the store --------------------------------
+
+
+NAN = math.nan
+
+
+@dataclass
+class SampleColumns:
+    """A batch of samples as parallel lists (the ``Sample`` fields), what
+    ``read_export_columns`` yields: the same samples as ``read_export``'s, in
+    the same order, with the times as epoch seconds (``datetime.timestamp()``
+    of ``Sample.start`` / ``Sample.end``; NaN where ``end`` is None)."""
+
+    metric: list[str]
+    start: list[float]
+    end: list[float]
+    value: list[float | None]
+    values: list[dict[str, float] | None]
+    unit: list[str | None]
+    stage: list[str | None]
+    source: list[str]
+    record_id: list[str]
+
+    def __len__(self) -> int:
+        return len(self.metric)
+
+
+# metric, start, end, value, unit, source, record id; the times as written (a
+# quantity's, read by ``settle``) or as epoch seconds (sleep, falls, blood pressure)
+Row = tuple[str, str | float, str | float | None, float | None, str | None, str, str]
+_KIND_OF_METRIC = {metric: kind for kind, (metric, _) in QUANTITIES.items()}
+
+
+class _ColumnBody(_Body):
+    """``_Body`` holding each sample as a row instead of a dict (a stage or
+    values aside, by position): the quantities (nine records in ten) are read
+    inline with their dates kept as written, and read for all the records of a
+    chunk at once (``settle``, after each chunk fed); sleep, falls and blood
+    pressure are read by ``_Body``'s own code and their dicts made rows (``_put``)."""
+
+    __slots__ = ("rows", "stages", "t0", "t1", "values")
+
+    def __init__(self, prog: Progress) -> None:
+        super().__init__(prog, [])
+        self.add = self._put
+        self.rows: list[Row] = []
+        self.t0: list[float] = []  # epoch seconds of the rows settled
+        self.t1: list[float] = []  # NaN: no end
+        # by position: nearly every sample has neither
+        self.stages: dict[int, str] = {}
+        self.values: dict[int, dict[str, float]] = {}
+
+    def __len__(self) -> int:
+        """The samples settled (read whole)."""
+        return len(self.t0)
+
+    def settle(self) -> None:
+        """Read the dates of the rows added since the last call; a record whose
+        date is not a date is unusable (counted in ``invalid``, as ``_Body``
+        counts it) and its row goes."""
+        base = len(self.t0)
+        new = self.rows[base:]
+        if not new:
+            return
+        t0, bad0 = _epochs([r[1] for r in new])
+        t1, bad1 = _epochs([r[2] for r in new])
+        if bad0 or bad1:
+            bad = sorted(set(bad0) | set(bad1))
+            for i in bad:
+                self._invalid(_KIND_OF_METRIC[new[i][0]])
+            for i in reversed(bad):
+                del self.rows[base + i]
+            t0, t1 = np.delete(t0, bad), np.delete(t1, bad)
+            # a stage or values is a later row's (those rows' dates are read)
+            gone = np.array(bad) + base
+            self.stages = {int(i - np.searchsorted(gone, i)): x for i, x in self.stages.items()}
+            self.values = {int(i - np.searchsorted(gone, i)): y for i, y in self.values.items()}
+        self.t0.extend(t0.tolist())
+        self.t1.extend(t1.tolist())
+
+    def cut(self, n: int) -> SampleColumns:
+        """The first ``n`` samples settled (all when fewer), taken out."""
+        n = min(n, len(self.t0))
+        rows = self.rows[:n]
+        start, end = self.t0[:n], self.t1[:n]
+        del self.rows[:n], self.t0[:n], self.t1[:n]
+        stage: list[str | None] = [None] * n
+        values: list[dict[str, float] | None] = [None] * n
+        if self.stages:
+            left: dict[int, str] = {}
+            for i, x in self.stages.items():
+                if i < n:
+                    stage[i] = x
+                else:
+                    left[i - n] = x
+            self.stages = left
+        if self.values:
+            rest: dict[int, dict[str, float]] = {}
+            for i, y in self.values.items():
+                if i < n:
+                    values[i] = y
+                else:
+                    rest[i - n] = y
+            self.values = rest
+        if not rows:
+            return SampleColumns([], [], [], [], [], [], [], [], [])
+        # column by column (zip(*rows) would make an iterator per row)
+        metric, value, unit, source, record_id = (
+            list(map(itemgetter(k), rows)) for k in (0, 3, 4, 5, 6)
+        )
+        return SampleColumns(metric, start, end, value, values, unit, stage, source, record_id)
+
+    def drop_after(self, n: int) -> None:
+        """Forget the samples after the first ``n`` settled (read from a chunk
+        that then failed: ``read_export`` never yields those either)."""
+        del self.rows[n:], self.t0[n:], self.t1[n:]
+        self.stages = {i: x for i, x in self.stages.items() if i < n}
+        self.values = {i: y for i, y in self.values.items() if i < n}
+
+    def _put(self, x: Sample) -> None:
+        i = len(self.rows)
+        end = x["end"]
+        self.rows.append(
+            (
+                x["metric"],
+                x["start"].timestamp(),
+                NAN if end is None else end.timestamp(),
+                x["value"],
+                x["unit"],
+                x["source"],
+                x["record_id"],
+            )
+        )
+        if x["stage"] is not None:
+            self.stages[i] = x["stage"]
+        if x["values"] is not None:
+            self.values[i] = x["values"]
+
+    def start(self, tag: str, a: dict[str, str]) -> None:
+        depth = self.depth
+        self.depth = depth + 1
+        if depth != 1:
+            if depth == 2 and tag == "Record" and self.corr is not None:
+                self.inner.append(a)
+            return
+        if tag != "Record":
+            self._other(tag, a)
+            return
+        self.records += 1
+        kind = a.get("type") or "Record"
+        q = QUANTITIES.get(kind)
+        if q is None:
+            if kind == SLEEP:
+                self._sleep(a)
+            elif kind == FALLEN:
+                self._falls(a)
+            else:
+                self._skip(kind)
+            return
+        # _Body.start's quantities, the dates left to ``settle``
+        try:
+            v = a["value"]
+            value = float(v)
+            if not _isfinite(value):
+                raise ValueError(v)
+            unit = a.get("unit")
+            s = a["startDate"]
+            e = a["endDate"]
+            src = a["sourceName"]
+            metric, interval = q
+            if kind == SPO2 and unit == "%" and value <= 1.0:
+                value = round(value * 100, 6)  # HealthKit keeps SpO2 as a fraction
+            h = _RID()  # _rid, inline
+            h.update(f"{kind}\x1f{src}\x1f{s}\x1f{e}\x1f{v}\x1f{unit or ''}".encode())
+            rid = h.hexdigest()
+        except BAD:
+            self._invalid(kind)
+            return
+        self.rows.append(
+            (
+                metric,
+                s,
+                e if interval else None,
+                value,
+                UNITS.get(unit, unit) if unit is not None else None,
+                src,
+                rid,
+            )
+        )
+
+
+def read_export_columns(
+    source: Source,
+    *,
+    batch: int,
+    progress: Progress | None = None,
+    on_progress: OnProgress | None = None,
+    chunk: int = CHUNK,
+) -> Generator[SampleColumns, None, None]:
+    """``read_export``'s samples in batches of ``batch`` (the last one smaller)
+    as :class:`SampleColumns`, for an import that stores them by batches: no
+    dict and no datetime per sample. The same samples in the same order, the
+    same progress (``progress.samples`` counts the samples of the batches
+    yielded), the same errors: a file cut short raises ``ExportError`` after
+    the batch of every sample ``read_export`` would have yielded before it."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    prog = progress if progress is not None else Progress()
+    with _open(source) as (stream, total):
+        prog.bytes_total = total
+        head = _check_prolog(stream, prog, chunk)
+        body = _ColumnBody(prog)
+        parser = _body_parser(body)
+
+        def feed(data: bytes) -> Iterator[SampleColumns]:
+            held = len(body)
+            try:
+                _feed(parser, data)
+            except ExportError:
+                body.drop_after(held)
+                if held:
+                    yield from take(held)
+                raise
+            body.settle()
+            while len(body) >= batch:
+                yield from take(batch)
+
+        def take(n: int) -> Iterator[SampleColumns]:
+            out = body.cut(n)
+            body.sync()
+            prog.samples += len(out)
+            yield out
+
+        for data in head:  # read_export yields nothing when the prolog's end fails
+            _feed(parser, data)
+        body.settle()
+        while len(body) >= batch:
+            yield from take(batch)
+        while True:
+            body.sync()
+            if on_progress is not None:
+                on_progress(prog)
+            data = stream.read(chunk)
+            if not data:
+                break
+            prog.bytes_read += len(data)
+            yield from feed(data)
+        held = len(body)
+        try:
+            _close(parser)
+        except ExportError:
+            body.drop_after(held)
+            if held:
+                yield from take(held)
+            raise
+        body.settle()
+        body.sync()
+        if len(body):
+            yield from take(len(body))
+    prog.done = True
+    if on_progress is not None:
+        on_progress(prog)

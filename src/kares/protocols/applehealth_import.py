@@ -35,13 +35,14 @@ import inspect
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String, select
@@ -60,7 +61,12 @@ from kares.privacy import ports
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, guard
 from kares.privacy.service import check_for_job
-from kares.protocols.applehealth import ExportError, Progress, Sample, read_export
+from kares.protocols.applehealth import (
+    ExportError,
+    Progress,
+    SampleColumns,
+    read_export_columns,
+)
 
 if TYPE_CHECKING:
     from kares.runtime import Runtime
@@ -136,23 +142,20 @@ async def run_import(
         if account is None:
             raise LookupError("the account is gone")
         await refused_features(s, rt, account)
-    samples = read_export(source, progress=progress)
+    batches = read_export_columns(source, batch=BATCH, progress=progress)
 
-    Cut = tuple[list[Sample], Progress, ExportError | None]
+    Cut = tuple[health.Columns | None, Progress, ExportError | None]
 
     def cut() -> Cut:
         # the batch, the progress as it stood when the batch was cut (the reader
         # runs on into the next batch while this one is stored), and the file's
-        # fault if it came in this batch: the samples before it are stored first
-        out: list[Sample] = []
+        # fault if it came after this batch: the samples before it are stored
+        # first (the reader yields them, then raises)
         try:
-            for x in samples:
-                out.append(x)
-                if len(out) >= BATCH:
-                    break
+            got = next(batches, None)
         except ExportError as exc:
-            return out, copy.copy(progress), exc
-        return out, copy.copy(progress), None
+            return None, copy.copy(progress), exc
+        return (None if got is None else _columns(got)), copy.copy(progress), None
 
     def read_ahead() -> asyncio.Future[Cut]:
         return asyncio.ensure_future(anyio.to_thread.run_sync(cut))
@@ -172,7 +175,7 @@ async def run_import(
                     out = await health.ingest_columns(
                         s,
                         account_id=account_id,
-                        samples=health.Columns.of_mappings(batch),
+                        samples=batch,
                         refused_features=refused,
                         now=clock.utcnow(),
                     )
@@ -194,8 +197,23 @@ async def run_import(
             if reading is None or reading.done():
                 if reading is not None and not reading.cancelled():
                     reading.exception()  # retrieved: raised or not, the import has stopped
-                if isinstance(samples, Generator):
-                    samples.close()  # the file too
+                batches.close()  # the file too
+
+
+def _columns(c: SampleColumns) -> health.Columns:
+    """The parser's columns as the domain's (the times as epoch seconds)."""
+    return health.Columns.of_times(
+        np.array(c.start, np.float64),
+        np.array(c.end, np.float64),
+        metric=c.metric,
+        value=c.value,
+        values=c.values,
+        unit=c.unit,
+        stage=c.stage,
+        source=c.source,
+        record_id=c.record_id,
+        total=[None] * len(c),
+    )
 
 
 # --- the API import: an uploaded file, read by a job -----------------------------------------
