@@ -128,6 +128,69 @@ def test_the_checks_on_arrays_decide_each_sample_as_clean_does(xs: list[health.S
         assert same(got[i], one_by_one(x)), (x, got[i], one_by_one(x))
 
 
+def aware(x: health.SampleIn) -> bool:
+    return x.start.tzinfo is not None and (x.end is None or x.end.tzinfo is not None)
+
+
+@pytest.mark.db_agnostic
+@settings(max_examples=300, deadline=None)
+@given(st.lists(samples().filter(aware), min_size=1, max_size=40))
+def test_times_given_as_epoch_seconds_are_decided_as_clean_decides_the_datetimes(
+    xs: list[health.SampleIn],
+) -> None:
+    """What an import hands over (``Columns.of_times``: the times as the epoch
+    seconds ``datetime.timestamp`` gives, NaN for no end): every sample decided
+    as ``clean`` decides it from its datetimes, reasons and values included."""
+    c = health.Columns.of_samples(xs)
+    timed = health.Columns.of_times(
+        np.array([x.start.timestamp() for x in xs]),
+        np.array([math.nan if x.end is None else x.end.timestamp() for x in xs]),
+        metric=c.metric,
+        value=c.value,
+        values=c.values,
+        unit=c.unit,
+        stage=c.stage,
+        source=c.source,
+        record_id=c.record_id,
+        total=c.total,
+    )
+    refused: dict[int, tuple[str, str]] = {}
+    parts = health.check_columns(timed, NOW, refused)
+    got: dict[int, tuple[Any, ...]] = {i: ("refused", *why) for i, why in refused.items()}
+    for p in parts:
+        for j, i in enumerate(p.idx.tolist()):
+            got[i] = (
+                "ok",
+                p.metric.key,
+                int(p.t0[j]),
+                int(p.t1[j]),
+                float(p.v[j]),
+                float(p.v2[j]),
+                int(p.st[j]),
+                p.source[j],
+                p.record_id[j],
+            )
+    assert sorted(got) == list(range(len(xs)))
+    for i, x in enumerate(xs):
+        assert same(got[i], one_by_one(x)), (x, got[i], one_by_one(x))
+
+
+@pytest.mark.db_agnostic
+def test_columns_of_times_refuse_what_no_import_gives() -> None:
+    cols: dict[str, Any] = {f: [None] for f in ("value", "values", "unit", "stage", "total")} | {
+        "metric": ["fall"],
+        "source": ["Watch"],
+        "record_id": ["r1"],
+    }
+    with pytest.raises(ValueError):
+        health.Columns.of_times(np.array([1.0, 2.0]), np.array([math.nan]), **cols)
+    with pytest.raises(ValueError):
+        health.Columns.of_times(np.array([math.nan]), np.array([math.nan]), **cols)
+    c = health.Columns.of_times(np.array([1.7e9]), np.array([math.nan]), **cols)
+    x = c.sample(0)
+    assert x.start == datetime.fromtimestamp(1.7e9, UTC) and x.end is None
+
+
 @pytest.mark.db_agnostic
 def test_the_mappings_the_protocols_yield_read_as_their_samples() -> None:
     x = {
@@ -255,3 +318,13 @@ async def test_the_batch_keys_are_the_blind_index(client: Any) -> None:
     ]
     keys = chunks.record_keys(["Watch", "Phone"], ["r1", "r2"])
     assert keys.tolist() == [chunks.record_key("Watch", "r1"), chunks.record_key("Phone", "r2")]
+    # pairs: the state carried past each distinct first item gives the same digests
+    firsts = ["Watch", "王芳的Apple Watch", "Watch", "", "x" * 500, "Watch"]
+    seconds = ["r1", "f" * 32, "r2", "r3", "", "r1"]
+    pairs = crypto.blind_digests_of_pairs(firsts, seconds, purpose="health.record")
+    assert [d.hex() for d in pairs] == [
+        crypto.blind_index(f"{a}\x00{b}", purpose="health.record")
+        for a, b in zip(firsts, seconds, strict=True)
+    ]
+    with pytest.raises(ValueError):
+        crypto.blind_digests_of_pairs(["a"], [], purpose="health.record")
