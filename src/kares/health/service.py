@@ -437,7 +437,10 @@ def _clean_metric(
             if col.count(None) != len(col):  # by identity: quick when all are None
                 bad |= _some_mask(get(col))
     strip = {x: x.strip() if isinstance(x, str) else "" for x in set(raw_source)}
-    source = [strip[x] for x in raw_source]
+    if any(x is not y for x, y in strip.items()):  # str.strip gives the string itself
+        source = [strip[x] for x in raw_source]
+    else:
+        source = raw_source
     bad_sources = {x for x, y in strip.items() if not y or len(y) > MAX_SOURCE}
     if bad_sources:
         bad |= np.fromiter((x in bad_sources for x in raw_source), bool, n)
