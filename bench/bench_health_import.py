@@ -19,10 +19,12 @@ fresh child process on the same file:
 
 * ``import``: a new SQLite database, one consenting account, ``run_import`` to
   the end (every sample checked, packed, sealed and stored);
-* ``parse``: the reference, ``read_export`` consumed alone (no storage);
+* ``parse``: the reference, the parser consumed alone as the import reads it
+  (``read_export_columns`` in batches of ``BATCH``; no storage);
 * ``before`` (with ``--before``): ``import`` again, with the other tree's code.
 
-Per pass: records/s (wall and CPU) and the child's peak RSS. Memory is bounded
+Per pass: records/s (wall and CPU) and the child's peak RSS; each line ends
+with the load averages when it was printed. Memory is bounded
 when the import's peak does not grow with the file: the last lines print the
 peak of the largest size over the smallest (about 1 for constant memory), and
 import / parse (time and peak) in the same run.
@@ -49,6 +51,14 @@ ROOT = Path(__file__).resolve().parents[1]
 for p in (Path(os.environ.get("KARES_BENCH_SRC") or ROOT / "src"), ROOT):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+
+
+BATCH = 10_000  # kares.protocols.applehealth_import.BATCH (not imported: the whole app)
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _rss_mb() -> float:
@@ -115,8 +125,6 @@ async def _import(path: str) -> dict[str, Any]:
 
 
 def child(mode: str, path: str) -> dict[str, Any]:
-    from kares.protocols.applehealth import Progress, read_export
-
     if mode == "import":
         with tempfile.TemporaryDirectory(prefix="kares-bench-himport-") as var:
             os.environ.update(KARES_VAR_DIR=var, KARES_JOBS_WORKER="false", KARES_ENV="development")
@@ -137,10 +145,13 @@ def child(mode: str, path: str) -> dict[str, Any]:
                 if pg is not None:
                     pg.stop()
     else:
+        from kares.protocols.applehealth import Progress, read_export_columns
+
         before = _rss_mb()
         t0, c0 = time.perf_counter(), time.process_time()
         prog = Progress()
-        for _ in read_export(path, progress=prog):
+        # the parser as the import reads it: batches of columns
+        for _ in read_export_columns(path, batch=BATCH, progress=prog):
             pass
         out = {
             "wall": time.perf_counter() - t0,
@@ -196,10 +207,10 @@ def main() -> int:
             f"import {imp['records'] / imp['wall']:,.0f} records/s "
             f"(cpu {imp['records'] / imp['cpu']:,.0f}), {imp['stored']:,} stored, "
             f"{imp['refused']:,} refused {imp['refused_codes']}, peak {imp['peak_mb']:.1f} MB | "
-            f"parse alone {ref['records'] / ref['wall']:,.0f} records/s, "
-            f"peak {ref['peak_mb']:.1f} MB"
+            f"parse alone {ref['records'] / ref['wall']:,.0f} records/s "
+            f"(cpu {ref['records'] / ref['cpu']:,.0f}), peak {ref['peak_mb']:.1f} MB"
             f" | import/parse: time {imp['wall'] / ref['wall']:.1f}x, "
-            f"peak {imp['peak_mb'] / ref['peak_mb']:.2f}x",
+            f"peak {imp['peak_mb'] / ref['peak_mb']:.2f}x | load {_load()}",
             flush=True,
         )
         if args.before:
@@ -209,7 +220,7 @@ def main() -> int:
                 f"{'':>9}  before ({args.before}): import {old['records'] / old['wall']:,.0f} "
                 f"records/s (cpu {old['records'] / old['cpu']:,.0f}), peak {old['peak_mb']:.1f} MB"
                 f" | after/before: speed {old['wall'] / imp['wall']:.2f}x "
-                f"(cpu {old['cpu'] / imp['cpu']:.2f}x)",
+                f"(cpu {old['cpu'] / imp['cpu']:.2f}x) | load {_load()}",
                 flush=True,
             )
     lo, hi = min(sizes), max(sizes)
