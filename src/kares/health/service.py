@@ -379,17 +379,16 @@ def _check_times(
 def _check_epochs(
     m: Metric,
     times: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]],
-    idx: list[int],
+    rows: npt.NDArray[np.int64],
     total: int,
     soon: float,
     bad: npt.NDArray[np.bool_],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """:func:`_check_times` on times given as epoch seconds (aware by
     construction: the same instants, the same checks, the same ms)."""
-    if len(idx) == total:
+    if len(rows) == total:
         t0s, t1s = times
     else:
-        rows = np.array(idx, np.int64)
         t0s, t1s = times[0][rows], times[1][rows]
     bad |= t0s > soon
     t0 = (t0s * 1000).astype(np.int64)
@@ -409,7 +408,12 @@ def _check_epochs(
 
 
 def _clean_metric(
-    m: Metric, c: Columns, idx: list[int], now: datetime, refused: dict[int, tuple[str, str]]
+    m: Metric,
+    c: Columns,
+    idx: list[int],
+    now: datetime,
+    refused: dict[int, tuple[str, str]],
+    given: _Given,
 ) -> _Part:
     """:func:`clean` over one metric's samples of a batch at once. Every check
     of ``clean`` is made on arrays; a sample that fails any (a "suspect") goes
@@ -426,6 +430,7 @@ def _clean_metric(
         get = lambda col: [pick(col)]  # noqa: E731 - itemgetter of one index gives the item
     else:
         get = lambda col: list(pick(col))  # noqa: E731
+    rows = np.array(idx, np.int64)
     value, unit, stage = get(c.value), get(c.unit), None
     raw_source, record_id = get(c.source), get(c.record_id)
     bad = np.zeros(n, bool)
@@ -433,9 +438,9 @@ def _clean_metric(
     if m.components:
         bad[:] = True
     else:
-        for col in (c.values, c.total):
-            if col.count(None) != len(col):  # by identity: quick when all are None
-                bad |= _some_mask(get(col))
+        for held in (given.values, given.total):
+            if held is not None:
+                bad |= held[rows]
     strip = {x: x.strip() if isinstance(x, str) else "" for x in set(raw_source)}
     if any(x is not y for x, y in strip.items()):  # str.strip gives the string itself
         source = [strip[x] for x in raw_source]
@@ -451,7 +456,7 @@ def _clean_metric(
         bad[:] = True
     soon = _timestamp(now + FUTURE_SLACK)
     if c.times is not None:
-        t0, t1 = _check_epochs(m, c.times, idx, len(c), soon, bad)
+        t0, t1 = _check_epochs(m, c.times, rows, len(c), soon, bad)
     else:
         t0, t1 = _check_times(m, get(c.start), get(c.end), soon, bad)
     if m.stages:
@@ -461,8 +466,8 @@ def _clean_metric(
         bad |= st < 0
     else:
         st = np.full(n, -1, np.int8)
-        if c.stage.count(None) != len(c.stage):
-            bad |= _some_mask(get(c.stage))
+        if given.stage is not None:
+            bad |= given.stage[rows]
     v2 = np.full(n, math.nan)
     if m.components:
         v = np.full(n, math.nan)  # one by one (above)
@@ -493,7 +498,7 @@ def _clean_metric(
         bad |= _some_mask(value)
     keep = ~bad
     if not bad.any():
-        return _Part(m, np.array(idx, np.int64), t0, t1, v, v2, st, source, record_id)
+        return _Part(m, rows, t0, t1, v, v2, st, source, record_id)
     # the suspects, one by one
     t0, t1, v, v2, st = t0.copy(), np.array(t1), v.copy(), v2, st.copy()
     for j in np.flatnonzero(bad).tolist():
@@ -507,7 +512,7 @@ def _clean_metric(
     sel = np.flatnonzero(keep)
     return _Part(
         m,
-        np.array(idx, np.int64)[sel],
+        rows[sel],
         t0[sel],
         t1[sel],
         v[sel],
@@ -527,6 +532,9 @@ def check_columns(
     by_metric: dict[str, list[int]] = defaultdict(list)
     for i, key in enumerate(samples.metric):
         by_metric[key].append(i)
+    # where the batch holds values, a total or a stage (most samples hold
+    # none), found once for every metric's checks
+    given = _Given(*(_given(col) for col in (samples.values, samples.total, samples.stage)))
     out: list[_Part] = []
     for key, idx in by_metric.items():
         m = METRICS.get(key) if isinstance(key, str) else None
@@ -537,8 +545,23 @@ def check_columns(
                 except Refused as r:
                     refused[i] = (r.code, r.detail)
             continue
-        out.append(_clean_metric(m, samples, idx, now, refused))
+        out.append(_clean_metric(m, samples, idx, now, refused, given))
     return out
+
+
+@dataclass
+class _Given:
+    """Per column of a batch, where it holds something (None: nowhere)."""
+
+    values: npt.NDArray[np.bool_] | None
+    total: npt.NDArray[np.bool_] | None
+    stage: npt.NDArray[np.bool_] | None
+
+
+def _given(col: list[Any]) -> npt.NDArray[np.bool_] | None:
+    if col.count(None) == len(col):  # by identity: quick when all are None
+        return None
+    return _some_mask(col)
 
 
 async def ingest(
