@@ -9,7 +9,10 @@ by a SAX-style lxml parser that builds no tree, so memory stays the same
 whatever the file's size, and samples are yielded as they are read. A
 ``Progress`` (bytes read of the total, records read, samples yielded, records
 skipped and refused per type) is updated as it goes, for a command line to draw
-and an API to report while the import runs.
+and an API to report while the import runs. ``read_export_columns(source,
+batch=n)`` yields the same samples in batches of columns (times as epoch
+seconds, no dict and no datetime per sample): what the import into the store
+reads.
 
 What it reads (every other type, and ``Workout``, ``ActivitySummary``,
 ``ClinicalRecord``... elements, are counted as skipped, per type):

@@ -15,7 +15,9 @@ the progress as it stood when the batch was cut). The parser runs in a worker
 thread, a batch at a time and one batch ahead: the next batch is read while this
 one is stored, so a running import leaves the event loop free and the file's
 reading overlaps the database's writing (at most two batches are in memory).
-A batch is checked and stored on arrays (``health.service.ingest_columns``);
+The parser hands over columns (``read_export_columns``: times as epoch seconds,
+no dict or datetime per sample), and a batch is checked and stored on arrays
+(``health.service.ingest_columns`` of ``Columns.of_times``);
 docs/HEALTH_IMPORT.md, "Into the store", says where its time goes.
 
 Consent is never bypassed: before the first batch and before every batch, the
