@@ -45,6 +45,7 @@ PRESENCE_KEY = "kares:presence:"
 PRESENCE_TTL = 45.0
 PRESENCE_REFRESH = 15.0
 QUEUE_SIZE = 10_000
+SEND_BATCH = 500  # the most queued items one send takes
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -79,6 +80,7 @@ class RedisBridge:
         self._tasks: list[asyncio.Task[None]] = []
         self.subscribed = asyncio.Event()
         self.received = 0  # notices handed in from other processes
+        self.messages = 0  # messages read from the channel (a batch is one)
 
     # --- the hub's side (sync: called from after-commit callbacks) ------------------
 
@@ -146,15 +148,29 @@ class RedisBridge:
         await self.client.aclose()
 
     async def _send(self) -> None:
+        """Send what is queued: everything that queued while the last send was on
+        its way goes as one (the notices as one message, a JSON array), so a busy
+        process pays a round trip to Redis per batch, not per notice, and every
+        other process reads and parses one message per batch."""
         failing = False
         while True:
-            op, arg = await self._out.get()
+            batch = [await self._out.get()]
+            while len(batch) < SEND_BATCH:
+                try:
+                    batch.append(self._out.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
             try:
-                if op == "pub":
-                    await self.client.publish(CHANNEL, arg)
-                elif op == "here":
-                    await self._here([arg])
-                else:
+                notices = [arg for op, arg in batch if op == "pub"]
+                if notices:
+                    one = notices[0] if len(notices) == 1 else "[" + ",".join(notices) + "]"
+                    await self.client.publish(CHANNEL, one)
+                here = [arg for op, arg in batch if op == "here"]
+                if here:
+                    await self._here(here)
+                for op, arg in batch:
+                    if op != "gone":
+                        continue
                     account_id, device_id = arg
                     if device_id not in live.hub.devices(account_id):
                         await self.client.hdel(PRESENCE_KEY + account_id, self._field(device_id))
@@ -164,7 +180,8 @@ class RedisBridge:
                     log.warning("redis unreachable, notices wait for the catch-up: %s", exc)
                 failing = True
             finally:
-                self._out.task_done()
+                for _ in batch:
+                    self._out.task_done()
 
     def _field(self, device_id: str) -> str:
         return f"{device_id}@{self.process}"
@@ -226,13 +243,23 @@ class RedisBridge:
                 attempt += 1
 
     def _hand_in(self, raw: bytes | str) -> None:
+        """One message: a notice, or a batch of them (a JSON array)."""
+        self.messages += 1
         try:
-            msg = json.loads(raw)
+            got = json.loads(raw)
+        except ValueError:
+            log.warning("a notice from redis that is not one was ignored")
+            return
+        for msg in got if isinstance(got, list) else [got]:
+            self._one(msg)
+
+    def _one(self, msg: Any) -> None:
+        try:
             if msg.get("o") == self.process:
                 return
             data = msg.get("d")
             notice = live.Notice(int(msg["s"]), str(msg["k"]), str(msg["a"]), data)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("a notice from redis that is not one was ignored")
             return
         self.received += 1
