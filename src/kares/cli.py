@@ -22,7 +22,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from kares.app import create_app
     from kares.config import get_settings
-    from kares.httpserver import HttpProtocol
     from kares.logs import setup_logging
 
     settings = get_settings()
@@ -36,25 +35,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # the garbage collector's full passes, which walk every tracked object and pause
     # every request while they do (bench/README.md, bench_streams.py)
     gc.freeze()
-    uvicorn.run(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
+    uvicorn.run(app, **_uvicorn_options(args, settings))
+    return 0
+
+
+def _uvicorn_options(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
+    """How ``kares serve`` runs uvicorn, with one process or several."""
+    from kares.httpserver import HttpProtocol
+
+    return {
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        "log_config": None,
+        "proxy_headers": False,
+        "server_header": False,
         # the app writes the access log (kares.logs.AccessLog); the protocol writes
         # an answer's head and body at once (kares.httpserver)
-        access_log=False,
-        http=HttpProtocol,
+        "access_log": False,
+        "http": HttpProtocol,
         # /api/v1/ws: a frame over the app's cap gets an error event, one over 1 MiB
         # is not read at all (closed 1009); the protocol pings every 20 s and
         # closes a peer that does not answer within 20 s (docs/MESSAGING.md)
-        ws_max_size=1024 * 1024,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-    )
-    return 0
+        "ws_max_size": 1024 * 1024,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+    }
 
 
 def _serve_workers(args: argparse.Namespace, settings: Any) -> int:
@@ -64,8 +69,6 @@ def _serve_workers(args: argparse.Namespace, settings: Any) -> int:
     KARES_REDIS_URL. The watch port stays with a single process (a watch's TCP
     session and the commands for it live in the process it connected to)."""
     import uvicorn
-
-    from kares.httpserver import HttpProtocol
 
     if not settings.redis_url:
         print(
@@ -93,16 +96,7 @@ def _serve_workers(args: argparse.Namespace, settings: Any) -> int:
         "kares.app:worker_app",
         factory=True,
         workers=args.workers,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        http=HttpProtocol,
-        ws_max_size=1024 * 1024,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        **_uvicorn_options(args, settings),
     )
     return 0
 

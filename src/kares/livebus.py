@@ -46,6 +46,7 @@ PRESENCE_TTL = 45.0
 PRESENCE_REFRESH = 15.0
 QUEUE_SIZE = 10_000
 SEND_BATCH = 500  # the most queued items one send takes
+SUBSCRIBE_WAIT_SECONDS = 5.0  # at start, how long to wait for the subscription
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -56,6 +57,12 @@ async def attach(redis_url: str, catchup_seconds: float) -> RedisBridge | None:
         return None
     bridge = await RedisBridge(redis_url, catchup_seconds=catchup_seconds).start()
     live.hub.bridge = bridge
+    # ready once subscribed: a socket this process accepts before then would not
+    # hear what the others publish meanwhile (with Redis away, start anyway: the
+    # streams catch up when the subscription comes)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SUBSCRIBE_WAIT_SECONDS):
+            await bridge.subscribed.wait()
     return bridge
 
 
@@ -214,17 +221,19 @@ class RedisBridge:
         """Hand in what other processes publish; after the subscription was lost
         (or on the periodic tick), wake every stream to catch up."""
         attempt = 0
-        first = True
+        lost = False
         while True:
             try:
                 async with self.client.pubsub(ignore_subscribe_messages=True) as ps:
                     await ps.subscribe(CHANNEL)
                     self.subscribed.set()
                     attempt = 0
-                    if not first:
+                    if lost:
+                        # what was published while there was no subscription (at
+                        # start too, when Redis came late) is read by catching up
                         log.info("redis subscription back: streams catch up")
                         live.hub.wake_all()
-                    first = False
+                    lost = False
                     last_tick = time.monotonic()
                     while True:
                         msg = await ps.get_message(timeout=1.0)
@@ -236,6 +245,7 @@ class RedisBridge:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                lost = True
                 self.subscribed.clear()
                 if attempt == 0:
                     log.warning("redis subscription lost, retrying: %s", exc)
