@@ -10,7 +10,9 @@ back on one database; the order of their rows says whether they took turns.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import sqlite3
 import subprocess
 import sys
@@ -88,3 +90,34 @@ def test_two_processes_writing_back_to_back_take_turns(tmp_path: Path) -> None:
     # does; without turns one process held the lock for runs of over a hundred
     assert len(both) > len(rows) // 2
     assert longest <= 10, (longest, "".join(rows))
+
+
+def _open_turns(path: Path) -> int:
+    """How many descriptors of this process are open on the database's turns file."""
+    fds = Path("/proc/self/fd")
+    target = f"{path}-turns"
+    n = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == target:
+                n += 1
+    return n
+
+
+async def test_the_turns_file_is_open_once_while_connections_are_and_closed_with_the_last(
+    tmp_path: Path,
+) -> None:
+    from kares import sqlite
+
+    path = tmp_path / "open.db"
+    conns = [await sqlite.connect(str(path), isolation_level="DEFERRED") for _ in range(3)]
+    await conns[0].execute("CREATE TABLE t (x INTEGER)")
+    await conns[0].commit()
+    assert _open_turns(path) == 1
+    for c in conns[:2]:
+        await c.close()
+    assert _open_turns(path) == 1
+    await conns[2].execute("INSERT INTO t VALUES (1)")  # still taking turns
+    await conns[2].commit()
+    await conns[2].close()
+    assert _open_turns(path) == 0

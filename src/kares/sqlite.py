@@ -99,11 +99,14 @@ class _Turns:
     _open: dict[str, _Turns] = {}
 
     def __init__(self, path: str) -> None:
+        self.path = path
+        self.users = 0
         self._fd = os.open(f"{path}-turns", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     @classmethod
-    def of(cls, database: str) -> _Turns | None:
-        """The turns of a database file; None for one in memory."""
+    def attach(cls, database: str) -> _Turns | None:
+        """The turns of a database file, for one more connection of this process
+        (:meth:`detach` when it closes); None for a database in memory."""
         path = database
         if path.startswith("file:"):
             if "mode=memory" in path:
@@ -115,7 +118,18 @@ class _Turns:
             found = cls._open.get(path)
             if found is None:
                 found = cls._open[path] = _Turns(path)
+            found.users += 1
             return found
+
+    def detach(self) -> None:
+        """One connection fewer; the file is closed with the last."""
+        with self._lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            if self._open.get(self.path) is self:
+                del self._open[self.path]
+            os.close(self._fd)
 
     def others_waiting(self) -> bool:
         try:
@@ -320,7 +334,7 @@ class Connection:
         self._connection: sqlite3.Connection | None = conn  # aiosqlite's "is open"
         self._tx = _InlineQueue(conn)
         self._holding: asyncio.Lock | None = None
-        self._turns = _Turns.of(path)
+        self._turns = _Turns.attach(path)
 
     # -- the write gate -------------------------------------------------------------------
 
@@ -435,6 +449,8 @@ class Connection:
         finally:
             self._connection = None
             Checkpointer.detach(self._path)
+            if self._turns is not None:
+                self._turns.detach()
             if self._holding is not None:
                 gate, self._holding = self._holding, None
                 gate.release()
