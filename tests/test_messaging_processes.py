@@ -67,20 +67,31 @@ class Chat:
     def high(self) -> int:
         return max((one.position or 0 for s in self.senders for one in s.sent), default=0)
 
-    async def kill_mid_send(self, server: Server, after_acked: int) -> None:
+    async def kill_mid_send(
+        self, server: Server, after_acked: int, on_it: Sequence[SocketReader] | None = None
+    ) -> None:
         """Once ``after_acked`` sends are acknowledged, ``SIGKILL`` the server
         while sends are out (most senders waiting for an answer: some are cut
         before their commit, some may be after it, their answer lost), then
-        start it again on its port."""
+        start it again on its port, and wait until the readers that were on it
+        (``on_it``, every reader by default) have connected again."""
         await self.until_acked(after_acked)
         busy = min(3, len(self.senders))
         for _ in range(5000):  # a few seconds at most
             if sum(s.in_flight for s in self.senders) >= busy:
                 break
             await asyncio.sleep(0.001)
+        cut = list(self.readers if on_it is None else on_it)
+        opened = [r.sockets for r in cut]
         server.kill()
         assert self.acked() < self.planned, "the kill came after the conversation"
         await server.astart()
+        # each reader it cut comes back before anything else happens (else a
+        # second kill could find one still reconnecting, and cut it only once)
+        deadline = time.monotonic() + 60
+        while late := [r.name for r, n in zip(cut, opened, strict=True) if r.sockets <= n]:
+            assert time.monotonic() < deadline, f"never reconnected: {late}"
+            await asyncio.sleep(0.01)
 
     async def open_sockets(self, where: Sequence[Callable[[], Sequence[str]]]) -> None:
         """A reader per member (member i goes to ``where[i]()``), each caught up."""
@@ -235,7 +246,7 @@ async def test_with_redis_process_b_killed_mid_conversation_loses_and_repeats_no
         via_a, via_b = (lambda: [a.url, b.url]), (lambda: [b.url, a.url])
         sends = sending(chat, [via_a, via_a, via_b, via_b])
 
-        kill_b = chat.kill_mid_send(b, len(chat.members) * PER_SENDER // 3)
+        kill_b = chat.kill_mid_send(b, len(chat.members) * PER_SENDER // 3, chat.readers[2:])
         await bounded(asyncio.gather(kill_b, *sends))
         got = await chat.finish(a.url)
         assert len(got) == len(chat.members) * PER_SENDER
