@@ -531,6 +531,36 @@ def _rid(key: str) -> str:
 BAD = (ValueError, TypeError, KeyError)
 
 
+def _quantity_fields(
+    kind: str, q: tuple[str, bool], a: dict[str, str]
+) -> tuple[str, bool, float, str | None, str, str, str, str]:
+    """A quantity record's fields as both readers use them (metric, whether it
+    has an end, value, unit, start and end as written, source, and the text its
+    record id is the digest of); raises one of ``BAD`` for a record that is not
+    one."""
+    v = a["value"]
+    value = float(v)
+    if not _isfinite(value):
+        raise ValueError(v)
+    unit = a.get("unit")
+    s = a["startDate"]
+    e = a["endDate"]
+    src = a["sourceName"]
+    metric, interval = q
+    if kind == SPO2 and unit == "%" and value <= 1.0:
+        value = round(value * 100, 6)  # HealthKit keeps SpO2 as a fraction
+    return (
+        metric,
+        interval,
+        value,
+        unit,
+        s,
+        e,
+        src,
+        f"{kind}\x1f{src}\x1f{s}\x1f{e}\x1f{v}\x1f{unit or ''}",
+    )
+
+
 class _Body:
     """lxml's parser target: called at each element's start and end; it builds no
     tree. A top-level ``Record`` is read at its start (its attributes are all
@@ -585,19 +615,11 @@ class _Body:
             else:
                 self._skip(kind)
             return
-        # the quantities, nine in ten of the records read: inline
+        self._quantity(kind, q, a)  # nine in ten of the records read
+
+    def _quantity(self, kind: str, q: tuple[str, bool], a: dict[str, str]) -> None:
         try:
-            v = a["value"]
-            value = float(v)
-            if not _isfinite(value):
-                raise ValueError(v)
-            unit = a.get("unit")
-            s = a["startDate"]
-            e = a["endDate"]
-            src = a["sourceName"]
-            metric, interval = q
-            if kind == SPO2 and unit == "%" and value <= 1.0:
-                value = round(value * 100, 6)  # HealthKit keeps SpO2 as a fraction
+            metric, interval, value, unit, s, e, src, key = _quantity_fields(kind, q, a)
             self.add(
                 {
                     "metric": metric,
@@ -608,7 +630,7 @@ class _Body:
                     "unit": UNITS.get(unit, unit) if unit is not None else None,
                     "stage": None,
                     "source": src,
-                    "record_id": _rid(f"{kind}\x1f{src}\x1f{s}\x1f{e}\x1f{v}\x1f{unit or ''}"),
+                    "record_id": _rid(key),
                 }
             )
         except BAD:
@@ -932,42 +954,12 @@ class _ColumnBody(_Body):
         if x["values"] is not None:
             self.values[i] = x["values"]
 
-    def start(self, tag: str, a: dict[str, str]) -> None:
-        depth = self.depth
-        self.depth = depth + 1
-        if depth != 1:
-            if depth == 2 and tag == "Record" and self.corr is not None:
-                self.inner.append(a)
-            return
-        if tag != "Record":
-            self._other(tag, a)
-            return
-        self.records += 1
-        kind = a.get("type") or "Record"
-        q = QUANTITIES.get(kind)
-        if q is None:
-            if kind == SLEEP:
-                self._sleep(a)
-            elif kind == FALLEN:
-                self._falls(a)
-            else:
-                self._skip(kind)
-            return
-        # _Body.start's quantities, the dates left to ``settle``
+    def _quantity(self, kind: str, q: tuple[str, bool], a: dict[str, str]) -> None:
+        # _Body's, the dates left to ``settle``
         try:
-            v = a["value"]
-            value = float(v)
-            if not _isfinite(value):
-                raise ValueError(v)
-            unit = a.get("unit")
-            s = a["startDate"]
-            e = a["endDate"]
-            src = a["sourceName"]
-            metric, interval = q
-            if kind == SPO2 and unit == "%" and value <= 1.0:
-                value = round(value * 100, 6)  # HealthKit keeps SpO2 as a fraction
+            metric, interval, value, unit, s, e, src, key = _quantity_fields(kind, q, a)
             h = _RID()  # _rid, inline
-            h.update(f"{kind}\x1f{src}\x1f{s}\x1f{e}\x1f{v}\x1f{unit or ''}".encode())
+            h.update(key.encode())
             rid = h.hexdigest()
         except BAD:
             self._invalid(kind)
