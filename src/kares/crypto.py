@@ -117,6 +117,21 @@ def blind_index(value: str, *, purpose: str) -> str:
     return mac.hexdigest()
 
 
+def _index_states(purpose: str) -> tuple[Any, Any]:
+    """The index key's HMAC-SHA256 states (RFC 2104): the inner one past
+    ``K ^ ipad`` and the purpose, the outer one past ``K ^ opad``; a value's
+    digest continues copies of them."""
+    key = ring().index_key
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\x00")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(f"{purpose}\x00".encode())
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
 def blind_digests(values: Iterable[str], *, purpose: str) -> list[bytes]:
     """``blind_index`` of many values, as raw digests (``d.hex()`` is the
     value's blind index), for a batch (a health import's record keys).
@@ -126,14 +141,7 @@ def blind_digests(values: Iterable[str], *, purpose: str) -> list[bytes]:
     continuing copies of those states: a fresh ``hmac.new`` per value costs
     more than the value's own hashing. ``tests/test_health_batch.py`` holds it
     to ``blind_index``."""
-    key = ring().index_key
-    block = hashlib.sha256().block_size
-    if len(key) > block:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(block, b"\x00")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(f"{purpose}\x00".encode())
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    inner, outer = _index_states(purpose)
     icopy, ocopy = inner.copy, outer.copy
     out: list[bytes] = []
     add = out.append
@@ -155,14 +163,7 @@ def blind_digests_of_pairs(
     hashes its ``b``: no string is joined per pair."""
     if len(firsts) != len(seconds):
         raise ValueError("as many first items as second items")
-    key = ring().index_key
-    block = hashlib.sha256().block_size
-    if len(key) > block:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(block, b"\x00")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(f"{purpose}\x00".encode())
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    inner, outer = _index_states(purpose)
     ocopy = outer.copy
     states: dict[str, Callable[[], Any]] = {}
     for a in set(firsts):
