@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from kares.protocols.applehealth import (
     read_export,
     read_export_columns,
 )
+from kares.protocols.applehealth_child import ReaderFailed, read_export_columns_apart
 from tests.support.applehealth import HEAD, write_export, write_zip
 
 pytestmark = pytest.mark.db_agnostic
@@ -221,3 +224,123 @@ def test_dates_on_arrays_pass_numbers_and_none_and_take_mixed_lists() -> None:
     assert bad == [3]
     empty, none = applehealth._epochs([])
     assert len(empty) == 0 and none == []
+
+
+# --- the parser in a process of its own (what the import reads) ---------------------------
+
+
+def apart(path: Path, batch: int, chunk: int = applehealth.CHUNK) -> None:
+    """``read_export_columns_apart`` gives ``read_export_columns``'s batches,
+    samples and progress."""
+    p1, p2 = Progress(), Progress()
+    expected = list(read_export_columns(path, batch=batch, progress=p1, chunk=chunk))
+    got = list(read_export_columns_apart(path, batch=batch, progress=p2, chunk=chunk))
+    assert [len(c) for c in got] == [len(c) for c in expected]
+    assert as_rows(got) == as_rows(expected)
+    assert progress_of(p2) == progress_of(p1)
+    assert p2.done
+    assert p2.reader_peak_kb is None or p2.reader_peak_kb > 0
+
+
+def test_the_reader_process_gives_the_columns_of_the_parser_in_process(tmp_path: Path) -> None:
+    for batch in (1, 7, 10_000):
+        apart(EXPORT, batch)
+    zipped = tmp_path / "export.zip"
+    write_zip(zipped, 3000, seed=3)
+    apart(zipped, 500)
+    larger = tmp_path / "export.xml"
+    write_export(larger, 20_000, seed=5)
+    apart(larger, 333, chunk=4096)  # many chunks, batches cut across them
+
+
+def test_the_reader_process_counts_bad_dates_as_the_parser_does(tmp_path: Path) -> None:
+    ok = "2025-03-01 08:01:07 +0800"
+    steps = "HKQuantityTypeIdentifierStepCount"
+    body = "".join(
+        record(steps, v, "count", d, ok)
+        for d in (ok, "2025-02-30 08:01:07 +0800", "yesterday", "2025-03-01T08:01:07 +0800")
+        for v in ("10", "nan", "x")
+    )
+    path = tmp_path / "export.xml"
+    path.write_text(HEAD + '<HealthData locale="en_US">\n' + body + "</HealthData>\n")
+    p = Progress()
+    list(read_export_columns_apart(path, batch=2, progress=p))
+    assert p.invalid[steps] == 10 and p.samples == 2  # the dates here, the values there
+    for batch in (1, 2, 100):
+        apart(path, batch)
+
+
+def test_a_fault_in_the_reader_process_comes_after_the_same_samples(tmp_path: Path) -> None:
+    data = EXPORT.read_bytes()
+    cases = {
+        "cut.xml": data[: len(data) * 2 // 3],
+        "cut-at-correlation.xml": data[: data.index(b"<Correlation")],
+        "bomb.xml": (
+            b'<?xml version="1.0"?>\n<!DOCTYPE HealthData [\n <!ENTITY a "aaaaaaaaaa">\n]>\n'
+            b'<HealthData locale="en_US"><Record type="x" value="&a;"/></HealthData>\n'
+        ),
+        "other.xml": b'<?xml version="1.0"?>\n<kml/>\n',
+        "empty.xml": b"",
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        for batch in (1, 4, 10_000):
+            expected: list[SampleColumns] = []
+            with pytest.raises(ExportError) as fault:
+                for c in read_export_columns(path, batch=batch):
+                    expected.append(c)
+            got: list[SampleColumns] = []
+            with pytest.raises(ExportError) as again:
+                for c in read_export_columns_apart(path, batch=batch):
+                    got.append(c)
+            assert (again.value.code, again.value.message) == (
+                fault.value.code,
+                fault.value.message,
+            ), name
+            assert as_rows(got) == as_rows(expected), name
+    with pytest.raises(ExportError) as missing:
+        list(read_export_columns_apart(tmp_path / "nowhere.xml", batch=10))
+    assert missing.value.code == "applehealth.unreadable"
+
+
+def _readers() -> list[int]:
+    """This process's reader children still running (or not yet reaped)."""
+    me, out = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me and b"kares.protocols.applehealth_child" in cmd:
+            out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_reader_process_ends_with_the_reading_and_its_death_is_not_the_files_fault(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "export.xml"
+    write_export(path, 20_000, seed=5)
+    assert _readers() == []
+    # stopped early: the generator closed, the child goes with it
+    batches = read_export_columns_apart(path, batch=100, chunk=4096)
+    first = next(batches)
+    assert len(first) == 100 and len(_readers()) == 1
+    batches.close()
+    assert _readers() == []
+    # killed while it reads: what it sent is given, then an error that is not
+    # an ExportError (the file is not to blame)
+    batches = read_export_columns_apart(path, batch=100, chunk=4096)
+    next(batches)
+    (pid,) = _readers()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ReaderFailed):
+        for _ in batches:
+            pass
+    assert _readers() == []

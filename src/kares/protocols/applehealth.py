@@ -71,13 +71,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
 from operator import itemgetter
-from typing import IO, Any, TypedDict, cast
+from typing import IO, TYPE_CHECKING, Any, TypedDict, cast
 
-import numpy as np
-import numpy.typing as npt
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 from lxml import etree
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = [
     "CHUNK",
@@ -180,6 +182,9 @@ class Progress:
     export_date: datetime | None = None  # the export's own ExportDate
     locale: str | None = None
     done: bool = False
+    # the peak memory (kB) of the process that read the file, when that was a
+    # process of its own (applehealth_child); not part of ``as_dict``
+    reader_peak_kb: int | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -450,15 +455,20 @@ _FORM = "0000-00-00 00:00:00 +0000"
 # per character of the form: its lowest byte and how far above it may go (a
 # digit 0-9, a mark exactly, the offset's sign "+" to "-"), and a NUL after
 # (NULs to 32 bytes, so that a row is read as four 64-bit words)
-_LOW = np.array([*(ord(ch) for ch in _FORM), *[0] * 7], np.uint8)
-_SPAN = np.array([*(9 if ch == "0" else 2 if ch == "+" else 0 for ch in _FORM), *[0] * 7], np.uint8)
-_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+_LOW_BYTES = bytes([*(ord(ch) for ch in _FORM), *[0] * 7])
+_SPAN_BYTES = bytes([*(9 if ch == "0" else 2 if ch == "+" else 0 for ch in _FORM), *[0] * 7])
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# numpy is imported where it is first needed (``_epochs`` and ``settle``, in
+# the process that stores): the reader process (applehealth_child) parses
+# without it, and is lighter by its 13 MB.
 
 
 def _epochs(xs: list[Any]) -> tuple[npt.NDArray[np.float64], list[int]]:
     """Epoch seconds (``datetime.timestamp()``) of Apple's date strings, a float
     passed as it is and None as NaN; and the positions of the strings that are
     not dates (``_when`` refuses them; NaN there)."""
+    import numpy as np
+
     n = len(xs)
     out = np.full(n, math.nan)
     if not n:
@@ -468,7 +478,9 @@ def _epochs(xs: list[Any]) -> tuple[npt.NDArray[np.float64], list[int]]:
     except (TypeError, ValueError):  # not ASCII (UnicodeEncodeError), not text
         c = np.zeros((n, 32), np.uint8)
     # bytes wrap: below the lowest is above the span
-    off = ((c - _LOW) > _SPAN).view(np.uint64)  # four words a row, 0 where all is well
+    low = np.frombuffer(_LOW_BYTES, np.uint8)
+    span = np.frombuffer(_SPAN_BYTES, np.uint8)
+    off = ((c - low) > span).view(np.uint64)  # four words a row, 0 where all is well
     ok = (off[:, 0] | off[:, 1] | off[:, 2] | off[:, 3]) == 0
     ok &= c[:, 20] != ord(",")  # between "+" and "-"
     v = c.T.astype(np.int64) - ord("0")  # a row per character: contiguous
@@ -484,7 +496,7 @@ def _epochs(xs: list[Any]) -> tuple[npt.NDArray[np.float64], list[int]]:
     zh, zm = num(21, 23), num(23, 25)
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     ok &= (year >= 1000) & (month >= 1) & (month <= 12) & (day >= 1)
-    ok &= day <= _MONTH_DAYS[np.where(ok, month, 1)] + ((month == 2) & leap)
+    ok &= day <= np.array(_MONTH_DAYS)[np.where(ok, month, 1)] + ((month == 2) & leap)
     ok &= (hour < 24) & (minute < 60) & (second < 60) & (zh < 24) & (zm < 60)
     # days since 1970-01-01 of the civil date (proleptic Gregorian)
     y = year - (month <= 2)
@@ -876,6 +888,8 @@ class _ColumnBody(_Body):
         """Read the dates of the rows added since the last call; a record whose
         date is not a date is unusable (counted in ``invalid``, as ``_Body``
         counts it) and its row goes."""
+        import numpy as np
+
         base = len(self.t0)
         new = self.rows[base:]
         if not new:

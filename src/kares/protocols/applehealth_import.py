@@ -11,12 +11,15 @@ join lives here, on the protocol side, and serves both ways in:
 Memory stays bounded whatever the file's size: the parser streams, and samples
 go to the store in batches of ``BATCH``, one transaction each (the import's
 progress row is updated in the same transaction, so what it shows was stored:
-the progress as it stood when the batch was cut). The parser runs in a worker
-thread, a batch at a time and one batch ahead: the next batch is read while this
-one is stored, so a running import leaves the event loop free and the file's
-reading overlaps the database's writing (at most two batches are in memory).
-The parser hands over columns (``read_export_columns``: times as epoch seconds,
-no dict or datetime per sample), and a batch is checked and stored on arrays
+the progress as it stood when the batch was cut). The file is parsed by a
+process of its own (``applehealth_child``: lxml holds the GIL while it parses,
+so in one process the parse and the store would take turns on one core); a
+worker thread here takes its batches, one batch ahead: the next batch is read
+while this one is stored, so a running import leaves the event loop free and the
+file's reading overlaps the database's writing (at most two batches, and a few
+chunks' rows, are in memory). The parser hands over columns
+(``read_export_columns``: times as epoch seconds, no dict or datetime per
+sample), and a batch is checked and stored on arrays
 (``health.service.ingest_columns`` of ``Columns.of_times``);
 docs/HEALTH_IMPORT.md, "Into the store", says where its time goes.
 
@@ -67,8 +70,8 @@ from kares.protocols.applehealth import (
     ExportError,
     Progress,
     SampleColumns,
-    read_export_columns,
 )
+from kares.protocols.applehealth_child import read_export_columns_apart
 
 if TYPE_CHECKING:
     from kares.runtime import Runtime
@@ -144,7 +147,8 @@ async def run_import(
         if account is None:
             raise LookupError("the account is gone")
         await refused_features(s, rt, account)
-    batches = read_export_columns(source, batch=BATCH, progress=progress)
+    # parsed by a process of its own while this one stores (applehealth_child)
+    batches = read_export_columns_apart(source, batch=BATCH, progress=progress)
 
     Cut = tuple[health.Columns | None, Progress, ExportError | None]
 
