@@ -323,15 +323,19 @@ def _readers() -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_the_reader_process_ends_with_the_reading_and_its_death_is_not_the_files_fault(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "export.xml"
     write_export(path, 20_000, seed=5)
     assert _readers() == []
+    monkeypatch.setenv("KARES_DATA_KEYS", "not-for-the-reader")
     # stopped early: the generator closed, the child goes with it
     batches = read_export_columns_apart(path, batch=100, chunk=4096)
     first = next(batches)
     assert len(first) == 100 and len(_readers()) == 1
+    # the process that reads outside input is given no setting and no key
+    environ = Path(f"/proc/{_readers()[0]}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"KARES_")]
     batches.close()
     assert _readers() == []
     # killed while it reads: what it sent is given, then an error that is not

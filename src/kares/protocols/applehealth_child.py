@@ -227,7 +227,9 @@ def read_export_columns_apart(
     if batch < 1:
         raise ValueError("batch must be at least 1")
     prog = progress if progress is not None else Progress()
-    env = dict(os.environ)
+    # the parser needs no setting, key or database: none of the KARES_* values
+    # (the data keys among them) go to the process that reads outside input
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KARES_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(  # noqa: S603 - this interpreter, this module, a path
         [sys.executable, "-m", "kares.protocols.applehealth_child", os.fspath(path), str(chunk)],
