@@ -194,11 +194,14 @@ class _Frames:
 
     def _pull(self) -> None:
         f = self._f
-        while True:
-            size = _read_exactly(f, 4)
-            frame = None if size is None else _read_exactly(f, int.from_bytes(size, "little"))
-            if not self._put(frame) or frame is None:
-                return
+        try:
+            while True:
+                size = _read_exactly(f, 4)
+                frame = None if size is None else _read_exactly(f, int.from_bytes(size, "little"))
+                if not self._put(frame) or frame is None:
+                    return
+        except (OSError, ValueError):  # the pipe failed under it: as if the child had ended
+            self._put(None)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         while True:
