@@ -53,7 +53,7 @@ for p in (Path(os.environ.get("KARES_BENCH_SRC") or ROOT / "src"), ROOT):
         sys.path.insert(0, str(p))
 
 
-BATCH = 10_000  # kares.protocols.applehealth_import.BATCH (not imported: the whole app)
+BATCH = 5_000  # kares.protocols.applehealth_import.BATCH (not imported: the whole app)
 
 
 def _load() -> str:

@@ -271,7 +271,9 @@ async def test_deleting_the_readings_takes_a_queued_upload_with_them(
 async def test_progress_is_readable_while_the_import_runs(
     client: httpx.AsyncClient, sms: Any, app: Any, settings: Any, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(applehealth_import, "BATCH", 3)  # many transactions on a small file
+    # many transactions on a small file, on either database
+    monkeypatch.setattr(applehealth_import, "BATCH", 3)
+    monkeypatch.setattr(applehealth_import, "BATCH_POSTGRESQL", 3)
     me = await person(client, sms, ME)
     r = await client.post(IMPORTS, content=EXPORT.read_bytes(), headers=bearer(me["token"]))
     url = f"{IMPORTS}/{r.json()['id']}"
@@ -294,6 +296,7 @@ async def test_an_export_cut_short_keeps_every_sample_before_the_cut(
 ) -> None:
     # small batches, so the fault comes in the middle of one, with the next read ahead
     monkeypatch.setattr(applehealth_import, "BATCH", 4)
+    monkeypatch.setattr(applehealth_import, "BATCH_POSTGRESQL", 4)
     me = await person(client, sms, ME)
     whole = EXPORT.read_bytes()
     cut = whole[: int(len(whole) * 0.6)]
