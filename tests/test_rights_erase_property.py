@@ -506,6 +506,19 @@ def rows_without(
 # what a deletion changes in other people's data, besides rows naming the person
 HANDED_OVER = {"families", "family_members"}
 BOOKKEEPING = {"jobs"}
+# counters that the deletion's notices to others move on (checked apart: never back)
+ADVANCING = {"notification_heads"}
+
+
+def heads_moved_on(before: dict[str, Any], after: dict[str, Any], gone: str) -> None:
+    """Everyone else's inbox head is where it was or further on (the notices
+    about the deletion), never back: a position is never given twice. The
+    deleted account's is gone."""
+    was = {r[0]: r[1] for r in before["notification_heads"] if r[0] != gone}
+    now = {r[0]: r[1] for r in after["notification_heads"]}
+    assert gone not in now
+    for account, seq in was.items():
+        assert now.get(account, -1) >= seq, (account, seq, now.get(account))
 
 
 def database_files(url: str) -> list[Path]:
@@ -592,10 +605,11 @@ async def test_a_deleted_account_leaves_nothing_and_changes_no_one_else(
     # everyone else's data is as it was, but for the hand-over
     now = {t: {repr(r) for r in rows} for t, rows in after.items()}
     for table, rows in clean.items():
-        if table in HANDED_OVER | BOOKKEEPING:
+        if table in HANDED_OVER | BOOKKEEPING | ADVANCING:
             continue
         missing = rows - now[table]
         assert not missing, (table, sorted(missing)[:3])
+    heads_moved_on(before, after, a)
     for other in w["others"][:2]:
         r = await client.get("/api/v1/me", headers=bearer(other["token"]))
         assert r.status_code == 200, r.text
@@ -638,10 +652,11 @@ async def test_a_deleted_account_leaves_nothing_and_changes_no_one_else(
             assert not found, ("restored", table, row)
     now = {t: {repr(r) for r in rows} for t, rows in restored.items()}
     for table, rows in clean.items():
-        if table in HANDED_OVER | BOOKKEEPING:
+        if table in HANDED_OVER | BOOKKEEPING | ADVANCING:
             continue
         missing = rows - now[table]
         assert not missing, ("restored", table, sorted(missing)[:3])
+    heads_moved_on(before, restored, a)
     blobs = (
         [p.read_bytes() for p in database_files(db_url)]
         if db.dialect == "sqlite"

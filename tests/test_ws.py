@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -191,6 +192,36 @@ async def test_inbox_events_arrive_live_and_a_resume_gets_exactly_what_was_misse
         _, missed = await hello(c)
         assert missed == []
         await alone_pong(c)
+
+
+async def test_a_deleted_newest_entry_never_gives_its_position_again(
+    ws_url: str, client: httpx.AsyncClient, sms: Any, db: Database
+) -> None:
+    """The newest inbox entries deleted (retention, an erased person's notices):
+    the next entry takes a position after them, not theirs again, so a socket
+    that had seen them resumes without a resync and gets the new entry."""
+    me = await sign_up(client, sms, ALICE)
+    me_id = me["account"]["id"]
+    async with opened(ws_url, me["token"]) as c:
+        await hello(c)
+        await tell(db, me_id, "kept", "deleted-1", "deleted-2")
+        got = [await frame(c) for _ in range(3)]
+        seen = got[-1]["token"]
+        gone = [f["position"] for f in got[1:]]
+    async with db.sessions() as s:
+        await s.execute(
+            text("DELETE FROM notifications WHERE account_id = :a AND title LIKE 'deleted-%'"),
+            {"a": me_id},
+        )
+        await s.commit()
+    await tell(db, me_id, "after")
+    rows = await query(
+        db, "SELECT seq, title FROM notifications WHERE account_id = :a ORDER BY seq", a=me_id
+    )
+    assert rows[-1]["title"] == "after" and rows[-1]["seq"] > max(gone)
+    async with opened(ws_url, me["token"], since=seen) as c:
+        _, missed = await hello(c)
+        assert [(f["type"], f["data"]["title"]) for f in missed] == [("notification", "after")]
 
 
 async def test_a_client_too_far_behind_gets_a_resync_with_where_to_page_history(

@@ -18,7 +18,8 @@ class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         Index("ix_notifications_account_created", "account_id", "created_at"),
-        # the account's inbox stream: positions 1, 2, 3... (the WebSocket resumes by them)
+        # the account's inbox stream: positions 1, 2, 3... (the WebSocket resumes by
+        # them), never given twice (InboxHead)
         Index("ux_notifications_account_seq", "account_id", "seq", unique=True),
         table_info(
             subject="account_id",
@@ -37,6 +38,22 @@ class Notification(Base):
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # its position in the account's inbox stream (kares.notify.stream)
     seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class InboxHead(Base):
+    """The last position an account's inbox stream has given
+    (``Notification.seq``, kares.notify.stream): a new entry takes the next one.
+    Deleting entries (retention, an erased person's notices) never lowers it,
+    so no position is given twice: a socket that had seen a number would skip
+    a new entry given it again."""
+
+    __tablename__ = "notification_heads"
+    __table_args__ = (table_info(subject="account_id", not_personal=("seq",)),)
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class PushToken(Base):

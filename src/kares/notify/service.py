@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -47,7 +47,7 @@ from kares.errors import Problem
 from kares.fields import zone_names
 from kares.gateways import push as push_mod
 from kares.identity import service as identity
-from kares.notify.models import Notification, NotificationPreference, PushToken
+from kares.notify.models import InboxHead, Notification, NotificationPreference, PushToken
 from kares.notify.schemas import CATEGORIES, URGENT
 from kares.privacy import ports
 
@@ -218,29 +218,24 @@ async def send(
 
 async def _place(s: AsyncSession, note: Notification) -> None:
     """Give a new entry the next position of its account's inbox stream, and tell
-    the account's sockets once it commits. Positions are taken one at a time per
-    account (an advisory lock on PostgreSQL; SQLite has one writer), so they
-    commit in the order they count and a stream that has seen 12 never later
-    finds an 11 (docs/MESSAGING.md, "Positions and resume")."""
-    if s.get_bind().dialect.name == "postgresql":
-        await s.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-            {"k": "kares.inbox:" + note.account_id},
-        )
-    nt: Table = Notification.__table__  # type: ignore[assignment]
-    following = (
-        select(func.coalesce(func.max(nt.c.seq), 0) + 1)
-        .where(nt.c.account_id == note.account_id)
-        .scalar_subquery()
+    the account's sockets once it commits. The position comes from the account's
+    ``InboxHead``, which deletions never lower, so no number is given twice; its
+    row stays locked until the transaction ends (PostgreSQL; SQLite has one
+    writer), so positions commit in the order they count and a stream that has
+    seen 12 never later finds an 11 (docs/MESSAGING.md, "Positions and resume")."""
+    heads: Table = InboxHead.__table__  # type: ignore[assignment]
+    take = (
+        insert_for(s)(heads)
+        .values(account_id=note.account_id, seq=1)
+        .on_conflict_do_update(index_elements=[heads.c.account_id], set_={"seq": heads.c.seq + 1})
+        .returning(heads.c.seq)
     )
-    seq = (
-        await s.execute(
-            update(nt).where(nt.c.id == note.id).values(seq=following).returning(nt.c.seq)
-        )
-    ).scalar_one()
-    set_committed_value(note, "seq", int(seq))
-    account_id, position = note.account_id, int(seq)
-    events.on_commit(s, lambda: live.hub.deliver(kind="inbox", about=account_id, seq=position))
+    seq = int((await s.execute(take)).scalar_one())
+    nt: Table = Notification.__table__  # type: ignore[assignment]
+    await s.execute(update(nt).where(nt.c.id == note.id).values(seq=seq))
+    set_committed_value(note, "seq", seq)
+    account_id = note.account_id
+    events.on_commit(s, lambda: live.hub.deliver(kind="inbox", about=account_id, seq=seq))
 
 
 async def add(

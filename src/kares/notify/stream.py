@@ -1,8 +1,9 @@
 """The inbox as a stream source of the WebSocket (``kares.live.streams``, key ``i``).
 
 Each inbox entry has a position in its account's stream (``Notification.seq``:
-1, 2, 3... per account); a socket that reconnects with the position it saw
-last gets every entry after it, shown as the inbox shows it.
+1, 2, 3... per account, never given twice: ``InboxHead``); a socket that
+reconnects with the position it saw last gets every entry after it, shown as
+the inbox shows it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import live
 from kares.notify import service
-from kares.notify.models import Notification
+from kares.notify.models import InboxHead, Notification
 
 
 async def since(
@@ -43,8 +44,10 @@ async def since(
 
 
 async def head(s: AsyncSession, viewer: live.Viewer) -> int:
-    q = select(func.max(Notification.seq)).where(Notification.account_id == viewer.account_id)
-    return int((await s.execute(q)).scalar_one() or 0)
+    """The last position given (``InboxHead``), whether or not its entry is still
+    there: a socket that saw an entry since deleted resumes without a resync."""
+    q = select(InboxHead.seq).where(InboxHead.account_id == viewer.account_id)
+    return int((await s.execute(q)).scalar_one_or_none() or 0)
 
 
 SOURCE = live.streams.register(
