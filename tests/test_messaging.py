@@ -17,9 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from kares import clock, jobs, live
+from kares import clock, jobs, live, livebus
+from kares.livebus import RedisBridge
 from kares.messaging import stream
 from tests.conftest import count_rows, query, snapshot
+from tests.support.redisserver import RedisServer, redis_server  # noqa: F401 - fixture
 from tests.test_avatar import jpeg_with_metadata
 from tests.test_devices import reported
 from tests.test_families import aid, h, join, new_family, person, problem
@@ -607,6 +609,41 @@ async def test_only_people_with_no_live_client_get_a_push_notice(
     [note] = [n for n in items if n["category"] == "messages"]
     assert note["title"] == "Wang Fang" and note["body"] == "Wang Fang sent a message."
     assert not sub.queue.empty() and sub.queue.get_nowait().seq == m["position"]
+
+
+async def test_a_member_live_on_another_process_gets_no_push_notice(
+    client: httpx.AsyncClient,
+    sms: Any,
+    db: Any,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """With Redis (``kares serve --workers N``), a member whose socket another
+    process holds is live: the message makes them no notice; once that socket
+    is gone, the next one does."""
+    owner, member, other, fid = await family_of_three(client, sms)
+
+    async def present(account_id: str, want: bool) -> None:
+        for _ in range(2000):
+            if bool((await live.presence.devices([account_id])).get(account_id)) == want:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"presence of {account_id} never became {want}")
+
+    here = await livebus.attach(redis_server.url, 60)  # this process's bridge
+    far = await RedisBridge(redis_server.url).start()  # another process's
+    try:
+        far.arrive(aid(member), "phone-on-b")
+        await present(aid(member), True)
+        await said(client, owner, fid, "are you there")
+        far.leave(aid(member), "phone-on-b")
+        await present(aid(member), False)
+        await said(client, owner, fid, "and now")
+    finally:
+        await far.stop()
+        await livebus.detach(here)
+    rows = await query(db, "SELECT account_id FROM notifications WHERE category = 'messages'")
+    got = sorted(r["account_id"] for r in rows)
+    assert got == sorted([aid(other), aid(other), aid(member)])
 
 
 # --- an account's deletion ------------------------------------------------------------------------

@@ -322,15 +322,29 @@ _PREVIEW = {
 }
 
 
-async def _push(s: AsyncSession, acc: Access, sender: Account, msg: Message) -> None:
-    """Recipients with no live client get a notice and a push. What is stored and
-    pushed names nobody and says nothing of the words ("A family member sent a
-    photo"): the push services see only that there is a message, and a person's
-    inbox (and its copy in their data archive) holds no one else's name. The inbox
-    shows the sender's name, read when the notice is (``_shown``)."""
-    others = [a for a in acc.members if a != sender.id]
-    live_now = live.hub.connected(others)
-    offline = [a for a in others if a not in live_now]
+async def _offline(acc: Access, sender_id: str) -> list[str]:
+    """The conversation's other members with no live client: none in this process
+    (the hub) and, with Redis, no device present in another (``live.presence``:
+    a member whose socket is held by another process of ``--workers`` is live
+    too). Asked before the send writes anything, so no transaction waits on Redis."""
+    others = [a for a in acc.members if a != sender_id]
+    here = live.hub.connected(others)
+    rest = [a for a in others if a not in here]
+    if rest and live.hub.bridge is not None:
+        far = await live.presence.devices(rest)
+        here |= {a for a, devices in far.items() if devices}
+    return [a for a in others if a not in here]
+
+
+async def _push(
+    s: AsyncSession, acc: Access, sender: Account, msg: Message, offline: list[str]
+) -> None:
+    """Recipients with no live client (``offline``) get a notice and a push. What
+    is stored and pushed names nobody and says nothing of the words ("A family
+    member sent a photo"): the push services see only that there is a message,
+    and a person's inbox (and its copy in their data archive) holds no one
+    else's name. The inbox shows the sender's name, read when the notice is
+    (``_shown``)."""
     if not offline:
         return
     await notify.send(
@@ -382,6 +396,7 @@ async def send(
     if first is not None:
         return first, False
     await _may_send(s, acc, sender.id)
+    offline = await _offline(acc, sender.id)
     # a dependant's watch conversation: a voice note in it must play on the watch
     body, attachment_id = await _body(s, rt, sender.id, outgoing, to_watch=acc.kind == "watch")
     sender_id = sender.id
@@ -418,7 +433,7 @@ async def send(
                 raise Problem(404, "attachment.not_found", "No such attachment of yours.") from None
             raise
         return again, False
-    await _push(s, acc, sender, msg)
+    await _push(s, acc, sender, msg, offline)
     await s.commit()
     return msg, True
 
