@@ -359,8 +359,18 @@ async def test_the_archive_holds_every_classified_column_and_nothing_of_others(
     assert set(pair.values()) == {pair["id"], aid(ann), "(withheld)"}
 
     # richer formats: tracks, images; receipts and logins on their own
+    # a GPX and a GeoJSON file per UTC day of her good fixes (two days or three:
+    # her fixes a day apart, and near midnight UTC a third day; CI once ran at 00:01)
+    days = await query(
+        db,
+        "SELECT DISTINCT recorded_ms / 86400000 AS d FROM location_fixes "
+        "WHERE account_id = :a AND status = 'ok'",
+        a=aid(ann),
+    )
+    names = {datetime.fromtimestamp(int(r["d"]) * 86400, UTC).strftime("%Y-%m-%d") for r in days}
+    assert len(names) >= 2
     tracks = sorted(n for n in files if n.startswith("tracks/"))
-    assert len(tracks) == 4 and {n.rsplit(".", 1)[1] for n in tracks} == {"gpx", "geojson"}
+    assert tracks == sorted(f"tracks/{d}.{ext}" for d in names for ext in ("gpx", "geojson"))
     gpx = next(files[n] for n in tracks if n.endswith(".gpx")).decode()
     assert "<gpx" in gpx and f'lat="{ANN_LAT}"' in gpx
     geo = json.loads(next(files[n] for n in tracks if n.endswith(".geojson")))
@@ -397,6 +407,18 @@ async def test_the_archive_holds_every_classified_column_and_nothing_of_others(
         f"{CHILD_LAT}",
         f"{CHILD_LON}",
     )
+
+
+async def test_the_archive_at_one_minute_past_midnight_utc(
+    client: httpx.AsyncClient, sms: Any, db: Any, app: Any
+) -> None:
+    """The same archive made at 00:01 UTC, where the tracks' days (UTC) turn over
+    between her fixes (CI once ran then, and a count of files written for
+    noon failed)."""
+    now = clock.utcnow()
+    target = (now + timedelta(days=1)).replace(hour=0, minute=1, second=0, microsecond=0)
+    clock.advance((target - now).total_seconds())
+    await test_the_archive_holds_every_classified_column_and_nothing_of_others(client, sms, db, app)
 
 
 async def test_the_index_escapes_what_it_shows(
