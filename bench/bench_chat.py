@@ -56,6 +56,9 @@ Targets (--targets), each behind a small server adapter:
             no other fields). A ``message`` frame of this run is a delivery, the
             sender's own an echo; "PUT p99" is the POST's; "limited" counts
             ``resync`` frames; "syncs" counts frames.
+  kares-ws-w2  kares-ws on ``kares serve --workers 2`` with a redis-server of the
+            bench's own (a socket and a send land on either process; notices and
+            presence cross through Redis; Redis's CPU counts as the server's).
 
 Before every run a gate waits (at most --quiet-wait s) for the machine to be under
 15 % busy, and between runs the script pauses --pause s (31 by default): a server
@@ -631,7 +634,7 @@ async def kares_login(url: str, fam_members: list[list[dict[str, Any]]]) -> list
 
 
 def kares_instance(
-    args: argparse.Namespace, hard_limit_s: int, matrix: bool
+    args: argparse.Namespace, hard_limit_s: int, matrix: bool, workers: int = 1
 ) -> tuple[Any, Any, Path, Any]:
     """``kares serve`` on a fresh instance (PostgreSQL with --db postgresql) and its demo
     families: (server, pg or None, var dir, ``kares demo --families F --json``'s output).
@@ -646,7 +649,7 @@ def kares_instance(
         env = bi.kares_env(var_dir, pg.url if pg else "", "WARNING")
         kares = str(bi.VENV_BIN / "kares")
         subprocess.run([kares, "migrate"], env=env, check=True, timeout=300, capture_output=True)
-        srv = bi.Server(env, hard_limit_s=hard_limit_s)
+        srv = bi.Server(env, hard_limit_s=hard_limit_s, workers=workers)
         srv.wait_ready()
         if matrix:
             st = http_wait(srv.url + "/_matrix/client/versions", 30, srv.proc, srv.log_path)
@@ -719,9 +722,13 @@ def kares_server_target(
             shutil.rmtree(var_dir, ignore_errors=True)
 
     db = "postgresql" if pg else "sqlite"
-    notes = f"kares serve (1 process), {db}, KARES_LOG_LEVEL=WARNING, var {var_dir}"
+    workers = getattr(srv, "workers", 1)
+    procs = "1 process" if workers == 1 else f"--workers {workers} with its own Redis"
+    notes = f"kares serve ({procs}), {db}, KARES_LOG_LEVEL=WARNING, var {var_dir}"
     pg_roots = [pg_postmaster(pg)] if pg is not None else []
-    roots = descendants(srv.proc.pid) or [srv.proc.pid]
+    # the server's process tree, and the Redis of --workers (counted as the
+    # server's); tree_cpu and the RSS samples walk each root's descendants
+    roots = list(srv.roots())
     return Target(name, srv.url, db, notes, fams, roots, pg_roots, stop, wire)
 
 
@@ -749,7 +756,19 @@ def kares_ws_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
         fams = demo_ws_families(raw, args)
         roots = [args.kares_pid] if args.kares_pid else []
         return Target("kares-ws", url, "?", f"already running at {url}", fams, roots, wire="ws")
-    srv, pg, var_dir, raw = kares_instance(args, hard_limit_s, matrix=False)
+    return _kares_ws(args, hard_limit_s, "kares-ws", 1)
+
+
+def kares_ws_w2_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
+    """``kares-ws`` on ``kares serve --workers 2`` with a Redis of the bench's own
+    (messages and presence cross between the two processes through it)."""
+    if args.kares_url:
+        raise Skip("kares-ws-w2 starts its own server; --kares-url is for kares-ws")
+    return _kares_ws(args, hard_limit_s, "kares-ws-w2", 2)
+
+
+def _kares_ws(args: argparse.Namespace, hard_limit_s: int, name: str, workers: int) -> Target:
+    srv, pg, var_dir, raw = kares_instance(args, hard_limit_s, matrix=False, workers=workers)
     try:
         fams = demo_ws_families(raw, args)
     except BaseException:
@@ -758,13 +777,14 @@ def kares_ws_target(args: argparse.Namespace, hard_limit_s: int) -> Target:
             pg.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
         raise
-    return kares_server_target("kares-ws", "ws", args, srv, pg, var_dir, fams)
+    return kares_server_target(name, "ws", args, srv, pg, var_dir, fams)
 
 
 ADAPTERS: dict[str, Callable[[argparse.Namespace, int], Target]] = {
     "synapse": synapse_target,
     "kares": kares_target,
     "kares-ws": kares_ws_target,
+    "kares-ws-w2": kares_ws_w2_target,
 }
 
 
@@ -1167,7 +1187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--targets",
         default="synapse,kares",
-        help="comma separated, of: synapse, kares (Matrix), kares-ws (Kares' WebSocket)",
+        help="comma separated, of: synapse, kares (Matrix), kares-ws (Kares' WebSocket), "
+        "kares-ws-w2 (the same on kares serve --workers 2 with Redis)",
     )
     p.add_argument(
         "--db",
