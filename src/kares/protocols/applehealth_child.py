@@ -21,11 +21,11 @@ of its own and reads their dates, cuts the batches and counts as
 ``read_export_columns`` does: the same batches, the same progress, the same
 faults (the tests run both on the same files).
 
-The pipe bounds what is in flight: a frame is larger than the pipe's buffer,
-so the child waits while the parent has not read the frame before; the parent
-reads only while it cuts a batch (``run_import`` reads the next batch while it
-stores one). The child imports the parser and nothing of the server, and it is
-ended however the parent's reading ends (closed early, a fault, an error).
+What is in flight is bounded: a thread of the parent takes frames off the
+pipe as they come and holds at most ``AHEAD`` of them, and the child waits on
+the pipe when they are not taken. The child imports the parser and nothing of
+the server, and it is ended however the parent's reading ends (closed early,
+a fault, an error).
 """
 
 from __future__ import annotations
@@ -110,39 +110,27 @@ def _child(path: str, chunk: int, out: IO[bytes]) -> None:
         out.flush()
         body.rows, body.stages, body.values = [], {}, {}
 
-    def forget() -> None:  # a chunk that failed: read_export yields none of it
-        body.rows, body.stages, body.values = [], {}, {}
-
     try:
         with _open(path) as (stream, total):
             prog.bytes_total = total
             head = _check_prolog(stream, prog, chunk)
             parser = _body_parser(body)
-            try:
-                for data in head:
-                    _feed(parser, data)
-            except ExportError:
-                forget()
-                raise
+            for data in head:
+                _feed(parser, data)
             send("rows")
             while True:
                 data = stream.read(chunk)
                 if not data:
                     break
                 prog.bytes_read += len(data)
-                try:
-                    _feed(parser, data)
-                except ExportError:
-                    forget()
-                    raise
+                _feed(parser, data)
                 send("rows")
-            try:
-                _close(parser)
-            except ExportError:
-                forget()
-                raise
+            _close(parser)
+            send("rows")
         send("end")
     except ExportError as exc:
+        # the rows of the step that failed: read_export yields none of them
+        body.rows, body.stages, body.values = [], {}, {}
         send("fault", (exc.code, exc.message))
 
 
