@@ -25,7 +25,7 @@ from kares.families import api as families_api
 from kares.health import alerts_api as health_alerts_api
 from kares.health import api as health_api
 from kares.health import family_api as health_family_api
-from kares.lanes import Lanes
+from kares.lanes import Declined, Lanes
 from kares.location import api as location_api
 from kares.logs import AccessLog, setup_logging
 from kares.media import api as media_api
@@ -179,16 +179,19 @@ class KaresApp(FastAPI):
     access: AccessLog
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = self.lanes.get(scope)
-        if lane is not None:
-            scope["app"] = self
-            self.access.lane(scope, await self.lanes.serve(lane, scope, receive, send))
-            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         if live.fanout_writes.matches(scope["method"], scope["path"]):
             await live.hub.admit()  # before any session: the wait holds nothing
+        lane = self.lanes.get(scope)
+        if lane is not None:
+            scope["app"] = self
+            served = await self.lanes.serve(lane, scope, receive, send)
+            if not isinstance(served, Declined):
+                self.access.lane(scope, served)
+                return
+            receive = served.receive(receive)  # the route answers, with the body read
         line = self.access.line
 
         async def logged(message: Message) -> None:
@@ -271,7 +274,11 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     )
     install_handlers(app)
     # what devices post all day, served in front of the framework (kares.lanes)
-    app.lanes = Lanes(owntracks.LANES, limit=JSON_BODY_LIMIT, headers=list(_SECURITY_HEADERS))
+    app.lanes = Lanes(
+        {**owntracks.LANES, **messaging_api.LANES},
+        limit=JSON_BODY_LIMIT,
+        headers=list(_SECURITY_HEADERS),
+    )
     app.access = AccessLog()
     app.add_middleware(RequestSessions)
     app.add_middleware(

@@ -11,11 +11,18 @@ passes every other request on. What the framework's layers do for every
 request, it does for a lane's too: the body is bounded, a NUL character is
 refused, the security headers are added.
 
-A lane is registered by the module that owns the wire format (a protocol
-module), next to the documented route it serves: the route stays in the
-OpenAPI document and declares its guard; the lane is how it is served. What a
-lane raises is answered as the framework would: a :class:`~kares.errors.Problem`
-as its problem document (a body refused while it streamed in, 413 or a NUL
+A lane is registered by the module that owns the route it serves (a protocol
+module, or a domain's HTTP module), next to that route: the route stays in the
+OpenAPI document and declares its guard; the lane is how it is served. A lane's
+path is exact (``/owntracks``) or a template whose ``{name}`` parts each stand
+for one path segment (``/api/v1/conversations/{conversation_id}/messages``).
+
+A lane may also decline: it returns None, having changed nothing, and the
+request goes to the framework with its body handed over again, to be answered
+by its route (a lane that serves only a request's steady state, and leaves
+every other case to the route that knows them all). What a lane raises is
+answered as the framework would: a :class:`~kares.errors.Problem` as its
+problem document (a body refused while it streamed in, 413 or a NUL
 character, included), a client that went away with one info line, anything
 else logged and answered 500 as the framework's error handler answers it.
 """
@@ -24,7 +31,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -35,7 +44,8 @@ log = logging.getLogger("kares.lanes")
 
 Headers = list[tuple[bytes, bytes]]
 Reply = tuple[int, Headers, bytes]
-Lane = Callable[[Scope, bytes], Awaitable[Reply]]
+# a lane answers (a Reply) or declines (None): the framework answers then
+Lane = Callable[[Scope, bytes], Awaitable[Reply | None]]
 
 _JSON = b"application/json"
 
@@ -61,6 +71,36 @@ class _Gone(Exception):
     """The client went away before its body was read."""
 
 
+@dataclass(frozen=True)
+class Declined:
+    """A lane declined the request: the framework answers it, with this body
+    (already read from the client) handed over again."""
+
+    body: bytes
+
+    def receive(self, receive: Receive) -> Receive:
+        """The request's ``receive`` for the framework: the body first, then
+        whatever the client sends next (its disconnect)."""
+        given = False
+
+        async def again() -> Any:
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": self.body, "more_body": False}
+            return await receive()
+
+        return again
+
+
+def _template(path: str) -> re.Pattern[str] | None:
+    """The pattern of a path template (None for an exact path)."""
+    if "{" not in path:
+        return None
+    parts = re.split(r"(\{[^}/]+\})", path)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts if p))
+
+
 class Lanes:
     """Serves the lanes registered for exact (method, path) pairs, in front of the
     framework: the app calls :meth:`serve` before its middleware stack, so a
@@ -77,7 +117,14 @@ class Lanes:
         limit: int,
         headers: Headers,
     ) -> None:
-        self.lanes = dict(lanes)
+        self.lanes: dict[tuple[str, str], Lane] = {}
+        self._templates: dict[str, list[tuple[re.Pattern[str], Lane]]] = {}
+        for (method, path), lane in lanes.items():
+            pat = _template(path)
+            if pat is None:
+                self.lanes[(method, path)] = lane
+            else:
+                self._templates.setdefault(method, []).append((pat, lane))
         self.limit = limit
         self.headers = list(headers)
 
@@ -85,14 +132,26 @@ class Lanes:
         """The lane for this request, or None for the framework."""
         if scope["type"] != "http":
             return None
-        return self.lanes.get((scope["method"], scope["path"]))
+        method, path = scope["method"], scope["path"]
+        lane = self.lanes.get((method, path))
+        if lane is None:
+            for pat, candidate in self._templates.get(method, ()):
+                if pat.fullmatch(path):
+                    return candidate
+        return lane
 
-    async def serve(self, lane: Lane, scope: Scope, receive: Receive, send: Send) -> int | None:
+    async def serve(
+        self, lane: Lane, scope: Scope, receive: Receive, send: Send
+    ) -> int | Declined | None:
         """Answer the request with ``lane``; the status sent (None: nothing was sent,
-        the client went away)."""
+        the client went away), or :class:`Declined` when the lane left it to the
+        framework (nothing was sent)."""
         try:
             raw = await self._body(scope, receive)
-            status, headers, body = await lane(scope, raw)
+            reply = await lane(scope, raw)
+            if reply is None:
+                return Declined(raw)
+            status, headers, body = reply
         except _Gone:
             log.info("client went away mid-request: %s %s", scope["method"], scope["path"])
             return None

@@ -5,11 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from kares import live
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
-from kares.identity.auth import AUTH_ERRORS
+from kares.identity.auth import AUTH_ERRORS, steady_credentials
+from kares.identity.service import steady_session
+from kares.lanes import Lane, Reply, json_reply
 from kares.messaging import attachments, service, stream
 from kares.messaging.content import CURSOR_PATTERN, message_out, read_cursor
 from kares.messaging.schemas import (
@@ -29,10 +34,13 @@ from kares.messaging.schemas import (
 )
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, Guard, guard
+from kares.privacy.guard import steady as guard_steady
+from kares.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["messaging"])
 # a message wakes every member's streams: sends wait while the readers are behind
 live.fanout_writes.register("POST", "/api/v1/conversations/{conversation_id}/messages")
+# ... and its steady state is served beside the framework (send_lane, below)
 
 AUTH = AUTH_ERRORS
 NOT_FOUND = (404, "conversation.not_found")
@@ -46,7 +54,8 @@ IMAGE_ERRORS = (
     (422, "media.too_long"),
 )
 
-Chat = Annotated[Allowed, guard("messaging", "chat")]
+CHAT = ("messaging", "chat")
+Chat = Annotated[Allowed, guard(*CHAT)]
 # what each kind needs besides chatting: photos or camera, the microphone, location
 _KIND_GUARD = {
     "image": Guard("messaging", "photo"),
@@ -203,6 +212,67 @@ async def send(
     if not created:
         response.status_code = status.HTTP_200_OK
     return MessageOut.model_validate(message_out(msg))
+
+
+SEND_PATH = "/api/v1/conversations/{conversation_id}/messages"
+
+
+async def send_lane(scope: Scope, raw: bytes) -> Reply | None:
+    """``POST /api/v1/conversations/{id}/messages`` in its steady state, without
+    the framework (``kares.lanes``): on SQLite, a text message to a family's
+    conversation from a live session that needs no touch, the guard's decision
+    remembered, every other member connected, is stored on a bare transaction
+    (``service.send_steady``) and answered as the route answers it. Anything
+    else (another database, a cookie, a body the route would refuse, a retry,
+    a member to notify) is declined, with nothing stored, and the route above
+    answers it."""
+    rt: Runtime = scope["app"].state.runtime
+    if rt.db.dialect != "sqlite":
+        return None
+    headers = Headers(scope=scope)
+    if "cookie" in headers or not _json_body(headers.get("content-type")):
+        return None
+    creds = steady_credentials(headers)
+    if creds is None or creds.scheme != "bearer":
+        return None
+    try:
+        body = TextIn.model_validate_json(raw)
+    except ValidationError:
+        return None  # another kind, or a body the route refuses with its 422
+    conversation_id = scope["path"].split("/")[4]
+    async with rt.db.tx() as tx:
+        facts = await steady_session(tx, rt, creds.token)
+        if facts is None or guard_steady(catalog_of(rt), facts, *CHAT) is None:
+            return None
+        device = facts.device_id
+        msg = await service.send_steady(
+            tx,
+            sender_id=facts.account_id,
+            scope=f"d:{device}" if device else f"s:{facts.session_id}",
+            conversation_id=conversation_id,
+            txn_id=body.txn_id,
+            text=body.text,
+        )
+        if msg is None:
+            return None
+        await tx.commit()
+    _, out_headers, out = json_reply(
+        MessageOut.model_validate(message_out(msg)).model_dump(mode="json")
+    )
+    return status.HTTP_201_CREATED, out_headers, out
+
+
+def _json_body(content_type: str | None) -> bool:
+    """Whether the framework reads the body as JSON (no type, or a JSON one)."""
+    if content_type is None:
+        return True
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (
+        main.startswith("application/") and main.endswith("+json")
+    )
+
+
+LANES: dict[tuple[str, str], Lane] = {("POST", SEND_PATH): send_lane}
 
 
 @router.post(

@@ -20,15 +20,18 @@ step before its commit; the hub hears of it after the commit.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, db, events, live
+from kares.db import Conn, Statement
 from kares.errors import Problem
 from kares.families import service as families
 from kares.families.models import Family, FamilyMember
@@ -322,12 +325,12 @@ _PREVIEW = {
 }
 
 
-async def _offline(acc: Access, sender_id: str) -> list[str]:
+async def _offline(members: list[str], sender_id: str) -> list[str]:
     """The conversation's other members with no live client: none in this process
     (the hub) and, with Redis, no device present in another (``live.presence``:
     a member whose socket is held by another process of ``--workers`` is live
     too). Asked before the send writes anything, so no transaction waits on Redis."""
-    others = [a for a in acc.members if a != sender_id]
+    others = [a for a in members if a != sender_id]
     here = live.hub.connected(others)
     rest = [a for a in others if a not in here]
     if rest and live.hub.bridge is not None:
@@ -396,7 +399,7 @@ async def send(
     if first is not None:
         return first, False
     await _may_send(s, acc, sender.id)
-    offline = await _offline(acc, sender.id)
+    offline = await _offline(acc.members, sender.id)
     # a dependant's watch conversation: a voice note in it must play on the watch
     body, attachment_id = await _body(s, rt, sender.id, outgoing, to_watch=acc.kind == "watch")
     sender_id = sender.id
@@ -436,6 +439,101 @@ async def send(
     await _push(s, acc, sender, msg, offline)
     await s.commit()
     return msg, True
+
+
+# --- sending, the steady state -------------------------------------------------------------------
+
+# send_steady's statements, built once (kares.db.Statement)
+_MEMBERS = Statement(
+    select(FamilyMember.account_id).where(FamilyMember.family_id == bindparam("family_id"))
+)
+_TXN = Statement(
+    select(Message.position).where(
+        Message.sender_account_id == bindparam("sender"), Message.txn_key == bindparam("key")
+    )
+)
+_FAMILY_CONVERSATION = Statement(  # SQLite's ON CONFLICT: the steady path is SQLite's
+    sqlite_insert(Conversation)
+    .values(
+        id=bindparam("id"),
+        kind="family",
+        family_id=bindparam("id"),
+        created_at=bindparam("at"),
+    )
+    .on_conflict_do_nothing()
+)
+_MESSAGE = Statement(
+    insert(Message).values(
+        position=bindparam("position"),
+        conversation_id=bindparam("conversation_id"),
+        sender_account_id=bindparam("sender"),
+        kind="text",
+        body=bindparam("body"),
+        attachment_id=None,
+        txn_key=bindparam("key"),
+        sent_at=bindparam("at"),
+        recalled_at=None,
+    )
+)
+
+
+async def send_steady(
+    tx: Conn, *, sender_id: str, scope: str, conversation_id: str, txn_id: str, text: str
+) -> Message | None:
+    """A text message to a family's conversation in the steady state, on a bare
+    transaction (``kares.db.Tx``, SQLite), with statements built once: what
+    :func:`send` does for it when nothing about it needs more. It is the steady
+    state when the sender is a member of the family, the transaction id is new,
+    the text is one :func:`send` takes as it is, and every other member has a
+    live client (so nobody gets a notice). The message is written but not
+    committed; the caller commits. Otherwise it returns None, having written
+    nothing that will stay (the caller's transaction is rolled back), and the
+    route runs :func:`send`, which decides the same and does the rest (the
+    errors, a retry's first message, the notices)."""
+    if not (1 <= len(txn_id) <= TXN_MAX and families.is_id(conversation_id)):
+        return None
+    body = text.strip()
+    if not body or len(body) > TEXT_MAX:
+        return None
+    members = [r[0] for r in await _MEMBERS.rows(tx, {"family_id": conversation_id})]
+    if sender_id not in members:
+        return None  # not a family's conversation the sender is in: the route says why
+    key = txn_key(scope, txn_id)
+    if await _TXN.first(tx, {"sender": sender_id, "key": key}) is not None:
+        return None  # a retry: the route answers with the first message
+    if await _offline(members, sender_id):
+        return None  # somebody gets a notice: the route writes it
+    now = clock.utcnow()
+    await _FAMILY_CONVERSATION.run(tx, {"id": conversation_id, "at": now})
+    position = await stream.take_message(
+        tx, conversation_id=conversation_id, about=sender_id, at=now
+    )
+    stored = encode({"text": body})
+    try:
+        await _MESSAGE.run(
+            tx,
+            {
+                "position": position,
+                "conversation_id": conversation_id,
+                "sender": sender_id,
+                "body": stored,
+                "key": key,
+                "at": now,
+            },
+        )
+    except sqlite3.IntegrityError:
+        return None  # a twin committed between the read and the write: the route answers
+    return Message(
+        position=position,
+        conversation_id=conversation_id,
+        sender_account_id=sender_id,
+        kind="text",
+        body=stored,
+        attachment_id=None,
+        txn_key=key,
+        sent_at=now,
+        recalled_at=None,
+    )
 
 
 # --- notices the domain writes ------------------------------------------------------------------

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, text
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, events, live
-from kares.db import Statement, dialect_of
+from kares.db import Conn, Statement, dialect_of
 from kares.families.models import FamilyMember
 from kares.messaging.content import message_out
 from kares.messaging.models import Conversation, Hidden, Message, MessageEvent
@@ -72,6 +72,41 @@ async def take(
     return ev
 
 
+# take_message's statements, built once (kares.db.Statement)
+_TAKE = Statement(
+    insert(MessageEvent)
+    .values(
+        conversation_id=bindparam("conversation_id"),
+        kind="message",
+        account_id=None,
+        message_position=None,
+        at=bindparam("at"),
+    )
+    .returning(MessageEvent.position)
+)
+_POINT = Statement(
+    update(MessageEvent)
+    .where(MessageEvent.position == bindparam("position"))
+    .values(message_position=bindparam("position"))
+)
+
+
+async def take_message(s: Conn, *, conversation_id: str, about: str | None, at: datetime) -> int:
+    """:func:`take` for a message, in statements that run on any connection (a
+    bare :class:`kares.db.Tx` of the steady path too): the event written, pointing
+    at the message of its own position (which the caller writes next, in the same
+    transaction), and the hub told after the commit. Returns the position."""
+    if dialect_of(s) == "postgresql":
+        await _LOCK.run(s, {"k": LOCK_KEY})
+    row = await _TAKE.first(s, {"conversation_id": conversation_id, "at": at})
+    position = int(row[0])
+    await _POINT.run(s, {"position": position})
+    if about is not None:
+        events.on_commit(s, lambda: live.hub.deliver(kind=NOTICE_KIND, about=about, seq=position))
+    return position
+
+
+_LOCK = Statement(select(func.pg_advisory_xact_lock(bindparam("k"))))
 _TOP = Statement(select(func.max(MessageEvent.position).label("top")))
 
 
