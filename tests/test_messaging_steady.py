@@ -280,3 +280,155 @@ async def test_sends_at_once_store_each_message_once(
     assert sorted(n for n in heard if n in got) == got  # each message heard
     if db.engine.dialect.name == "sqlite":
         assert taken.count(True) >= 40
+
+
+# --- the same over the Matrix client-server API ----------------------------------------------
+
+MX = "/_matrix/client/v3"
+
+
+async def mx_conversation(
+    client: httpx.AsyncClient, fam: dict[str, Any], stranger_fid: str
+) -> list[httpx.Response]:
+    """A morning of ``PUT .../send`` (the Matrix send lane), everyone connected
+    until the other leaves."""
+    owner, member, fid = fam["owner"], fam["member"], fam["fid"]
+    room = f"!{fid}:localhost"
+    subs = [
+        live.hub.subscribe(aid(fam[who]), watching=[aid(owner), aid(member)], device_id="phone")
+        for who in ("owner", "member", "other")
+    ]
+    fam["subs"] = subs
+    out = []
+
+    async def put(
+        me: dict[str, Any],
+        txn: str,
+        body: Any,
+        where: str = room,
+        kind: str = "m.room.message",
+        **headers: str,
+    ) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        hs = {**h(me), "content-type": "application/json", **headers}
+        url = f"{MX}/rooms/{where}/send/{kind}/{txn}"
+        out.append(await client.put(url, content=raw, headers=hs))
+
+    await put(owner, "a1", {"msgtype": "m.text", "body": "good morning", "kares_ts": 1})
+    await put(owner, "a2", {"msgtype": "m.notice", "body": "  breakfast at 8?  "})
+    await put(owner, "a1", {"msgtype": "m.text", "body": "good morning", "kares_ts": 1})
+    await put(owner, "a3", {"msgtype": "m.emote", "body": "waves"})
+    await put(member, "b1", {"msgtype": "m.text", "body": "yes"})
+    await put(member, "t" * 100, {"msgtype": "m.text", "body": "a long transaction id"})
+    await put(owner, "a4", {"msgtype": "m.text", "body": "x" * 4001})
+    await put(owner, "a5", {"msgtype": "m.text", "body": "   "})
+    await put(owner, "a6", {"msgtype": "m.text", "body": 7})
+    await put(owner, "a7", {"msgtype": "m.text", "body": "big", "pad": "p" * 5000})
+    await put(owner, "a8", {"body": "no type"})
+    await put(owner, "a9", [1])
+    await put(owner, "a10", b'{"msgtype": "m.text"')
+    await put(owner, "a11", b"")
+    await put(owner, "a12", {"msgtype": "m.text", "body": "a reaction?"}, kind="m.reaction")
+    await put(owner, "a13", {"msgtype": "m.location", "body": "here", "geo_uri": "nowhere"})
+    await put(owner, "a14", {"msgtype": "m.text", "body": "x"}, where=f"!{stranger_fid}:localhost")
+    await put(owner, "a15", {"msgtype": "m.text", "body": "x"}, where=f"!{fid}:elsewhere")
+    await put(owner, "a16", {"msgtype": "m.text", "body": "x"}, where="!" + "f" * 32 + ":localhost")
+    await put(owner, "a17", {"msgtype": "m.text", "body": "x"}, Authorization="Bearer kares_no")
+    live.hub.unsubscribe(subs[2])  # the other closes the app
+    await put(owner, "a18", {"msgtype": "m.text", "body": "where is Li Na?"})
+    live.hub.unsubscribe(subs[0])
+    live.hub.unsubscribe(subs[1])
+    return out
+
+
+def mx_neutral(replies: list[httpx.Response]) -> list[Any]:
+    """The replies with event ids replaced by their order of first appearance."""
+    seen: dict[str, str] = {}
+    out = []
+    for r in replies:
+        body = r.json()
+        if "event_id" in body:
+            body = {"event_id": seen.setdefault(body["event_id"], f"E{len(seen)}")}
+        out.append((r.status_code, r.headers["content-type"], body))
+    return out
+
+
+async def mx_history(client: httpx.AsyncClient, fam: dict[str, Any]) -> list[Any]:
+    names = {f"@{aid(fam[w])}:localhost": w for w in ("owner", "member", "other")}
+    r = await client.get(
+        f"{MX}/rooms/!{fam['fid']}:localhost/messages",
+        params={"dir": "f", "limit": 100},
+        headers=h(fam["member"]),
+    )
+    assert r.status_code == 200, r.text
+    return [
+        (names[e["sender"]], e["content"])
+        for e in r.json()["chunk"]
+        if e["type"] == "m.room.message" and "kares.system" not in json.dumps(e["content"])
+    ]
+
+
+async def test_the_matrix_send_lane_answers_and_leaves_what_the_route_does(
+    client: httpx.AsyncClient, sms: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_fam, off_fam = await family(client, sms, 5), await family(client, sms, 6)
+    stranger = await family(client, sms, 7)
+    for fam in (on_fam, off_fam):
+        for who in ("owner", "member"):
+            r = await client.get(f"{CONV}/{fam['fid']}", headers=h(fam[who]))
+            assert r.status_code == 200, r.text
+
+    taken = count_steady(monkeypatch)
+    replies_on = await mx_conversation(client, on_fam, stranger["fid"])
+    steady_taken = list(taken)
+
+    async def never(*a: Any, **kw: Any) -> None:
+        return None
+
+    monkeypatch.setattr(service, "send_steady", never)
+    replies_off = await mx_conversation(client, off_fam, stranger["fid"])
+
+    assert mx_neutral(replies_on) == mx_neutral(replies_off)
+    on, off = await left_behind(client, db, on_fam), await left_behind(client, db, off_fam)
+    assert on == off
+    assert await mx_history(client, on_fam) == await mx_history(client, off_fam)
+    assert [r.status_code for r in replies_on] == [
+        *(200,) * 6,
+        *(400, 400, 400, 413, 400, 400, 400, 400, 400, 400, 403, 403, 403, 401),
+        200,
+    ]
+    assert [r.json().get("errcode") for r in replies_on[6:20]] == [
+        "M_BAD_JSON",  # ... too long for a message
+        "M_BAD_JSON",
+        "M_BAD_JSON",
+        "M_TOO_LARGE",
+        "M_BAD_JSON",
+        "M_BAD_JSON",
+        "M_NOT_JSON",
+        "M_BAD_JSON",
+        "M_UNRECOGNIZED",
+        "M_BAD_JSON",
+        "M_FORBIDDEN",
+        "M_FORBIDDEN",
+        "M_FORBIDDEN",
+        "M_UNKNOWN_TOKEN",
+    ]
+    assert replies_on[2].json() == replies_on[0].json()  # a retry: the first event
+    history = await mx_history(client, on_fam)
+    assert [(who, c["msgtype"], c["body"]) for who, c in history] == [
+        ("owner", "m.text", "good morning"),
+        ("owner", "m.notice", "breakfast at 8?"),
+        ("owner", "m.emote", "waves"),
+        ("member", "m.text", "yes"),
+        ("member", "m.text", "a long transaction id"),
+        ("owner", "m.text", "where is Li Na?"),
+    ]
+    assert history[0][1]["kares_ts"] == 1  # what the client added comes back
+    assert [n[0] for n in on["notes"]] == ["other"]
+    if db.engine.dialect.name != "sqlite":
+        assert steady_taken == []
+    else:
+        # stored: the five steady sends; declined: the retry, the words too long
+        # and the spaces, the two rooms of this server that are not the sender's
+        # family's, the one with someone to notify
+        assert steady_taken == [True, True, False, True, True, True] + [False] * 5, steady_taken

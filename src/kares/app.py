@@ -275,7 +275,7 @@ def create_app(settings: Settings | None = None, *, migrate_embedded: bool = Tru
     install_handlers(app)
     # what devices post all day, served in front of the framework (kares.lanes)
     app.lanes = Lanes(
-        {**owntracks.LANES, **messaging_api.LANES},
+        {**owntracks.LANES, **messaging_api.LANES, **matrix_api.LANES},
         limit=JSON_BODY_LIMIT,
         headers=list(_SECURITY_HEADERS),
     )

@@ -478,7 +478,14 @@ _MESSAGE = Statement(
 
 
 async def send_steady(
-    tx: Conn, *, sender_id: str, scope: str, conversation_id: str, txn_id: str, text: str
+    tx: Conn,
+    *,
+    sender_id: str,
+    scope: str,
+    conversation_id: str,
+    txn_id: str,
+    text: str,
+    extra: dict[str, Any] | None = None,
 ) -> Message | None:
     """A text message to a family's conversation in the steady state, on a bare
     transaction (``kares.db.Tx``, SQLite), with statements built once: what
@@ -489,7 +496,8 @@ async def send_steady(
     committed; the caller commits. Otherwise it returns None, having written
     nothing that will stay (the caller's transaction is rolled back), and the
     route runs :func:`send`, which decides the same and does the rest (the
-    errors, a retry's first message, the notices)."""
+    errors, a retry's first message, the notices). ``extra``: what a wire format
+    keeps beside the words (``Outgoing.extra``)."""
     if not (1 <= len(txn_id) <= TXN_MAX and families.is_id(conversation_id)):
         return None
     body = text.strip()
@@ -508,7 +516,7 @@ async def send_steady(
     position = await stream.take_message(
         tx, conversation_id=conversation_id, about=sender_id, at=now
     )
-    stored = encode({"text": body})
+    stored = encode({"text": body, "extra": extra} if extra else {"text": body})
     try:
         await _MESSAGE.run(
             tx,

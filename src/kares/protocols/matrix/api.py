@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import Headers
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -34,14 +35,17 @@ from kares.deps import DbDep, RuntimeDep, end_request_session, request_ip
 from kares.errors import Problem
 from kares.families import service as families
 from kares.identity import changes
+from kares.identity.auth import steady_credentials
 from kares.identity.models import Account
-from kares.identity.service import parse_phone
+from kares.identity.service import parse_phone, steady_session
+from kares.lanes import Lane, Reply, json_reply
 from kares.messaging import attachments, stream
 from kares.messaging import service as messaging
 from kares.messaging.content import cursor
 from kares.messaging.models import Conversation
 from kares.privacy.catalog import catalog_of
 from kares.privacy.guard import Allowed, Guard, guard
+from kares.privacy.guard import steady as guard_steady
 from kares.protocols.matrix import events as mx
 from kares.protocols.matrix import ids
 from kares.protocols.matrix import sync as syncing
@@ -82,10 +86,14 @@ class MatrixRouter(APIRouter):
 
 
 router = MatrixRouter(route_class=MatrixRoute, include_in_schema=False)
-live.fanout_writes.register("PUT", CS + "/rooms/{room_id}/send/{event_type}/{txn_id}")
+SEND_PATH = CS + "/rooms/{room_id}/send/{event_type}/{txn_id}"
+# a message wakes every member's streams (kares.live.Hub.admit); its steady state
+# is served beside the framework (send_lane, below)
+live.fanout_writes.register("PUT", SEND_PATH)
 fallback = MatrixRouter(route_class=MatrixRoute, include_in_schema=False)
 
-Chat = Annotated[Allowed, guard("messaging", "chat")]
+CHAT = ("messaging", "chat")
+Chat = Annotated[Allowed, guard(*CHAT)]
 Profile = Annotated[Allowed, guard("account", "profile")]
 Sessions = Annotated[Allowed, guard("account_security", "sessions")]
 SignIn = [guard("account", "sign_in")]
@@ -373,13 +381,76 @@ def _txn(ctx: Allowed, txn_id: str) -> tuple[str, str]:
     an id of at most 64 characters (a longer one by its digest)."""
     assert ctx.caller is not None
     sess = ctx.caller.session
-    scope = f"mx:{sess.device_id or sess.id}"
+    return _txn_of(sess.device_id, sess.id, txn_id)
+
+
+def _txn_of(device_id: str | None, session_id: str, txn_id: str) -> tuple[str, str]:
+    scope = f"mx:{device_id or session_id}"
     if 1 <= len(txn_id) <= messaging.TXN_MAX:
         return scope, txn_id
     return scope, hashlib.sha256(txn_id.encode()).hexdigest()
 
 
-@router.put(CS + "/rooms/{room_id}/send/{event_type}/{txn_id}")
+async def send_lane(scope: Scope, raw: bytes) -> Reply | None:
+    """``PUT .../rooms/{room}/send/m.room.message/{txn}`` in its steady state,
+    without the framework (``kares.lanes``), as ``/api/v1``'s send lane: on
+    SQLite, a text message (``m.text``, ``m.notice``, ``m.emote``) to a family's
+    room from a live session that needs no touch (its token in the header), the
+    guard's decision remembered, every other member connected, is stored on a
+    bare transaction (``messaging.send_steady``) and answered as the route below
+    answers it. Anything else is declined, with nothing stored, and the route
+    answers it (its errors in the Matrix form)."""
+    rt: Runtime = scope["app"].state.runtime
+    if rt.db.dialect != "sqlite" or b"access_token" in scope.get("query_string", b""):
+        return None
+    headers = Headers(scope=scope)
+    if "cookie" in headers:
+        return None
+    creds = steady_credentials(headers)
+    if creds is None or creds.scheme != "bearer":
+        return None
+    _, _, _, _, _, room, _, event_type, txn_id = scope["path"].split("/")
+    conversation_id = mx.conversation_of(room, _server(rt))
+    if event_type != "m.room.message" or conversation_id is None:
+        return None
+    try:
+        content = syncing.json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(content, dict):
+        return None
+    kind, text = content.get("msgtype"), content.get("body")
+    if kind not in mx.TEXT_TYPES or not isinstance(text, str):
+        return None
+    extra = {k: v for k, v in content.items() if k not in ("body", "msgtype")}
+    if kind != "m.text":
+        extra["msgtype"] = kind
+    if len(syncing.json.dumps(extra, separators=(",", ":"))) > EXTRA_MAX_BYTES:
+        return None  # the route answers M_TOO_LARGE
+    async with rt.db.tx() as tx:
+        facts = await steady_session(tx, rt, creds.token)
+        if facts is None or guard_steady(catalog_of(rt), facts, *CHAT) is None:
+            return None
+        retry_scope, txn = _txn_of(facts.device_id, facts.session_id, txn_id)
+        msg = await messaging.send_steady(
+            tx,
+            sender_id=facts.account_id,
+            scope=retry_scope,
+            conversation_id=conversation_id,
+            txn_id=txn,
+            text=text,
+            extra=extra or None,
+        )
+        if msg is None:
+            return None
+        await tx.commit()
+    return json_reply({"event_id": mx.event_id(msg.position, _server(rt))})
+
+
+LANES: dict[tuple[str, str], Lane] = {("PUT", SEND_PATH): send_lane}
+
+
+@router.put(SEND_PATH)
 async def send(
     room_id: str,
     event_type: str,
