@@ -39,7 +39,7 @@ from kares.identity.models import Account
 from kares.messaging import stream
 from kares.messaging.attachments import check_playable
 from kares.messaging.content import KINDS, SYSTEM, TEXT_MAX, cursor, encode, message_out
-from kares.messaging.models import Attachment, Conversation, Hidden, Message, Receipt
+from kares.messaging.models import UNREAD_WHERE, Attachment, Conversation, Hidden, Message, Receipt
 from kares.notify import service as notify
 from kares.notify.models import Notification
 from kares.runtime import Runtime
@@ -197,8 +197,7 @@ async def _unread(s: AsyncSession, acc: Access, account_id: str) -> int:
         .where(
             visible(acc, account_id),
             Message.position > (r.up_to if r is not None else 0),
-            Message.kind != SYSTEM,
-            Message.recalled_at.is_(None),
+            UNREAD_WHERE,  # in the words of ix_messages_unread
             or_(Message.sender_account_id.is_(None), Message.sender_account_id != account_id),
         )
     )

@@ -38,7 +38,14 @@ from kares.identity.models import Account
 from kares.messaging import fanread, stream
 from kares.messaging import service as messaging
 from kares.messaging.content import SYSTEM, cursor, decode
-from kares.messaging.models import Conversation, Hidden, Message, MessageEvent, Receipt
+from kares.messaging.models import (
+    UNREAD_WHERE,
+    Conversation,
+    Hidden,
+    Message,
+    MessageEvent,
+    Receipt,
+)
 from kares.protocols.matrix import events as mx
 from kares.protocols.matrix.errors import MatrixError, bad_json, invalid_param
 
@@ -243,8 +250,7 @@ async def unread_counts(
         .where(
             or_(*since_joined),
             Message.position > func.coalesce(receipt, 0),
-            Message.kind != SYSTEM,
-            Message.recalled_at.is_(None),
+            UNREAD_WHERE,  # in the words of ix_messages_unread
             or_(Message.sender_account_id.is_(None), Message.sender_account_id != account_id),
             Message.position.not_in(hidden),
         )

@@ -1,0 +1,40 @@
+"""unread counts from an index (issue 14): ix_messages_unread
+
+A Matrix sync and the conversation list count, per conversation, the others'
+messages after the reader's receipt. The count read every such message's row
+(its kind, whether it was recalled, its sender, when it was sent): a member who
+has not read for a while made every sync of theirs scan them all. The partial
+index holds exactly the messages that can be unread (not notices, not
+recalled), with the sender and the time, so the count reads the index alone.
+
+Revision ID: 0036
+Revises: 0035
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0036"
+down_revision = "0035"
+branch_labels = None
+depends_on = None
+
+WHERE = sa.text("kind != 'system' AND recalled_at IS NULL")
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_messages_unread",
+        "messages",
+        ["conversation_id", "position", "sender_account_id", "sent_at"],
+        unique=False,
+        sqlite_where=WHERE,
+        postgresql_where=WHERE,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_messages_unread", table_name="messages")
