@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import Headers
 from starlette.routing import Match
@@ -31,6 +31,7 @@ from starlette.types import Scope
 from kares import clock, live
 from kares.accounts import service as accounts
 from kares.accounts.schemas import DeviceInfo
+from kares.db import Statement
 from kares.deps import DbDep, RuntimeDep, end_request_session, request_ip
 from kares.errors import Problem
 from kares.families import service as families
@@ -719,10 +720,19 @@ async def post_filter(
     return _ok({"filter_id": str(fid)})
 
 
-async def _load_filter(s: AsyncSession, account_id: str, filter_id: str) -> MatrixFilter:
+# every sync that names its filter reads it: a statement built once
+_FILTER = Statement(
+    select(MatrixFilter.account_id, MatrixFilter.definition).where(
+        MatrixFilter.id == bindparam("id")
+    )
+)
+
+
+async def _load_filter(s: AsyncSession, account_id: str, filter_id: str) -> Any:
+    """The account's filter (its ``definition``), or 404 ``M_NOT_FOUND``."""
     if not filter_id.isdigit() or len(filter_id) > 12:
         raise not_found("No such filter.")
-    row = await s.get(MatrixFilter, int(filter_id))
+    row = await _FILTER.first(s, {"id": int(filter_id)})
     if row is None or row.account_id != account_id:
         raise not_found("No such filter.")
     return row

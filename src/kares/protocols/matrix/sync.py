@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kares import clock, live
@@ -222,42 +222,53 @@ async def room_info(s: AsyncSession, conversation_id: str) -> RoomInfo:
     return RoomInfo(None, sorted(names.items()), created)
 
 
+def _unread_statement(since_joined: bool) -> Statement:
+    receipt = (
+        select(Receipt.up_to)
+        .where(
+            Receipt.conversation_id == bindparam("conversation_id"),
+            Receipt.account_id == bindparam("account_id"),
+        )
+        .scalar_subquery()
+    )
+    hidden = select(Hidden.message_position).where(Hidden.account_id == bindparam("account_id"))
+    where: list[Any] = [
+        Message.conversation_id == bindparam("conversation_id"),
+        Message.position > func.coalesce(receipt, 0),
+        UNREAD_WHERE,  # in the words of ix_messages_unread
+        or_(
+            Message.sender_account_id.is_(None),
+            Message.sender_account_id != bindparam("account_id"),
+        ),
+        Message.position.not_in(hidden),
+    ]
+    if since_joined:
+        where.append(Message.sent_at >= bindparam("since", type_=Message.sent_at.type))
+    return Statement(select(func.count().label("n")).where(*where))
+
+
+# built once: a sync counts the conversations that moved, one statement each
+_UNREAD = {joined: _unread_statement(joined) for joined in (False, True)}
+
+
 async def unread_counts(
     s: AsyncSession, account_id: str, scopes: dict[str, stream.Scope], conversations: set[str]
 ) -> dict[str, int]:
-    """Unread messages in each of these conversations, in one query: others'
-    messages after the account's receipt, not recalled, not hidden by it, not
-    notices, from its joining on."""
-    if not conversations:
-        return {}
-    receipt = (
-        select(Receipt.up_to)
-        .where(Receipt.conversation_id == Message.conversation_id, Receipt.account_id == account_id)
-        .scalar_subquery()
-    )
-    hidden = select(Hidden.message_position).where(Hidden.account_id == account_id)
-    since_joined = [
-        and_(Message.conversation_id == c, Message.sent_at >= scopes[c].since)
-        if scopes[c].since is not None
-        else Message.conversation_id == c
-        for c in sorted(conversations)
-        if c in scopes
-    ]
-    if not since_joined:
-        return {}
-    q = (
-        select(Message.conversation_id, func.count())
-        .where(
-            or_(*since_joined),
-            Message.position > func.coalesce(receipt, 0),
-            UNREAD_WHERE,  # in the words of ix_messages_unread
-            or_(Message.sender_account_id.is_(None), Message.sender_account_id != account_id),
-            Message.position.not_in(hidden),
-        )
-        .group_by(Message.conversation_id)
-    )
-    got = {c: int(n) for c, n in (await s.execute(q)).all()}
-    return {c: got.get(c, 0) for c in conversations}
+    """Unread messages in each of these conversations: others' messages after
+    the account's receipt, not recalled, not hidden by it, not notices, from its
+    joining on (a statement per conversation, read from ``ix_messages_unread``)."""
+    out: dict[str, int] = {}
+    for c in sorted(conversations):
+        scope = scopes.get(c)
+        if scope is None:
+            out[c] = 0
+            continue
+        params: dict[str, Any] = {"conversation_id": c, "account_id": account_id}
+        if scope.since is not None:
+            params["since"] = scope.since
+        row = await _UNREAD[scope.since is not None].first(s, params)
+        out[c] = int(row[0]) if row is not None else 0
+    return out
 
 
 def _receipt_content(receipts: list[tuple[int, str, datetime]], server: str) -> dict[str, Any]:
