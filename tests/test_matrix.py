@@ -565,3 +565,99 @@ async def test_waiting_syncs_hold_no_database_connection(
         with contextlib.suppress(Exception):
             pass
         assert pool.checkedout() == 0
+
+
+async def test_the_sync_lane_answers_what_the_route_does(
+    client: httpx.AsyncClient, sms: Any, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /sync`` is served by a lane (``kares.lanes``) in its steady state (an
+    incremental sync, its filter by id, a live session, the guard's decision
+    remembered): the same poll as the route's, the same answer, the same parked
+    subscription, and a session ended while it waits answered in the Matrix form."""
+    from kares.protocols.matrix import api as matrix_api
+
+    owner, member, fid = await family(client, sms)
+    login = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": aid(member)},
+        "password": PASSWORD,
+        "device_id": "LANEPHONE",
+    }
+    r = await client.post(f"{CS}/login", json=login)
+    assert r.status_code == 200, r.text
+    mx = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    r = await client.post(
+        f"{CS}/user/{mxid(member)}/filter", json={"room": {"timeline": {"limit": 2}}}, headers=mx
+    )
+    filter_id = r.json()["filter_id"]
+    r = await client.get(f"{CS}/sync", params={"filter": filter_id}, headers=mx)  # the route's
+    assert r.status_code == 200, r.text
+    first = r.json()["next_batch"]
+    for i in range(3):
+        r = await client.post(
+            f"/api/v1/conversations/{fid}/messages",
+            json={"txn_id": f"s{i}", "kind": "text", "text": f"m{i}"},
+            headers=h(owner),
+        )
+        assert r.status_code == 201, r.text
+
+    steady = matrix_api.steady_session
+    lane: list[bool] = []
+
+    async def counted(*a: Any, **kw: Any) -> Any:
+        got = await steady(*a, **kw)
+        lane.append(got is not None)
+        return got
+
+    async def declined(*a: Any, **kw: Any) -> None:
+        return None
+
+    async def sync(**params: Any) -> httpx.Response:
+        return await client.get(f"{CS}/sync", params={"filter": filter_id, **params}, headers=mx)
+
+    monkeypatch.setattr(matrix_api, "steady_session", counted)
+    by_lane = await sync(since=first, timeout=0)
+    monkeypatch.setattr(matrix_api, "steady_session", declined)
+    by_route = await sync(since=first, timeout=0)
+    monkeypatch.setattr(matrix_api, "steady_session", counted)
+    expected_lane = [True] if db.engine.dialect.name == "sqlite" else []
+    assert lane == expected_lane
+    assert by_lane.status_code == by_route.status_code == 200
+    assert by_lane.headers["content-type"] == by_route.headers["content-type"]
+    assert by_lane.json() == by_route.json()
+    timeline = by_lane.json()["rooms"]["join"][room_of(fid)]["timeline"]
+    assert [e["content"]["body"] for e in timeline["events"]] == ["m1", "m2"]
+    assert timeline["limited"] is True
+    # a long poll woken by a message
+    since = by_lane.json()["next_batch"]
+    waiting = asyncio.create_task(sync(since=since, timeout=10_000))
+    await asyncio.sleep(0.05)
+    r = await client.post(
+        f"/api/v1/conversations/{fid}/messages",
+        json={"txn_id": "s3", "kind": "text", "text": "m3"},
+        headers=h(owner),
+    )
+    woke = await asyncio.wait_for(waiting, WAIT)
+    events = woke.json()["rooms"]["join"][room_of(fid)]["timeline"]["events"]
+    assert [e["content"]["body"] for e in events] == ["m3"]
+    # it parked its subscription under the device the client named at login
+    assert (aid(member), "mx:LANEPHONE") in matrix_api.parking._subs
+
+    # the session ends while a poll waits: the next wake answers 401 in the Matrix form
+    waiting = asyncio.create_task(sync(since=woke.json()["next_batch"], timeout=10_000))
+    await asyncio.sleep(0.05)
+    sessions = (await client.get("/api/v1/me/sessions", headers=h(member))).json()
+    [matrix] = [x for x in sessions if x["label"] == "matrix:LANEPHONE"]
+    r = await client.delete(f"/api/v1/me/sessions/{matrix['id']}", headers=h(member))
+    assert r.status_code == 204
+    await client.post(
+        f"/api/v1/conversations/{fid}/messages",
+        json={"txn_id": "s4", "kind": "text", "text": "m4"},
+        headers=h(owner),
+    )
+    ended = await asyncio.wait_for(waiting, WAIT)
+    assert (ended.status_code, ended.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    assert ended.headers["content-type"] == "application/json"
+    assert ended.headers.get_list("content-length") == [str(len(ended.content))]
+    if db.engine.dialect.name == "sqlite":
+        assert lane == [True, True, True]

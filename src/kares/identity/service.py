@@ -299,6 +299,7 @@ class SessionFacts(NamedTuple):
     status: str
     birth_date: str | None  # as stored (decrypted)
     age_bracket: str | None
+    label: str | None  # the session's own (a Matrix client's device id, kares.protocols.matrix)
 
 
 _FACTS = Statement(
@@ -311,6 +312,7 @@ _FACTS = Statement(
         Account.status,
         Account.birth_date,
         Account.age_bracket,
+        Session.label,
         Session.expires_at,
         Session.revoked_at,
         Session.last_seen_at,
@@ -337,7 +339,7 @@ async def steady_session(s: Conn, rt: Runtime, token: str) -> SessionFacts | Non
         or _due_a_touch(rt, row.last_seen_at, now)
     ):
         return None
-    return SessionFacts(*row[:8])
+    return SessionFacts(*row[:9])
 
 
 def _due_a_touch(rt: Runtime, last_seen_at: datetime, now: datetime) -> bool:

@@ -24,14 +24,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.routing import Match
 from starlette.types import Scope
 
 from kares import clock, live
 from kares.accounts import service as accounts
 from kares.accounts.schemas import DeviceInfo
-from kares.db import Statement
+from kares.db import Conn, Statement
 from kares.deps import DbDep, RuntimeDep, end_request_session, request_ip
 from kares.errors import Problem
 from kares.families import service as families
@@ -60,6 +60,7 @@ from kares.protocols.matrix.errors import (
     not_found,
     unrecognized,
 )
+from kares.protocols.matrix.errors import response as error_response
 from kares.protocols.matrix.models import MatrixFilter
 from kares.runtime import Runtime
 
@@ -88,6 +89,7 @@ class MatrixRouter(APIRouter):
 
 router = MatrixRouter(route_class=MatrixRoute, include_in_schema=False)
 SEND_PATH = CS + "/rooms/{room_id}/send/{event_type}/{txn_id}"
+SYNC_PATH = f"{CS}/sync"
 # a message wakes every member's streams (kares.live.Hub.admit); its steady state
 # is served beside the framework (send_lane, below)
 live.fanout_writes.register("PUT", SEND_PATH)
@@ -448,9 +450,6 @@ async def send_lane(scope: Scope, raw: bytes) -> Reply | None:
     return json_reply({"event_id": mx.event_id(msg.position, _server(rt))})
 
 
-LANES: dict[tuple[str, str], Lane] = {("PUT", SEND_PATH): send_lane}
-
-
 @router.put(SEND_PATH)
 async def send(
     room_id: str,
@@ -728,7 +727,7 @@ _FILTER = Statement(
 )
 
 
-async def _load_filter(s: AsyncSession, account_id: str, filter_id: str) -> Any:
+async def _load_filter(s: Conn, account_id: str, filter_id: str) -> Any:
     """The account's filter (its ``definition``), or 404 ``M_NOT_FOUND``."""
     if not filter_id.isdigit() or len(filter_id) > 12:
         raise not_found("No such filter.")
@@ -750,7 +749,7 @@ async def get_filter(
 # --- sync --------------------------------------------------------------------------------
 
 
-@router.get(f"{CS}/sync")
+@router.get(SYNC_PATH)
 async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONResponse:
     """The long-poll: answers at once when something is there, else waits on the
     hub (holding no database connection) until something the user may see moves
@@ -776,7 +775,36 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
         body = await syncing.initial(s, account_id, flt, server)
         return _ok(body)
     await end_request_session(request.scope)  # what follows holds connections briefly
-    deadline = time.monotonic() + timeout / 1000
+    return _ok(
+        await _poll(
+            rt,
+            account_id=account_id,
+            session_id=session_id,
+            device=device,
+            token=token,
+            flt=flt,
+            wait_ms=timeout,
+            full_state=full_state,
+        )
+    )
+
+
+async def _poll(
+    rt: Runtime,
+    *,
+    account_id: str,
+    session_id: str,
+    device: str,
+    token: syncing.Token,
+    flt: syncing.Filter,
+    wait_ms: int,
+    full_state: bool,
+) -> dict[str, Any]:
+    """An incremental sync's answer, waited for (``wait_ms`` at most) holding
+    no database connection while it waits: what :func:`sync` and its lane serve
+    once they know the caller and what it asks."""
+    server = _server(rt)
+    deadline = time.monotonic() + wait_ms / 1000
     key = (account_id, device)
     # the subscription this device kept since its last poll: it heard everything
     # meanwhile, and the device counted as connected (no pushes between polls)
@@ -809,16 +837,80 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
                     if await stream.top(s2) > batch.position:
                         continue
             if batch.content or time.monotonic() >= deadline:
-                return _ok(batch.response)
+                return batch.response
             token = syncing.Token(batch.position, max(token.typing, syncing.typing.serial))
             assert sub is not None
             wake = await _wait(sub, token, deadline)
             if wake is None:
-                return _ok(batch.response)
+                return batch.response
             refamily, woken = wake, True
     finally:
         if sub is not None:
             parking.park(key, sub)
+
+
+async def sync_lane(scope: Scope, raw: bytes) -> Reply | None:
+    """``GET /sync`` in its steady state, without the framework (``kares.lanes``):
+    on SQLite, an incremental sync (``since``) with its filter by id (or none),
+    from a live session that needs no touch (its token in the header) and the
+    guard's decision remembered, is answered by the same poll as the route's
+    (:func:`_poll`). Anything else (a first sync, a filter written out, a
+    parameter the route refuses) is declined and the route answers it."""
+    rt: Runtime = scope["app"].state.runtime
+    if rt.db.dialect != "sqlite":
+        return None
+    qp = QueryParams(scope.get("query_string", b""))
+    if "access_token" in qp:
+        return None
+    headers = Headers(scope=scope)
+    if "cookie" in headers:
+        return None
+    creds = steady_credentials(headers)
+    if creds is None or creds.scheme != "bearer":
+        return None
+    since, raw_filter = qp.get("since"), qp.get("filter")
+    if not since or (raw_filter and raw_filter.lstrip().startswith("{")):
+        return None
+    try:
+        token = syncing.read_token(since)
+        timeout = min(_int_param(qp.get("timeout"), 0, "timeout"), SYNC_TIMEOUT_MAX_MS)
+        async with rt.db.tx() as tx:
+            facts = await steady_session(tx, rt, creds.token)
+            if facts is None or guard_steady(catalog_of(rt), facts, *CHAT) is None:
+                return None
+            flt = syncing.Filter()
+            if raw_filter:
+                row = await _load_filter(tx, facts.account_id, raw_filter)
+                flt = syncing.parse_filter(syncing.json.loads(row.definition))
+    except MatrixError:
+        return None  # the route says what is wrong
+    label = facts.label
+    named = label[len(LABEL_PREFIX) :] if label and label.startswith(LABEL_PREFIX) else None
+    try:
+        body = await _poll(
+            rt,
+            account_id=facts.account_id,
+            session_id=facts.session_id,
+            device=f"mx:{named if named is not None else facts.device_id or facts.session_id}",
+            token=token,
+            flt=flt,
+            wait_ms=timeout,
+            full_state=qp.get("full_state", "false") == "true",
+        )
+    except MatrixError as exc:
+        return _error_reply(exc)
+    return json_reply(body)
+
+
+def _error_reply(exc: MatrixError) -> Reply:
+    """A Matrix error as a lane's answer (what the route's error handler sends)."""
+    answer = error_response(exc)
+    headers = [h for h in answer.raw_headers if h[0] != b"content-length"]  # the lane's own
+    return answer.status_code, headers, bytes(answer.body)
+
+
+# what Matrix clients call all day, served beside the framework (kares.lanes)
+LANES: dict[tuple[str, str], Lane] = {("PUT", SEND_PATH): send_lane, ("GET", SYNC_PATH): sync_lane}
 
 
 PARK_SECONDS = 10.0
