@@ -661,3 +661,21 @@ async def test_the_sync_lane_answers_what_the_route_does(
     assert ended.headers.get_list("content-length") == [str(len(ended.content))]
     if db.engine.dialect.name == "sqlite":
         assert lane == [True, True, True]
+
+
+async def test_a_sync_finds_the_readers_notices_by_their_index(db: Any) -> None:
+    """The search a sync makes for the reader's own notices (left, removed) among
+    the positions it reads goes through ``ix_messages_notices`` (notices only),
+    not through every message the reader ever sent."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the plan is read with SQLite's EXPLAIN QUERY PLAN")
+    from kares.protocols.matrix import sync as syncing
+
+    async with db.sessions() as s:
+        await syncing._OWN_NOTICES.rows(s, {"account_id": "a" * 32, "after": 0, "upto": 9})
+        sql, params = syncing._OWN_NOTICES._sql, ["a" * 32, 0, 9]
+        conn = await s.connection()
+        raw = await conn.get_raw_connection()
+        plan = raw.driver_connection.raw.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+    details = [row[3] for row in plan]
+    assert any("ix_messages_notices" in d for d in details), details

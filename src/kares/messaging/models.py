@@ -102,6 +102,8 @@ class Attachment(Base):
 # ix_messages_unread; a query that counts unread messages says it in these very
 # words (literals, not parameters), so the database knows the index covers it
 UNREAD_WHERE = text("kind != 'system' AND recalled_at IS NULL")
+# ... and what a message must be to be a notice, as in ix_messages_notices
+NOTICE_WHERE = text("kind = 'system'")
 
 
 class Message(Base):
@@ -123,6 +125,14 @@ class Message(Base):
             "sent_at",
             sqlite_where=UNREAD_WHERE,
             postgresql_where=UNREAD_WHERE,
+        ),
+        # a person's own notices (a Matrix sync looks for "left" and "removed")
+        Index(
+            "ix_messages_notices",
+            "sender_account_id",
+            "position",
+            sqlite_where=NOTICE_WHERE,
+            postgresql_where=NOTICE_WHERE,
         ),
         table_info(
             subject="sender_account_id",

@@ -39,6 +39,7 @@ from kares.messaging import fanread, stream
 from kares.messaging import service as messaging
 from kares.messaging.content import SYSTEM, cursor, decode
 from kares.messaging.models import (
+    NOTICE_WHERE,
     UNREAD_WHERE,
     Conversation,
     Hidden,
@@ -380,7 +381,7 @@ async def initial(s: AsyncSession, account_id: str, flt: Filter, server: str) ->
 _OWN_NOTICES = Statement(
     select(*Message.__table__.c).where(
         Message.sender_account_id == bindparam("account_id"),
-        Message.kind == SYSTEM,
+        NOTICE_WHERE,  # in the words of ix_messages_notices
         Message.position > bindparam("after"),
         Message.position <= bindparam("upto"),
     )

@@ -1,4 +1,6 @@
-"""unread counts from an index (issue 14): ix_messages_unread
+"""two partial indexes of messages for every sync (issue 14)
+
+``ix_messages_unread``:
 
 A Matrix sync and the conversation list count, per conversation, the others'
 messages after the reader's receipt. The count read every such message's row
@@ -6,6 +8,11 @@ messages after the reader's receipt. The count read every such message's row
 has not read for a while made every sync of theirs scan them all. The partial
 index holds exactly the messages that can be unread (not notices, not
 recalled), with the sender and the time, so the count reads the index alone.
+
+``ix_messages_notices``: a Matrix sync looks for the reader's own notices
+(left, removed) among the positions it reads. That search went through every
+message the reader ever sent (``ix_messages_sender_account_id``); notices are
+few, and this index holds only them, by sender and position.
 
 Revision ID: 0036
 Revises: 0035
@@ -23,6 +30,7 @@ branch_labels = None
 depends_on = None
 
 WHERE = sa.text("kind != 'system' AND recalled_at IS NULL")
+NOTICES = sa.text("kind = 'system'")
 
 
 def upgrade() -> None:
@@ -34,7 +42,16 @@ def upgrade() -> None:
         sqlite_where=WHERE,
         postgresql_where=WHERE,
     )
+    op.create_index(
+        "ix_messages_notices",
+        "messages",
+        ["sender_account_id", "position"],
+        unique=False,
+        sqlite_where=NOTICES,
+        postgresql_where=NOTICES,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_notices", table_name="messages")
     op.drop_index("ix_messages_unread", table_name="messages")
