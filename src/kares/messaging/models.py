@@ -123,6 +123,10 @@ class Message(Base):
             "position",
             "sender_account_id",
             "sent_at",
+            # ... and the columns of its condition: SQLite (3.40) checks a partial
+            # index's condition against the index, which then covers the count
+            "kind",
+            "recalled_at",
             sqlite_where=UNREAD_WHERE,
             postgresql_where=UNREAD_WHERE,
         ),

@@ -7,7 +7,8 @@ messages after the reader's receipt. The count read every such message's row
 (its kind, whether it was recalled, its sender, when it was sent): a member who
 has not read for a while made every sync of theirs scan them all. The partial
 index holds exactly the messages that can be unread (not notices, not
-recalled), with the sender and the time, so the count reads the index alone.
+recalled), with the sender, the time and the columns of its own condition
+(which SQLite checks against the index), so the count reads the index alone.
 
 ``ix_messages_notices``: a Matrix sync looks for the reader's own notices
 (left, removed) among the positions it reads. That search went through every
@@ -37,7 +38,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_messages_unread",
         "messages",
-        ["conversation_id", "position", "sender_account_id", "sent_at"],
+        ["conversation_id", "position", "sender_account_id", "sent_at", "kind", "recalled_at"],
         unique=False,
         sqlite_where=WHERE,
         postgresql_where=WHERE,
