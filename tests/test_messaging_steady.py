@@ -44,6 +44,23 @@ def count_steady(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return taken
 
 
+def never_steady(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on every send goes the route's way."""
+
+    async def never(*a: Any, **kw: Any) -> None:
+        return None
+
+    monkeypatch.setattr(service, "send_steady", never)
+
+
+async def remembered(client: httpx.AsyncClient, *fams: dict[str, Any]) -> None:
+    """The guard's decision for each sender, remembered by a first request."""
+    for fam in fams:
+        for who in ("owner", "member"):
+            r = await client.get(f"{CONV}/{fam['fid']}", headers=h(fam[who]))
+            assert r.status_code == 200, r.text
+
+
 async def family(client: httpx.AsyncClient, sms: Any, n: int) -> dict[str, Any]:
     owner = await person(client, sms, f"+8613711{n:02d}0001", "Wang Fang")
     member = await person(client, sms, f"+8613711{n:02d}0002", "Wang Lei")
@@ -180,20 +197,11 @@ async def test_the_steady_path_answers_and_leaves_what_the_route_does(
 ) -> None:
     on_fam, off_fam = await family(client, sms, 1), await family(client, sms, 2)
     stranger = await family(client, sms, 3)
-    # the guard's decision for each sender is remembered by a first request
-    for fam in (on_fam, off_fam):
-        for who in ("owner", "member"):
-            r = await client.get(f"{CONV}/{fam['fid']}", headers=h(fam[who]))
-            assert r.status_code == 200, r.text
-
+    await remembered(client, on_fam, off_fam)
     taken = count_steady(monkeypatch)
     replies_on = await conversation(client, on_fam, stranger["fid"])
     steady_taken = list(taken)
-
-    async def never(*a: Any, **kw: Any) -> None:
-        return None
-
-    monkeypatch.setattr(service, "send_steady", never)
+    never_steady(monkeypatch)
     replies_off = await conversation(client, off_fam, stranger["fid"])
 
     assert neutral(replies_on, on_fam) == neutral(replies_off, off_fam)
@@ -373,19 +381,11 @@ async def test_the_matrix_send_lane_answers_and_leaves_what_the_route_does(
 ) -> None:
     on_fam, off_fam = await family(client, sms, 5), await family(client, sms, 6)
     stranger = await family(client, sms, 7)
-    for fam in (on_fam, off_fam):
-        for who in ("owner", "member"):
-            r = await client.get(f"{CONV}/{fam['fid']}", headers=h(fam[who]))
-            assert r.status_code == 200, r.text
-
+    await remembered(client, on_fam, off_fam)
     taken = count_steady(monkeypatch)
     replies_on = await mx_conversation(client, on_fam, stranger["fid"])
     steady_taken = list(taken)
-
-    async def never(*a: Any, **kw: Any) -> None:
-        return None
-
-    monkeypatch.setattr(service, "send_steady", never)
+    never_steady(monkeypatch)
     replies_off = await mx_conversation(client, off_fam, stranger["fid"])
 
     assert mx_neutral(replies_on) == mx_neutral(replies_off)

@@ -18,13 +18,14 @@ the server's own origin.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from kares.deps import DbDep, RuntimeDep
@@ -113,6 +114,21 @@ def steady_credentials(headers: Mapping[str, str]) -> Credentials | None:
     except Problem:
         return None
     return creds if creds.scheme != "cookie" else None
+
+
+def lane_bearer(scope: MutableMapping[str, Any]) -> Credentials | None:
+    """The bearer credential of a request a lane may serve in its steady state
+    (``kares.lanes``): None with a cookie (whose requests answer to the CSRF
+    rules), with a token in the query string (``?access_token=``, which Matrix
+    clients may send) or with any credential that does not read cleanly; the
+    route answers those."""
+    if b"access_token" in scope.get("query_string", b""):
+        return None
+    headers = Headers(scope=scope)
+    if "cookie" in headers:
+        return None
+    creds = steady_credentials(headers)
+    return creds if creds is not None and creds.scheme == "bearer" else None
 
 
 async def resolve(s: AsyncSession, rt: Runtime, creds: Credentials) -> Caller:

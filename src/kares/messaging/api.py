@@ -12,7 +12,7 @@ from starlette.types import Scope
 from kares import live
 from kares.deps import DbDep, RuntimeDep
 from kares.errors import Problem, responses
-from kares.identity.auth import AUTH_ERRORS, steady_credentials
+from kares.identity.auth import AUTH_ERRORS, lane_bearer
 from kares.identity.service import steady_session
 from kares.lanes import Lane, Reply, json_reply
 from kares.messaging import attachments, service, stream
@@ -229,11 +229,8 @@ async def send_lane(scope: Scope, raw: bytes) -> Reply | None:
     rt: Runtime = scope["app"].state.runtime
     if rt.db.dialect != "sqlite":
         return None
-    headers = Headers(scope=scope)
-    if "cookie" in headers or not _json_body(headers.get("content-type")):
-        return None
-    creds = steady_credentials(headers)
-    if creds is None or creds.scheme != "bearer":
+    creds = lane_bearer(scope)
+    if creds is None or not _json_body(Headers(scope=scope).get("content-type")):
         return None
     try:
         body = TextIn.model_validate_json(raw)

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import QueryParams
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -36,7 +36,7 @@ from kares.deps import DbDep, RuntimeDep, end_request_session, request_ip
 from kares.errors import Problem
 from kares.families import service as families
 from kares.identity import changes
-from kares.identity.auth import steady_credentials
+from kares.identity.auth import lane_bearer
 from kares.identity.models import Account
 from kares.identity.service import parse_phone, steady_session
 from kares.lanes import Lane, Reply, json_reply
@@ -404,13 +404,8 @@ async def send_lane(scope: Scope, raw: bytes) -> Reply | None:
     answers it. Anything else is declined, with nothing stored, and the route
     answers it (its errors in the Matrix form)."""
     rt: Runtime = scope["app"].state.runtime
-    if rt.db.dialect != "sqlite" or b"access_token" in scope.get("query_string", b""):
-        return None
-    headers = Headers(scope=scope)
-    if "cookie" in headers:
-        return None
-    creds = steady_credentials(headers)
-    if creds is None or creds.scheme != "bearer":
+    creds = lane_bearer(scope)
+    if rt.db.dialect != "sqlite" or creds is None:
         return None
     _, _, _, _, _, room, _, event_type, txn_id = scope["path"].split("/")
     conversation_id = mx.conversation_of(room, _server(rt))
@@ -857,17 +852,10 @@ async def sync_lane(scope: Scope, raw: bytes) -> Reply | None:
     (:func:`_poll`). Anything else (a first sync, a filter written out, a
     parameter the route refuses) is declined and the route answers it."""
     rt: Runtime = scope["app"].state.runtime
-    if rt.db.dialect != "sqlite":
+    creds = lane_bearer(scope)
+    if rt.db.dialect != "sqlite" or creds is None:
         return None
     qp = QueryParams(scope.get("query_string", b""))
-    if "access_token" in qp:
-        return None
-    headers = Headers(scope=scope)
-    if "cookie" in headers:
-        return None
-    creds = steady_credentials(headers)
-    if creds is None or creds.scheme != "bearer":
-        return None
     since, raw_filter = qp.get("since"), qp.get("filter")
     if not since or (raw_filter and raw_filter.lstrip().startswith("{")):
         return None
