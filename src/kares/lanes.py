@@ -102,9 +102,10 @@ def _template(path: str) -> re.Pattern[str] | None:
 
 
 class Lanes:
-    """Serves the lanes registered for exact (method, path) pairs, in front of the
-    framework: the app calls :meth:`serve` before its middleware stack, so a
-    lane's request passes no framework layer. What those layers do for every
+    """Serves the lanes registered for (method, path) pairs, the path exact or a
+    template, in front of the framework: the app calls :meth:`serve` before its
+    middleware stack, so a lane's request passes no framework layer (unless the
+    lane declines it). What those layers do for every
     request is done here too: the body is bounded (413) and a NUL character in
     the path, the query or the body is refused (400), the security headers are
     added, and an unexpected error is logged and answered 500 as the framework's
