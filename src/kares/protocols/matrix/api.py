@@ -18,6 +18,8 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
@@ -115,9 +117,13 @@ def _device_of(ctx: Allowed) -> str:
     login (kept in the session's label), else the Kares device's id."""
     assert ctx.caller is not None
     sess = ctx.caller.session
-    if sess.label and sess.label.startswith(LABEL_PREFIX):
-        return sess.label[len(LABEL_PREFIX) :]
-    return sess.device_id or sess.id
+    return _device_name(sess.label, sess.device_id, sess.id)
+
+
+def _device_name(label: str | None, device_id: str | None, session_id: str) -> str:
+    if label and label.startswith(LABEL_PREFIX):
+        return label[len(LABEL_PREFIX) :]
+    return device_id or session_id
 
 
 def _conversation(room: str, rt: Runtime) -> str:
@@ -328,6 +334,18 @@ def _extra(content: dict[str, Any], handled: tuple[str, ...]) -> dict[str, Any] 
     return extra
 
 
+def _text_outgoing(content: dict[str, Any], kind: str) -> messaging.Outgoing:
+    """A text message (``m.text``, ``m.notice``, ``m.emote``) as the domain takes
+    it: the words, and the content's other keys kept beside them."""
+    text = content.get("body")
+    if not isinstance(text, str):
+        raise bad_json("A text message has a body.")
+    extra = _extra(content, ("body", "msgtype"))
+    if kind != "m.text":
+        extra = {**(extra or {}), "msgtype": kind}
+    return messaging.Outgoing(kind="text", text=text, extra=extra)
+
+
 def _media_id(url: Any, rt: Runtime) -> int:
     prefix = f"mxc://{_server(rt)}/"
     if not isinstance(url, str) or not url.startswith(prefix):
@@ -348,13 +366,7 @@ async def _outgoing(
 ) -> messaging.Outgoing:
     kind = content.get("msgtype")
     if kind in mx.TEXT_TYPES:
-        text = content.get("body")
-        if not isinstance(text, str):
-            raise bad_json("A text message has a body.")
-        extra = _extra(content, ("body", "msgtype"))
-        if kind != "m.text":
-            extra = {**(extra or {}), "msgtype": kind}
-        return messaging.Outgoing(kind="text", text=text, extra=extra)
+        return _text_outgoing(content, kind)
     if kind in ("m.image", "m.audio"):
         await _kind_allowed("photo" if kind == "m.image" else "voice", request, rt, s)
         media = _media_id(content.get("url"), rt)
@@ -415,16 +427,12 @@ async def send_lane(scope: Scope, raw: bytes) -> Reply | None:
         content = syncing.json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(content, dict):
+    if not isinstance(content, dict) or content.get("msgtype") not in mx.TEXT_TYPES:
         return None
-    kind, text = content.get("msgtype"), content.get("body")
-    if kind not in mx.TEXT_TYPES or not isinstance(text, str):
-        return None
-    extra = {k: v for k, v in content.items() if k not in ("body", "msgtype")}
-    if kind != "m.text":
-        extra["msgtype"] = kind
-    if len(syncing.json.dumps(extra, separators=(",", ":"))) > EXTRA_MAX_BYTES:
-        return None  # the route answers M_TOO_LARGE
+    try:
+        out = _text_outgoing(content, content["msgtype"])
+    except MatrixError:
+        return None  # the route says what is wrong
     async with rt.db.tx() as tx:
         facts = await steady_session(tx, rt, creds.token)
         if facts is None or guard_steady(catalog_of(rt), facts, *CHAT) is None:
@@ -436,8 +444,8 @@ async def send_lane(scope: Scope, raw: bytes) -> Reply | None:
             scope=retry_scope,
             conversation_id=conversation_id,
             txn_id=txn,
-            text=text,
-            extra=extra or None,
+            text=out.text or "",
+            extra=out.extra,
         )
         if msg is None:
             return None
@@ -750,37 +758,49 @@ async def sync(request: Request, ctx: Chat, rt: RuntimeDep, s: DbDep) -> JSONRes
     hub (holding no database connection) until something the user may see moves
     or the timeout passes. A wake costs one bounded read."""
     assert ctx.caller is not None
-    qp = request.query_params
-    server = _server(rt)
+    asked = await _asked(s, ctx.account_id, request.query_params)
+    if asked.token is None:
+        return _ok(await syncing.initial(s, ctx.account_id, asked.flt, _server(rt)))
+    await end_request_session(request.scope)  # what follows holds connections briefly
+    return _ok(
+        await _poll(
+            rt,
+            account_id=ctx.account_id,
+            session_id=ctx.caller.session.id,
+            device=f"mx:{_device_of(ctx)}",
+            asked=asked,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What a sync asks for, read from its query string."""
+
+    flt: syncing.Filter
+    wait_ms: int
+    full_state: bool
+    token: syncing.Token | None  # None: a first sync
+
+
+async def _asked(s: Conn, account_id: str, qp: Mapping[str, str]) -> _Asked:
+    """A sync's parameters (its filter, written out or by id, read), or the
+    Matrix error that refuses them."""
     raw_filter = qp.get("filter")
     flt = syncing.Filter()
     if raw_filter:
         if raw_filter.lstrip().startswith("{"):
             flt = syncing.parse_filter(syncing.read_filter_text(raw_filter)[0])
         else:
-            row = await _load_filter(s, ctx.account_id, raw_filter)
+            row = await _load_filter(s, account_id, raw_filter)
             flt = syncing.parse_filter(syncing.json.loads(row.definition))
     timeout = min(_int_param(qp.get("timeout"), 0, "timeout"), SYNC_TIMEOUT_MAX_MS)
-    full_state = qp.get("full_state", "false") == "true"
     since = qp.get("since")
-    token = syncing.read_token(since) if since else None
-    account_id, session_id = ctx.account_id, ctx.caller.session.id
-    device = f"mx:{_device_of(ctx)}"
-    if token is None:
-        body = await syncing.initial(s, account_id, flt, server)
-        return _ok(body)
-    await end_request_session(request.scope)  # what follows holds connections briefly
-    return _ok(
-        await _poll(
-            rt,
-            account_id=account_id,
-            session_id=session_id,
-            device=device,
-            token=token,
-            flt=flt,
-            wait_ms=timeout,
-            full_state=full_state,
-        )
+    return _Asked(
+        flt,
+        timeout,
+        qp.get("full_state", "false") == "true",
+        syncing.read_token(since) if since else None,
     )
 
 
@@ -790,16 +810,15 @@ async def _poll(
     account_id: str,
     session_id: str,
     device: str,
-    token: syncing.Token,
-    flt: syncing.Filter,
-    wait_ms: int,
-    full_state: bool,
+    asked: _Asked,
 ) -> dict[str, Any]:
-    """An incremental sync's answer, waited for (``wait_ms`` at most) holding
+    """An incremental sync's answer, waited for (``asked.wait_ms`` at most) holding
     no database connection while it waits: what :func:`sync` and its lane serve
     once they know the caller and what it asks."""
     server = _server(rt)
-    deadline = time.monotonic() + wait_ms / 1000
+    assert asked.token is not None
+    token, flt, full_state = asked.token, asked.flt, asked.full_state
+    deadline = time.monotonic() + asked.wait_ms / 1000
     key = (account_id, device)
     # the subscription this device kept since its last poll: it heard everything
     # meanwhile, and the device counted as connected (no pushes between polls)
@@ -846,44 +865,33 @@ async def _poll(
 
 async def sync_lane(scope: Scope, raw: bytes) -> Reply | None:
     """``GET /sync`` in its steady state, without the framework (``kares.lanes``):
-    on SQLite, an incremental sync (``since``) with its filter by id (or none),
-    from a live session that needs no touch (its token in the header) and the
-    guard's decision remembered, is answered by the same poll as the route's
-    (:func:`_poll`). Anything else (a first sync, a filter written out, a
-    parameter the route refuses) is declined and the route answers it."""
+    on SQLite, an incremental sync (``since``), from a live session that needs
+    no touch (its token in the header) and the guard's decision remembered, is
+    read as the route reads it (:func:`_asked`) and answered by the same poll
+    (:func:`_poll`). Anything else (a first sync, a parameter the route
+    refuses) is declined and the route answers it."""
     rt: Runtime = scope["app"].state.runtime
     creds = lane_bearer(scope)
     if rt.db.dialect != "sqlite" or creds is None:
         return None
-    qp = QueryParams(scope.get("query_string", b""))
-    since, raw_filter = qp.get("since"), qp.get("filter")
-    if not since or (raw_filter and raw_filter.lstrip().startswith("{")):
-        return None
     try:
-        token = syncing.read_token(since)
-        timeout = min(_int_param(qp.get("timeout"), 0, "timeout"), SYNC_TIMEOUT_MAX_MS)
         async with rt.db.tx() as tx:
             facts = await steady_session(tx, rt, creds.token)
             if facts is None or guard_steady(catalog_of(rt), facts, *CHAT) is None:
                 return None
-            flt = syncing.Filter()
-            if raw_filter:
-                row = await _load_filter(tx, facts.account_id, raw_filter)
-                flt = syncing.parse_filter(syncing.json.loads(row.definition))
+            asked = await _asked(tx, facts.account_id, QueryParams(scope["query_string"]))
     except MatrixError:
         return None  # the route says what is wrong
-    label = facts.label
-    named = label[len(LABEL_PREFIX) :] if label and label.startswith(LABEL_PREFIX) else None
+    if asked.token is None:
+        return None  # a first sync: the route reads it with a session
+    device = _device_name(facts.label, facts.device_id, facts.session_id)
     try:
         body = await _poll(
             rt,
             account_id=facts.account_id,
             session_id=facts.session_id,
-            device=f"mx:{named if named is not None else facts.device_id or facts.session_id}",
-            token=token,
-            flt=flt,
-            wait_ms=timeout,
-            full_state=qp.get("full_state", "false") == "true",
+            device=f"mx:{device}",
+            asked=asked,
         )
     except MatrixError as exc:
         return _error_reply(exc)
