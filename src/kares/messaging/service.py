@@ -405,16 +405,15 @@ async def send(
     if acc.kind == "family":
         await ensure_family_conversation(s, acc.id)
     now = clock.utcnow()
-    ev = await stream.take(s, conversation_id=acc.id, kind="message", about=sender_id, at=now)
+    position = await stream.take_message(s, conversation_id=acc.id, about=sender_id, at=now)
     # under the position lock (PostgreSQL): a concurrent twin has committed by now
     if await _by_txn(s, sender_id, key) is not None:
         await s.rollback()  # the position taken goes unused: a gap nobody waits for
         twin = await _by_txn(s, sender_id, key)
         assert twin is not None
         return twin, False
-    ev.message_position = ev.position
     msg = Message(
-        position=ev.position,
+        position=position,
         conversation_id=acc.id,
         sender_account_id=sender_id,
         kind=outgoing.kind,
@@ -442,7 +441,8 @@ async def send(
 
 # --- sending, the steady state -------------------------------------------------------------------
 
-# send_steady's statements, built once (kares.db.Statement)
+# send_steady's statements, built once (kares.db.Statement); parameters are not
+# named after the columns they fill (SQLAlchemy reserves those names)
 _MEMBERS = Statement(
     select(FamilyMember.account_id).where(FamilyMember.family_id == bindparam("family_id"))
 )
@@ -454,20 +454,20 @@ _TXN = Statement(
 _FAMILY_CONVERSATION = Statement(  # SQLite's ON CONFLICT: the steady path is SQLite's
     sqlite_insert(Conversation)
     .values(
-        id=bindparam("id"),
+        id=bindparam("family"),
         kind="family",
-        family_id=bindparam("id"),
+        family_id=bindparam("family"),
         created_at=bindparam("at"),
     )
     .on_conflict_do_nothing()
 )
 _MESSAGE = Statement(
     insert(Message).values(
-        position=bindparam("position"),
-        conversation_id=bindparam("conversation_id"),
+        position=bindparam("taken"),
+        conversation_id=bindparam("family"),
         sender_account_id=bindparam("sender"),
         kind="text",
-        body=bindparam("body"),
+        body=bindparam("words"),
         attachment_id=None,
         txn_key=bindparam("key"),
         sent_at=bindparam("at"),
@@ -511,7 +511,7 @@ async def send_steady(
     if await _offline(members, sender_id):
         return None  # somebody gets a notice: the route writes it
     now = clock.utcnow()
-    await _FAMILY_CONVERSATION.run(tx, {"id": conversation_id, "at": now})
+    await _FAMILY_CONVERSATION.run(tx, {"family": conversation_id, "at": now})
     position = await stream.take_message(
         tx, conversation_id=conversation_id, about=sender_id, at=now
     )
@@ -520,10 +520,10 @@ async def send_steady(
         await _MESSAGE.run(
             tx,
             {
-                "position": position,
-                "conversation_id": conversation_id,
+                "taken": position,
+                "family": conversation_id,
                 "sender": sender_id,
-                "body": stored,
+                "words": stored,
                 "key": key,
                 "at": now,
             },
@@ -563,10 +563,9 @@ async def post_system(
     if family:
         await ensure_family_conversation(s, conversation_id)
     now = clock.utcnow()
-    ev = await stream.take(s, conversation_id=conversation_id, kind="message", about=about, at=now)
-    ev.message_position = ev.position
+    position = await stream.take_message(s, conversation_id=conversation_id, about=about, at=now)
     msg = Message(
-        position=ev.position,
+        position=position,
         conversation_id=conversation_id,
         sender_account_id=about,
         kind=SYSTEM,

@@ -72,35 +72,37 @@ async def take(
     return ev
 
 
-# take_message's statements, built once (kares.db.Statement)
+# take_message's statements, built once (kares.db.Statement); their parameters are
+# not named after columns, which SQLAlchemy reserves in an INSERT or UPDATE
 _TAKE = Statement(
     insert(MessageEvent)
     .values(
-        conversation_id=bindparam("conversation_id"),
+        conversation_id=bindparam("in_conversation"),
         kind="message",
         account_id=None,
         message_position=None,
-        at=bindparam("at"),
+        at=bindparam("taken_at"),
     )
     .returning(MessageEvent.position)
 )
 _POINT = Statement(
     update(MessageEvent)
-    .where(MessageEvent.position == bindparam("position"))
-    .values(message_position=bindparam("position"))
+    .where(MessageEvent.position == bindparam("taken"))
+    .values(message_position=bindparam("taken"))
 )
 
 
 async def take_message(s: Conn, *, conversation_id: str, about: str | None, at: datetime) -> int:
-    """:func:`take` for a message, in statements that run on any connection (a
+    """:func:`take` for a message (every message: sent, steady or not, and the
+    notices the domain writes), in statements that run on any connection (a
     bare :class:`kares.db.Tx` of the steady path too): the event written, pointing
     at the message of its own position (which the caller writes next, in the same
     transaction), and the hub told after the commit. Returns the position."""
     if dialect_of(s) == "postgresql":
         await _LOCK.run(s, {"k": LOCK_KEY})
-    row = await _TAKE.first(s, {"conversation_id": conversation_id, "at": at})
+    row = await _TAKE.first(s, {"in_conversation": conversation_id, "taken_at": at})
     position = int(row[0])
-    await _POINT.run(s, {"position": position})
+    await _POINT.run(s, {"taken": position})
     if about is not None:
         events.on_commit(s, lambda: live.hub.deliver(kind=NOTICE_KIND, about=about, seq=position))
     return position
